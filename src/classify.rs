@@ -1,0 +1,189 @@
+//! The first decision about a request: is it one of our built-in endpoints, or traffic for the
+//! protected application? And if it is unauthenticated, is it a person's browser (send it to log
+//! in) or a program (answer 401)?
+//!
+//! Endpoint paths match exactly, byte for byte: `/ping/` or `/PING` are application paths, so a
+//! health check can never be used to skip authentication (and nothing here looks at User-Agent).
+
+use http::header::{HeaderMap, ACCEPT};
+use http::Method;
+
+/// Everything below this prefix belongs to portcullis.
+pub const RESERVED_PREFIX: &str = "/oauth2/";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Start,
+    Callback,
+    SignOut,
+    UserInfo,
+    Auth,
+    Ping,
+    Ready,
+    /// Under `/oauth2/` but not an endpoint: 404, never forwarded.
+    UnknownReserved,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Endpoint(Endpoint),
+    /// Application traffic: authentication required.
+    Protected,
+}
+
+/// Classifies a request by its path (the part before `?`). `callback_path` comes from
+/// `oidc.redirect_url` and may live outside `/oauth2/`.
+pub fn classify(path: &str, callback_path: &str) -> Route {
+    if path == callback_path {
+        return Route::Endpoint(Endpoint::Callback);
+    }
+    let endpoint = match path {
+        "/ping" => Endpoint::Ping,
+        "/ready" => Endpoint::Ready,
+        "/oauth2/start" => Endpoint::Start,
+        "/oauth2/sign_out" => Endpoint::SignOut,
+        "/oauth2/userinfo" => Endpoint::UserInfo,
+        "/oauth2/auth" => Endpoint::Auth,
+        p if p.starts_with(RESERVED_PREFIX) => Endpoint::UnknownReserved,
+        _ => return Route::Protected,
+    };
+    Route::Endpoint(endpoint)
+}
+
+/// A callback path must not shadow another built-in endpoint.
+pub fn is_reserved_non_callback(path: &str) -> bool {
+    matches!(
+        classify(path, "\0never"),
+        Route::Endpoint(e) if e != Endpoint::UnknownReserved
+    )
+}
+
+/// Whether an unauthenticated request should be redirected to the login page rather than
+/// refused with 401: only page navigations of a browser. `fetch()`/XHR calls, scripts and
+/// anything that is not GET/HEAD get a 401 they can act on.
+pub fn is_browser_navigation(method: &Method, headers: &HeaderMap) -> bool {
+    if method != Method::GET && method != Method::HEAD {
+        return false;
+    }
+    if headers.contains_key(http::header::AUTHORIZATION) {
+        return false;
+    }
+    let header_is = |name: &str, value: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .any(|v| v.as_bytes().eq_ignore_ascii_case(value.as_bytes()))
+    };
+    if header_is("x-requested-with", "XMLHttpRequest") {
+        return false;
+    }
+    if header_is("sec-fetch-mode", "navigate") {
+        return true;
+    }
+    if headers.contains_key("sec-fetch-mode") {
+        // cors, no-cors, same-origin, websocket: a script or a subresource, never a page load.
+        return false;
+    }
+    accept_prefers_html(headers)
+}
+
+/// `text/html` has the highest quality of everything listed in `Accept` and is not tied with
+/// `application/json` (a client that asks for both equally is treated as an API client).
+fn accept_prefers_html(headers: &HeaderMap) -> bool {
+    let mut html = 0.0f32;
+    let mut json = 0.0f32;
+    let mut best_other = 0.0f32;
+    for value in headers.get_all(ACCEPT) {
+        let Ok(value) = value.to_str() else {
+            return false;
+        };
+        for item in value.split(',') {
+            let mut parts = item.split(';');
+            let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+            let mut q = 1.0f32;
+            for p in parts {
+                if let Some(v) = p.trim().strip_prefix("q=") {
+                    q = v.trim().parse::<f32>().unwrap_or(0.0).clamp(0.0, 1.0);
+                }
+            }
+            match media.as_str() {
+                "text/html" | "application/xhtml+xml" => html = html.max(q),
+                "application/json" => json = json.max(q),
+                "*/*" | "" => {}
+                _ => best_other = best_other.max(q),
+            }
+        }
+    }
+    html > 0.0 && html >= best_other && html > json
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    const CHROME_ACCEPT: &str = "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,image/apng,*/*;q=0.8,application/signed-exchange;v=b3;q=0.7";
+
+    #[test]
+    fn endpoints_match_exactly() {
+        let cb = "/oauth2/callback";
+        assert_eq!(classify("/ping", cb), Route::Endpoint(Endpoint::Ping));
+        assert_eq!(classify("/ping/", cb), Route::Protected);
+        assert_eq!(classify("/PING", cb), Route::Protected);
+        assert_eq!(classify("/pingx", cb), Route::Protected);
+        assert_eq!(classify("/ready", cb), Route::Endpoint(Endpoint::Ready));
+        assert_eq!(classify("/oauth2/callback", cb), Route::Endpoint(Endpoint::Callback));
+        assert_eq!(classify("/oauth2/auth", cb), Route::Endpoint(Endpoint::Auth));
+        assert_eq!(classify("/oauth2/other", cb), Route::Endpoint(Endpoint::UnknownReserved));
+        assert_eq!(classify("/app/oauth2/start", cb), Route::Protected);
+        assert_eq!(classify("/sso/cb", "/sso/cb"), Route::Endpoint(Endpoint::Callback));
+        assert!(is_reserved_non_callback("/ping"));
+        assert!(!is_reserved_non_callback("/oauth2/callback"));
+    }
+
+    #[test]
+    fn browser_navigation() {
+        let get = Method::GET;
+        assert!(is_browser_navigation(&get, &headers(&[("accept", CHROME_ACCEPT)])));
+        assert!(is_browser_navigation(
+            &get,
+            &headers(&[("sec-fetch-mode", "navigate"), ("accept", "*/*")])
+        ));
+        // fetch() from a page
+        assert!(!is_browser_navigation(
+            &get,
+            &headers(&[("sec-fetch-mode", "cors"), ("accept", "*/*")])
+        ));
+        // XHR even with text/html
+        assert!(!is_browser_navigation(
+            &get,
+            &headers(&[("accept", CHROME_ACCEPT), ("x-requested-with", "XMLHttpRequest")])
+        ));
+        // curl, python requests
+        assert!(!is_browser_navigation(&get, &headers(&[("accept", "*/*")])));
+        assert!(!is_browser_navigation(&get, &headers(&[])));
+        assert!(!is_browser_navigation(
+            &get,
+            &headers(&[("accept", "application/json, text/html")])
+        ));
+        assert!(!is_browser_navigation(
+            &get,
+            &headers(&[("accept", "text/html;q=0.1, application/json")])
+        ));
+        // a POST is never redirected
+        assert!(!is_browser_navigation(&Method::POST, &headers(&[("accept", CHROME_ACCEPT)])));
+        // a bearer caller is never redirected
+        assert!(!is_browser_navigation(
+            &get,
+            &headers(&[("accept", CHROME_ACCEPT), ("authorization", "Bearer x")])
+        ));
+    }
+}

@@ -1,0 +1,121 @@
+//! The command line: argument parsing and the four commands. Everything else lives in the
+//! library; this file only decides what to run.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, LogFormat};
+
+#[derive(Parser)]
+#[command(name = "portcullis", version, about = "An authenticating reverse proxy: OpenID Connect login in front of an application that has none.")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve with a configuration file.
+    Run {
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Validate a configuration file and reach the identity provider; exit 1 with the reason
+    /// if anything is wrong.
+    Check {
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Print a fresh random session secret for `session.secrets`.
+    Secret,
+    /// Start a self-contained demo on loopback: a development identity provider, an echo
+    /// upstream and the proxy in front of it.
+    Demo {
+        /// Where the proxy listens.
+        #[arg(long, default_value = "127.0.0.1:4180")]
+        listen: std::net::SocketAddr,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { config } => match Config::load(&config) {
+            Ok(config) => {
+                crate::logging::init(&config.logging.level, config.logging.format);
+                tracing::info!(config = %config.source, summary = %config.summary(), "starting");
+                match crate::server::build(config) {
+                    Ok(server) => server.run_forever(),
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        ExitCode::from(1)
+                    }
+                }
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(1)
+            }
+        },
+        Command::Check { config } => check(&config),
+        Command::Secret => {
+            println!("{}", crate::config::generate_secret());
+            ExitCode::SUCCESS
+        }
+        Command::Demo { listen } => {
+            crate::logging::init("info", LogFormat::Text);
+            match crate::demo_run(listen) {
+                Ok(never) => match never {},
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    crate::jwt::provider::install();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start a runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let http = crate::oidc::discovery::http_client(config.oidc.http_timeout);
+    let result = runtime.block_on(async {
+        let meta = crate::oidc::discovery::fetch_metadata(&http, &config.oidc.issuer).await?;
+        let jwks = crate::oidc::discovery::fetch_jwks(&http, &meta.jwks_uri).await?;
+        let (keys, _) = crate::jwt::keys::KeySet::from_jwks(&jwks);
+        Ok::<_, crate::oidc::discovery::FetchError>((meta, keys.len()))
+    });
+    match result {
+        Ok((meta, keys)) if keys > 0 => {
+            println!(
+                "ok: {}; provider: {keys} signing key(s), sign-out at provider: {}",
+                config.summary(),
+                if meta.end_session_endpoint.is_some() { "yes" } else { "no" }
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(_) => {
+            eprintln!("error: {}: the provider's JWKS has no usable signing key", config.oidc.issuer);
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("error: {}: oidc.issuer: {e}", config.source);
+            ExitCode::from(1)
+        }
+    }
+}

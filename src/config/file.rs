@@ -1,0 +1,136 @@
+//! The configuration file as written: plain serde types, every table closed to unknown keys.
+//!
+//! Nothing here is trusted or interpreted; [`super::validate`] turns it into [`super::Config`].
+//! Keeping the two apart means a value is checked in exactly one place, and the rest of the
+//! program only ever sees the validated form.
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub server: ServerFile,
+    pub upstream: UpstreamFile,
+    pub oidc: OidcFile,
+    #[serde(default)]
+    pub session: SessionFile,
+    #[serde(default)]
+    pub redirects: RedirectsFile,
+    #[serde(default)]
+    pub headers: HeadersFile,
+    #[serde(default)]
+    pub logging: LoggingFile,
+}
+
+/// `listen = "addr"` or `listen = ["addr", "addr"]`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerFile {
+    #[serde(default = "default_listen")]
+    pub listen: OneOrMany,
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// Worker threads for the proxy service.
+    pub threads: Option<usize>,
+    /// How long a stopping server keeps serving after it stops listening (SIGTERM).
+    pub shutdown_grace: Option<String>,
+}
+
+impl Default for ServerFile {
+    fn default() -> Self {
+        ServerFile {
+            listen: default_listen(),
+            trusted_proxies: Vec::new(),
+            threads: None,
+            shutdown_grace: None,
+        }
+    }
+}
+
+fn default_listen() -> OneOrMany {
+    OneOrMany::One("127.0.0.1:4180".into())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamFile {
+    pub url: String,
+    pub connect_timeout: Option<String>,
+    pub read_timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcFile {
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: Option<String>,
+    pub client_secret_file: Option<String>,
+    pub redirect_url: String,
+    pub scopes: Option<Vec<String>>,
+    pub user_claim: Option<String>,
+    pub email_claim: Option<String>,
+    pub groups_claim: Option<String>,
+    /// `client_secret_basic` or `client_secret_post`; default: what discovery advertises.
+    pub token_endpoint_auth_method: Option<String>,
+    /// Timeout of every call to the identity provider.
+    pub http_timeout: Option<String>,
+    /// Allow a plain-http issuer that is not on loopback (a lab set-up; never production).
+    #[serde(default)]
+    pub insecure_allow_http: bool,
+    /// Clock skew tolerated on token times.
+    pub leeway: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionFile {
+    pub cookie_name: Option<String>,
+    #[serde(default)]
+    pub secrets: Vec<String>,
+    pub lifetime: Option<String>,
+    pub secure: Option<bool>,
+    pub same_site: Option<String>,
+    pub domain: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedirectsFile {
+    #[serde(default)]
+    pub allowed_domains: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeadersFile {
+    #[serde(default)]
+    pub pass_access_token: bool,
+    #[serde(default)]
+    pub pass_id_token_as_bearer: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoggingFile {
+    pub level: Option<String>,
+    /// `auto` (JSON unless stderr is a terminal), `json` or `text`.
+    pub format: Option<String>,
+}

@@ -1,0 +1,808 @@
+//! Configuration: the TOML file model ([`file`]) checked into a [`Config`] the program can trust.
+//!
+//! Every error names the file and the key path (`config.toml: session.secrets[0]: ...`), and no
+//! error message ever repeats a secret's value.
+
+mod file;
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use base64::Engine;
+use ipnet::IpNet;
+use url::Url;
+
+use crate::redirect::RedirectPolicy;
+use file::FileConfig;
+
+/// Environment variable that supplies the OIDC client secret.
+pub const ENV_CLIENT_SECRET: &str = "PORTCULLIS_OIDC_CLIENT_SECRET";
+/// Environment variable that supplies the session secrets, comma-separated.
+pub const ENV_SESSION_SECRETS: &str = "PORTCULLIS_SESSION_SECRETS";
+
+/// The smallest session secret accepted: AES-256 wants 32 bytes of key material.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// A configuration problem, located by file and key path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.file, self.message)
+        } else {
+            write!(f, "{}: {}: {}", self.file, self.key, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// A value that must never reach a log line or an error message.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug)]
+pub struct Config {
+    /// Where it came from, for messages.
+    pub source: String,
+    pub server: Server,
+    pub upstream: Upstream,
+    pub oidc: Oidc,
+    pub session: Session,
+    pub redirects: RedirectPolicy,
+    pub headers: Headers,
+    pub logging: Logging,
+}
+
+#[derive(Debug)]
+pub struct Server {
+    pub listen: Vec<SocketAddr>,
+    pub trusted_proxies: Vec<IpNet>,
+    pub threads: usize,
+    pub shutdown_grace: Duration,
+}
+
+impl Server {
+    /// Whether a peer's forwarding headers (`X-Forwarded-*`, `X-Original-URI`) may be believed.
+    pub fn is_trusted_proxy(&self, peer: IpAddr) -> bool {
+        let peer = canonical_ip(peer);
+        self.trusted_proxies.iter().any(|net| net.contains(&peer))
+    }
+}
+
+/// `::ffff:10.0.0.1` and `10.0.0.1` are one peer.
+fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub url: Url,
+    /// `host:port` to connect to.
+    pub address: String,
+    pub tls: bool,
+    /// Server name for TLS.
+    pub sni: String,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+}
+
+/// How the client authenticates at the token endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuthMethod {
+    Basic,
+    Post,
+}
+
+#[derive(Debug)]
+pub struct Oidc {
+    /// Exactly as configured; compared to `iss` byte for byte.
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub redirect_url: Url,
+    /// The path of `redirect_url`: where the IdP sends the browser back.
+    pub callback_path: String,
+    pub scopes: Vec<String>,
+    pub user_claim: String,
+    pub email_claim: String,
+    pub groups_claim: String,
+    pub auth_method: Option<ClientAuthMethod>,
+    pub http_timeout: Duration,
+    pub leeway: Duration,
+}
+
+#[derive(Debug)]
+pub struct Session {
+    pub cookie_name: String,
+    /// Decoded secrets; the first seals.
+    pub secrets: Vec<SessionSecret>,
+    pub lifetime: Duration,
+    pub secure: bool,
+    pub same_site: cookie::SameSite,
+    pub domain: Option<String>,
+}
+
+/// Decoded session secret bytes (at least [`MIN_SECRET_BYTES`]).
+#[derive(Clone)]
+pub struct SessionSecret(pub Vec<u8>);
+
+impl fmt::Debug for SessionSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SessionSecret([redacted])")
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Headers {
+    pub pass_access_token: bool,
+    pub pass_id_token_as_bearer: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Auto,
+    Json,
+    Text,
+}
+
+#[derive(Debug, Clone)]
+pub struct Logging {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Config {
+    /// Reads and validates `path`, taking secrets from the environment where the file leaves them out.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let source = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: source.clone(),
+            key: String::new(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Config::parse(&text, &source, &|name| std::env::var(name).ok())
+    }
+
+    /// Parses TOML `text`; `source` names it in errors; `env` looks up environment variables.
+    pub fn parse(
+        text: &str,
+        source: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let file = parse_file(text, source)?;
+        Validator { source, env }.config(file)
+    }
+
+    /// A one-line description without secrets, for `portcullis check` and the start-up log.
+    pub fn summary(&self) -> String {
+        let listen: Vec<String> = self.server.listen.iter().map(|a| a.to_string()).collect();
+        format!(
+            "listen {} -> upstream {}; issuer {}; client {}; {} session secret(s); cookie {}",
+            listen.join(","),
+            self.upstream.url,
+            self.oidc.issuer,
+            self.oidc.client_id,
+            self.session.secrets.len(),
+            self.session.cookie_name,
+        )
+    }
+}
+
+fn parse_file(text: &str, source: &str) -> Result<FileConfig, ConfigError> {
+    let de = toml::Deserializer::new(text);
+    serde_path_to_error::deserialize::<_, FileConfig>(de).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        let mut message = inner.message().to_string();
+        let mut key = if path == "." { String::new() } else { path };
+        // "unknown field `x`, expected ..." is about the key `x` inside the path.
+        if let Some(rest) = message.strip_prefix("unknown field `") {
+            if let Some((field, _)) = rest.split_once('`') {
+                // serde_path_to_error already ends the path with the field; older versions did not.
+                if !(key == field || key.ends_with(&format!(".{field}"))) {
+                    key = if key.is_empty() {
+                        field.to_string()
+                    } else {
+                        format!("{key}.{field}")
+                    };
+                }
+                message = "unknown key".to_string();
+            }
+        }
+        if let Some(span) = inner.span() {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            message = format!("{message} (line {line})");
+        }
+        ConfigError {
+            file: source.to_string(),
+            key,
+            message,
+        }
+    })
+}
+
+struct Validator<'a> {
+    source: &'a str,
+    env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Validator<'_> {
+    fn err(&self, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.source.to_string(),
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    fn duration(&self, key: &str, value: Option<&str>, default: Duration) -> Result<Duration, ConfigError> {
+        match value {
+            None => Ok(default),
+            Some(text) => {
+                let d = humantime::parse_duration(text.trim()).map_err(|e| {
+                    self.err(key, format!("not a duration ({e}); write e.g. \"30s\", \"12h\""))
+                })?;
+                if d.is_zero() {
+                    return Err(self.err(key, "must be greater than zero"));
+                }
+                Ok(d)
+            }
+        }
+    }
+
+    fn config(&self, f: FileConfig) -> Result<Config, ConfigError> {
+        let server = self.server(f.server)?;
+        let upstream = self.upstream(f.upstream)?;
+        let oidc = self.oidc(f.oidc)?;
+        let session = self.session(f.session)?;
+        let redirects = self.redirects(f.redirects)?;
+        let headers = Headers {
+            pass_access_token: f.headers.pass_access_token,
+            pass_id_token_as_bearer: f.headers.pass_id_token_as_bearer,
+        };
+        let logging = self.logging(f.logging)?;
+        Ok(Config {
+            source: self.source.to_string(),
+            server,
+            upstream,
+            oidc,
+            session,
+            redirects,
+            headers,
+            logging,
+        })
+    }
+
+    fn server(&self, s: file::ServerFile) -> Result<Server, ConfigError> {
+        let listen_raw = s.listen.into_vec();
+        if listen_raw.is_empty() {
+            return Err(self.err("server.listen", "needs at least one address"));
+        }
+        let mut listen = Vec::new();
+        for (i, a) in listen_raw.iter().enumerate() {
+            let addr: SocketAddr = a.parse().map_err(|_| {
+                self.err(
+                    format!("server.listen[{i}]"),
+                    format!("`{a}` is not an address like 127.0.0.1:4180 or [::1]:4180"),
+                )
+            })?;
+            listen.push(addr);
+        }
+        let mut trusted_proxies = Vec::new();
+        for (i, p) in s.trusted_proxies.iter().enumerate() {
+            let net = p
+                .parse::<IpNet>()
+                .or_else(|_| p.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    self.err(
+                        format!("server.trusted_proxies[{i}]"),
+                        format!("`{p}` is not a CIDR like 10.0.0.0/8 or an IP address"),
+                    )
+                })?;
+            trusted_proxies.push(net.trunc());
+        }
+        let threads = match s.threads {
+            Some(0) => return Err(self.err("server.threads", "must be at least 1")),
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        let shutdown_grace = self.duration(
+            "server.shutdown_grace",
+            s.shutdown_grace.as_deref(),
+            Duration::from_secs(5),
+        )?;
+        Ok(Server {
+            listen,
+            trusted_proxies,
+            threads,
+            shutdown_grace,
+        })
+    }
+
+    fn upstream(&self, u: file::UpstreamFile) -> Result<Upstream, ConfigError> {
+        let url = Url::parse(&u.url)
+            .map_err(|e| self.err("upstream.url", format!("not a URL ({e})")))?;
+        let tls = match url.scheme() {
+            "http" => false,
+            "https" => true,
+            other => {
+                return Err(self.err(
+                    "upstream.url",
+                    format!("scheme `{other}` is not supported; use http or https"),
+                ))
+            }
+        };
+        let host = url
+            .host_str()
+            .ok_or_else(|| self.err("upstream.url", "has no host"))?
+            .to_string();
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(self.err("upstream.url", "must not carry credentials"));
+        }
+        if url.path() != "/" || url.query().is_some() {
+            return Err(self.err(
+                "upstream.url",
+                "must be scheme://host[:port] only; paths are forwarded as requested",
+            ));
+        }
+        let port = url.port_or_known_default().unwrap_or(if tls { 443 } else { 80 });
+        let address = format!("{host}:{port}");
+        let sni = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        Ok(Upstream {
+            connect_timeout: self.duration(
+                "upstream.connect_timeout",
+                u.connect_timeout.as_deref(),
+                Duration::from_secs(5),
+            )?,
+            read_timeout: self.duration(
+                "upstream.read_timeout",
+                u.read_timeout.as_deref(),
+                Duration::from_secs(60),
+            )?,
+            url,
+            address,
+            tls,
+            sni,
+        })
+    }
+
+    fn oidc(&self, o: file::OidcFile) -> Result<Oidc, ConfigError> {
+        let issuer_url =
+            Url::parse(&o.issuer).map_err(|e| self.err("oidc.issuer", format!("not a URL ({e})")))?;
+        self.check_scheme("oidc.issuer", &issuer_url, o.insecure_allow_http)?;
+        if issuer_url.query().is_some() || issuer_url.fragment().is_some() {
+            return Err(self.err("oidc.issuer", "must not have a query or fragment"));
+        }
+        if o.client_id.trim().is_empty() {
+            return Err(self.err("oidc.client_id", "must not be empty"));
+        }
+        let client_secret = self.client_secret(&o)?;
+        let redirect_url = Url::parse(&o.redirect_url)
+            .map_err(|e| self.err("oidc.redirect_url", format!("not an absolute URL ({e})")))?;
+        if !matches!(redirect_url.scheme(), "http" | "https") || redirect_url.host().is_none() {
+            return Err(self.err("oidc.redirect_url", "must be an absolute http(s) URL"));
+        }
+        if redirect_url.query().is_some() || redirect_url.fragment().is_some() {
+            return Err(self.err("oidc.redirect_url", "must not have a query or fragment"));
+        }
+        let callback_path = redirect_url.path().to_string();
+        if crate::classify::is_reserved_non_callback(&callback_path) {
+            return Err(self.err(
+                "oidc.redirect_url",
+                format!("path `{callback_path}` collides with a built-in endpoint"),
+            ));
+        }
+        let scopes = o
+            .scopes
+            .unwrap_or_else(|| vec!["openid".into(), "email".into(), "profile".into()]);
+        if !scopes.iter().any(|s| s == "openid") {
+            return Err(self.err("oidc.scopes", "must include \"openid\""));
+        }
+        for (i, s) in scopes.iter().enumerate() {
+            if s.is_empty() || s.chars().any(|c| c.is_whitespace() || c.is_control() || c == '"') {
+                return Err(self.err(format!("oidc.scopes[{i}]"), "is not a valid scope token"));
+            }
+        }
+        let claim = |key: &str, v: Option<String>, default: &str| -> Result<String, ConfigError> {
+            let v = v.unwrap_or_else(|| default.to_string());
+            if v.trim().is_empty() {
+                return Err(self.err(key, "must not be empty"));
+            }
+            Ok(v)
+        };
+        let auth_method = match o.token_endpoint_auth_method.as_deref() {
+            None => None,
+            Some("client_secret_basic") => Some(ClientAuthMethod::Basic),
+            Some("client_secret_post") => Some(ClientAuthMethod::Post),
+            Some(other) => {
+                return Err(self.err(
+                    "oidc.token_endpoint_auth_method",
+                    format!("`{other}` is not supported; use client_secret_basic or client_secret_post"),
+                ))
+            }
+        };
+        Ok(Oidc {
+            issuer: o.issuer.clone(),
+            client_id: o.client_id,
+            client_secret,
+            redirect_url,
+            callback_path,
+            scopes,
+            user_claim: claim("oidc.user_claim", o.user_claim, "sub")?,
+            email_claim: claim("oidc.email_claim", o.email_claim, "email")?,
+            groups_claim: claim("oidc.groups_claim", o.groups_claim, "groups")?,
+            auth_method,
+            http_timeout: self.duration(
+                "oidc.http_timeout",
+                o.http_timeout.as_deref(),
+                Duration::from_secs(10),
+            )?,
+            leeway: match o.leeway.as_deref() {
+                Some("0") | Some("0s") => Duration::ZERO,
+                other => self.duration("oidc.leeway", other, Duration::from_secs(60))?,
+            },
+        })
+    }
+
+    /// https everywhere, plain http only on loopback unless explicitly allowed.
+    fn check_scheme(&self, key: &str, url: &Url, allow_http: bool) -> Result<(), ConfigError> {
+        match url.scheme() {
+            "https" => Ok(()),
+            "http" => {
+                let loopback = match url.host() {
+                    Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                    Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                    Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+                    None => false,
+                };
+                if loopback || allow_http {
+                    Ok(())
+                } else {
+                    Err(self.err(
+                        key,
+                        "plain http is only accepted on loopback; use https (or set oidc.insecure_allow_http = true for a lab)",
+                    ))
+                }
+            }
+            other => Err(self.err(key, format!("scheme `{other}` is not supported"))),
+        }
+    }
+
+    fn client_secret(&self, o: &file::OidcFile) -> Result<Secret, ConfigError> {
+        let from_env = (self.env)(ENV_CLIENT_SECRET);
+        let given = [
+            o.client_secret.is_some(),
+            o.client_secret_file.is_some(),
+            from_env.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        if given > 1 {
+            return Err(self.err(
+                "oidc.client_secret",
+                format!("set more than once: use one of client_secret, client_secret_file or {ENV_CLIENT_SECRET}"),
+            ));
+        }
+        let secret = if let Some(s) = &o.client_secret {
+            s.clone()
+        } else if let Some(path) = &o.client_secret_file {
+            std::fs::read_to_string(path)
+                .map_err(|e| self.err("oidc.client_secret_file", format!("cannot read `{path}`: {e}")))?
+                .trim_end_matches(['\n', '\r'])
+                .to_string()
+        } else if let Some(s) = from_env {
+            s
+        } else {
+            return Err(self.err(
+                "oidc.client_secret",
+                format!("missing: set client_secret, client_secret_file or {ENV_CLIENT_SECRET}"),
+            ));
+        };
+        if secret.is_empty() {
+            return Err(self.err("oidc.client_secret", "must not be empty"));
+        }
+        Ok(Secret(secret))
+    }
+
+    fn session(&self, s: file::SessionFile) -> Result<Session, ConfigError> {
+        let cookie_name = s.cookie_name.unwrap_or_else(|| "_portcullis".into());
+        if cookie_name.is_empty()
+            || !cookie_name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+        {
+            return Err(self.err(
+                "session.cookie_name",
+                "use letters, digits, `_`, `-` and `.` only",
+            ));
+        }
+        let env_secrets = (self.env)(ENV_SESSION_SECRETS);
+        let (key, raw): (&str, Vec<String>) = match (s.secrets.is_empty(), env_secrets) {
+            (false, Some(_)) => {
+                return Err(self.err(
+                    "session.secrets",
+                    format!("set both in the file and in {ENV_SESSION_SECRETS}; use one"),
+                ))
+            }
+            (false, None) => ("session.secrets", s.secrets),
+            (true, Some(env)) => (
+                ENV_SESSION_SECRETS,
+                env.split(',').map(|p| p.trim().to_string()).collect(),
+            ),
+            (true, None) => {
+                return Err(self.err(
+                    "session.secrets",
+                    format!("missing: generate one with `portcullis secret` and set it here or in {ENV_SESSION_SECRETS}"),
+                ))
+            }
+        };
+        let mut secrets = Vec::new();
+        for (i, text) in raw.iter().enumerate() {
+            let bytes = decode_secret(text).ok_or_else(|| {
+                self.err(format!("{key}[{i}]"), "is not base64 (use `portcullis secret`)")
+            })?;
+            if bytes.len() < MIN_SECRET_BYTES {
+                return Err(self.err(
+                    format!("{key}[{i}]"),
+                    format!("must decode to at least {MIN_SECRET_BYTES} bytes"),
+                ));
+            }
+            secrets.push(SessionSecret(bytes));
+        }
+        let lifetime = self.duration(
+            "session.lifetime",
+            s.lifetime.as_deref(),
+            Duration::from_secs(12 * 3600),
+        )?;
+        let secure = s.secure.unwrap_or(true);
+        let same_site = match s.same_site.as_deref().unwrap_or("lax") {
+            "lax" => cookie::SameSite::Lax,
+            "strict" => cookie::SameSite::Strict,
+            "none" => {
+                if !secure {
+                    return Err(self.err(
+                        "session.same_site",
+                        "\"none\" requires session.secure = true (browsers drop it otherwise)",
+                    ));
+                }
+                cookie::SameSite::None
+            }
+            other => {
+                return Err(self.err(
+                    "session.same_site",
+                    format!("`{other}` is not one of lax, strict, none"),
+                ))
+            }
+        };
+        let domain = match s.domain {
+            None => None,
+            Some(d) => {
+                let d = d.trim().to_ascii_lowercase();
+                if d.is_empty()
+                    || !d
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+                {
+                    return Err(self.err("session.domain", "is not a domain name"));
+                }
+                Some(d)
+            }
+        };
+        Ok(Session {
+            cookie_name,
+            secrets,
+            lifetime,
+            secure,
+            same_site,
+            domain,
+        })
+    }
+
+    fn redirects(&self, r: file::RedirectsFile) -> Result<RedirectPolicy, ConfigError> {
+        RedirectPolicy::new(&r.allowed_domains)
+            .map_err(|reason| self.err("redirects.allowed_domains", reason))
+    }
+
+    fn logging(&self, l: file::LoggingFile) -> Result<Logging, ConfigError> {
+        let format = match l.format.as_deref().unwrap_or("auto") {
+            "auto" => LogFormat::Auto,
+            "json" => LogFormat::Json,
+            "text" => LogFormat::Text,
+            other => {
+                return Err(self.err(
+                    "logging.format",
+                    format!("`{other}` is not one of auto, json, text"),
+                ))
+            }
+        };
+        let level = l.level.unwrap_or_else(|| "info".into());
+        if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+            return Err(self.err("logging.level", format!("`{level}` is not a log filter")));
+        }
+        Ok(Logging { level, format })
+    }
+}
+
+/// Secrets are base64 in either alphabet, padded or not.
+pub fn decode_secret(text: &str) -> Option<Vec<u8>> {
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+    let t = text.trim();
+    [STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD]
+        .iter()
+        .find_map(|engine| engine.decode(t).ok())
+}
+
+/// A fresh session secret in the form the configuration expects.
+pub fn generate_secret() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; MIN_SECRET_BYTES];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY"; // 32 bytes
+
+    fn base() -> String {
+        format!(
+            r#"
+[server]
+listen = "127.0.0.1:4180"
+[upstream]
+url = "http://127.0.0.1:8080"
+[oidc]
+issuer = "https://idp.example.com"
+client_id = "portcullis"
+client_secret = "s3cr3t-value"
+redirect_url = "https://app.example.com/oauth2/callback"
+[session]
+secrets = ["{SECRET}"]
+"#
+        )
+    }
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, "config.toml", &|_| None)
+    }
+
+    #[test]
+    fn minimal_config_is_valid_with_defaults() {
+        let c = parse(&base()).unwrap();
+        assert_eq!(c.session.cookie_name, "_portcullis");
+        assert_eq!(c.session.lifetime, Duration::from_secs(43200));
+        assert!(c.session.secure);
+        assert_eq!(c.oidc.callback_path, "/oauth2/callback");
+        assert_eq!(c.oidc.scopes, ["openid", "email", "profile"]);
+        assert_eq!(c.upstream.address, "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn short_secret_names_file_and_key() {
+        let text = base().replace(SECRET, "c2hvcnQ");
+        let e = parse(&text).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "config.toml: session.secrets[0]: must decode to at least 32 bytes"
+        );
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_with_its_path() {
+        let text = base().replace("[session]", "[session]\ncookie_nme = \"x\"");
+        let e = parse(&text).unwrap_err();
+        assert_eq!(e.key, "session.cookie_nme");
+        assert!(e.message.starts_with("unknown key"), "{e}");
+    }
+
+    #[test]
+    fn type_errors_carry_the_path() {
+        let text = base().replace("[session]", "[session]\nsecure = \"yes\"");
+        let e = parse(&text).unwrap_err();
+        assert_eq!(e.key, "session.secure");
+    }
+
+    #[test]
+    fn secrets_never_appear_in_errors_or_debug() {
+        let text = base().replace("[session]", "[session]\nsame_site = \"bogus\"");
+        let e = parse(&text).unwrap_err();
+        assert!(!e.to_string().contains("s3cr3t-value"));
+        let c = parse(&base()).unwrap();
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("s3cr3t-value"));
+        assert!(!dbg.contains(SECRET));
+        assert!(!c.summary().contains("s3cr3t-value"));
+    }
+
+    #[test]
+    fn client_secret_from_env_and_conflicts() {
+        let text = base().replace("client_secret = \"s3cr3t-value\"\n", "");
+        let c = Config::parse(&text, "c.toml", &|k| {
+            (k == ENV_CLIENT_SECRET).then(|| "from-env".to_string())
+        })
+        .unwrap();
+        assert_eq!(c.oidc.client_secret.expose(), "from-env");
+        let e = Config::parse(&base(), "c.toml", &|k| {
+            (k == ENV_CLIENT_SECRET).then(|| "x".to_string())
+        })
+        .unwrap_err();
+        assert_eq!(e.key, "oidc.client_secret");
+        let e = parse(&text).unwrap_err();
+        assert!(e.message.starts_with("missing"));
+    }
+
+    #[test]
+    fn session_secrets_from_env() {
+        let text = base().replace(&format!("secrets = [\"{SECRET}\"]"), "");
+        let c = Config::parse(&text, "c.toml", &|k| {
+            (k == ENV_SESSION_SECRETS).then(|| format!("{SECRET}, {}", generate_secret()))
+        })
+        .unwrap();
+        assert_eq!(c.session.secrets.len(), 2);
+        let e = Config::parse(&text, "c.toml", &|k| {
+            (k == ENV_SESSION_SECRETS).then(|| "tooshort".to_string())
+        })
+        .unwrap_err();
+        assert_eq!(e.key, "PORTCULLIS_SESSION_SECRETS[0]");
+    }
+
+    #[test]
+    fn plain_http_issuer_only_on_loopback() {
+        let text = base().replace("https://idp.example.com", "http://idp.example.com");
+        assert_eq!(parse(&text).unwrap_err().key, "oidc.issuer");
+        let text = base().replace("https://idp.example.com", "http://127.0.0.1:9000");
+        assert!(parse(&text).is_ok());
+    }
+
+    #[test]
+    fn listen_accepts_a_list_and_trusted_proxies_cidrs() {
+        let text = base().replace(
+            "listen = \"127.0.0.1:4180\"",
+            "listen = [\"127.0.0.1:4180\", \"[::1]:4180\"]\ntrusted_proxies = [\"10.0.0.0/8\", \"192.168.1.1\"]",
+        );
+        let c = parse(&text).unwrap();
+        assert_eq!(c.server.listen.len(), 2);
+        assert!(c.server.is_trusted_proxy("10.1.2.3".parse().unwrap()));
+        assert!(c.server.is_trusted_proxy("::ffff:10.1.2.3".parse().unwrap()));
+        assert!(!c.server.is_trusted_proxy("192.168.1.2".parse().unwrap()));
+        let bad = base().replace("listen = \"127.0.0.1:4180\"", "listen = [\"nope\"]");
+        assert_eq!(parse(&bad).unwrap_err().key, "server.listen[0]");
+    }
+
+    #[test]
+    fn generated_secret_is_accepted() {
+        let s = generate_secret();
+        assert_eq!(decode_secret(&s).map(|b| b.len()), Some(32));
+    }
+}

@@ -1,0 +1,74 @@
+//! `/oauth2/userinfo` (who am I, as JSON; never tokens) and `/oauth2/auth` (forward
+//! authentication for nginx `auth_request` and Traefik).
+
+use pingora::http::RequestHeader;
+use serde_json::json;
+
+use super::{Answer, Facts};
+use crate::app::App;
+use crate::respond::{unauthorized_api, Reply};
+
+pub async fn userinfo(app: &App, req: &RequestHeader) -> Answer {
+    let auth = app.authenticate(req).await;
+    let Some(session) = auth.session else {
+        return unauthorized_api("no valid session").cookies(auth.set_cookies).into();
+    };
+    let id = &session.identity;
+    let body = json!({
+        "user": id.user,
+        "email": id.email,
+        "groups": id.groups,
+        "preferred_username": id.preferred_username,
+        "expires_at": session.expires_at,
+    });
+    Answer {
+        reply: Reply::json(200, &body).cookies(auth.set_cookies),
+        user: Some(id.user.clone()),
+    }
+}
+
+/// 202 with `X-Auth-Request-*` when the session is valid, 401 otherwise. The proxy in front
+/// maps those headers into the request it forwards.
+pub async fn forward_auth(app: &App, req: &RequestHeader, facts: &Facts) -> Answer {
+    if let Some(uri) = original_uri(req, facts) {
+        tracing::debug!(original_uri = %uri, "forward-auth");
+    }
+    let auth = app.authenticate(req).await;
+    let Some(session) = auth.session else {
+        return unauthorized_api("no valid session").cookies(auth.set_cookies).into();
+    };
+    let id = &session.identity;
+    let mut reply = Reply::text(202, "").header("x-auth-request-user", id.user.clone());
+    if let Some(email) = &id.email {
+        reply = reply.header("x-auth-request-email", email.clone());
+    }
+    if !id.groups.is_empty() {
+        reply = reply.header("x-auth-request-groups", id.groups.join(","));
+    }
+    if let Some(u) = &id.preferred_username {
+        reply = reply.header("x-auth-request-preferred-username", u.clone());
+    }
+    if app.config.headers.pass_access_token {
+        if let Some(t) = &session.access_token {
+            reply = reply.header("x-auth-request-access-token", t.clone());
+        }
+    }
+    Answer {
+        reply: reply.cookies(auth.set_cookies),
+        user: Some(id.user.clone()),
+    }
+}
+
+/// The URI the user asked the front proxy for: believed only from a trusted proxy.
+pub fn original_uri(req: &RequestHeader, facts: &Facts) -> Option<String> {
+    if !facts.trusted_proxy {
+        return None;
+    }
+    ["x-forwarded-uri", "x-original-uri"].iter().find_map(|name| {
+        let mut values = req.headers.get_all(*name).iter();
+        match (values.next(), values.next()) {
+            (Some(v), None) => v.to_str().ok().map(str::to_string),
+            _ => None,
+        }
+    })
+}

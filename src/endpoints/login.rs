@@ -1,0 +1,123 @@
+//! `/oauth2/start` sends the browser to the provider; the callback brings it back with a code.
+
+use pingora::http::RequestHeader;
+
+use super::{query_param, return_target, Answer};
+use crate::app::{cookie_headers, App};
+use crate::oidc::{client, flow};
+use crate::respond::Reply;
+use crate::session::now;
+
+fn provider_unavailable() -> Reply {
+    Reply::page(
+        503,
+        "Sign-in is unavailable",
+        "The identity provider cannot be reached right now. Please try again in a moment.",
+    )
+    .header("retry-after", "5")
+}
+
+pub fn start(app: &App, req: &RequestHeader) -> Reply {
+    let return_to = return_target(app, req);
+    let Some(meta) = app.provider.metadata() else {
+        return provider_unavailable();
+    };
+    let auth = match client::authorization(&app.config.oidc, &meta) {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the authorization request");
+            return provider_unavailable();
+        }
+    };
+    let state = flow::FlowState {
+        state: auth.state,
+        nonce: auth.nonce,
+        pkce_verifier: auth.pkce_verifier,
+        return_to,
+        created_at: now(),
+    };
+    let cookies = flow::begin(&app.sessions, &state, &cookie_headers(req));
+    Reply::redirect(auth.url.as_str()).cookies(cookies)
+}
+
+fn login_failed(status: u16, detail: &str) -> Reply {
+    Reply::page(
+        status,
+        "Sign-in failed",
+        &format!("{detail} Go back to the application to sign in again."),
+    )
+}
+
+pub async fn callback(app: &App, req: &RequestHeader) -> Answer {
+    let (Ok(state), Ok(code), Ok(error), Ok(iss)) = (
+        query_param(req, "state"),
+        query_param(req, "code"),
+        query_param(req, "error"),
+        query_param(req, "iss"),
+    ) else {
+        return login_failed(400, "The sign-in response is ambiguous.").into();
+    };
+    let cookies = cookie_headers(req);
+    let Some(state) = state else {
+        return login_failed(400, "The sign-in response has no state.").into();
+    };
+    let (flow, mut set_cookies) = match flow::finish(&app.sessions, &cookies, &state, now()) {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::info!(reason = %e, "callback without a matching login");
+            return login_failed(400, &format!("{}.", capitalise(&e.to_string()))).into();
+        }
+    };
+    if let Some(error) = error {
+        let description = query_param(req, "error_description").ok().flatten().unwrap_or_default();
+        let detail: String = format!("The identity provider answered: {error} {description}")
+            .chars()
+            .take(300)
+            .collect();
+        tracing::info!(error = %error, "the identity provider refused the login");
+        return login_failed(403, &format!("{}.", detail.trim_end())).cookies(set_cookies).into();
+    }
+    // RFC 9207: when the provider names itself, it must be the one we sent the browser to.
+    if iss.is_some_and(|iss| iss != app.config.oidc.issuer) {
+        return login_failed(400, "The sign-in response came from another issuer.")
+            .cookies(set_cookies)
+            .into();
+    }
+    let Some(code) = code else {
+        return login_failed(400, "The sign-in response has no code.").cookies(set_cookies).into();
+    };
+    match app
+        .provider
+        .complete_login(&code, &flow.pkce_verifier, &flow.nonce)
+        .await
+    {
+        Ok(session) => {
+            // Always a brand-new session: whatever cookie came in before login is replaced.
+            let present = app.sessions.load(&cookies, now()).present;
+            set_cookies.extend(app.sessions.save(&session, &present, now()));
+            tracing::info!(user = %session.identity.user, "login");
+            Answer {
+                reply: Reply::redirect(&flow.return_to).cookies(set_cookies),
+                user: Some(session.identity.user),
+            }
+        }
+        Err(e) if e.is_provider_down() => {
+            tracing::warn!(error = %e, "login failed: provider unavailable");
+            provider_unavailable().cookies(set_cookies).into()
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "login failed");
+            login_failed(400, "The identity provider's answer could not be verified.")
+                .cookies(set_cookies)
+                .into()
+        }
+    }
+}
+
+fn capitalise(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect(),
+        None => String::new(),
+    }
+}

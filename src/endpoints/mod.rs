@@ -1,0 +1,70 @@
+//! Built-in endpoints: health, login, sign-out and identity. Each handler computes a [`Reply`];
+//! this module only dispatches and sends.
+
+mod health;
+mod identity;
+mod login;
+mod sign_out;
+
+use pingora::http::RequestHeader;
+
+use crate::app::App;
+use crate::classify::Endpoint;
+use crate::respond::Reply;
+
+/// Request facts an endpoint may need besides the header.
+pub struct Facts {
+    /// The peer is a configured trusted proxy.
+    pub trusted_proxy: bool,
+}
+
+/// What an endpoint answered, and who it was about (for the access log).
+pub struct Answer {
+    pub reply: Reply,
+    pub user: Option<String>,
+}
+
+impl From<Reply> for Answer {
+    fn from(reply: Reply) -> Answer {
+        Answer { reply, user: None }
+    }
+}
+
+pub async fn handle(app: &App, endpoint: Endpoint, req: &RequestHeader, facts: &Facts) -> Answer {
+    match endpoint {
+        Endpoint::Ping => health::ping().into(),
+        Endpoint::Ready => health::ready(app).into(),
+        Endpoint::Start => login::start(app, req).into(),
+        Endpoint::Callback => login::callback(app, req).await,
+        Endpoint::SignOut => sign_out::sign_out(app, req).into(),
+        Endpoint::UserInfo => identity::userinfo(app, req).await,
+        Endpoint::Auth => identity::forward_auth(app, req, facts).await,
+        Endpoint::UnknownReserved => Reply::text(404, "not found\n").into(),
+    }
+}
+
+/// The single value of a query parameter. A parameter given twice is ambiguous and refused.
+fn query_param(req: &RequestHeader, name: &str) -> Result<Option<String>, ()> {
+    let Some(query) = req.uri.query() else {
+        return Ok(None);
+    };
+    let mut found = None;
+    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+        if k == name {
+            if found.is_some() {
+                return Err(());
+            }
+            found = Some(v.into_owned());
+        }
+    }
+    Ok(found)
+}
+
+/// The redirect target named by `rd`, or `/` when absent, ambiguous or refused by policy.
+fn return_target(app: &App, req: &RequestHeader) -> String {
+    query_param(req, "rd")
+        .ok()
+        .flatten()
+        .and_then(|rd| app.config.redirects.validate(&rd))
+        .unwrap_or_else(|| "/".to_string())
+}

@@ -1,0 +1,297 @@
+//! Header hygiene on the way to the upstream: nothing a client sent may pass for something
+//! portcullis vouches for.
+//!
+//! First every client copy of a header that carries identity is removed — under any letter
+//! case and with `_` for `-`, because many frameworks (CGI, WSGI, PHP, Rack) fold
+//! `X_Forwarded_User` and `X-Forwarded-User` into the same variable. Then the values derived
+//! from the verified session are set. Forwarding headers (`X-Forwarded-For/-Proto/-Host`) are
+//! believed only from configured trusted proxies; otherwise they are replaced.
+
+use std::net::IpAddr;
+
+use http::header::{HeaderName, HeaderValue, AUTHORIZATION, COOKIE, HOST};
+use pingora::http::RequestHeader;
+
+use crate::session::Identity;
+
+pub const X_FORWARDED_USER: &str = "x-forwarded-user";
+pub const X_FORWARDED_EMAIL: &str = "x-forwarded-email";
+pub const X_FORWARDED_GROUPS: &str = "x-forwarded-groups";
+pub const X_FORWARDED_PREFERRED_USERNAME: &str = "x-forwarded-preferred-username";
+pub const X_FORWARDED_ACCESS_TOKEN: &str = "x-forwarded-access-token";
+
+/// Names (normalised: lower case, `_` as `-`) that claim an identity, a token, a client
+/// certificate or an original URL. A client copy is never forwarded, whoever the peer is.
+const IDENTITY_HEADERS: &[&str] = &[
+    X_FORWARDED_USER,
+    X_FORWARDED_EMAIL,
+    X_FORWARDED_GROUPS,
+    X_FORWARDED_PREFERRED_USERNAME,
+    X_FORWARDED_ACCESS_TOKEN,
+    "x-forwarded-id-token",
+    "x-forwarded-client-cert",
+    "x-forwarded-uri",
+    "x-client-cert",
+    "x-remote-user",
+    "remote-user",
+    "x-user",
+    "x-email",
+    "x-original-uri",
+    "x-original-url",
+    "x-rewrite-url",
+];
+
+/// Prefixes of identity-bearing header families (normalised).
+const IDENTITY_PREFIXES: &[&str] = &["x-auth-request-", "x-amzn-oidc-"];
+
+/// Forwarding headers: believed from trusted proxies, replaced for everyone else.
+const FORWARDING_HEADERS: &[&str] = &[
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-real-ip",
+    "forwarded",
+];
+
+/// `X-Forwarded-User` → `x-forwarded-user`, `X_Forwarded_User` → `x-forwarded-user`.
+fn normalise(name: &str) -> String {
+    name.bytes()
+        .map(|b| if b == b'_' { '-' } else { b.to_ascii_lowercase() as char })
+        .collect()
+}
+
+fn is_identity_header(normalised: &str) -> bool {
+    IDENTITY_HEADERS.contains(&normalised)
+        || IDENTITY_PREFIXES.iter().any(|p| normalised.starts_with(p))
+}
+
+/// What portcullis vouches for on this request.
+pub struct Vouch<'a> {
+    pub identity: Option<&'a Identity>,
+    pub access_token: Option<&'a str>,
+    /// Sent as `Authorization: Bearer` (`headers.pass_id_token_as_bearer`).
+    pub id_token_as_bearer: Option<&'a str>,
+}
+
+/// The peer, as the TCP connection shows it.
+pub struct Peer {
+    pub ip: Option<IpAddr>,
+    pub trusted: bool,
+    /// `http` or `https`: how the client reached us.
+    pub scheme: &'static str,
+}
+
+/// Rewrites `req` for the upstream. `is_ours` names portcullis' own cookies.
+pub fn prepare(
+    req: &mut RequestHeader,
+    vouch: &Vouch<'_>,
+    peer: &Peer,
+    replace_authorization: bool,
+    is_ours: impl Fn(&str) -> bool,
+) {
+    strip_client_headers(req, peer.trusted, replace_authorization);
+    strip_our_cookies(req, is_ours);
+    set_forwarding(req, peer);
+    set_identity(req, vouch);
+}
+
+fn strip_client_headers(req: &mut RequestHeader, trusted: bool, strip_authorization: bool) {
+    let doomed: Vec<HeaderName> = req
+        .headers
+        .keys()
+        .filter(|name| {
+            let n = normalise(name.as_str());
+            is_identity_header(&n)
+                || (!trusted && FORWARDING_HEADERS.contains(&n.as_str()))
+                || (strip_authorization && n == "authorization")
+        })
+        .cloned()
+        .collect();
+    for name in doomed {
+        req.remove_header(&name);
+    }
+}
+
+fn strip_our_cookies(req: &mut RequestHeader, is_ours: impl Fn(&str) -> bool) {
+    if !req.headers.contains_key(COOKIE) {
+        return;
+    }
+    let mut kept: Vec<u8> = Vec::new();
+    for value in req.headers.get_all(COOKIE) {
+        if let Some(rest) = crate::session::chunks::strip_cookies(value.as_bytes(), &is_ours) {
+            if !kept.is_empty() {
+                kept.extend_from_slice(b"; ");
+            }
+            kept.extend_from_slice(&rest);
+        }
+    }
+    req.remove_header(&COOKIE);
+    if !kept.is_empty() {
+        if let Ok(v) = HeaderValue::from_bytes(&kept) {
+            let _ = req.insert_header(COOKIE, v);
+        }
+    }
+}
+
+fn set_forwarding(req: &mut RequestHeader, peer: &Peer) {
+    let client = peer.ip.map(|ip| ip.to_string());
+    if let Some(client) = client {
+        let xff = match req.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(prior) if peer.trusted && !prior.trim().is_empty() => format!("{prior}, {client}"),
+            _ => client,
+        };
+        let _ = req.insert_header("x-forwarded-for", xff);
+    }
+    if !(peer.trusted && req.headers.contains_key("x-forwarded-proto")) {
+        let _ = req.insert_header("x-forwarded-proto", peer.scheme);
+    }
+    if !(peer.trusted && req.headers.contains_key("x-forwarded-host")) {
+        let host = req
+            .headers
+            .get(HOST)
+            .cloned()
+            .or_else(|| req.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+        if let Some(host) = host {
+            let _ = req.insert_header("x-forwarded-host", host);
+        }
+    }
+}
+
+fn set_identity(req: &mut RequestHeader, vouch: &Vouch<'_>) {
+    let mut set = |name: &'static str, value: &str| {
+        // Values were checked for control characters when the session was made; a value that
+        // still cannot be a header is dropped rather than forwarded mangled.
+        if let Ok(v) = HeaderValue::from_str(value) {
+            let _ = req.insert_header(name, v);
+        }
+    };
+    if let Some(id) = vouch.identity {
+        set(X_FORWARDED_USER, &id.user);
+        if let Some(email) = &id.email {
+            set(X_FORWARDED_EMAIL, email);
+        }
+        if !id.groups.is_empty() {
+            set(X_FORWARDED_GROUPS, &id.groups.join(","));
+        }
+        if let Some(u) = &id.preferred_username {
+            set(X_FORWARDED_PREFERRED_USERNAME, u);
+        }
+    }
+    if let Some(t) = vouch.access_token {
+        set(X_FORWARDED_ACCESS_TOKEN, t);
+    }
+    if let Some(t) = vouch.id_token_as_bearer {
+        if let Ok(v) = HeaderValue::from_str(&format!("Bearer {t}")) {
+            let _ = req.insert_header(AUTHORIZATION, v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(headers: &[(&str, &str)]) -> RequestHeader {
+        let mut r = RequestHeader::build("GET", b"/app", None).unwrap();
+        for (k, v) in headers {
+            r.append_header(k.to_string(), *v).unwrap();
+        }
+        r
+    }
+
+    fn values(r: &RequestHeader, name: &str) -> Vec<String> {
+        r.headers
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect()
+    }
+
+    fn alice() -> Identity {
+        Identity {
+            user: "alice".into(),
+            email: Some("alice@example.com".into()),
+            groups: vec!["sre".into(), "dev".into()],
+            preferred_username: Some("alice".into()),
+        }
+    }
+
+    fn peer(trusted: bool) -> Peer {
+        Peer {
+            ip: Some("192.0.2.7".parse().unwrap()),
+            trusted,
+            scheme: "http",
+        }
+    }
+
+    #[test]
+    fn every_spoofed_variant_is_replaced_or_removed() {
+        let corpus = [
+            "X-Forwarded-User", "x-forwarded-user", "X-FORWARDED-USER", "X_Forwarded_User",
+            "x_forwarded_email", "X-Auth-Request-User", "X_AUTH_REQUEST_EMAIL",
+            "X-Amzn-Oidc-Identity", "Remote-User", "X-Forwarded-Access-Token", "X-Original-URI",
+        ];
+        let mut headers: Vec<(&str, &str)> = corpus.iter().map(|n| (*n, "mallory")).collect();
+        headers.push(("X-Forwarded-User", "mallory2"));
+        let mut r = request(&headers);
+        let id = alice();
+        let vouch = Vouch { identity: Some(&id), access_token: None, id_token_as_bearer: None };
+        prepare(&mut r, &vouch, &peer(true), false, |_| false);
+        for (name, value) in r.headers.iter() {
+            assert_ne!(value, "mallory", "{name} survived");
+            assert_ne!(value, "mallory2", "{name} survived");
+        }
+        assert_eq!(values(&r, "x-forwarded-user"), ["alice"]);
+        assert_eq!(values(&r, "x-forwarded-groups"), ["sre,dev"]);
+        assert_eq!(values(&r, "x-forwarded-email"), ["alice@example.com"]);
+    }
+
+    #[test]
+    fn anonymous_requests_carry_no_identity() {
+        let mut r = request(&[("x-forwarded-user", "mallory")]);
+        let vouch = Vouch { identity: None, access_token: None, id_token_as_bearer: None };
+        prepare(&mut r, &vouch, &peer(false), false, |_| false);
+        assert!(values(&r, "x-forwarded-user").is_empty());
+    }
+
+    #[test]
+    fn forwarding_headers_believed_only_from_trusted_proxies() {
+        let hdrs = [
+            ("host", "app.example.com"),
+            ("x-forwarded-for", "203.0.113.9"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "evil.example"),
+            ("x_forwarded_for", "1.2.3.4"),
+        ];
+        let vouch = Vouch { identity: None, access_token: None, id_token_as_bearer: None };
+        let mut r = request(&hdrs);
+        prepare(&mut r, &vouch, &peer(false), false, |_| false);
+        assert_eq!(values(&r, "x-forwarded-for"), ["192.0.2.7"]);
+        assert_eq!(values(&r, "x-forwarded-proto"), ["http"]);
+        assert_eq!(values(&r, "x-forwarded-host"), ["app.example.com"]);
+        assert!(values(&r, "x_forwarded_for").is_empty());
+        let mut r = request(&hdrs);
+        prepare(&mut r, &vouch, &peer(true), false, |_| false);
+        assert_eq!(values(&r, "x-forwarded-for"), ["203.0.113.9, 192.0.2.7"]);
+        assert_eq!(values(&r, "x-forwarded-proto"), ["https"]);
+        assert_eq!(values(&r, "x-forwarded-host"), ["evil.example"]);
+    }
+
+    #[test]
+    fn our_cookies_and_a_replaced_authorization_never_reach_the_upstream() {
+        let mut r = request(&[
+            ("cookie", "_portcullis=sealed; theme=dark"),
+            ("cookie", "_portcullis_1=x"),
+            ("authorization", "Bearer client-token"),
+        ]);
+        let vouch = Vouch { identity: None, access_token: None, id_token_as_bearer: Some("idt") };
+        prepare(&mut r, &vouch, &peer(false), true, |n| n.starts_with("_portcullis"));
+        assert_eq!(values(&r, "cookie"), ["theme=dark"]);
+        assert_eq!(values(&r, "authorization"), ["Bearer idt"]);
+        let mut r = request(&[("cookie", "_portcullis=sealed")]);
+        prepare(&mut r, &vouch, &peer(false), true, |n| n.starts_with("_portcullis"));
+        assert!(values(&r, "cookie").is_empty());
+    }
+}

@@ -1,0 +1,183 @@
+//! An issuer's verification keys, built from its JWKS.
+//!
+//! Each key remembers which algorithms it may verify: the JWK's own `alg` when it names one,
+//! otherwise the asymmetric algorithms of its type. HMAC is never derived from a JWKS, RSA
+//! moduli under 2048 bits are dropped, and keys marked for encryption are ignored. A token's
+//! `alg` must be allowed by the key that verifies it, so a public key can never be
+//! turned into an HMAC secret and an ES256 header cannot select an ES384 key.
+
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm, PublicKeyUse};
+use jsonwebtoken::{Algorithm, DecodingKey};
+
+/// Asymmetric algorithms we verify. `none` and HMAC are absent on purpose.
+pub const ASYMMETRIC: &[Algorithm] = &[
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::EdDSA,
+];
+
+/// The smallest RSA modulus accepted, in bytes.
+const MIN_RSA_MODULUS_BYTES: usize = 256;
+
+pub struct VerificationKey {
+    pub kid: Option<String>,
+    pub key: DecodingKey,
+    pub algorithms: Vec<Algorithm>,
+}
+
+#[derive(Default)]
+pub struct KeySet {
+    keys: Vec<VerificationKey>,
+}
+
+impl KeySet {
+    /// Builds the usable keys of `set`; the second value counts keys skipped as unusable.
+    pub fn from_jwks(set: &JwkSet) -> (KeySet, usize) {
+        let mut keys = Vec::new();
+        let mut skipped = 0;
+        for jwk in &set.keys {
+            match usable(jwk) {
+                Some(k) => keys.push(k),
+                None => skipped += 1,
+            }
+        }
+        (KeySet { keys }, skipped)
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    pub fn has_kid(&self, kid: &str) -> bool {
+        self.keys.iter().any(|k| k.kid.as_deref() == Some(kid))
+    }
+
+    /// The keys that may verify a token with this header: same `kid` (when the token names
+    /// one) and allowing `alg`.
+    pub fn candidates<'a>(
+        &'a self,
+        kid: Option<&'a str>,
+        alg: Algorithm,
+    ) -> impl Iterator<Item = &'a VerificationKey> + 'a {
+        self.keys.iter().filter(move |k| {
+            k.algorithms.contains(&alg) && (kid.is_none() || k.kid.as_deref() == kid)
+        })
+    }
+}
+
+fn usable(jwk: &Jwk) -> Option<VerificationKey> {
+    if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
+        return None;
+    }
+    let family: Vec<Algorithm> = match &jwk.algorithm {
+        AlgorithmParameters::RSA(p) => {
+            let n = decode_b64(&p.n)?;
+            let significant = n.iter().skip_while(|b| **b == 0).count();
+            if significant < MIN_RSA_MODULUS_BYTES {
+                return None;
+            }
+            vec![
+                Algorithm::RS256,
+                Algorithm::RS384,
+                Algorithm::RS512,
+                Algorithm::PS256,
+                Algorithm::PS384,
+                Algorithm::PS512,
+            ]
+        }
+        AlgorithmParameters::EllipticCurve(p) => match p.curve {
+            EllipticCurve::P256 => vec![Algorithm::ES256],
+            EllipticCurve::P384 => vec![Algorithm::ES384],
+            _ => return None,
+        },
+        AlgorithmParameters::OctetKeyPair(p) => match p.curve {
+            EllipticCurve::Ed25519 => vec![Algorithm::EdDSA],
+            _ => return None,
+        },
+        // Symmetric keys in a public JWKS are a misconfiguration at best.
+        _ => return None,
+    };
+    let algorithms = match jwk.common.key_algorithm {
+        None => family,
+        Some(named) => {
+            let alg = key_algorithm(named)?;
+            if !family.contains(&alg) {
+                return None;
+            }
+            vec![alg]
+        }
+    };
+    let key = DecodingKey::from_jwk(jwk).ok()?;
+    Some(VerificationKey {
+        kid: jwk.common.key_id.clone(),
+        key,
+        algorithms,
+    })
+}
+
+fn key_algorithm(a: KeyAlgorithm) -> Option<Algorithm> {
+    Some(match a {
+        KeyAlgorithm::RS256 => Algorithm::RS256,
+        KeyAlgorithm::RS384 => Algorithm::RS384,
+        KeyAlgorithm::RS512 => Algorithm::RS512,
+        KeyAlgorithm::PS256 => Algorithm::PS256,
+        KeyAlgorithm::PS384 => Algorithm::PS384,
+        KeyAlgorithm::PS512 => Algorithm::PS512,
+        KeyAlgorithm::ES256 => Algorithm::ES256,
+        KeyAlgorithm::ES384 => Algorithm::ES384,
+        KeyAlgorithm::EdDSA => Algorithm::EdDSA,
+        _ => return None,
+    })
+}
+
+fn decode_b64(s: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(s.trim_end_matches('='))
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(json: &str) -> JwkSet {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn symmetric_and_small_rsa_keys_are_dropped() {
+        let jwks = set(r#"{"keys":[
+            {"kty":"oct","k":"c2VjcmV0","kid":"hmac"},
+            {"kty":"RSA","n":"AQAB","e":"AQAB","kid":"tiny"},
+            {"kty":"EC","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0","kid":"ec","use":"enc"}
+        ]}"#);
+        let (keys, skipped) = KeySet::from_jwks(&jwks);
+        assert!(keys.is_empty());
+        assert_eq!(skipped, 3);
+    }
+
+    #[test]
+    fn ec_key_allows_only_its_curve() {
+        let jwks = set(r#"{"keys":[
+            {"kty":"EC","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0","kid":"ec"}
+        ]}"#);
+        let (keys, _) = KeySet::from_jwks(&jwks);
+        assert_eq!(keys.len(), 1);
+        assert_eq!(keys.candidates(Some("ec"), Algorithm::ES256).count(), 1);
+        assert_eq!(keys.candidates(Some("ec"), Algorithm::ES384).count(), 0);
+        assert_eq!(keys.candidates(Some("ec"), Algorithm::HS256).count(), 0);
+        assert_eq!(keys.candidates(Some("other"), Algorithm::ES256).count(), 0);
+        assert_eq!(keys.candidates(None, Algorithm::ES256).count(), 1);
+    }
+}

@@ -1,0 +1,25 @@
+//! portcullis: an authenticating reverse proxy on pingora.
+//!
+//! A request's path through the program, one module per stage:
+//! [`config`] → [`server`] (listeners) → [`classify`] (built-in endpoint or protected) →
+//! [`app`] (authenticate: session cookie, refresh) → [`forward`] (identity headers) → upstream.
+//! Built-in endpoints live in [`endpoints`], the login protocol in [`oidc`], the cookie in
+//! [`session`], redirect-target checks in [`redirect`].
+
+pub mod app;
+pub mod classify;
+pub mod cli;
+pub mod config;
+// TEMP pub mod demo;
+pub mod endpoints;
+pub mod forward;
+pub mod jwt;
+pub mod logging;
+pub mod oidc;
+pub mod proxy;
+pub mod redirect;
+pub mod respond;
+pub mod server;
+pub mod session;
+// TEMP
+pub fn demo_run(_: std::net::SocketAddr) -> anyhow::Result<std::convert::Infallible> { anyhow::bail!("todo") }

@@ -1,0 +1,179 @@
+//! The identity provider's published metadata (OpenID Connect Discovery 1.0) and key set,
+//! fetched with bounded size and time.
+
+use std::time::Duration;
+
+use jsonwebtoken::jwk::JwkSet;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use crate::config::ClientAuthMethod;
+
+/// Documents larger than this are refused: a JWKS or discovery document is a few KiB.
+const MAX_DOCUMENT_BYTES: usize = 1 << 20;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Metadata {
+    pub issuer: String,
+    pub authorization_endpoint: String,
+    pub token_endpoint: String,
+    pub jwks_uri: String,
+    #[serde(default)]
+    pub userinfo_endpoint: Option<String>,
+    #[serde(default)]
+    pub end_session_endpoint: Option<String>,
+    #[serde(default)]
+    pub token_endpoint_auth_methods_supported: Option<Vec<String>>,
+    #[serde(default)]
+    pub code_challenge_methods_supported: Option<Vec<String>>,
+}
+
+impl Metadata {
+    /// The client authentication the provider supports, preferring HTTP Basic (the default of
+    /// RFC 6749 and of Discovery when the list is absent).
+    pub fn client_auth_method(&self) -> ClientAuthMethod {
+        match &self.token_endpoint_auth_methods_supported {
+            Some(methods)
+                if !methods.iter().any(|m| m == "client_secret_basic")
+                    && methods.iter().any(|m| m == "client_secret_post") =>
+            {
+                ClientAuthMethod::Post
+            }
+            _ => ClientAuthMethod::Basic,
+        }
+    }
+}
+
+/// Why a fetch failed, in words fit for `/ready` and logs (no secrets involved).
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("{url}: {reason}")]
+    Http { url: String, reason: String },
+    #[error("{url}: HTTP status {status}")]
+    Status { url: String, status: u16 },
+    #[error("{url}: invalid document: {reason}")]
+    Invalid { url: String, reason: String },
+}
+
+pub fn discovery_url(issuer: &str) -> String {
+    format!(
+        "{}/.well-known/openid-configuration",
+        issuer.trim_end_matches('/')
+    )
+}
+
+/// Fetches and checks the discovery document: its `issuer` must equal the configured one exactly
+/// (Discovery §4.3), otherwise tokens would be checked against the wrong authority.
+pub async fn fetch_metadata(
+    http: &reqwest::Client,
+    issuer: &str,
+) -> Result<Metadata, FetchError> {
+    let url = discovery_url(issuer);
+    let meta: Metadata = fetch_json(http, &url).await?;
+    if meta.issuer != issuer {
+        return Err(FetchError::Invalid {
+            url,
+            reason: format!(
+                "issuer `{}` differs from the configured `{issuer}`",
+                meta.issuer
+            ),
+        });
+    }
+    for (name, value) in [
+        ("authorization_endpoint", &meta.authorization_endpoint),
+        ("token_endpoint", &meta.token_endpoint),
+        ("jwks_uri", &meta.jwks_uri),
+    ] {
+        if url::Url::parse(value).is_err() {
+            return Err(FetchError::Invalid {
+                url,
+                reason: format!("{name} is not a URL"),
+            });
+        }
+    }
+    if let Some(methods) = &meta.code_challenge_methods_supported {
+        if !methods.iter().any(|m| m == "S256") {
+            return Err(FetchError::Invalid {
+                url,
+                reason: "the provider does not support PKCE S256".into(),
+            });
+        }
+    }
+    Ok(meta)
+}
+
+pub async fn fetch_jwks(http: &reqwest::Client, jwks_uri: &str) -> Result<JwkSet, FetchError> {
+    fetch_json(http, jwks_uri).await
+}
+
+async fn fetch_json<T: DeserializeOwned>(
+    http: &reqwest::Client,
+    url: &str,
+) -> Result<T, FetchError> {
+    let http_err = |e: reqwest::Error| FetchError::Http {
+        url: url.to_string(),
+        reason: describe(&e),
+    };
+    let mut resp = http
+        .get(url)
+        .header(http::header::ACCEPT, "application/json")
+        .send()
+        .await
+        .map_err(http_err)?;
+    let status = resp.status();
+    if !status.is_success() {
+        return Err(FetchError::Status {
+            url: url.to_string(),
+            status: status.as_u16(),
+        });
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(http_err)? {
+        if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
+            return Err(FetchError::Invalid {
+                url: url.to_string(),
+                reason: "larger than 1 MiB".into(),
+            });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    serde_json::from_slice(&body).map_err(|e| FetchError::Invalid {
+        url: url.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// reqwest's Display hides the cause ("error sending request"); the chain says what happened.
+pub fn describe(e: &reqwest::Error) -> String {
+    let mut text = if e.is_timeout() {
+        "timed out".to_string()
+    } else if e.is_connect() {
+        "cannot connect".to_string()
+    } else {
+        e.to_string()
+    };
+    let mut source = std::error::Error::source(e);
+    let mut depth = 0;
+    while let Some(s) = source {
+        if depth >= 3 {
+            break;
+        }
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+        depth += 1;
+    }
+    text
+}
+
+/// The HTTP client for every call to the identity provider: bounded in time, never following
+/// redirects (a token endpoint that redirects is an SSRF vector, RFC 6749 §3.2).
+pub fn http_client(timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(5)))
+        .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .unwrap_or_else(|_| reqwest::Client::new())
+}

@@ -1,0 +1,128 @@
+//! Per-login state: `state`, `nonce`, the PKCE verifier and where to return, sealed into a
+//! short-lived cookie of its own for each login.
+//!
+//! The cookie's name carries a prefix of `state`, so several tabs can log in at once without
+//! overwriting each other; the callback finds its cookie by the `state` it receives and then
+//! compares the whole value in constant time. At most [`MAX_FLOWS`] are kept: starting another
+//! expires the oldest.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+
+use crate::session::chunks;
+use crate::session::SessionStore;
+
+/// How long a login may take between leaving for the provider and coming back.
+pub const FLOW_TTL: Duration = Duration::from_secs(600);
+/// Logins in flight per browser.
+pub const MAX_FLOWS: usize = 4;
+/// Characters of `state` carried in the cookie name.
+const NAME_STATE_CHARS: usize = 16;
+
+#[derive(Serialize, Deserialize)]
+pub struct FlowState {
+    pub state: String,
+    pub nonce: String,
+    pub pkce_verifier: String,
+    /// Already validated by the redirect policy when the flow started.
+    pub return_to: String,
+    pub created_at: u64,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FlowError {
+    #[error("the login state is missing or malformed")]
+    BadState,
+    #[error("no login in progress matches this callback (expired, or started in another browser)")]
+    NoFlow,
+    #[error("the login took longer than 10 minutes")]
+    Expired,
+}
+
+fn cookie_name(store: &SessionStore, state: &str) -> Option<String> {
+    let part = state.get(..NAME_STATE_CHARS)?;
+    if !part.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        return None;
+    }
+    Some(format!("{}{part}", store.flow_prefix()))
+}
+
+fn attrs(store: &SessionStore) -> chunks::CookieAttrs {
+    let mut attrs = store.attrs().clone();
+    // The callback is a top-level cross-site navigation from the provider: Lax is the strictest
+    // setting under which the browser still sends the cookie there.
+    attrs.same_site = cookie::SameSite::Lax;
+    attrs
+}
+
+/// `Set-Cookie` values that start `flow`, expiring the oldest flows beyond the cap.
+pub fn begin(store: &SessionStore, flow: &FlowState, cookie_headers: &[&[u8]]) -> Vec<String> {
+    let Some(name) = cookie_name(store, &flow.state) else {
+        return Vec::new();
+    };
+    let attrs = attrs(store);
+    let mut out = Vec::new();
+    // Existing flows, oldest first; unreadable ones count as oldest.
+    let mut existing: Vec<(u64, String)> = chunks::cookie_pairs(cookie_headers)
+        .filter(|(n, _)| n.starts_with(store.flow_prefix()) && *n != name)
+        .map(|(n, v)| {
+            let created = open(store, n, v).map_or(0, |f| f.created_at);
+            (created, n.to_string())
+        })
+        .collect();
+    existing.sort();
+    let excess = (existing.len() + 1).saturating_sub(MAX_FLOWS);
+    for (_, old) in existing.into_iter().take(excess) {
+        out.extend(chunks::clear_cookies(&old, &attrs, &[]).unwrap_or_default());
+    }
+    let sealed = serde_json::to_vec(flow)
+        .ok()
+        .and_then(|plain| store.keys().seal(&name, &plain).ok());
+    match sealed.and_then(|s| chunks::set_cookies(&name, &s, &attrs, FLOW_TTL, &[]).ok()) {
+        Some(set) => out.extend(set),
+        None => tracing::error!("cannot seal the login state cookie"),
+    }
+    out
+}
+
+fn open(store: &SessionStore, name: &str, value: &str) -> Option<FlowState> {
+    let plain = store.keys().open(name, value)?;
+    serde_json::from_slice(&plain).ok()
+}
+
+/// Finds and checks the flow for the `state` of a callback. Returns it with the `Set-Cookie`
+/// value that ends it (a flow is used once, whatever the outcome).
+pub fn finish(
+    store: &SessionStore,
+    cookie_headers: &[&[u8]],
+    state: &str,
+    now: u64,
+) -> Result<(FlowState, Vec<String>), FlowError> {
+    let name = cookie_name(store, state).ok_or(FlowError::BadState)?;
+    let clear = chunks::clear_cookies(&name, &attrs(store), &[]).unwrap_or_default();
+    let mut found = chunks::cookie_pairs(cookie_headers).filter(|(n, _)| *n == name);
+    let (first, second) = (found.next(), found.next());
+    let value = match (first, second) {
+        (Some((_, v)), None) => v,
+        _ => return Err(FlowError::NoFlow),
+    };
+    let flow = open(store, &name, value).ok_or(FlowError::NoFlow)?;
+    if !bool::from(flow.state.as_bytes().ct_eq(state.as_bytes())) {
+        return Err(FlowError::NoFlow);
+    }
+    if now > flow.created_at + FLOW_TTL.as_secs() {
+        return Err(FlowError::Expired);
+    }
+    Ok((flow, clear))
+}
+
+/// `Set-Cookie` values expiring every flow cookie the request carried (sign-out).
+pub fn clear_all(store: &SessionStore, cookie_headers: &[&[u8]]) -> Vec<String> {
+    let attrs = attrs(store);
+    chunks::cookie_pairs(cookie_headers)
+        .filter(|(n, _)| n.starts_with(store.flow_prefix()))
+        .flat_map(|(n, _)| chunks::clear_cookies(n, &attrs, &[]).unwrap_or_default())
+        .collect()
+}

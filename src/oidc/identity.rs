@@ -1,0 +1,107 @@
+//! Who the user is, read from verified ID-token claims with the configured claim names.
+
+use serde_json::{Map, Value};
+
+use crate::config::Oidc;
+use crate::session::Identity;
+
+/// Builds the identity from verified claims. The user claim must be a non-empty string (or a
+/// number, which some providers use for `sub`); an email whose `email_verified` is `false` is
+/// treated as no email at all.
+pub fn from_claims(claims: &Map<String, Value>, oidc: &Oidc) -> Result<Identity, String> {
+    let user = match claims.get(&oidc.user_claim) {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => return Err(format!("the ID token has no usable `{}` claim", oidc.user_claim)),
+    };
+    if has_control(&user) {
+        return Err(format!("the `{}` claim contains control characters", oidc.user_claim));
+    }
+    let verified = !matches!(claims.get("email_verified"), Some(Value::Bool(false)));
+    let email = claims
+        .get(&oidc.email_claim)
+        .and_then(Value::as_str)
+        .filter(|e| verified && is_plausible_email(e))
+        .map(str::to_string);
+    let groups = match claims.get(&oidc.groups_claim) {
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .filter(|g| !g.is_empty() && !has_control(g))
+            .map(str::to_string)
+            .collect(),
+        Some(Value::String(g)) if !g.is_empty() && !has_control(g) => vec![g.clone()],
+        _ => Vec::new(),
+    };
+    let preferred_username = claims
+        .get("preferred_username")
+        .and_then(Value::as_str)
+        .filter(|u| !u.is_empty() && !has_control(u))
+        .map(str::to_string);
+    Ok(Identity {
+        user,
+        email,
+        groups,
+        preferred_username,
+    })
+}
+
+/// Values go into HTTP headers: no control characters (CR/LF would split headers).
+fn has_control(s: &str) -> bool {
+    s.chars().any(char::is_control)
+}
+
+/// Exactly one `@`, something on both sides, no whitespace or controls.
+fn is_plausible_email(e: &str) -> bool {
+    let mut parts = e.split('@');
+    matches!((parts.next(), parts.next(), parts.next()), (Some(l), Some(d), None) if !l.is_empty() && !d.is_empty())
+        && !e.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn oidc() -> Oidc {
+        let text = r#"
+[upstream]
+url = "http://127.0.0.1:1"
+[oidc]
+issuer = "https://idp"
+client_id = "c"
+client_secret = "s"
+redirect_url = "https://app/oauth2/callback"
+[session]
+secrets = ["MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY"]
+"#;
+        crate::config::Config::parse(text, "t.toml", &|_| None).unwrap().oidc
+    }
+
+    fn claims(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn maps_standard_claims() {
+        let id = from_claims(
+            &claims(json!({"sub": "alice", "email": "a@example.com", "groups": ["sre", "dev"], "preferred_username": "alice"})),
+            &oidc(),
+        )
+        .unwrap();
+        assert_eq!(id.user, "alice");
+        assert_eq!(id.email.as_deref(), Some("a@example.com"));
+        assert_eq!(id.groups, ["sre", "dev"]);
+    }
+
+    #[test]
+    fn unverified_or_odd_emails_are_dropped() {
+        let o = oidc();
+        let id = from_claims(&claims(json!({"sub": "a", "email": "a@x.com", "email_verified": false})), &o).unwrap();
+        assert_eq!(id.email, None);
+        let id = from_claims(&claims(json!({"sub": "a", "email": "a@evil.com@company.com"})), &o).unwrap();
+        assert_eq!(id.email, None);
+        assert!(from_claims(&claims(json!({"sub": ""})), &o).is_err());
+        assert!(from_claims(&claims(json!({"sub": "a\r\nX-Forwarded-User: root"})), &o).is_err());
+    }
+}

@@ -1,0 +1,122 @@
+//! Turning provider tokens into a session: at the end of a login and on each refresh.
+
+use super::client::{self, Tokens};
+use super::id_token::IdTokenError;
+use super::{identity, Provider};
+use crate::session::{now, SessionData};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    #[error("the identity provider is not available: {0}")]
+    Unavailable(String),
+    #[error("token request failed: {0}")]
+    Token(#[from] client::TokenError),
+    #[error("the provider returned no ID token")]
+    NoIdToken,
+    #[error("the ID token is not valid: {0}")]
+    IdToken(#[from] IdTokenError),
+    #[error("{0}")]
+    Identity(String),
+    #[error("the refreshed ID token names another user")]
+    UserChanged,
+    #[error("the session has no refresh token")]
+    NoRefreshToken,
+}
+
+impl LoginError {
+    /// The provider could not be asked (as opposed to: it said no).
+    pub fn is_provider_down(&self) -> bool {
+        matches!(
+            self,
+            LoginError::Unavailable(_) | LoginError::Token(client::TokenError::Unreachable(_))
+        )
+    }
+}
+
+impl Provider {
+    /// Exchanges the code of a finished login and builds a brand-new session from it.
+    pub async fn complete_login(
+        &self,
+        code: &str,
+        pkce_verifier: &str,
+        nonce: &str,
+    ) -> Result<SessionData, LoginError> {
+        let meta = self
+            .metadata()
+            .ok_or_else(|| LoginError::Unavailable(self.not_ready_reason()))?;
+        let tokens = client::exchange_code(self.http(), &self.config.oidc, &meta, code, pkce_verifier).await?;
+        let id_token = tokens.id_token.clone().ok_or(LoginError::NoIdToken)?;
+        let claims = self.verify_id_token(&id_token, Some(nonce)).await?;
+        let identity = identity::from_claims(&claims, &self.config.oidc).map_err(LoginError::Identity)?;
+        let created = now();
+        let expires_at = created + self.config.session.lifetime.as_secs();
+        Ok(self.session_from(identity, tokens, None, created, expires_at))
+    }
+
+    /// Spends the session's refresh token for fresh tokens; the session keeps its identity
+    /// (a refreshed ID token must name the same user) and its absolute expiry.
+    pub async fn refresh_session(&self, old: &SessionData) -> Result<SessionData, LoginError> {
+        let refresh_token = old.refresh_token.as_deref().ok_or(LoginError::NoRefreshToken)?;
+        let meta = self
+            .metadata()
+            .ok_or_else(|| LoginError::Unavailable(self.not_ready_reason()))?;
+        let tokens = client::refresh(self.http(), &self.config.oidc, &meta, refresh_token).await?;
+        let identity = match &tokens.id_token {
+            Some(t) => {
+                let claims = self.verify_id_token(t, None).await?;
+                let fresh = identity::from_claims(&claims, &self.config.oidc).map_err(LoginError::Identity)?;
+                if fresh.user != old.identity.user {
+                    return Err(LoginError::UserChanged);
+                }
+                fresh
+            }
+            None => old.identity.clone(),
+        };
+        Ok(self.session_from(identity, tokens, Some(old), old.created_at, old.expires_at))
+    }
+
+    fn session_from(
+        &self,
+        identity: crate::session::Identity,
+        tokens: Tokens,
+        previous: Option<&SessionData>,
+        created_at: u64,
+        expires_at: u64,
+    ) -> SessionData {
+        let keep_id_token = self.config.headers.pass_id_token_as_bearer
+            || self.metadata().is_some_and(|m| m.end_session_endpoint.is_some());
+        let tokens_expire_at = tokens
+            .expires_in
+            .map(|s| now().saturating_add(s))
+            .filter(|t| *t < expires_at);
+        SessionData {
+            identity,
+            created_at,
+            expires_at,
+            tokens_expire_at,
+            // Providers that do not rotate refresh tokens send none back: keep the old one.
+            refresh_token: tokens
+                .refresh_token
+                .or_else(|| previous.and_then(|p| p.refresh_token.clone())),
+            id_token: if keep_id_token {
+                tokens
+                    .id_token
+                    .or_else(|| previous.and_then(|p| p.id_token.clone()))
+            } else {
+                None
+            },
+            access_token: self
+                .config
+                .headers
+                .pass_access_token
+                .then_some(tokens.access_token),
+        }
+    }
+
+    pub fn not_ready_reason(&self) -> String {
+        match self.readiness() {
+            super::Readiness::Ready => "ready".into(),
+            super::Readiness::NotReady(r) => r,
+        }
+    }
+}

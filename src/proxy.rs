@@ -1,0 +1,184 @@
+//! The pingora `ProxyHttp` implementation. It only wires the stages together:
+//! classify → (endpoint | authenticate → forward) → log.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use pingora::http::ResponseHeader;
+use pingora::prelude::*;
+use pingora::proxy::{ProxyHttp, Session};
+
+use crate::app::App;
+use crate::classify::{self, Route};
+use crate::endpoints::{self, Facts};
+use crate::forward::{self, Peer, Vouch};
+use crate::respond::{unauthorized_api, Reply};
+use crate::session::SessionData;
+
+pub struct Portcullis {
+    pub app: Arc<App>,
+}
+
+/// Per-request state shared across the filters.
+pub struct RequestCtx {
+    started: Instant,
+    session: Option<Arc<SessionData>>,
+    /// Cookies to set on the upstream's response (a refreshed session).
+    set_cookies: Vec<String>,
+    /// For the access log.
+    user: Option<String>,
+    outcome: &'static str,
+}
+
+fn peer_ip(session: &Session) -> Option<std::net::IpAddr> {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
+}
+
+impl Portcullis {
+    fn trusted(&self, session: &Session) -> bool {
+        peer_ip(session).is_some_and(|ip| self.app.config.server.is_trusted_proxy(ip))
+    }
+
+    /// The target to come back to after login: the request's own path and query.
+    fn login_redirect(&self, session: &Session) -> String {
+        let uri = &session.req_header().uri;
+        let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let mut location = String::from("/oauth2/start?rd=");
+        location.extend(url::form_urlencoded::byte_serialize(target.as_bytes()));
+        location
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Portcullis {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            started: Instant::now(),
+            session: None,
+            set_cookies: Vec::new(),
+            user: None,
+            outcome: "proxied",
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let app = &self.app;
+        let route = classify::classify(
+            session.req_header().uri.path(),
+            &app.config.oidc.callback_path,
+        );
+        if let Route::Endpoint(endpoint) = route {
+            let facts = Facts {
+                trusted_proxy: self.trusted(session),
+            };
+            let answer = endpoints::handle(app, endpoint, session.req_header(), &facts).await;
+            ctx.outcome = "endpoint";
+            ctx.user = answer.user;
+            answer.reply.send(session).await?;
+            return Ok(true);
+        }
+
+        let auth = app.authenticate(session.req_header()).await;
+        match auth.session {
+            Some(s) => {
+                ctx.user = Some(s.identity.user.clone());
+                ctx.session = Some(s);
+                ctx.set_cookies = auth.set_cookies;
+                Ok(false)
+            }
+            None => {
+                let req = session.req_header();
+                let reply = if classify::is_browser_navigation(&req.method, &req.headers) {
+                    ctx.outcome = "login_redirect";
+                    Reply::redirect(&self.login_redirect(session))
+                } else {
+                    ctx.outcome = "unauthenticated";
+                    unauthorized_api("authentication required")
+                };
+                reply.cookies(auth.set_cookies).send(session).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let up = &self.app.config.upstream;
+        let mut peer = HttpPeer::new(up.address.as_str(), up.tls, up.sni.clone());
+        peer.options.connection_timeout = Some(up.connect_timeout);
+        peer.options.read_timeout = Some(up.read_timeout);
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let headers = &self.app.config.headers;
+        let s = ctx.session.as_deref();
+        let vouch = Vouch {
+            identity: s.map(|s| &s.identity),
+            access_token: s
+                .and_then(|s| s.access_token.as_deref())
+                .filter(|_| headers.pass_access_token),
+            id_token_as_bearer: s
+                .and_then(|s| s.id_token.as_deref())
+                .filter(|_| headers.pass_id_token_as_bearer),
+        };
+        let peer = Peer {
+            ip: peer_ip(session),
+            trusted: self.trusted(session),
+            scheme: "http",
+        };
+        let sessions = &self.app.sessions;
+        forward::prepare(
+            upstream_request,
+            &vouch,
+            &peer,
+            headers.pass_id_token_as_bearer,
+            |name| sessions.is_ours(name),
+        );
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        for cookie in ctx.set_cookies.drain(..) {
+            upstream_response.append_header(http::header::SET_COOKIE, cookie)?;
+        }
+        Ok(())
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&pingora::Error>, ctx: &mut RequestCtx) {
+        let status = session
+            .response_written()
+            .map_or(0, |r| r.status.as_u16());
+        let req = session.req_header();
+        tracing::info!(
+            target: "access",
+            method = %req.method,
+            path = %req.uri.path(),
+            status,
+            outcome = ctx.outcome,
+            user = ctx.user.as_deref().unwrap_or("-"),
+            client = %peer_ip(session).map_or_else(|| "-".to_string(), |ip| ip.to_string()),
+            duration_us = ctx.started.elapsed().as_micros() as u64,
+            error = e.map(|e| e.etype().as_str()),
+        );
+    }
+}

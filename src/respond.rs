@@ -1,0 +1,112 @@
+//! Responses portcullis writes itself (endpoints, login redirects, refusals). Every one is
+//! marked `no-store`: none may be cached by a shared cache, since they carry cookies or identity.
+
+use bytes::Bytes;
+use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, SET_COOKIE};
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+
+pub struct Reply {
+    status: u16,
+    headers: Vec<(&'static str, String)>,
+    body: Bytes,
+}
+
+impl Reply {
+    pub fn new(status: u16, content_type: &'static str, body: impl Into<Bytes>) -> Reply {
+        Reply {
+            status,
+            headers: vec![(CONTENT_TYPE.as_str(), content_type.to_string())],
+            body: body.into(),
+        }
+    }
+
+    pub fn text(status: u16, body: &str) -> Reply {
+        Reply::new(status, "text/plain; charset=utf-8", body.to_string())
+    }
+
+    pub fn json(status: u16, value: &serde_json::Value) -> Reply {
+        Reply::new(status, "application/json", value.to_string())
+    }
+
+    /// A small self-contained page; `message` is escaped here.
+    pub fn page(status: u16, title: &str, message: &str) -> Reply {
+        let body = format!(
+            "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title>\
+             <style>body{{font-family:system-ui,sans-serif;max-width:40rem;margin:4rem auto;padding:0 1rem;color:#222}}\
+             h1{{font-size:1.4rem}}</style></head><body><h1>{t}</h1><p>{m}</p></body></html>",
+            t = escape_html(title),
+            m = escape_html(message),
+        );
+        Reply::new(status, "text/html; charset=utf-8", body)
+            .header("content-security-policy", "default-src 'none'; style-src 'unsafe-inline'")
+    }
+
+    pub fn redirect(location: &str) -> Reply {
+        Reply::new(302, "text/plain; charset=utf-8", "").header(LOCATION.as_str(), location)
+    }
+
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Reply {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    pub fn cookies(mut self, set_cookies: Vec<String>) -> Reply {
+        for c in set_cookies {
+            self.headers.push((SET_COOKIE.as_str(), c));
+        }
+        self
+    }
+
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    pub async fn send(self, session: &mut Session) -> pingora::Result<()> {
+        let mut resp = ResponseHeader::build(self.status, Some(self.headers.len() + 4))?;
+        resp.insert_header(CACHE_CONTROL, "no-store")?;
+        resp.insert_header("x-content-type-options", "nosniff")?;
+        for (name, value) in self.headers {
+            resp.append_header(name, value)?;
+        }
+        resp.insert_header(CONTENT_LENGTH, self.body.len().to_string())?;
+        let head_only = session.req_header().method == http::Method::HEAD;
+        session.write_response_header(Box::new(resp), head_only).await?;
+        if !head_only {
+            session.write_response_body(Some(self.body), true).await?;
+        }
+        Ok(())
+    }
+}
+
+pub fn escape_html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// RFC 6750 §3 challenge for API clients.
+pub fn unauthorized_api(description: &str) -> Reply {
+    Reply::json(
+        401,
+        &serde_json::json!({"error": "unauthorized", "error_description": description}),
+    )
+    .header("www-authenticate", "Bearer realm=\"portcullis\"")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn escapes() {
+        assert_eq!(super::escape_html("<a href=\"x\">'&'"), "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;");
+    }
+}

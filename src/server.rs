@@ -1,0 +1,56 @@
+//! Assembling the pingora server: the proxy service on every listen address, and the
+//! background service that keeps the identity provider's metadata and keys loaded.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{Server, ShutdownWatch};
+use pingora::services::background::{background_service, BackgroundService};
+
+use crate::app::App;
+use crate::config::Config;
+use crate::proxy::Portcullis;
+
+struct MaintainProvider(Arc<App>);
+
+#[async_trait]
+impl BackgroundService for MaintainProvider {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        self.0.provider.maintain(shutdown).await;
+    }
+}
+
+/// Builds the server for `config`. The caller runs it.
+pub fn build(config: Config) -> anyhow::Result<Server> {
+    crate::jwt::provider::install();
+    let config = Arc::new(config);
+    let app = Arc::new(App::new(config.clone())?);
+
+    let grace = config.server.shutdown_grace.as_secs();
+    let conf = ServerConf {
+        threads: config.server.threads,
+        work_stealing: true,
+        // pingora's defaults wait 300 s after SIGTERM; a Kubernetes pod gets 30 s in all.
+        grace_period_seconds: Some(grace),
+        graceful_shutdown_timeout_seconds: Some(grace.max(1)),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        Portcullis { app: app.clone() },
+        "portcullis",
+    );
+    for addr in &config.server.listen {
+        proxy.add_tcp(&addr.to_string());
+    }
+    server.add_service(proxy);
+    server.add_service(background_service(
+        "identity provider",
+        MaintainProvider(app),
+    ));
+    Ok(server)
+}
