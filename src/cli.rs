@@ -66,7 +66,7 @@ pub fn main() -> ExitCode {
         }
         Command::Demo { listen } => {
             crate::logging::init("info", LogFormat::Text);
-            match crate::demo_run(listen) {
+            match crate::demo::launch::run(listen) {
                 Ok(never) => match never {},
                 Err(e) => {
                     eprintln!("error: {e}");

@@ -10,7 +10,7 @@ pub mod app;
 pub mod classify;
 pub mod cli;
 pub mod config;
-// TEMP pub mod demo;
+pub mod demo;
 pub mod endpoints;
 pub mod forward;
 pub mod jwt;
@@ -21,5 +21,3 @@ pub mod redirect;
 pub mod respond;
 pub mod server;
 pub mod session;
-// TEMP
-pub fn demo_run(_: std::net::SocketAddr) -> anyhow::Result<std::convert::Infallible> { anyhow::bail!("todo") }

@@ -8,6 +8,7 @@
 pub mod echo;
 pub mod http;
 pub mod idp;
+pub mod launch;
 
 pub use echo::EchoServer;
 pub use idp::{DevIdp, DevIdpConfig, DevIdpStats, DevUser};

@@ -19,7 +19,7 @@ pub const FLOW_TTL: Duration = Duration::from_secs(600);
 /// Logins in flight per browser.
 pub const MAX_FLOWS: usize = 4;
 /// Characters of `state` carried in the cookie name.
-const NAME_STATE_CHARS: usize = 16;
+const NAME_STATE_CHARS: usize = 12;
 
 #[derive(Serialize, Deserialize)]
 pub struct FlowState {
