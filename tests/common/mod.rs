@@ -1,0 +1,363 @@
+//! Test harness: the real `portcullis` binary as a child process on an ephemeral port, the
+//! development provider and echo upstream in-process, and a tiny browser-like client with a
+//! cookie jar we can inspect and replay.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::TcpListener as StdListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use portcullis::demo::{DevIdp, DevIdpConfig, EchoServer};
+use reqwest::header::{HeaderMap, ACCEPT, COOKIE, LOCATION, SET_COOKIE};
+use reqwest::{Response, StatusCode};
+
+pub const SECRET: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY";
+pub const BROWSER_ACCEPT: &str =
+    "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8";
+
+/// A port that was free a moment ago (bind :0, read, drop).
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
+}
+
+/// Polls `check` until it returns true or `within` passes: a readiness probe, not a sleep.
+pub async fn wait_until<F, Fut>(what: &str, within: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// The proxy binary with a generated config; killed (by PID) on drop.
+pub struct Proxy {
+    child: Child,
+    pub port: u16,
+    pub base: String,
+    pub config_path: PathBuf,
+    pub log_path: PathBuf,
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("portcullis-tests-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir.join(format!("{}-{name}", COUNTER.fetch_add(1, Ordering::SeqCst)))
+}
+
+pub fn write_config(toml: &str) -> PathBuf {
+    let path = scratch("config.toml");
+    std::fs::write(&path, toml).expect("write config");
+    path
+}
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_portcullis")
+}
+
+impl Proxy {
+    /// Starts `portcullis run` on `port` and waits until `/ping` answers.
+    pub async fn start(port: u16, toml: &str) -> Proxy {
+        let config_path = write_config(toml);
+        let log_path = scratch("proxy.log");
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let child = Command::new(binary())
+            .args(["run", "--config"])
+            .arg(&config_path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn portcullis");
+        let proxy = Proxy {
+            child,
+            port,
+            base: format!("http://127.0.0.1:{port}"),
+            config_path,
+            log_path,
+        };
+        let client = plain_client();
+        let url = format!("{}/ping", proxy.base);
+        wait_until("the proxy to listen", Duration::from_secs(20), || {
+            let client = client.clone();
+            let url = url.clone();
+            async move { client.get(url).send().await.is_ok_and(|r| r.status() == 200) }
+        })
+        .await;
+        proxy
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Waits for `/ready` to answer 200.
+    pub async fn wait_ready(&self) {
+        let client = plain_client();
+        let url = self.url("/ready");
+        wait_until("the proxy to be ready", Duration::from_secs(30), || {
+            let client = client.clone();
+            let url = url.clone();
+            async move { client.get(url).send().await.is_ok_and(|r| r.status() == 200) }
+        })
+        .await;
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn plain_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("client")
+}
+
+/// The config for a proxy on `port` in front of `upstream`, logging in at `issuer`.
+pub fn config(port: u16, issuer: &str, upstream: &str, extra: &str) -> String {
+    let idp = DevIdpConfig::default();
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:{port}"
+[upstream]
+url = "{upstream}"
+[oidc]
+issuer = "{issuer}"
+client_id = "{client_id}"
+client_secret = "{client_secret}"
+redirect_url = "http://127.0.0.1:{port}/oauth2/callback"
+[session]
+secrets = ["{SECRET}"]
+secure = false
+[logging]
+format = "json"
+{extra}
+"#,
+        client_id = idp.client_id,
+        client_secret = idp.client_secret,
+    )
+}
+
+/// The dev provider configured for a proxy on `port`.
+pub fn idp_config(port: u16) -> DevIdpConfig {
+    DevIdpConfig {
+        redirect_uris: vec![format!("http://127.0.0.1:{port}/oauth2/callback")],
+        post_logout_redirect_uris: vec![format!("http://127.0.0.1:{port}/")],
+        ..DevIdpConfig::default()
+    }
+}
+
+pub async fn start_idp_on(listener: tokio::net::TcpListener, config: DevIdpConfig) -> DevIdp {
+    DevIdp::start(listener, config).await.expect("dev idp")
+}
+
+pub async fn start_idp(config: DevIdpConfig) -> DevIdp {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    start_idp_on(l, config).await
+}
+
+pub async fn start_echo() -> EchoServer {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    EchoServer::start(l).await.expect("echo")
+}
+
+/// Everything a typical test needs, started and ready.
+pub struct World {
+    pub idp: DevIdp,
+    pub echo: EchoServer,
+    pub proxy: Proxy,
+}
+
+impl World {
+    pub async fn start(idp_config: impl FnOnce(DevIdpConfig) -> DevIdpConfig, extra: &str) -> World {
+        let port = free_port();
+        let idp = start_idp(idp_config(self::idp_config(port))).await;
+        let echo = start_echo().await;
+        let toml = config(port, idp.issuer(), &format!("http://{}", echo.addr()), extra);
+        let proxy = Proxy::start(port, &toml).await;
+        proxy.wait_ready().await;
+        World { idp, echo, proxy }
+    }
+}
+
+/// A cookie jar we control: what a browser or a script would send.
+#[derive(Clone, Default)]
+pub struct Jar {
+    pub cookies: BTreeMap<String, String>,
+}
+
+impl Jar {
+    pub fn header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    /// Applies every `Set-Cookie` of a response; `Max-Age=0` deletes.
+    pub fn absorb(&mut self, headers: &HeaderMap) {
+        for sc in headers.get_all(SET_COOKIE) {
+            let sc = sc.to_str().expect("ascii set-cookie");
+            let (pair, attrs) = sc.split_once(';').unwrap_or((sc, ""));
+            let (name, value) = pair.split_once('=').expect("name=value");
+            if attrs.to_ascii_lowercase().contains("max-age=0") {
+                self.cookies.remove(name.trim());
+            } else {
+                self.cookies.insert(name.trim().to_string(), value.trim().to_string());
+            }
+        }
+    }
+
+    pub fn session_names(&self) -> Vec<&String> {
+        self.cookies
+            .keys()
+            .filter(|k| k.starts_with("_portcullis") && !k.contains("_flow_"))
+            .collect()
+    }
+}
+
+/// A browser-ish client: no automatic redirects, explicit cookie jar.
+pub struct Browser {
+    pub client: reqwest::Client,
+    pub jar: Jar,
+}
+
+impl Browser {
+    pub fn new() -> Browser {
+        Browser {
+            client: plain_client(),
+            jar: Jar::default(),
+        }
+    }
+
+    pub async fn get(&mut self, url: &str, accept: &str) -> Response {
+        let mut req = self.client.get(url).header(ACCEPT, accept);
+        if !self.jar.cookies.is_empty() {
+            req = req.header(COOKIE, self.jar.header());
+        }
+        let resp = req.send().await.expect("request");
+        self.jar.absorb(resp.headers());
+        resp
+    }
+
+    /// Starts a login for `target` by navigating there; returns the provider's authorize URL.
+    pub async fn begin_login(&mut self, proxy: &Proxy, target: &str) -> String {
+        let resp = self.get(&proxy.url(target), BROWSER_ACCEPT).await;
+        assert_eq!(resp.status(), StatusCode::FOUND, "navigation must redirect to login");
+        let start = location(&resp);
+        assert!(start.starts_with("/oauth2/start?rd="), "{start}");
+        let resp = self.get(&proxy.url(&start), BROWSER_ACCEPT).await;
+        assert_eq!(resp.status(), StatusCode::FOUND);
+        location(&resp)
+    }
+
+    /// Submits the provider's login form for an authorize URL; returns the callback URL.
+    pub async fn submit_credentials(&mut self, authorize: &str, user: &str, password: &str) -> String {
+        let (endpoint, query) = authorize.split_once('?').expect("authorize query");
+        let mut form: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect();
+        form.push(("username".into(), user.into()));
+        form.push(("password".into(), password.into()));
+        let resp = self
+            .client
+            .post(endpoint)
+            .form(&form)
+            .send()
+            .await
+            .expect("login form");
+        assert_eq!(resp.status(), StatusCode::FOUND, "the provider must accept the login");
+        location(&resp)
+    }
+
+    /// Follows the callback; returns the response (302 back to the target on success).
+    pub async fn callback(&mut self, callback: &str) -> Response {
+        self.get(callback, BROWSER_ACCEPT).await
+    }
+
+    /// The whole login for `target`; returns where the proxy finally sends the browser.
+    pub async fn login(&mut self, proxy: &Proxy, user: &str, target: &str) -> String {
+        let authorize = self.begin_login(proxy, target).await;
+        let cb = self.submit_credentials(&authorize, user, user).await;
+        let resp = self.callback(&cb).await;
+        assert_eq!(resp.status(), StatusCode::FOUND, "callback: {}", resp.text().await.unwrap_or_default());
+        location(&resp)
+    }
+
+    /// An API-style call (`Accept: application/json`) with the jar's cookies.
+    pub async fn api(&mut self, url: &str) -> Response {
+        self.get(url, "application/json").await
+    }
+}
+
+pub fn location(resp: &Response) -> String {
+    resp.headers()
+        .get(LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
+
+/// The echo upstream's JSON report of what it received.
+pub struct Echoed {
+    pub headers: Vec<(String, String)>,
+    pub uri: String,
+}
+
+impl Echoed {
+    pub async fn from(resp: Response) -> Echoed {
+        assert_eq!(resp.status(), StatusCode::OK);
+        let v: serde_json::Value = resp.json().await.expect("echo json");
+        let headers = v["headers"]
+            .as_array()
+            .expect("headers")
+            .iter()
+            .map(|p| {
+                (
+                    p[0].as_str().unwrap_or("").to_string(),
+                    p[1].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect();
+        Echoed {
+            headers,
+            uri: v["uri"].as_str().unwrap_or("").to_string(),
+        }
+    }
+
+    /// All values under `name`, matching the name after lower-casing and `_` → `-`.
+    pub fn all(&self, name: &str) -> Vec<&str> {
+        let want = name.to_ascii_lowercase().replace('_', "-");
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.to_ascii_lowercase().replace('_', "-") == want)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+}
