@@ -140,11 +140,23 @@ mod tests {
         assert_eq!(classify("/PING", cb), Route::Protected);
         assert_eq!(classify("/pingx", cb), Route::Protected);
         assert_eq!(classify("/ready", cb), Route::Endpoint(Endpoint::Ready));
-        assert_eq!(classify("/oauth2/callback", cb), Route::Endpoint(Endpoint::Callback));
-        assert_eq!(classify("/oauth2/auth", cb), Route::Endpoint(Endpoint::Auth));
-        assert_eq!(classify("/oauth2/other", cb), Route::Endpoint(Endpoint::UnknownReserved));
+        assert_eq!(
+            classify("/oauth2/callback", cb),
+            Route::Endpoint(Endpoint::Callback)
+        );
+        assert_eq!(
+            classify("/oauth2/auth", cb),
+            Route::Endpoint(Endpoint::Auth)
+        );
+        assert_eq!(
+            classify("/oauth2/other", cb),
+            Route::Endpoint(Endpoint::UnknownReserved)
+        );
         assert_eq!(classify("/app/oauth2/start", cb), Route::Protected);
-        assert_eq!(classify("/sso/cb", "/sso/cb"), Route::Endpoint(Endpoint::Callback));
+        assert_eq!(
+            classify("/sso/cb", "/sso/cb"),
+            Route::Endpoint(Endpoint::Callback)
+        );
         assert!(is_reserved_non_callback("/ping"));
         assert!(!is_reserved_non_callback("/oauth2/callback"));
     }
@@ -152,7 +164,10 @@ mod tests {
     #[test]
     fn browser_navigation() {
         let get = Method::GET;
-        assert!(is_browser_navigation(&get, &headers(&[("accept", CHROME_ACCEPT)])));
+        assert!(is_browser_navigation(
+            &get,
+            &headers(&[("accept", CHROME_ACCEPT)])
+        ));
         assert!(is_browser_navigation(
             &get,
             &headers(&[("sec-fetch-mode", "navigate"), ("accept", "*/*")])
@@ -165,7 +180,10 @@ mod tests {
         // XHR even with text/html
         assert!(!is_browser_navigation(
             &get,
-            &headers(&[("accept", CHROME_ACCEPT), ("x-requested-with", "XMLHttpRequest")])
+            &headers(&[
+                ("accept", CHROME_ACCEPT),
+                ("x-requested-with", "XMLHttpRequest")
+            ])
         ));
         // curl, python requests
         assert!(!is_browser_navigation(&get, &headers(&[("accept", "*/*")])));
@@ -179,7 +197,10 @@ mod tests {
             &headers(&[("accept", "text/html;q=0.1, application/json")])
         ));
         // a POST is never redirected
-        assert!(!is_browser_navigation(&Method::POST, &headers(&[("accept", CHROME_ACCEPT)])));
+        assert!(!is_browser_navigation(
+            &Method::POST,
+            &headers(&[("accept", CHROME_ACCEPT)])
+        ));
         // a bearer caller is never redirected
         assert!(!is_browser_navigation(
             &get,

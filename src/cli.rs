@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand};
 use crate::config::{Config, LogFormat};
 
 #[derive(Parser)]
-#[command(name = "portcullis", version, about = "An authenticating reverse proxy: OpenID Connect login in front of an application that has none.")]
+#[command(
+    name = "portcullis",
+    version,
+    about = "An authenticating reverse proxy: OpenID Connect login in front of an application that has none."
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -86,7 +90,10 @@ fn check(path: &std::path::Path) -> ExitCode {
         }
     };
     crate::jwt::provider::install();
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start a runtime: {e}");
@@ -105,12 +112,19 @@ fn check(path: &std::path::Path) -> ExitCode {
             println!(
                 "ok: {}; provider: {keys} signing key(s), sign-out at provider: {}",
                 config.summary(),
-                if meta.end_session_endpoint.is_some() { "yes" } else { "no" }
+                if meta.end_session_endpoint.is_some() {
+                    "yes"
+                } else {
+                    "no"
+                }
             );
             ExitCode::SUCCESS
         }
         Ok(_) => {
-            eprintln!("error: {}: the provider's JWKS has no usable signing key", config.oidc.issuer);
+            eprintln!(
+                "error: {}: the provider's JWKS has no usable signing key",
+                config.oidc.issuer
+            );
             ExitCode::from(1)
         }
         Err(e) => {

@@ -58,7 +58,13 @@ const FORWARDING_HEADERS: &[&str] = &[
 /// `X-Forwarded-User` → `x-forwarded-user`, `X_Forwarded_User` → `x-forwarded-user`.
 fn normalise(name: &str) -> String {
     name.bytes()
-        .map(|b| if b == b'_' { '-' } else { b.to_ascii_lowercase() as char })
+        .map(|b| {
+            if b == b'_' {
+                '-'
+            } else {
+                b.to_ascii_lowercase() as char
+            }
+        })
         .collect()
 }
 
@@ -138,7 +144,11 @@ fn strip_our_cookies(req: &mut RequestHeader, is_ours: impl Fn(&str) -> bool) {
 fn set_forwarding(req: &mut RequestHeader, peer: &Peer) {
     let client = peer.ip.map(|ip| ip.to_string());
     if let Some(client) = client {
-        let xff = match req.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        let xff = match req
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+        {
             Some(prior) if peer.trusted && !prior.trim().is_empty() => format!("{prior}, {client}"),
             _ => client,
         };
@@ -148,11 +158,11 @@ fn set_forwarding(req: &mut RequestHeader, peer: &Peer) {
         let _ = req.insert_header("x-forwarded-proto", peer.scheme);
     }
     if !(peer.trusted && req.headers.contains_key("x-forwarded-host")) {
-        let host = req
-            .headers
-            .get(HOST)
-            .cloned()
-            .or_else(|| req.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+        let host = req.headers.get(HOST).cloned().or_else(|| {
+            req.uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
         if let Some(host) = host {
             let _ = req.insert_header("x-forwarded-host", host);
         }
@@ -229,15 +239,27 @@ mod tests {
     #[test]
     fn every_spoofed_variant_is_replaced_or_removed() {
         let corpus = [
-            "X-Forwarded-User", "x-forwarded-user", "X-FORWARDED-USER", "X_Forwarded_User",
-            "x_forwarded_email", "X-Auth-Request-User", "X_AUTH_REQUEST_EMAIL",
-            "X-Amzn-Oidc-Identity", "Remote-User", "X-Forwarded-Access-Token", "X-Original-URI",
+            "X-Forwarded-User",
+            "x-forwarded-user",
+            "X-FORWARDED-USER",
+            "X_Forwarded_User",
+            "x_forwarded_email",
+            "X-Auth-Request-User",
+            "X_AUTH_REQUEST_EMAIL",
+            "X-Amzn-Oidc-Identity",
+            "Remote-User",
+            "X-Forwarded-Access-Token",
+            "X-Original-URI",
         ];
         let mut headers: Vec<(&str, &str)> = corpus.iter().map(|n| (*n, "mallory")).collect();
         headers.push(("X-Forwarded-User", "mallory2"));
         let mut r = request(&headers);
         let id = alice();
-        let vouch = Vouch { identity: Some(&id), access_token: None, id_token_as_bearer: None };
+        let vouch = Vouch {
+            identity: Some(&id),
+            access_token: None,
+            id_token_as_bearer: None,
+        };
         prepare(&mut r, &vouch, &peer(true), false, |_| false);
         for (name, value) in r.headers.iter() {
             assert_ne!(value, "mallory", "{name} survived");
@@ -251,7 +273,11 @@ mod tests {
     #[test]
     fn anonymous_requests_carry_no_identity() {
         let mut r = request(&[("x-forwarded-user", "mallory")]);
-        let vouch = Vouch { identity: None, access_token: None, id_token_as_bearer: None };
+        let vouch = Vouch {
+            identity: None,
+            access_token: None,
+            id_token_as_bearer: None,
+        };
         prepare(&mut r, &vouch, &peer(false), false, |_| false);
         assert!(values(&r, "x-forwarded-user").is_empty());
     }
@@ -265,7 +291,11 @@ mod tests {
             ("x-forwarded-host", "evil.example"),
             ("x_forwarded_for", "1.2.3.4"),
         ];
-        let vouch = Vouch { identity: None, access_token: None, id_token_as_bearer: None };
+        let vouch = Vouch {
+            identity: None,
+            access_token: None,
+            id_token_as_bearer: None,
+        };
         let mut r = request(&hdrs);
         prepare(&mut r, &vouch, &peer(false), false, |_| false);
         assert_eq!(values(&r, "x-forwarded-for"), ["192.0.2.7"]);
@@ -286,12 +316,20 @@ mod tests {
             ("cookie", "_portcullis_1=x"),
             ("authorization", "Bearer client-token"),
         ]);
-        let vouch = Vouch { identity: None, access_token: None, id_token_as_bearer: Some("idt") };
-        prepare(&mut r, &vouch, &peer(false), true, |n| n.starts_with("_portcullis"));
+        let vouch = Vouch {
+            identity: None,
+            access_token: None,
+            id_token_as_bearer: Some("idt"),
+        };
+        prepare(&mut r, &vouch, &peer(false), true, |n| {
+            n.starts_with("_portcullis")
+        });
         assert_eq!(values(&r, "cookie"), ["theme=dark"]);
         assert_eq!(values(&r, "authorization"), ["Bearer idt"]);
         let mut r = request(&[("cookie", "_portcullis=sealed")]);
-        prepare(&mut r, &vouch, &peer(false), true, |n| n.starts_with("_portcullis"));
+        prepare(&mut r, &vouch, &peer(false), true, |n| {
+            n.starts_with("_portcullis")
+        });
         assert!(values(&r, "cookie").is_empty());
     }
 }

@@ -164,10 +164,13 @@ impl ProxyHttp for Portcullis {
         Ok(())
     }
 
-    async fn logging(&self, session: &mut Session, e: Option<&pingora::Error>, ctx: &mut RequestCtx) {
-        let status = session
-            .response_written()
-            .map_or(0, |r| r.status.as_u16());
+    async fn logging(
+        &self,
+        session: &mut Session,
+        e: Option<&pingora::Error>,
+        ctx: &mut RequestCtx,
+    ) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let req = session.req_header();
         tracing::info!(
             target: "access",

@@ -38,8 +38,10 @@ impl Reply {
             t = escape_html(title),
             m = escape_html(message),
         );
-        Reply::new(status, "text/html; charset=utf-8", body)
-            .header("content-security-policy", "default-src 'none'; style-src 'unsafe-inline'")
+        Reply::new(status, "text/html; charset=utf-8", body).header(
+            "content-security-policy",
+            "default-src 'none'; style-src 'unsafe-inline'",
+        )
     }
 
     pub fn redirect(location: &str) -> Reply {
@@ -71,7 +73,9 @@ impl Reply {
         }
         resp.insert_header(CONTENT_LENGTH, self.body.len().to_string())?;
         let head_only = session.req_header().method == http::Method::HEAD;
-        session.write_response_header(Box::new(resp), head_only).await?;
+        session
+            .write_response_header(Box::new(resp), head_only)
+            .await?;
         if !head_only {
             session.write_response_body(Some(self.body), true).await?;
         }
@@ -107,6 +111,9 @@ pub fn unauthorized_api(description: &str) -> Reply {
 mod tests {
     #[test]
     fn escapes() {
-        assert_eq!(super::escape_html("<a href=\"x\">'&'"), "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;");
+        assert_eq!(
+            super::escape_html("<a href=\"x\">'&'"),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;"
+        );
     }
 }

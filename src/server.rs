@@ -27,7 +27,8 @@ pub fn build(config: Config) -> anyhow::Result<Server> {
     let config = Arc::new(config);
     let app = Arc::new(App::new(config.clone())?);
 
-    let grace = config.server.shutdown_grace.as_secs();
+    // pingora counts whole seconds; round up so "500ms" does not become no grace at all.
+    let grace = config.server.shutdown_grace.as_millis().div_ceil(1000) as u64;
     let conf = ServerConf {
         threads: config.server.threads,
         work_stealing: true,

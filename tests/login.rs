@@ -12,7 +12,9 @@ use reqwest::StatusCode;
 async fn login_returns_to_the_deep_link_and_the_upstream_sees_alice() {
     let w = World::start(|c| c, "").await;
     let mut b = Browser::new();
-    let back = b.login(&w.proxy, "alice", "/reports/q3?year=2026&view=full").await;
+    let back = b
+        .login(&w.proxy, "alice", "/reports/q3?year=2026&view=full")
+        .await;
     assert_eq!(back, "/reports/q3?year=2026&view=full");
     assert_eq!(b.jar.session_names(), ["_portcullis"]);
     // The flow cookie was used once and cleared.
@@ -25,7 +27,10 @@ async fn login_returns_to_the_deep_link_and_the_upstream_sees_alice() {
     assert_eq!(seen.all("x-forwarded-groups"), ["sre,dev"]);
     assert_eq!(seen.all("x-forwarded-preferred-username"), ["alice"]);
     // portcullis' own cookie never reaches the application.
-    assert!(seen.all("cookie").iter().all(|c| !c.contains("_portcullis")));
+    assert!(seen
+        .all("cookie")
+        .iter()
+        .all(|c| !c.contains("_portcullis")));
     assert_eq!(w.idp.stats().authorization_code_grants, 1);
 }
 
@@ -55,7 +60,10 @@ async fn forged_identity_headers_never_arrive() {
     }
     let seen = Echoed::from(req.send().await.unwrap()).await;
     for (name, value) in &seen.headers {
-        assert!(!value.contains("mallory"), "{name}: {value} reached the upstream");
+        assert!(
+            !value.contains("mallory"),
+            "{name}: {value} reached the upstream"
+        );
     }
     assert_eq!(seen.all("x-forwarded-user"), ["bob"]);
     assert_eq!(seen.all("x-forwarded-email"), ["bob@example.com"]);
@@ -106,11 +114,18 @@ async fn a_tampered_cookie_is_no_session_and_is_cleared() {
     b.login(&w.proxy, "alice", "/").await;
     let value = b.jar.cookies.get_mut("_portcullis").unwrap();
     let mid = value.len() / 2;
-    let flipped = if &value[mid..mid + 1] == "A" { "B" } else { "A" };
+    let flipped = if &value[mid..mid + 1] == "A" {
+        "B"
+    } else {
+        "A"
+    };
     value.replace_range(mid..mid + 1, flipped);
     let r = b.api(&w.proxy.url("/x")).await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-    assert!(b.jar.session_names().is_empty(), "the bad cookie must be cleared");
+    assert!(
+        b.jar.session_names().is_empty(),
+        "the bad cookie must be cleared"
+    );
     // Garbage of every shape: still a clean 401, never a 500.
     for junk in ["", "x", "AAAA", "%%%", "_portcullis_0=a"] {
         let r = plain_client()
@@ -127,7 +142,9 @@ async fn a_tampered_cookie_is_no_session_and_is_cleared() {
 async fn a_cookie_planted_before_login_is_replaced_by_a_fresh_session() {
     let w = World::start(|c| c, "").await;
     let mut b = Browser::new();
-    b.jar.cookies.insert("_portcullis".into(), "planted-by-attacker".into());
+    b.jar
+        .cookies
+        .insert("_portcullis".into(), "planted-by-attacker".into());
     b.login(&w.proxy, "alice", "/").await;
     let v = b.jar.cookies.get("_portcullis").unwrap();
     assert_ne!(v, "planted-by-attacker");
@@ -137,7 +154,14 @@ async fn a_cookie_planted_before_login_is_replaced_by_a_fresh_session() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_session_survives_token_expiry_through_refresh() {
     // Tokens that expire at once: every request with an expired session refreshes.
-    let w = World::start(|c| portcullis::demo::DevIdpConfig { access_token_ttl: Duration::ZERO, ..c }, "").await;
+    let w = World::start(
+        |c| portcullis::demo::DevIdpConfig {
+            access_token_ttl: Duration::ZERO,
+            ..c
+        },
+        "",
+    )
+    .await;
     let mut b = Browser::new();
     b.login(&w.proxy, "alice", "/").await;
     for round in 1..=3u64 {
@@ -145,14 +169,24 @@ async fn the_session_survives_token_expiry_through_refresh() {
         let seen = Echoed::from(b.api(&w.proxy.url("/after-expiry")).await).await;
         assert_eq!(seen.all("x-forwarded-user"), ["alice"]);
         assert_eq!(w.idp.stats().refresh_token_grants, round);
-        assert_ne!(b.jar.cookies["_portcullis"], before, "the refreshed session is stored");
+        assert_ne!(
+            b.jar.cookies["_portcullis"], before,
+            "the refreshed session is stored"
+        );
     }
     assert_eq!(w.idp.stats().refresh_token_grants_failed, 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_requests_share_one_refresh_and_rotation_never_logs_out() {
-    let w = World::start(|c| portcullis::demo::DevIdpConfig { access_token_ttl: Duration::ZERO, ..c }, "").await;
+    let w = World::start(
+        |c| portcullis::demo::DevIdpConfig {
+            access_token_ttl: Duration::ZERO,
+            ..c
+        },
+        "",
+    )
+    .await;
     let mut b = Browser::new();
     b.login(&w.proxy, "alice", "/").await;
     let old_cookie = b.jar.header();
@@ -163,13 +197,18 @@ async fn concurrent_requests_share_one_refresh_and_rotation_never_logs_out() {
             .get(w.proxy.url(&format!("/asset/{i}")))
             .header("accept", "*/*")
             .header("cookie", old_cookie.clone());
-        tasks.push(tokio::spawn(async move { req.send().await.unwrap().status() }));
+        tasks.push(tokio::spawn(
+            async move { req.send().await.unwrap().status() },
+        ));
     }
     for t in tasks {
         assert_eq!(t.await.unwrap(), StatusCode::OK);
     }
     let stats = w.idp.stats();
-    assert_eq!(stats.refresh_token_grants, 1, "one refresh for all concurrent requests");
+    assert_eq!(
+        stats.refresh_token_grants, 1,
+        "one refresh for all concurrent requests"
+    );
     assert_eq!(stats.refresh_token_grants_failed, 0);
     // A straggler with the old cookie (its refresh token is spent at the provider) still works.
     let r = client
@@ -185,7 +224,14 @@ async fn concurrent_requests_share_one_refresh_and_rotation_never_logs_out() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_refused_refresh_signs_out_but_an_unreachable_provider_does_not() {
-    let w = World::start(|c| portcullis::demo::DevIdpConfig { access_token_ttl: Duration::ZERO, ..c }, "").await;
+    let w = World::start(
+        |c| portcullis::demo::DevIdpConfig {
+            access_token_ttl: Duration::ZERO,
+            ..c
+        },
+        "",
+    )
+    .await;
     let mut b = Browser::new();
     b.login(&w.proxy, "alice", "/").await;
     // Provider down: the session keeps working.
@@ -195,7 +241,14 @@ async fn a_refused_refresh_signs_out_but_an_unreachable_provider_does_not() {
     assert_eq!(r.status(), StatusCode::OK);
 
     // A provider that refuses the refresh token: unauthenticated, cookie cleared.
-    let w2 = World::start(|c| portcullis::demo::DevIdpConfig { access_token_ttl: Duration::ZERO, ..c }, "").await;
+    let w2 = World::start(
+        |c| portcullis::demo::DevIdpConfig {
+            access_token_ttl: Duration::ZERO,
+            ..c
+        },
+        "",
+    )
+    .await;
     let mut b2 = Browser::new();
     b2.login(&w2.proxy, "bob", "/").await;
     w2.idp.revoke_refresh_tokens();
@@ -210,7 +263,12 @@ async fn sign_out_clears_cookies_and_ends_the_session_at_the_provider() {
     let w = World::start(|c| c, "").await;
     let mut b = Browser::new();
     b.login(&w.proxy, "alice", "/").await;
-    let r = b.get(&w.proxy.url("/oauth2/sign_out?rd=%2Fgoodbye"), BROWSER_ACCEPT).await;
+    let r = b
+        .get(
+            &w.proxy.url("/oauth2/sign_out?rd=%2Fgoodbye"),
+            BROWSER_ACCEPT,
+        )
+        .await;
     assert_eq!(r.status(), StatusCode::FOUND);
     assert!(b.jar.session_names().is_empty(), "session cookies cleared");
     let to = location(&r);
@@ -219,7 +277,10 @@ async fn sign_out_clears_cookies_and_ends_the_session_at_the_provider() {
     let q: std::collections::HashMap<_, _> = u.query_pairs().into_owned().collect();
     assert!(q.contains_key("id_token_hint"));
     assert_eq!(q["post_logout_redirect_uri"], w.proxy.url("/goodbye"));
-    assert_eq!(b.api(&w.proxy.url("/")).await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        b.api(&w.proxy.url("/")).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -236,10 +297,18 @@ async fn forward_auth_answers_202_with_identity_or_401() {
     assert_eq!(h["x-auth-request-email"], "alice@example.com");
     assert_eq!(h["x-auth-request-groups"], "sre,dev");
     assert_eq!(h["x-auth-request-preferred-username"], "alice");
-    let info: serde_json::Value = b.api(&w.proxy.url("/oauth2/userinfo")).await.json().await.unwrap();
+    let info: serde_json::Value = b
+        .api(&w.proxy.url("/oauth2/userinfo"))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(info["user"], "alice");
     let text = info.to_string();
-    assert!(!text.contains("token"), "userinfo must not expose tokens: {text}");
+    assert!(
+        !text.contains("token"),
+        "userinfo must not expose tokens: {text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -248,7 +317,14 @@ async fn parallel_logins_in_two_tabs_both_succeed() {
     let mut b = Browser::new();
     let first = b.begin_login(&w.proxy, "/tab-one").await;
     let second = b.begin_login(&w.proxy, "/tab-two").await;
-    assert_eq!(b.jar.cookies.keys().filter(|k| k.contains("_flow_")).count(), 2);
+    assert_eq!(
+        b.jar
+            .cookies
+            .keys()
+            .filter(|k| k.contains("_flow_"))
+            .count(),
+        2
+    );
     // Finish in the opposite order.
     let cb2 = b.submit_credentials(&second, "alice", "alice").await;
     let cb1 = b.submit_credentials(&first, "alice", "alice").await;
@@ -261,9 +337,19 @@ async fn parallel_logins_in_two_tabs_both_succeed() {
 #[tokio::test(flavor = "multi_thread")]
 async fn unsafe_return_targets_fall_back_to_the_root() {
     let w = World::start(|c| c, "").await;
-    for rd in ["https%3A%2F%2Fevil.example%2F", "%2F%2Fevil.example", "%2F%5Cevil.example", "javascript%3Aalert(1)"] {
+    for rd in [
+        "https%3A%2F%2Fevil.example%2F",
+        "%2F%2Fevil.example",
+        "%2F%5Cevil.example",
+        "javascript%3Aalert(1)",
+    ] {
         let mut b = Browser::new();
-        let r = b.get(&w.proxy.url(&format!("/oauth2/start?rd={rd}")), BROWSER_ACCEPT).await;
+        let r = b
+            .get(
+                &w.proxy.url(&format!("/oauth2/start?rd={rd}")),
+                BROWSER_ACCEPT,
+            )
+            .await;
         let authorize = location(&r);
         let cb = b.submit_credentials(&authorize, "alice", "alice").await;
         let r = b.callback(&cb).await;
@@ -277,7 +363,11 @@ async fn ready_reports_503_until_the_provider_appears() {
     let idp_port = free_port();
     let echo = start_echo().await;
     let issuer = format!("http://127.0.0.1:{idp_port}");
-    let proxy = Proxy::start(port, &config(port, &issuer, &format!("http://{}", echo.addr()), "")).await;
+    let proxy = Proxy::start(
+        port,
+        &config(port, &issuer, &format!("http://{}", echo.addr()), ""),
+    )
+    .await;
     let client = plain_client();
     let r = client.get(proxy.url("/ready")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
@@ -291,7 +381,9 @@ async fn ready_reports_503_until_the_provider_appears() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
 
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", idp_port)).await.unwrap();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", idp_port))
+        .await
+        .unwrap();
     let idp = start_idp_on(listener, idp_config(port)).await;
     proxy.wait_ready().await;
     let mut b = Browser::new();

@@ -263,12 +263,20 @@ impl Validator<'_> {
         }
     }
 
-    fn duration(&self, key: &str, value: Option<&str>, default: Duration) -> Result<Duration, ConfigError> {
+    fn duration(
+        &self,
+        key: &str,
+        value: Option<&str>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
         match value {
             None => Ok(default),
             Some(text) => {
                 let d = humantime::parse_duration(text.trim()).map_err(|e| {
-                    self.err(key, format!("not a duration ({e}); write e.g. \"30s\", \"12h\""))
+                    self.err(
+                        key,
+                        format!("not a duration ({e}); write e.g. \"30s\", \"12h\""),
+                    )
                 })?;
                 if d.is_zero() {
                     return Err(self.err(key, "must be greater than zero"));
@@ -348,8 +356,8 @@ impl Validator<'_> {
     }
 
     fn upstream(&self, u: file::UpstreamFile) -> Result<Upstream, ConfigError> {
-        let url = Url::parse(&u.url)
-            .map_err(|e| self.err("upstream.url", format!("not a URL ({e})")))?;
+        let url =
+            Url::parse(&u.url).map_err(|e| self.err("upstream.url", format!("not a URL ({e})")))?;
         let tls = match url.scheme() {
             "http" => false,
             "https" => true,
@@ -373,9 +381,14 @@ impl Validator<'_> {
                 "must be scheme://host[:port] only; paths are forwarded as requested",
             ));
         }
-        let port = url.port_or_known_default().unwrap_or(if tls { 443 } else { 80 });
+        let port = url
+            .port_or_known_default()
+            .unwrap_or(if tls { 443 } else { 80 });
         let address = format!("{host}:{port}");
-        let sni = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        let sni = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
         Ok(Upstream {
             connect_timeout: self.duration(
                 "upstream.connect_timeout",
@@ -395,8 +408,8 @@ impl Validator<'_> {
     }
 
     fn oidc(&self, o: file::OidcFile) -> Result<Oidc, ConfigError> {
-        let issuer_url =
-            Url::parse(&o.issuer).map_err(|e| self.err("oidc.issuer", format!("not a URL ({e})")))?;
+        let issuer_url = Url::parse(&o.issuer)
+            .map_err(|e| self.err("oidc.issuer", format!("not a URL ({e})")))?;
         self.check_scheme("oidc.issuer", &issuer_url, o.insecure_allow_http)?;
         if issuer_url.query().is_some() || issuer_url.fragment().is_some() {
             return Err(self.err("oidc.issuer", "must not have a query or fragment"));
@@ -427,7 +440,10 @@ impl Validator<'_> {
             return Err(self.err("oidc.scopes", "must include \"openid\""));
         }
         for (i, s) in scopes.iter().enumerate() {
-            if s.is_empty() || s.chars().any(|c| c.is_whitespace() || c.is_control() || c == '"') {
+            if s.is_empty()
+                || s.chars()
+                    .any(|c| c.is_whitespace() || c.is_control() || c == '"')
+            {
                 return Err(self.err(format!("oidc.scopes[{i}]"), "is not a valid scope token"));
             }
         }
@@ -445,7 +461,9 @@ impl Validator<'_> {
             Some(other) => {
                 return Err(self.err(
                     "oidc.token_endpoint_auth_method",
-                    format!("`{other}` is not supported; use client_secret_basic or client_secret_post"),
+                    format!(
+                        "`{other}` is not supported; use client_secret_basic or client_secret_post"
+                    ),
                 ))
             }
         };
@@ -516,7 +534,12 @@ impl Validator<'_> {
             s.clone()
         } else if let Some(path) = &o.client_secret_file {
             std::fs::read_to_string(path)
-                .map_err(|e| self.err("oidc.client_secret_file", format!("cannot read `{path}`: {e}")))?
+                .map_err(|e| {
+                    self.err(
+                        "oidc.client_secret_file",
+                        format!("cannot read `{path}`: {e}"),
+                    )
+                })?
                 .trim_end_matches(['\n', '\r'])
                 .to_string()
         } else if let Some(s) = from_env {
@@ -568,7 +591,10 @@ impl Validator<'_> {
         let mut secrets = Vec::new();
         for (i, text) in raw.iter().enumerate() {
             let bytes = decode_secret(text).ok_or_else(|| {
-                self.err(format!("{key}[{i}]"), "is not base64 (use `portcullis secret`)")
+                self.err(
+                    format!("{key}[{i}]"),
+                    "is not base64 (use `portcullis secret`)",
+                )
             })?;
             if bytes.len() < MIN_SECRET_BYTES {
                 return Err(self.err(
@@ -794,7 +820,9 @@ secrets = ["{SECRET}"]
         let c = parse(&text).unwrap();
         assert_eq!(c.server.listen.len(), 2);
         assert!(c.server.is_trusted_proxy("10.1.2.3".parse().unwrap()));
-        assert!(c.server.is_trusted_proxy("::ffff:10.1.2.3".parse().unwrap()));
+        assert!(c
+            .server
+            .is_trusted_proxy("::ffff:10.1.2.3".parse().unwrap()));
         assert!(!c.server.is_trusted_proxy("192.168.1.2".parse().unwrap()));
         let bad = base().replace("listen = \"127.0.0.1:4180\"", "listen = [\"nope\"]");
         assert_eq!(parse(&bad).unwrap_err().key, "server.listen[0]");

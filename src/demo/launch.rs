@@ -17,7 +17,10 @@ pub fn run(listen: SocketAddr) -> anyhow::Result<Infallible> {
         post_logout_redirect_uris: vec![format!("{public}/")],
         ..DevIdpConfig::default()
     };
-    let (client_id, client_secret) = (idp_config.client_id.clone(), idp_config.client_secret.clone());
+    let (client_id, client_secret) = (
+        idp_config.client_id.clone(),
+        idp_config.client_secret.clone(),
+    );
 
     // The provider and the upstream run on their own runtime, beside pingora's.
     let (tx, rx) = std::sync::mpsc::channel();

@@ -11,7 +11,9 @@ use crate::respond::{unauthorized_api, Reply};
 pub async fn userinfo(app: &App, req: &RequestHeader) -> Answer {
     let auth = app.authenticate(req).await;
     let Some(session) = auth.session else {
-        return unauthorized_api("no valid session").cookies(auth.set_cookies).into();
+        return unauthorized_api("no valid session")
+            .cookies(auth.set_cookies)
+            .into();
     };
     let id = &session.identity;
     let body = json!({
@@ -35,7 +37,9 @@ pub async fn forward_auth(app: &App, req: &RequestHeader, facts: &Facts) -> Answ
     }
     let auth = app.authenticate(req).await;
     let Some(session) = auth.session else {
-        return unauthorized_api("no valid session").cookies(auth.set_cookies).into();
+        return unauthorized_api("no valid session")
+            .cookies(auth.set_cookies)
+            .into();
     };
     let id = &session.identity;
     let mut reply = Reply::text(202, "").header("x-auth-request-user", id.user.clone());
@@ -64,11 +68,13 @@ pub fn original_uri(req: &RequestHeader, facts: &Facts) -> Option<String> {
     if !facts.trusted_proxy {
         return None;
     }
-    ["x-forwarded-uri", "x-original-uri"].iter().find_map(|name| {
-        let mut values = req.headers.get_all(*name).iter();
-        match (values.next(), values.next()) {
-            (Some(v), None) => v.to_str().ok().map(str::to_string),
-            _ => None,
-        }
-    })
+    ["x-forwarded-uri", "x-original-uri"]
+        .iter()
+        .find_map(|name| {
+            let mut values = req.headers.get_all(*name).iter();
+            match (values.next(), values.next()) {
+                (Some(v), None) => v.to_str().ok().map(str::to_string),
+                _ => None,
+            }
+        })
 }

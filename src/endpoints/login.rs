@@ -2,7 +2,7 @@
 
 use pingora::http::RequestHeader;
 
-use super::{query_param, return_target, Answer};
+use super::{query_param, return_target, Answer, Facts};
 use crate::app::{cookie_headers, App};
 use crate::oidc::{client, flow};
 use crate::respond::Reply;
@@ -17,8 +17,8 @@ fn provider_unavailable() -> Reply {
     .header("retry-after", "5")
 }
 
-pub fn start(app: &App, req: &RequestHeader) -> Reply {
-    let return_to = return_target(app, req);
+pub fn start(app: &App, req: &RequestHeader, facts: &Facts) -> Reply {
+    let return_to = return_target(app, req, facts);
     let Some(meta) = app.provider.metadata() else {
         return provider_unavailable();
     };
@@ -69,13 +69,18 @@ pub async fn callback(app: &App, req: &RequestHeader) -> Answer {
         }
     };
     if let Some(error) = error {
-        let description = query_param(req, "error_description").ok().flatten().unwrap_or_default();
+        let description = query_param(req, "error_description")
+            .ok()
+            .flatten()
+            .unwrap_or_default();
         let detail: String = format!("The identity provider answered: {error} {description}")
             .chars()
             .take(300)
             .collect();
         tracing::info!(error = %error, "the identity provider refused the login");
-        return login_failed(403, &format!("{}.", detail.trim_end())).cookies(set_cookies).into();
+        return login_failed(403, &format!("{}.", detail.trim_end()))
+            .cookies(set_cookies)
+            .into();
     }
     // RFC 9207: when the provider names itself, it must be the one we sent the browser to.
     if iss.is_some_and(|iss| iss != app.config.oidc.issuer) {
@@ -84,7 +89,9 @@ pub async fn callback(app: &App, req: &RequestHeader) -> Answer {
             .into();
     }
     let Some(code) = code else {
-        return login_failed(400, "The sign-in response has no code.").cookies(set_cookies).into();
+        return login_failed(400, "The sign-in response has no code.")
+            .cookies(set_cookies)
+            .into();
     };
     match app
         .provider

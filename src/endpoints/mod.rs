@@ -34,9 +34,9 @@ pub async fn handle(app: &App, endpoint: Endpoint, req: &RequestHeader, facts: &
     match endpoint {
         Endpoint::Ping => health::ping().into(),
         Endpoint::Ready => health::ready(app).into(),
-        Endpoint::Start => login::start(app, req).into(),
+        Endpoint::Start => login::start(app, req, facts).into(),
         Endpoint::Callback => login::callback(app, req).await,
-        Endpoint::SignOut => sign_out::sign_out(app, req).into(),
+        Endpoint::SignOut => sign_out::sign_out(app, req, facts).into(),
         Endpoint::UserInfo => identity::userinfo(app, req).await,
         Endpoint::Auth => identity::forward_auth(app, req, facts).await,
         Endpoint::UnknownReserved => Reply::text(404, "not found\n").into(),
@@ -60,11 +60,16 @@ fn query_param(req: &RequestHeader, name: &str) -> Result<Option<String>, ()> {
     Ok(found)
 }
 
-/// The redirect target named by `rd`, or `/` when absent, ambiguous or refused by policy.
-fn return_target(app: &App, req: &RequestHeader) -> String {
-    query_param(req, "rd")
-        .ok()
-        .flatten()
-        .and_then(|rd| app.config.redirects.validate(&rd))
+/// Where to send the browser afterwards: `rd`, or — when there is no `rd` — the original URI a
+/// trusted front proxy reports (nginx `error_page 401 = /oauth2/start` cannot URL-encode
+/// `$request_uri` into `rd` itself). Falls back to `/` when absent, ambiguous or refused.
+fn return_target(app: &App, req: &RequestHeader, facts: &Facts) -> String {
+    let candidate = match query_param(req, "rd") {
+        Ok(Some(rd)) => Some(rd),
+        Ok(None) => identity::original_uri(req, facts),
+        Err(()) => None,
+    };
+    candidate
+        .and_then(|target| app.config.redirects.validate(&target))
         .unwrap_or_else(|| "/".to_string())
 }

@@ -3,14 +3,14 @@
 
 use pingora::http::RequestHeader;
 
-use super::return_target;
+use super::{return_target, Facts};
 use crate::app::{cookie_headers, App};
 use crate::oidc::flow;
 use crate::respond::Reply;
 use crate::session::now;
 
-pub fn sign_out(app: &App, req: &RequestHeader) -> Reply {
-    let target = return_target(app, req);
+pub fn sign_out(app: &App, req: &RequestHeader, facts: &Facts) -> Reply {
+    let target = return_target(app, req, facts);
     let cookies = cookie_headers(req);
     let loaded = app.sessions.load(&cookies, now());
     let mut set_cookies = app.sessions.clear(&loaded.present);

@@ -6,7 +6,9 @@
 //! `alg` must be allowed by the key that verifies it, so a public key can never be
 //! turned into an HMAC secret and an ES256 header cannot select an ES384 key.
 
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm, PublicKeyUse};
+use jsonwebtoken::jwk::{
+    AlgorithmParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm, PublicKeyUse,
+};
 use jsonwebtoken::{Algorithm, DecodingKey};
 
 /// Asymmetric algorithms we verify. `none` and HMAC are absent on purpose.

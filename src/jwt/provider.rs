@@ -72,15 +72,21 @@ struct RingVerifier {
 impl signature::Verifier<Vec<u8>> for RingVerifier {
     fn verify(&self, msg: &[u8], signature: &Vec<u8>) -> std::result::Result<(), signature::Error> {
         let ok = match &self.key {
-            VerifyKey::Rsa { params, key: RsaKey::Components { n, e } } => {
-                sig::RsaPublicKeyComponents { n, e }.verify(params, msg, signature).is_ok()
-            }
-            VerifyKey::Rsa { params, key: RsaKey::Der(der) } => {
-                sig::UnparsedPublicKey::new(*params, der).verify(msg, signature).is_ok()
-            }
-            VerifyKey::Unparsed { alg, bytes } => {
-                sig::UnparsedPublicKey::new(*alg, bytes).verify(msg, signature).is_ok()
-            }
+            VerifyKey::Rsa {
+                params,
+                key: RsaKey::Components { n, e },
+            } => sig::RsaPublicKeyComponents { n, e }
+                .verify(params, msg, signature)
+                .is_ok(),
+            VerifyKey::Rsa {
+                params,
+                key: RsaKey::Der(der),
+            } => sig::UnparsedPublicKey::new(*params, der)
+                .verify(msg, signature)
+                .is_ok(),
+            VerifyKey::Unparsed { alg, bytes } => sig::UnparsedPublicKey::new(*alg, bytes)
+                .verify(msg, signature)
+                .is_ok(),
             // ring compares the tag in constant time.
             VerifyKey::Hmac(key) => ring::hmac::verify(key, msg, signature).is_ok(),
         };
@@ -198,8 +204,12 @@ fn new_signer(alg: &Algorithm, key: &EncodingKey) -> Result<Box<dyn JwtSigner>> 
     }
     let bytes = key.as_bytes();
     let sign_key = match alg {
-        Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512 | Algorithm::PS256
-        | Algorithm::PS384 | Algorithm::PS512 => {
+        Algorithm::RS256
+        | Algorithm::RS384
+        | Algorithm::RS512
+        | Algorithm::PS256
+        | Algorithm::PS384
+        | Algorithm::PS512 => {
             let encoding: &'static dyn sig::RsaEncoding = match alg {
                 Algorithm::RS256 => &sig::RSA_PKCS1_SHA256,
                 Algorithm::RS384 => &sig::RSA_PKCS1_SHA384,
@@ -257,8 +267,10 @@ mod tests {
         .unwrap();
         let public = pair.public_key().as_ref().to_vec();
         let enc = EncodingKey::from_ec_der(pkcs8.as_ref());
-        let b64 = |b: &[u8]| base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, b);
-        let dec = DecodingKey::from_ec_components(&b64(&public[1..33]), &b64(&public[33..])).unwrap();
+        let b64 =
+            |b: &[u8]| base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, b);
+        let dec =
+            DecodingKey::from_ec_components(&b64(&public[1..33]), &b64(&public[33..])).unwrap();
         (enc, dec)
     }
 

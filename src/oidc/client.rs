@@ -64,7 +64,9 @@ fn client(oidc: &Oidc, meta: &Metadata) -> Result<OidcClient, TokenError> {
         .map_err(|e| TokenError::Config(e.to_string()))?;
     let token = TokenUrl::new(meta.token_endpoint.clone())
         .map_err(|e| TokenError::Config(e.to_string()))?;
-    let method = oidc.auth_method.unwrap_or_else(|| meta.client_auth_method());
+    let method = oidc
+        .auth_method
+        .unwrap_or_else(|| meta.client_auth_method());
     Ok(Client::new(ClientId::new(oidc.client_id.clone()))
         .set_client_secret(ClientSecret::new(oidc.client_secret.expose().to_string()))
         .set_auth_uri(auth)

@@ -64,10 +64,7 @@ pub fn discovery_url(issuer: &str) -> String {
 
 /// Fetches and checks the discovery document: its `issuer` must equal the configured one exactly
 /// (Discovery §4.3), otherwise tokens would be checked against the wrong authority.
-pub async fn fetch_metadata(
-    http: &reqwest::Client,
-    issuer: &str,
-) -> Result<Metadata, FetchError> {
+pub async fn fetch_metadata(http: &reqwest::Client, issuer: &str) -> Result<Metadata, FetchError> {
     let url = discovery_url(issuer);
     let meta: Metadata = fetch_json(http, &url).await?;
     if meta.issuer != issuer {

@@ -43,7 +43,10 @@ pub enum FlowError {
 
 fn cookie_name(store: &SessionStore, state: &str) -> Option<String> {
     let part = state.get(..NAME_STATE_CHARS)?;
-    if !part.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+    if !part
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
         return None;
     }
     Some(format!("{}{part}", store.flow_prefix()))

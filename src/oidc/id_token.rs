@@ -39,7 +39,11 @@ pub struct Expectations<'a> {
 }
 
 /// Verifies `token` against `keys` and returns its claims.
-pub fn verify(token: &str, keys: &KeySet, expect: &Expectations<'_>) -> Result<Map<String, Value>, IdTokenError> {
+pub fn verify(
+    token: &str,
+    keys: &KeySet,
+    expect: &Expectations<'_>,
+) -> Result<Map<String, Value>, IdTokenError> {
     if token.len() > MAX_TOKEN_BYTES || token.split('.').count() != 3 {
         return Err(IdTokenError::Malformed);
     }
@@ -71,7 +75,10 @@ pub fn verify(token: &str, keys: &KeySet, expect: &Expectations<'_>) -> Result<M
     Err(last)
 }
 
-fn check_claims(claims: Map<String, Value>, expect: &Expectations<'_>) -> Result<Map<String, Value>, IdTokenError> {
+fn check_claims(
+    claims: Map<String, Value>,
+    expect: &Expectations<'_>,
+) -> Result<Map<String, Value>, IdTokenError> {
     // azp: required to be us when present; required when there are several audiences.
     let several_audiences = matches!(claims.get("aud"), Some(Value::Array(a)) if a.len() > 1);
     match claims.get("azp") {
@@ -126,8 +133,8 @@ mod tests {
         crate::jwt::provider::install();
         let rng = ring::rand::SystemRandom::new();
         let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
-        let pair =
-            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng).unwrap();
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+            .unwrap();
         let p = pair.public_key().as_ref();
         let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
         let x = b64(&p[1..33]);
@@ -208,7 +215,10 @@ mod tests {
         c.as_object_mut().unwrap().remove("exp");
         cases.push(("no exp", c));
         for (name, c) in cases {
-            assert!(check(&s, &sign(&s, "k1", &c)).is_err(), "{name} was accepted");
+            assert!(
+                check(&s, &sign(&s, "k1", &c)).is_err(),
+                "{name} was accepted"
+            );
         }
     }
 

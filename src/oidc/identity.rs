@@ -12,10 +12,18 @@ pub fn from_claims(claims: &Map<String, Value>, oidc: &Oidc) -> Result<Identity,
     let user = match claims.get(&oidc.user_claim) {
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
         Some(Value::Number(n)) => n.to_string(),
-        _ => return Err(format!("the ID token has no usable `{}` claim", oidc.user_claim)),
+        _ => {
+            return Err(format!(
+                "the ID token has no usable `{}` claim",
+                oidc.user_claim
+            ))
+        }
     };
     if has_control(&user) {
-        return Err(format!("the `{}` claim contains control characters", oidc.user_claim));
+        return Err(format!(
+            "the `{}` claim contains control characters",
+            oidc.user_claim
+        ));
     }
     let verified = !matches!(claims.get("email_verified"), Some(Value::Bool(false)));
     let email = claims
@@ -75,7 +83,9 @@ redirect_url = "https://app/oauth2/callback"
 [session]
 secrets = ["MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY"]
 "#;
-        crate::config::Config::parse(text, "t.toml", &|_| None).unwrap().oidc
+        crate::config::Config::parse(text, "t.toml", &|_| None)
+            .unwrap()
+            .oidc
     }
 
     fn claims(v: Value) -> Map<String, Value> {
@@ -97,9 +107,17 @@ secrets = ["MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY"]
     #[test]
     fn unverified_or_odd_emails_are_dropped() {
         let o = oidc();
-        let id = from_claims(&claims(json!({"sub": "a", "email": "a@x.com", "email_verified": false})), &o).unwrap();
+        let id = from_claims(
+            &claims(json!({"sub": "a", "email": "a@x.com", "email_verified": false})),
+            &o,
+        )
+        .unwrap();
         assert_eq!(id.email, None);
-        let id = from_claims(&claims(json!({"sub": "a", "email": "a@evil.com@company.com"})), &o).unwrap();
+        let id = from_claims(
+            &claims(json!({"sub": "a", "email": "a@evil.com@company.com"})),
+            &o,
+        )
+        .unwrap();
         assert_eq!(id.email, None);
         assert!(from_claims(&claims(json!({"sub": ""})), &o).is_err());
         assert!(from_claims(&claims(json!({"sub": "a\r\nX-Forwarded-User: root"})), &o).is_err());

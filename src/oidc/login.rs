@@ -44,10 +44,13 @@ impl Provider {
         let meta = self
             .metadata()
             .ok_or_else(|| LoginError::Unavailable(self.not_ready_reason()))?;
-        let tokens = client::exchange_code(self.http(), &self.config.oidc, &meta, code, pkce_verifier).await?;
+        let tokens =
+            client::exchange_code(self.http(), &self.config.oidc, &meta, code, pkce_verifier)
+                .await?;
         let id_token = tokens.id_token.clone().ok_or(LoginError::NoIdToken)?;
         let claims = self.verify_id_token(&id_token, Some(nonce)).await?;
-        let identity = identity::from_claims(&claims, &self.config.oidc).map_err(LoginError::Identity)?;
+        let identity =
+            identity::from_claims(&claims, &self.config.oidc).map_err(LoginError::Identity)?;
         let created = now();
         let expires_at = created + self.config.session.lifetime.as_secs();
         Ok(self.session_from(identity, tokens, None, created, expires_at))
@@ -56,7 +59,10 @@ impl Provider {
     /// Spends the session's refresh token for fresh tokens; the session keeps its identity
     /// (a refreshed ID token must name the same user) and its absolute expiry.
     pub async fn refresh_session(&self, old: &SessionData) -> Result<SessionData, LoginError> {
-        let refresh_token = old.refresh_token.as_deref().ok_or(LoginError::NoRefreshToken)?;
+        let refresh_token = old
+            .refresh_token
+            .as_deref()
+            .ok_or(LoginError::NoRefreshToken)?;
         let meta = self
             .metadata()
             .ok_or_else(|| LoginError::Unavailable(self.not_ready_reason()))?;
@@ -64,7 +70,8 @@ impl Provider {
         let identity = match &tokens.id_token {
             Some(t) => {
                 let claims = self.verify_id_token(t, None).await?;
-                let fresh = identity::from_claims(&claims, &self.config.oidc).map_err(LoginError::Identity)?;
+                let fresh = identity::from_claims(&claims, &self.config.oidc)
+                    .map_err(LoginError::Identity)?;
                 if fresh.user != old.identity.user {
                     return Err(LoginError::UserChanged);
                 }
@@ -84,7 +91,9 @@ impl Provider {
         expires_at: u64,
     ) -> SessionData {
         let keep_id_token = self.config.headers.pass_id_token_as_bearer
-            || self.metadata().is_some_and(|m| m.end_session_endpoint.is_some());
+            || self
+                .metadata()
+                .is_some_and(|m| m.end_session_endpoint.is_some());
         let tokens_expire_at = tokens
             .expires_in
             .map(|s| now().saturating_add(s))

@@ -7,11 +7,11 @@
 //! keep working.
 
 pub mod client;
-pub mod flow;
-pub mod login;
 pub mod discovery;
+pub mod flow;
 pub mod id_token;
 pub mod identity;
+pub mod login;
 
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -208,7 +208,11 @@ impl Provider {
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in = ?backoff, "identity provider not reachable");
                     self.set_error(&e);
-                    let wait = if loaded { JWKS_REFRESH_EVERY.min(backoff * 8) } else { backoff };
+                    let wait = if loaded {
+                        JWKS_REFRESH_EVERY.min(backoff * 8)
+                    } else {
+                        backoff
+                    };
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                     wait
                 }

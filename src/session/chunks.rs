@@ -322,7 +322,9 @@ fn chunk_index(suffix: &[u8]) -> Option<usize> {
 
 /// `(name, value)` of every cookie in all `Cookie` headers whose name and value are well-formed
 /// (used for the per-login flow cookies).
-pub fn cookie_pairs<'a>(cookie_headers: &'a [&'a [u8]]) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+pub fn cookie_pairs<'a>(
+    cookie_headers: &'a [&'a [u8]],
+) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
     cookie_headers
         .iter()
         .flat_map(|h| pairs(h))

@@ -73,10 +73,22 @@ impl Refresher {
                 None => None,
             }
         };
-        match cell {
-            Some(cell) => cell.get_or_init(refresh).await.clone(),
-            None => refresh().await,
+        let Some(cell) = cell else {
+            return refresh().await;
+        };
+        let outcome = cell.get_or_init(refresh).await.clone();
+        if matches!(outcome, Outcome::ProviderDown) {
+            // Not worth remembering: the next request should try again.
+            if let Ok(mut entries) = self.entries.lock() {
+                if entries
+                    .get(&key)
+                    .is_some_and(|e| Arc::ptr_eq(&e.cell, &cell))
+                {
+                    entries.remove(&key);
+                }
+            }
         }
+        outcome
     }
 }
 

@@ -95,7 +95,13 @@ impl Proxy {
         wait_until("the proxy to listen", Duration::from_secs(20), || {
             let client = client.clone();
             let url = url.clone();
-            async move { client.get(url).send().await.is_ok_and(|r| r.status() == 200) }
+            async move {
+                client
+                    .get(url)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == 200)
+            }
         })
         .await;
         proxy
@@ -116,7 +122,13 @@ impl Proxy {
         wait_until("the proxy to be ready", Duration::from_secs(30), || {
             let client = client.clone();
             let url = url.clone();
-            async move { client.get(url).send().await.is_ok_and(|r| r.status() == 200) }
+            async move {
+                client
+                    .get(url)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == 200)
+            }
         })
         .await;
     }
@@ -177,12 +189,16 @@ pub async fn start_idp_on(listener: tokio::net::TcpListener, config: DevIdpConfi
 }
 
 pub async fn start_idp(config: DevIdpConfig) -> DevIdp {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     start_idp_on(l, config).await
 }
 
 pub async fn start_echo() -> EchoServer {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     EchoServer::start(l).await.expect("echo")
 }
 
@@ -194,11 +210,19 @@ pub struct World {
 }
 
 impl World {
-    pub async fn start(idp_config: impl FnOnce(DevIdpConfig) -> DevIdpConfig, extra: &str) -> World {
+    pub async fn start(
+        idp_config: impl FnOnce(DevIdpConfig) -> DevIdpConfig,
+        extra: &str,
+    ) -> World {
         let port = free_port();
         let idp = start_idp(idp_config(self::idp_config(port))).await;
         let echo = start_echo().await;
-        let toml = config(port, idp.issuer(), &format!("http://{}", echo.addr()), extra);
+        let toml = config(
+            port,
+            idp.issuer(),
+            &format!("http://{}", echo.addr()),
+            extra,
+        );
         let proxy = Proxy::start(port, &toml).await;
         proxy.wait_ready().await;
         World { idp, echo, proxy }
@@ -229,7 +253,8 @@ impl Jar {
             if attrs.to_ascii_lowercase().contains("max-age=0") {
                 self.cookies.remove(name.trim());
             } else {
-                self.cookies.insert(name.trim().to_string(), value.trim().to_string());
+                self.cookies
+                    .insert(name.trim().to_string(), value.trim().to_string());
             }
         }
     }
@@ -269,7 +294,11 @@ impl Browser {
     /// Starts a login for `target` by navigating there; returns the provider's authorize URL.
     pub async fn begin_login(&mut self, proxy: &Proxy, target: &str) -> String {
         let resp = self.get(&proxy.url(target), BROWSER_ACCEPT).await;
-        assert_eq!(resp.status(), StatusCode::FOUND, "navigation must redirect to login");
+        assert_eq!(
+            resp.status(),
+            StatusCode::FOUND,
+            "navigation must redirect to login"
+        );
         let start = location(&resp);
         assert!(start.starts_with("/oauth2/start?rd="), "{start}");
         let resp = self.get(&proxy.url(&start), BROWSER_ACCEPT).await;
@@ -277,8 +306,26 @@ impl Browser {
         location(&resp)
     }
 
+    /// Starts a login at `/oauth2/start` directly (e.g. already signed in, switching user).
+    pub async fn start_login(&mut self, proxy: &Proxy, target: &str) -> String {
+        let rd: String = url::form_urlencoded::byte_serialize(target.as_bytes()).collect();
+        let resp = self
+            .get(
+                &proxy.url(&format!("/oauth2/start?rd={rd}")),
+                BROWSER_ACCEPT,
+            )
+            .await;
+        assert_eq!(resp.status(), StatusCode::FOUND);
+        location(&resp)
+    }
+
     /// Submits the provider's login form for an authorize URL; returns the callback URL.
-    pub async fn submit_credentials(&mut self, authorize: &str, user: &str, password: &str) -> String {
+    pub async fn submit_credentials(
+        &mut self,
+        authorize: &str,
+        user: &str,
+        password: &str,
+    ) -> String {
         let (endpoint, query) = authorize.split_once('?').expect("authorize query");
         let mut form: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
             .into_owned()
@@ -292,7 +339,11 @@ impl Browser {
             .send()
             .await
             .expect("login form");
-        assert_eq!(resp.status(), StatusCode::FOUND, "the provider must accept the login");
+        assert_eq!(
+            resp.status(),
+            StatusCode::FOUND,
+            "the provider must accept the login"
+        );
         location(&resp)
     }
 
@@ -306,7 +357,12 @@ impl Browser {
         let authorize = self.begin_login(proxy, target).await;
         let cb = self.submit_credentials(&authorize, user, user).await;
         let resp = self.callback(&cb).await;
-        assert_eq!(resp.status(), StatusCode::FOUND, "callback: {}", resp.text().await.unwrap_or_default());
+        assert_eq!(
+            resp.status(),
+            StatusCode::FOUND,
+            "callback: {}",
+            resp.text().await.unwrap_or_default()
+        );
         location(&resp)
     }
 

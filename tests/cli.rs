@@ -1,0 +1,104 @@
+//! The command line: `check`, `secret`, and config errors that name the file and the key.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_accepts_a_good_config_and_reaches_the_provider() {
+    let idp = start_idp(idp_config(4180)).await;
+    let path = write_config(&config(4180, idp.issuer(), "http://127.0.0.1:9", ""));
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(binary())
+            .arg("check")
+            .arg("--config")
+            .arg(&path)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.starts_with("ok: "), "{stdout}");
+    assert_eq!(stdout.lines().count(), 1);
+    assert!(!stdout.contains(&portcullis::demo::DevIdpConfig::default().client_secret));
+    assert!(!stdout.contains(SECRET));
+}
+
+#[test]
+fn check_reports_an_unreachable_provider() {
+    let port = free_port();
+    let path = write_config(&config(
+        4180,
+        &format!("http://127.0.0.1:{port}"),
+        "http://127.0.0.1:9",
+        "",
+    ));
+    let out = Command::new(binary())
+        .arg("check")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("oidc.issuer"), "{err}");
+}
+
+#[test]
+fn config_errors_name_the_file_and_the_key() {
+    let bad =
+        config(4180, "https://idp.example", "http://127.0.0.1:9", "").replace(SECRET, "c2hvcnQ=");
+    let path = write_config(&bad);
+    for cmd in ["check", "run"] {
+        let out = Command::new(binary())
+            .arg(cmd)
+            .arg("--config")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        let expected = format!(
+            "{}: session.secrets[0]: must decode to at least 32 bytes",
+            path.display()
+        );
+        assert!(err.contains(&expected), "{cmd}: {err}");
+    }
+    let unknown = config(
+        4180,
+        "https://idp.example",
+        "http://127.0.0.1:9",
+        "[headers]\npass_acess_token = true",
+    );
+    let path = write_config(&unknown);
+    let out = Command::new(binary())
+        .arg("check")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("headers.pass_acess_token: unknown key"),
+        "{err}"
+    );
+}
+
+#[test]
+fn secret_prints_a_usable_session_secret() {
+    let out = Command::new(binary()).arg("secret").output().unwrap();
+    assert!(out.status.success());
+    let s = String::from_utf8(out.stdout).unwrap();
+    let decoded = portcullis::config::decode_secret(s.trim()).unwrap();
+    assert_eq!(decoded.len(), 32);
+    let again = Command::new(binary()).arg("secret").output().unwrap();
+    assert_ne!(s.as_bytes(), &again.stdout[..]);
+}
