@@ -83,6 +83,7 @@ impl Reply {
     }
 }
 
+/// Escapes text for HTML element content and quoted attribute values.
 pub fn escape_html(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {

@@ -6,20 +6,23 @@ use std::process::Command;
 
 use common::*;
 
+/// Runs `portcullis <cmd> --config <path>` to completion.
+fn portcullis_with_config(cmd: &str, path: &std::path::Path) -> std::process::Output {
+    Command::new(binary())
+        .arg(cmd)
+        .arg("--config")
+        .arg(path)
+        .output()
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn check_accepts_a_good_config_and_reaches_the_provider() {
     let idp = start_idp(idp_config(4180)).await;
     let path = write_config(&config(4180, idp.issuer(), "http://127.0.0.1:9", ""));
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(binary())
-            .arg("check")
-            .arg("--config")
-            .arg(&path)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let out = tokio::task::spawn_blocking(move || portcullis_with_config("check", &path))
+        .await
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -41,12 +44,7 @@ fn check_reports_an_unreachable_provider() {
         "http://127.0.0.1:9",
         "",
     ));
-    let out = Command::new(binary())
-        .arg("check")
-        .arg("--config")
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = portcullis_with_config("check", &path);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("oidc.issuer"), "{err}");
@@ -58,12 +56,7 @@ fn config_errors_name_the_file_and_the_key() {
         config(4180, "https://idp.example", "http://127.0.0.1:9", "").replace(SECRET, "c2hvcnQ=");
     let path = write_config(&bad);
     for cmd in ["check", "run"] {
-        let out = Command::new(binary())
-            .arg(cmd)
-            .arg("--config")
-            .arg(&path)
-            .output()
-            .unwrap();
+        let out = portcullis_with_config(cmd, &path);
         assert_eq!(out.status.code(), Some(1));
         let err = String::from_utf8_lossy(&out.stderr);
         let expected = format!(
@@ -79,12 +72,7 @@ fn config_errors_name_the_file_and_the_key() {
         "[headers]\npass_acess_token = true",
     );
     let path = write_config(&unknown);
-    let out = Command::new(binary())
-        .arg("check")
-        .arg("--config")
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = portcullis_with_config("check", &path);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("headers.pass_acess_token: unknown key"),

@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
 use reqwest::StatusCode;
 
@@ -154,14 +152,7 @@ async fn a_cookie_planted_before_login_is_replaced_by_a_fresh_session() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_session_survives_token_expiry_through_refresh() {
     // Tokens that expire at once: every request with an expired session refreshes.
-    let w = World::start(
-        |c| portcullis::demo::DevIdpConfig {
-            access_token_ttl: Duration::ZERO,
-            ..c
-        },
-        "",
-    )
-    .await;
+    let w = World::start(expiring_tokens, "").await;
     let mut b = Browser::new();
     b.login(&w.proxy, "alice", "/").await;
     for round in 1..=3u64 {
@@ -179,14 +170,7 @@ async fn the_session_survives_token_expiry_through_refresh() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_requests_share_one_refresh_and_rotation_never_logs_out() {
-    let w = World::start(
-        |c| portcullis::demo::DevIdpConfig {
-            access_token_ttl: Duration::ZERO,
-            ..c
-        },
-        "",
-    )
-    .await;
+    let w = World::start(expiring_tokens, "").await;
     let mut b = Browser::new();
     b.login(&w.proxy, "alice", "/").await;
     let old_cookie = b.jar.header();
@@ -224,14 +208,7 @@ async fn concurrent_requests_share_one_refresh_and_rotation_never_logs_out() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_refused_refresh_signs_out_but_an_unreachable_provider_does_not() {
-    let w = World::start(
-        |c| portcullis::demo::DevIdpConfig {
-            access_token_ttl: Duration::ZERO,
-            ..c
-        },
-        "",
-    )
-    .await;
+    let w = World::start(expiring_tokens, "").await;
     let mut b = Browser::new();
     b.login(&w.proxy, "alice", "/").await;
     // Provider down: the session keeps working.
@@ -241,14 +218,7 @@ async fn a_refused_refresh_signs_out_but_an_unreachable_provider_does_not() {
     assert_eq!(r.status(), StatusCode::OK);
 
     // A provider that refuses the refresh token: unauthenticated, cookie cleared.
-    let w2 = World::start(
-        |c| portcullis::demo::DevIdpConfig {
-            access_token_ttl: Duration::ZERO,
-            ..c
-        },
-        "",
-    )
-    .await;
+    let w2 = World::start(expiring_tokens, "").await;
     let mut b2 = Browser::new();
     b2.login(&w2.proxy, "bob", "/").await;
     w2.idp.revoke_refresh_tokens();

@@ -695,6 +695,29 @@ pub fn generate_secret() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
+/// A minimal valid configuration for unit tests across the crate; `secrets` is the TOML list
+/// body of `session.secrets` (quoted base64 strings, comma-separated).
+#[cfg(test)]
+pub(crate) fn for_tests(secrets: &str) -> Config {
+    let text = format!(
+        r#"
+[upstream]
+url = "http://127.0.0.1:1"
+[oidc]
+issuer = "https://idp"
+client_id = "c"
+client_secret = "s"
+redirect_url = "https://app/oauth2/callback"
+[session]
+secrets = [{secrets}]
+"#
+    );
+    match Config::parse(&text, "test.toml", &|_| None) {
+        Ok(c) => c,
+        Err(e) => panic!("test config: {e}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -194,21 +194,7 @@ pub fn redirect(location: &str) -> Response<Body> {
     }
 }
 
-/// Escapes text for HTML element content and quoted attribute values.
-pub fn escape_html(raw: &str) -> String {
-    let mut out = String::with_capacity(raw.len());
-    for c in raw.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            _ => out.push(c),
-        }
-    }
-    out
-}
+pub use crate::respond::escape_html;
 
 #[cfg(test)]
 mod tests {

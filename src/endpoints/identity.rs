@@ -7,25 +7,41 @@ use serde_json::json;
 use super::{Answer, Facts};
 use crate::app::App;
 use crate::respond::{unauthorized_api, Reply};
+use crate::session::SessionData;
 
 pub async fn userinfo(app: &App, req: &RequestHeader) -> Answer {
+    with_session(app, req, |session| {
+        let id = &session.identity;
+        Reply::json(
+            200,
+            &json!({
+                "user": id.user,
+                "email": id.email,
+                "groups": id.groups,
+                "preferred_username": id.preferred_username,
+                "expires_at": session.expires_at,
+            }),
+        )
+    })
+    .await
+}
+
+/// Answers with `build(session)` for a valid session, with 401 otherwise; either way with the
+/// cookies authentication wants set (a refreshed or a cleared session).
+async fn with_session(
+    app: &App,
+    req: &RequestHeader,
+    build: impl FnOnce(&SessionData) -> Reply,
+) -> Answer {
     let auth = app.authenticate(req).await;
-    let Some(session) = auth.session else {
-        return unauthorized_api("no valid session")
+    match auth.session {
+        None => unauthorized_api("no valid session")
             .cookies(auth.set_cookies)
-            .into();
-    };
-    let id = &session.identity;
-    let body = json!({
-        "user": id.user,
-        "email": id.email,
-        "groups": id.groups,
-        "preferred_username": id.preferred_username,
-        "expires_at": session.expires_at,
-    });
-    Answer {
-        reply: Reply::json(200, &body).cookies(auth.set_cookies),
-        user: Some(id.user.clone()),
+            .into(),
+        Some(session) => Answer {
+            reply: build(&session).cookies(auth.set_cookies),
+            user: Some(session.identity.user.clone()),
+        },
     }
 }
 
@@ -35,32 +51,25 @@ pub async fn forward_auth(app: &App, req: &RequestHeader, facts: &Facts) -> Answ
     if let Some(uri) = original_uri(req, facts) {
         tracing::debug!(original_uri = %uri, "forward-auth");
     }
-    let auth = app.authenticate(req).await;
-    let Some(session) = auth.session else {
-        return unauthorized_api("no valid session")
-            .cookies(auth.set_cookies)
-            .into();
-    };
-    let id = &session.identity;
-    let mut reply = Reply::text(202, "").header("x-auth-request-user", id.user.clone());
-    if let Some(email) = &id.email {
-        reply = reply.header("x-auth-request-email", email.clone());
-    }
-    if !id.groups.is_empty() {
-        reply = reply.header("x-auth-request-groups", id.groups.join(","));
-    }
-    if let Some(u) = &id.preferred_username {
-        reply = reply.header("x-auth-request-preferred-username", u.clone());
-    }
-    if app.config.headers.pass_access_token {
-        if let Some(t) = &session.access_token {
-            reply = reply.header("x-auth-request-access-token", t.clone());
+    let pass_access_token = app.config.headers.pass_access_token;
+    with_session(app, req, |session| {
+        let id = &session.identity;
+        let mut reply = Reply::text(202, "").header("x-auth-request-user", id.user.clone());
+        if let Some(email) = &id.email {
+            reply = reply.header("x-auth-request-email", email.clone());
         }
-    }
-    Answer {
-        reply: reply.cookies(auth.set_cookies),
-        user: Some(id.user.clone()),
-    }
+        if !id.groups.is_empty() {
+            reply = reply.header("x-auth-request-groups", id.groups.join(","));
+        }
+        if let Some(u) = &id.preferred_username {
+            reply = reply.header("x-auth-request-preferred-username", u.clone());
+        }
+        match &session.access_token {
+            Some(t) if pass_access_token => reply.header("x-auth-request-access-token", t.clone()),
+            _ => reply,
+        }
+    })
+    .await
 }
 
 /// The URI the user asked the front proxy for: believed only from a trusted proxy.

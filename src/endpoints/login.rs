@@ -34,7 +34,7 @@ pub fn start(app: &App, req: &RequestHeader, facts: &Facts) -> Reply {
         nonce: auth.nonce,
         pkce_verifier: auth.pkce_verifier,
         return_to,
-        created_at: now(),
+        created_us: flow::now_us(),
     };
     let cookies = flow::begin(&app.sessions, &state, &cookie_headers(req));
     Reply::redirect(auth.url.as_str()).cookies(cookies)
@@ -61,13 +61,14 @@ pub async fn callback(app: &App, req: &RequestHeader) -> Answer {
     let Some(state) = state else {
         return login_failed(400, "The sign-in response has no state.").into();
     };
-    let (flow, mut set_cookies) = match flow::finish(&app.sessions, &cookies, &state, now()) {
-        Ok(found) => found,
-        Err(e) => {
-            tracing::info!(reason = %e, "callback without a matching login");
-            return login_failed(400, &format!("{}.", capitalise(&e.to_string()))).into();
-        }
-    };
+    let (flow, mut set_cookies) =
+        match flow::finish(&app.sessions, &cookies, &state, flow::now_us()) {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::info!(reason = %e, "callback without a matching login");
+                return login_failed(400, &format!("{}.", capitalise(&e.to_string()))).into();
+            }
+        };
     if let Some(error) = error {
         let description = query_param(req, "error_description")
             .ok()

@@ -23,6 +23,8 @@ pub const ASYMMETRIC: &[Algorithm] = &[
     Algorithm::ES384,
     Algorithm::EdDSA,
 ];
+/// The RSA family: the first six of [`ASYMMETRIC`].
+const RSA: &[Algorithm] = ASYMMETRIC.split_at(6).0;
 
 /// The smallest RSA modulus accepted, in bytes.
 const MIN_RSA_MODULUS_BYTES: usize = 256;
@@ -88,14 +90,7 @@ fn usable(jwk: &Jwk) -> Option<VerificationKey> {
             if significant < MIN_RSA_MODULUS_BYTES {
                 return None;
             }
-            vec![
-                Algorithm::RS256,
-                Algorithm::RS384,
-                Algorithm::RS512,
-                Algorithm::PS256,
-                Algorithm::PS384,
-                Algorithm::PS512,
-            ]
+            RSA.to_vec()
         }
         AlgorithmParameters::EllipticCurve(p) => match p.curve {
             EllipticCurve::P256 => vec![Algorithm::ES256],

@@ -28,7 +28,8 @@ pub struct FlowState {
     pub pkce_verifier: String,
     /// Already validated by the redirect policy when the flow started.
     pub return_to: String,
-    pub created_at: u64,
+    /// Unix microseconds: fine enough to tell which of several quick logins is oldest.
+    pub created_us: u64,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -71,7 +72,7 @@ pub fn begin(store: &SessionStore, flow: &FlowState, cookie_headers: &[&[u8]]) -
     let mut existing: Vec<(u64, String)> = chunks::cookie_pairs(cookie_headers)
         .filter(|(n, _)| n.starts_with(store.flow_prefix()) && *n != name)
         .map(|(n, v)| {
-            let created = open(store, n, v).map_or(0, |f| f.created_at);
+            let created = open(store, n, v).map_or(0, |f| f.created_us);
             (created, n.to_string())
         })
         .collect();
@@ -101,7 +102,7 @@ pub fn finish(
     store: &SessionStore,
     cookie_headers: &[&[u8]],
     state: &str,
-    now: u64,
+    now_us: u64,
 ) -> Result<(FlowState, Vec<String>), FlowError> {
     let name = cookie_name(store, state).ok_or(FlowError::BadState)?;
     let clear = chunks::clear_cookies(&name, &attrs(store), &[]).unwrap_or_default();
@@ -115,10 +116,17 @@ pub fn finish(
     if !bool::from(flow.state.as_bytes().ct_eq(state.as_bytes())) {
         return Err(FlowError::NoFlow);
     }
-    if now > flow.created_at + FLOW_TTL.as_secs() {
+    if now_us > flow.created_us.saturating_add(FLOW_TTL.as_micros() as u64) {
         return Err(FlowError::Expired);
     }
     Ok((flow, clear))
+}
+
+/// Microseconds since the Unix epoch.
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
 }
 
 /// `Set-Cookie` values expiring every flow cookie the request carried (sign-out).

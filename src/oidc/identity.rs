@@ -72,20 +72,7 @@ mod tests {
     use serde_json::json;
 
     fn oidc() -> Oidc {
-        let text = r#"
-[upstream]
-url = "http://127.0.0.1:1"
-[oidc]
-issuer = "https://idp"
-client_id = "c"
-client_secret = "s"
-redirect_url = "https://app/oauth2/callback"
-[session]
-secrets = ["MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY"]
-"#;
-        crate::config::Config::parse(text, "t.toml", &|_| None)
-            .unwrap()
-            .oidc
+        crate::config::for_tests("\"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY\"").oidc
     }
 
     fn claims(v: Value) -> Map<String, Value> {

@@ -193,22 +193,8 @@ pub fn now() -> u64 {
 mod tests {
     use super::*;
 
-    fn store(secret: &str) -> SessionStore {
-        let text = format!(
-            r#"
-[upstream]
-url = "http://127.0.0.1:1"
-[oidc]
-issuer = "https://idp"
-client_id = "c"
-client_secret = "s"
-redirect_url = "https://app/oauth2/callback"
-[session]
-secrets = [{secret}]
-"#
-        );
-        let c = config::Config::parse(&text, "t.toml", &|_| None).unwrap();
-        SessionStore::new(&c.session).unwrap()
+    fn store(secrets: &str) -> SessionStore {
+        SessionStore::new(&config::for_tests(secrets).session).unwrap()
     }
 
     const A: &str = "\"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY\"";

@@ -42,6 +42,16 @@ where
     panic!("timed out waiting for {what}");
 }
 
+/// Polls `url` until it answers 200.
+pub async fn wait_for_ok(url: &str, what: &str, within: Duration) {
+    let client = plain_client();
+    wait_until(what, within, || {
+        let req = client.get(url);
+        async move { req.send().await.is_ok_and(|r| r.status() == 200) }
+    })
+    .await;
+}
+
 /// The proxy binary with a generated config; killed (by PID) on drop.
 pub struct Proxy {
     child: Child,
@@ -90,19 +100,11 @@ impl Proxy {
             config_path,
             log_path,
         };
-        let client = plain_client();
-        let url = format!("{}/ping", proxy.base);
-        wait_until("the proxy to listen", Duration::from_secs(20), || {
-            let client = client.clone();
-            let url = url.clone();
-            async move {
-                client
-                    .get(url)
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status() == 200)
-            }
-        })
+        wait_for_ok(
+            &proxy.url("/ping"),
+            "the proxy to listen",
+            Duration::from_secs(20),
+        )
         .await;
         proxy
     }
@@ -117,19 +119,11 @@ impl Proxy {
 
     /// Waits for `/ready` to answer 200.
     pub async fn wait_ready(&self) {
-        let client = plain_client();
-        let url = self.url("/ready");
-        wait_until("the proxy to be ready", Duration::from_secs(30), || {
-            let client = client.clone();
-            let url = url.clone();
-            async move {
-                client
-                    .get(url)
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status() == 200)
-            }
-        })
+        wait_for_ok(
+            &self.url("/ready"),
+            "the proxy to be ready",
+            Duration::from_secs(30),
+        )
         .await;
     }
 }
@@ -200,6 +194,14 @@ pub async fn start_echo() -> EchoServer {
         .await
         .expect("bind");
     EchoServer::start(l).await.expect("echo")
+}
+
+/// A provider whose access tokens expire at once: every request with a session refreshes.
+pub fn expiring_tokens(c: DevIdpConfig) -> DevIdpConfig {
+    DevIdpConfig {
+        access_token_ttl: Duration::ZERO,
+        ..c
+    }
 }
 
 /// Everything a typical test needs, started and ready.
