@@ -2,7 +2,6 @@
 //! marked `no-store`: none may be cached by a shared cache, since they carry cookies or identity.
 
 use bytes::Bytes;
-use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, SET_COOKIE};
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 
@@ -16,7 +15,7 @@ impl Reply {
     pub fn new(status: u16, content_type: &'static str, body: impl Into<Bytes>) -> Reply {
         Reply {
             status,
-            headers: vec![(CONTENT_TYPE.as_str(), content_type.to_string())],
+            headers: vec![("Content-Type", content_type.to_string())],
             body: body.into(),
         }
     }
@@ -45,7 +44,7 @@ impl Reply {
     }
 
     pub fn redirect(location: &str) -> Reply {
-        Reply::new(302, "text/plain; charset=utf-8", "").header(LOCATION.as_str(), location)
+        Reply::new(302, "text/plain; charset=utf-8", "").header("Location", location)
     }
 
     pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Reply {
@@ -55,7 +54,7 @@ impl Reply {
 
     pub fn cookies(mut self, set_cookies: Vec<String>) -> Reply {
         for c in set_cookies {
-            self.headers.push((SET_COOKIE.as_str(), c));
+            self.headers.push(("Set-Cookie", c));
         }
         self
     }
@@ -66,12 +65,12 @@ impl Reply {
 
     pub async fn send(self, session: &mut Session) -> pingora::Result<()> {
         let mut resp = ResponseHeader::build(self.status, Some(self.headers.len() + 4))?;
-        resp.insert_header(CACHE_CONTROL, "no-store")?;
-        resp.insert_header("x-content-type-options", "nosniff")?;
+        resp.insert_header("Cache-Control", "no-store")?;
+        resp.insert_header("X-Content-Type-Options", "nosniff")?;
         for (name, value) in self.headers {
             resp.append_header(name, value)?;
         }
-        resp.insert_header(CONTENT_LENGTH, self.body.len().to_string())?;
+        resp.insert_header("Content-Length", self.body.len().to_string())?;
         let head_only = session.req_header().method == http::Method::HEAD;
         session
             .write_response_header(Box::new(resp), head_only)
@@ -105,7 +104,7 @@ pub fn unauthorized_api(description: &str) -> Reply {
         401,
         &serde_json::json!({"error": "unauthorized", "error_description": description}),
     )
-    .header("www-authenticate", "Bearer realm=\"portcullis\"")
+    .header("WWW-Authenticate", "Bearer realm=\"portcullis\"")
 }
 
 #[cfg(test)]

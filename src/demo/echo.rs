@@ -123,7 +123,8 @@ tr.identity {{ background: #fff4c2; font-weight: bold; }}
 </head>
 <body>
 <h1>portcullis demo upstream</h1>
-<p>This page is served by the upstream behind the proxy. It shows the request exactly as it arrived here.</p>
+<p>This page is served by the upstream behind the proxy. It shows the request exactly as it arrived here.
+Try <a href="/oauth2/userinfo">/oauth2/userinfo</a> or <a href="/oauth2/sign_out">sign out</a>.</p>
 <p><code>{method} {target}</code> &middot; body: {body_len} bytes</p>
 <h2>Request headers</h2>
 <p class="note">Highlighted rows are the <code>X-Forwarded-*</code> identity headers set by the proxy.</p>

@@ -54,18 +54,18 @@ pub async fn forward_auth(app: &App, req: &RequestHeader, facts: &Facts) -> Answ
     let pass_access_token = app.config.headers.pass_access_token;
     with_session(app, req, |session| {
         let id = &session.identity;
-        let mut reply = Reply::text(202, "").header("x-auth-request-user", id.user.clone());
+        let mut reply = Reply::text(202, "").header("X-Auth-Request-User", id.user.clone());
         if let Some(email) = &id.email {
-            reply = reply.header("x-auth-request-email", email.clone());
+            reply = reply.header("X-Auth-Request-Email", email.clone());
         }
         if !id.groups.is_empty() {
-            reply = reply.header("x-auth-request-groups", id.groups.join(","));
+            reply = reply.header("X-Auth-Request-Groups", id.groups.join(","));
         }
         if let Some(u) = &id.preferred_username {
-            reply = reply.header("x-auth-request-preferred-username", u.clone());
+            reply = reply.header("X-Auth-Request-Preferred-Username", u.clone());
         }
         match &session.access_token {
-            Some(t) if pass_access_token => reply.header("x-auth-request-access-token", t.clone()),
+            Some(t) if pass_access_token => reply.header("X-Auth-Request-Access-Token", t.clone()),
             _ => reply,
         }
     })

@@ -14,7 +14,7 @@ fn provider_unavailable() -> Reply {
         "Sign-in is unavailable",
         "The identity provider cannot be reached right now. Please try again in a moment.",
     )
-    .header("retry-after", "5")
+    .header("Retry-After", "5")
 }
 
 pub fn start(app: &App, req: &RequestHeader, facts: &Facts) -> Reply {
