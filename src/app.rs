@@ -25,9 +25,9 @@ pub struct Authentication {
 }
 
 impl App {
-    pub fn new(config: Arc<Config>) -> Result<App, crate::session::seal::SealKeyError> {
+    pub fn new(config: Arc<Config>) -> anyhow::Result<App> {
         Ok(App {
-            provider: Arc::new(Provider::new(config.clone())),
+            provider: Arc::new(Provider::new(config.clone())?),
             sessions: SessionStore::new(&config.session)?,
             refresher: Refresher::default(),
             config,
@@ -63,13 +63,15 @@ impl App {
                 set_cookies: Vec::new(),
             };
         };
+        let provider = self.provider.clone();
+        let old = session.clone();
         let refreshed = self
             .refresher
-            .refresh(&refresh_token, || async {
-                match self.provider.refresh_session(&session).await {
+            .refresh(&refresh_token, async move {
+                match provider.refresh_session(&old).await {
                     Ok(s) => Outcome::Refreshed(Arc::new(s)),
                     Err(e) => {
-                        tracing::info!(user = %session.identity.user, error = %e, "session refresh failed");
+                        tracing::info!(user = %old.identity.user, error = %e, "session refresh failed");
                         if e.is_provider_down() {
                             Outcome::ProviderDown
                         } else {

@@ -31,31 +31,34 @@ pub enum Route {
     Protected,
 }
 
+/// The endpoints at fixed paths (the callback's path comes from the configuration).
+const FIXED: &[(&str, Endpoint)] = &[
+    ("/ping", Endpoint::Ping),
+    ("/ready", Endpoint::Ready),
+    ("/oauth2/start", Endpoint::Start),
+    ("/oauth2/sign_out", Endpoint::SignOut),
+    ("/oauth2/userinfo", Endpoint::UserInfo),
+    ("/oauth2/auth", Endpoint::Auth),
+];
+
 /// Classifies a request by its path (the part before `?`). `callback_path` comes from
 /// `oidc.redirect_url` and may live outside `/oauth2/`.
 pub fn classify(path: &str, callback_path: &str) -> Route {
     if path == callback_path {
         return Route::Endpoint(Endpoint::Callback);
     }
-    let endpoint = match path {
-        "/ping" => Endpoint::Ping,
-        "/ready" => Endpoint::Ready,
-        "/oauth2/start" => Endpoint::Start,
-        "/oauth2/sign_out" => Endpoint::SignOut,
-        "/oauth2/userinfo" => Endpoint::UserInfo,
-        "/oauth2/auth" => Endpoint::Auth,
-        p if p.starts_with(RESERVED_PREFIX) => Endpoint::UnknownReserved,
-        _ => return Route::Protected,
-    };
-    Route::Endpoint(endpoint)
+    if let Some((_, endpoint)) = FIXED.iter().find(|(p, _)| *p == path) {
+        return Route::Endpoint(*endpoint);
+    }
+    if path.starts_with(RESERVED_PREFIX) {
+        return Route::Endpoint(Endpoint::UnknownReserved);
+    }
+    Route::Protected
 }
 
 /// A callback path must not shadow another built-in endpoint.
 pub fn is_reserved_non_callback(path: &str) -> bool {
-    matches!(
-        classify(path, "\0never"),
-        Route::Endpoint(e) if e != Endpoint::UnknownReserved
-    )
+    FIXED.iter().any(|(p, _)| *p == path)
 }
 
 /// Whether an unauthenticated request should be redirected to the login page rather than

@@ -100,7 +100,13 @@ fn check(path: &std::path::Path) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let http = crate::oidc::discovery::http_client(config.oidc.http_timeout);
+    let http = match crate::oidc::discovery::http_client(config.oidc.http_timeout) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("error: cannot build the HTTP client: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let result = runtime.block_on(async {
         let meta = crate::oidc::discovery::fetch_metadata(&http, &config.oidc.issuer).await?;
         let jwks = crate::oidc::discovery::fetch_jwks(&http, &meta.jwks_uri).await?;

@@ -51,7 +51,14 @@ const FORWARDING_HEADERS: &[&str] = &[
     "x-forwarded-host",
     "x-forwarded-port",
     "x-forwarded-prefix",
+    "x-forwarded-ssl",
+    "x-forwarded-scheme",
+    "x-forwarded-server",
     "x-real-ip",
+    "x-client-ip",
+    "x-cluster-client-ip",
+    "true-client-ip",
+    "cf-connecting-ip",
     "forwarded",
 ];
 
@@ -109,8 +116,11 @@ fn strip_client_headers(req: &mut RequestHeader, trusted: bool, strip_authorizat
         .keys()
         .filter(|name| {
             let n = normalise(name.as_str());
+            // From a trusted proxy only the canonical `-` spelling is believed: a `_` copy
+            // would collide with it in CGI-style applications.
+            let forwarding = FORWARDING_HEADERS.contains(&n.as_str());
             is_identity_header(&n)
-                || (!trusted && FORWARDING_HEADERS.contains(&n.as_str()))
+                || (forwarding && (!trusted || name.as_str().contains('_')))
                 || (strip_authorization && n == "authorization")
         })
         .cloned()
@@ -290,6 +300,7 @@ mod tests {
             ("x-forwarded-proto", "https"),
             ("x-forwarded-host", "evil.example"),
             ("x_forwarded_for", "1.2.3.4"),
+            ("true-client-ip", "1.2.3.4"),
         ];
         let vouch = Vouch {
             identity: None,
@@ -302,11 +313,16 @@ mod tests {
         assert_eq!(values(&r, "x-forwarded-proto"), ["http"]);
         assert_eq!(values(&r, "x-forwarded-host"), ["app.example.com"]);
         assert!(values(&r, "x_forwarded_for").is_empty());
+        assert!(values(&r, "true-client-ip").is_empty());
         let mut r = request(&hdrs);
         prepare(&mut r, &vouch, &peer(true), false, |_| false);
         assert_eq!(values(&r, "x-forwarded-for"), ["203.0.113.9, 192.0.2.7"]);
         assert_eq!(values(&r, "x-forwarded-proto"), ["https"]);
         assert_eq!(values(&r, "x-forwarded-host"), ["evil.example"]);
+        assert!(
+            values(&r, "x_forwarded_for").is_empty(),
+            "`_` spelling never believed"
+        );
     }
 
     #[test]

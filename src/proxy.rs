@@ -158,10 +158,23 @@ impl ProxyHttp for Portcullis {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        for cookie in ctx.set_cookies.drain(..) {
-            upstream_response.append_header(http::header::SET_COOKIE, cookie)?;
+        // 1xx responses are interim: the cookie belongs on the final one.
+        if upstream_response.status.is_informational() || ctx.set_cookies.is_empty() {
+            return Ok(());
         }
+        for cookie in ctx.set_cookies.drain(..) {
+            upstream_response.append_header("Set-Cookie", cookie)?;
+        }
+        // A response carrying a user's session must never be stored by a shared cache.
+        upstream_response.insert_header("Cache-Control", "private, no-store")?;
         Ok(())
+    }
+
+    /// pingora's error log describes a request with this: the path only, since a query may
+    /// carry an authorization code or state.
+    fn request_summary(&self, session: &Session, _ctx: &RequestCtx) -> String {
+        let req = session.req_header();
+        format!("{} {}", req.method, req.uri.path())
     }
 
     async fn logging(

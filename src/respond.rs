@@ -43,6 +43,20 @@ impl Reply {
         )
     }
 
+    /// A page that moves the browser on to `target` itself. Used after login when the session
+    /// cookie is `SameSite=Strict`: browsers withhold such a cookie on a redirect chain that
+    /// started at the provider's site, but send it when a page of ours navigates.
+    pub fn continue_to(target: &str) -> Reply {
+        let t = escape_html(target);
+        let body = format!(
+            "<!doctype html><html><head><meta charset=\"utf-8\">\
+             <meta http-equiv=\"refresh\" content=\"0;url={t}\"><title>Signed in</title></head>\
+             <body><p>Signed in. <a href=\"{t}\">Continue</a>.</p></body></html>"
+        );
+        Reply::new(200, "text/html; charset=utf-8", body)
+            .header("Content-Security-Policy", "default-src 'none'")
+    }
+
     pub fn redirect(location: &str) -> Reply {
         Reply::new(302, "text/plain; charset=utf-8", "").header("Location", location)
     }

@@ -312,6 +312,8 @@ async fn unsafe_return_targets_fall_back_to_the_root() {
         "%2F%2Fevil.example",
         "%2F%5Cevil.example",
         "javascript%3Aalert(1)",
+        "%2Foauth2%2Fstart",
+        "%2Foauth2%2Fcallback%3Fcode%3Dx",
     ] {
         let mut b = Browser::new();
         let r = b
@@ -359,4 +361,25 @@ async fn ready_reports_503_until_the_provider_appears() {
     let mut b = Browser::new();
     assert_eq!(b.login(&proxy, "alice", "/").await, "/");
     drop(idp);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_strict_cookies_the_callback_continues_with_a_page_of_its_own() {
+    let w = World::start_with(|c| c, |t| session_option(t, "same_site = \"strict\"")).await;
+    let mut b = Browser::new();
+    let authorize = b.begin_login(&w.proxy, "/deep?a=1&b=2").await;
+    let cb = b.submit_credentials(&authorize, "alice", "alice").await;
+    let r = b.callback(&cb).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    let page = r.text().await.unwrap();
+    assert!(
+        page.contains("content=\"0;url=/deep?a=1&amp;b=2\""),
+        "{page}"
+    );
+    assert!(b.jar.cookies.contains_key("_portcullis"), "{cookie}");
+    assert_eq!(
+        b.api(&w.proxy.url("/deep?a=1&b=2")).await.status(),
+        StatusCode::OK
+    );
 }

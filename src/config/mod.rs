@@ -263,11 +263,14 @@ impl Validator<'_> {
         }
     }
 
+    /// A positive duration no larger than `max` (absurd values would overflow clocks or switch
+    /// checks off: a leeway of years accepts any expired token).
     fn duration(
         &self,
         key: &str,
         value: Option<&str>,
         default: Duration,
+        max: Duration,
     ) -> Result<Duration, ConfigError> {
         match value {
             None => Ok(default),
@@ -278,6 +281,12 @@ impl Validator<'_> {
                         format!("not a duration ({e}); write e.g. \"30s\", \"12h\""),
                     )
                 })?;
+                if d > max {
+                    return Err(self.err(
+                        key,
+                        format!("must be at most {}", humantime::format_duration(max)),
+                    ));
+                }
                 if d.is_zero() {
                     return Err(self.err(key, "must be greater than zero"));
                 }
@@ -346,6 +355,7 @@ impl Validator<'_> {
             "server.shutdown_grace",
             s.shutdown_grace.as_deref(),
             Duration::from_secs(5),
+            Duration::from_secs(3600),
         )?;
         Ok(Server {
             listen,
@@ -394,11 +404,13 @@ impl Validator<'_> {
                 "upstream.connect_timeout",
                 u.connect_timeout.as_deref(),
                 Duration::from_secs(5),
+                Duration::from_secs(300),
             )?,
             read_timeout: self.duration(
                 "upstream.read_timeout",
                 u.read_timeout.as_deref(),
                 Duration::from_secs(60),
+                Duration::from_secs(3600),
             )?,
             url,
             address,
@@ -482,10 +494,16 @@ impl Validator<'_> {
                 "oidc.http_timeout",
                 o.http_timeout.as_deref(),
                 Duration::from_secs(10),
+                Duration::from_secs(60),
             )?,
             leeway: match o.leeway.as_deref() {
                 Some("0") | Some("0s") => Duration::ZERO,
-                other => self.duration("oidc.leeway", other, Duration::from_secs(60))?,
+                other => self.duration(
+                    "oidc.leeway",
+                    other,
+                    Duration::from_secs(60),
+                    Duration::from_secs(300),
+                )?,
             },
         })
     }
@@ -568,6 +586,10 @@ impl Validator<'_> {
                 "use letters, digits, `_`, `-` and `.` only",
             ));
         }
+        // Room for the suffixes of chunks (`_15`) and login cookies (`_flow_` + 12).
+        if cookie_name.len() > 100 {
+            return Err(self.err("session.cookie_name", "must be at most 100 characters"));
+        }
         let env_secrets = (self.env)(ENV_SESSION_SECRETS);
         let (key, raw): (&str, Vec<String>) = match (s.secrets.is_empty(), env_secrets) {
             (false, Some(_)) => {
@@ -608,6 +630,7 @@ impl Validator<'_> {
             "session.lifetime",
             s.lifetime.as_deref(),
             Duration::from_secs(12 * 3600),
+            Duration::from_secs(90 * 24 * 3600),
         )?;
         let secure = s.secure.unwrap_or(true);
         let same_site = match s.same_site.as_deref().unwrap_or("lax") {
@@ -643,6 +666,20 @@ impl Validator<'_> {
                 Some(d)
             }
         };
+        // Browsers drop prefixed cookies whose attributes break the prefix's promise; the
+        // session would silently never stick.
+        if cookie_name.starts_with("__Host-") && (!secure || domain.is_some()) {
+            return Err(self.err(
+                "session.cookie_name",
+                "a __Host- cookie needs session.secure = true and no session.domain",
+            ));
+        }
+        if cookie_name.starts_with("__Secure-") && !secure {
+            return Err(self.err(
+                "session.cookie_name",
+                "a __Secure- cookie needs session.secure = true",
+            ));
+        }
         Ok(Session {
             cookie_name,
             secrets,
@@ -849,6 +886,24 @@ secrets = ["{SECRET}"]
         assert!(!c.server.is_trusted_proxy("192.168.1.2".parse().unwrap()));
         let bad = base().replace("listen = \"127.0.0.1:4180\"", "listen = [\"nope\"]");
         assert_eq!(parse(&bad).unwrap_err().key, "server.listen[0]");
+    }
+
+    #[test]
+    fn absurd_durations_and_cookie_names_are_refused() {
+        let text = base().replace("[session]", "[session]\nlifetime = \"100years\"");
+        assert_eq!(parse(&text).unwrap_err().key, "session.lifetime");
+        let text = base().replace("[oidc]", "[oidc]\nleeway = \"30years\"");
+        assert_eq!(parse(&text).unwrap_err().key, "oidc.leeway");
+        let long = "c".repeat(101);
+        let text = base().replace("[session]", &format!("[session]\ncookie_name = \"{long}\""));
+        assert_eq!(parse(&text).unwrap_err().key, "session.cookie_name");
+        let text = base().replace(
+            "[session]",
+            "[session]\ncookie_name = \"__Host-p\"\nsecure = false",
+        );
+        assert_eq!(parse(&text).unwrap_err().key, "session.cookie_name");
+        let text = base().replace("[session]", "[session]\ncookie_name = \"__Host-p\"");
+        assert!(parse(&text).is_ok());
     }
 
     #[test]

@@ -51,7 +51,9 @@ pub async fn forward_auth(app: &App, req: &RequestHeader, facts: &Facts) -> Answ
     if let Some(uri) = original_uri(req, facts) {
         tracing::debug!(original_uri = %uri, "forward-auth");
     }
-    let pass_access_token = app.config.headers.pass_access_token;
+    // The access token goes only to a trusted front proxy: answered to anyone, this endpoint
+    // would hand it to any script running on the application's origin.
+    let pass_access_token = app.config.headers.pass_access_token && facts.trusted_proxy;
     with_session(app, req, |session| {
         let id = &session.identity;
         let mut reply = Reply::text(202, "").header("X-Auth-Request-User", id.user.clone());

@@ -83,8 +83,17 @@ pub async fn callback(app: &App, req: &RequestHeader) -> Answer {
             .cookies(set_cookies)
             .into();
     }
-    // RFC 9207: when the provider names itself, it must be the one we sent the browser to.
-    if iss.is_some_and(|iss| iss != app.config.oidc.issuer) {
+    // RFC 9207: when the provider names itself, it must be the one we sent the browser to; a
+    // provider that promises to always name itself must have done so.
+    let iss_promised = app
+        .provider
+        .metadata()
+        .is_some_and(|m| m.authorization_response_iss_parameter_supported);
+    let iss_ok = match &iss {
+        Some(iss) => *iss == app.config.oidc.issuer,
+        None => !iss_promised,
+    };
+    if !iss_ok {
         return login_failed(400, "The sign-in response came from another issuer.")
             .cookies(set_cookies)
             .into();
@@ -104,8 +113,13 @@ pub async fn callback(app: &App, req: &RequestHeader) -> Answer {
             let present = app.sessions.load(&cookies, now()).present;
             set_cookies.extend(app.sessions.save(&session, &present, now()));
             tracing::info!(user = %session.identity.user, "login");
+            let reply = if app.config.session.same_site == cookie::SameSite::Strict {
+                Reply::continue_to(&flow.return_to)
+            } else {
+                Reply::redirect(&flow.return_to)
+            };
             Answer {
-                reply: Reply::redirect(&flow.return_to).cookies(set_cookies),
+                reply: reply.cookies(set_cookies),
                 user: Some(session.identity.user),
             }
         }

@@ -71,5 +71,11 @@ fn return_target(app: &App, req: &RequestHeader, facts: &Facts) -> String {
     };
     candidate
         .and_then(|target| app.config.redirects.validate(&target))
+        // Returning to one of our own endpoints (say `/oauth2/start`) would loop.
+        .filter(|target| {
+            let path = target.split(['?', '#']).next().unwrap_or("");
+            !(path.starts_with(crate::classify::RESERVED_PREFIX)
+                || path == app.config.oidc.callback_path)
+        })
         .unwrap_or_else(|| "/".to_string())
 }

@@ -26,6 +26,9 @@ pub struct Metadata {
     pub token_endpoint_auth_methods_supported: Option<Vec<String>>,
     #[serde(default)]
     pub code_challenge_methods_supported: Option<Vec<String>>,
+    /// RFC 9207: the provider always names itself (`iss`) in authorization responses.
+    #[serde(default)]
+    pub authorization_response_iss_parameter_supported: bool,
 }
 
 impl Metadata {
@@ -165,12 +168,11 @@ pub fn describe(e: &reqwest::Error) -> String {
 
 /// The HTTP client for every call to the identity provider: bounded in time, never following
 /// redirects (a token endpoint that redirects is an SSRF vector, RFC 6749 §3.2).
-pub fn http_client(timeout: Duration) -> reqwest::Client {
+pub fn http_client(timeout: Duration) -> reqwest::Result<reqwest::Client> {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(5)))
         .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")))
         .build()
-        .unwrap_or_else(|_| reqwest::Client::new())
 }

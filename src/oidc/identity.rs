@@ -25,20 +25,28 @@ pub fn from_claims(claims: &Map<String, Value>, oidc: &Oidc) -> Result<Identity,
             oidc.user_claim
         ));
     }
-    let verified = !matches!(claims.get("email_verified"), Some(Value::Bool(false)));
+    // Absent means the provider does not say (many never do); some send the string "true".
+    let verified = match claims.get("email_verified") {
+        None | Some(Value::Bool(true)) => true,
+        Some(Value::String(v)) => v == "true",
+        Some(_) => false,
+    };
     let email = claims
         .get(&oidc.email_claim)
         .and_then(Value::as_str)
         .filter(|e| verified && is_plausible_email(e))
         .map(str::to_string);
+    // Groups travel comma-joined in one header: a name with a comma could forge another group,
+    // so such names are dropped.
+    let usable_group = |g: &&str| !g.is_empty() && !has_control(g) && !g.contains(',');
     let groups = match claims.get(&oidc.groups_claim) {
         Some(Value::Array(items)) => items
             .iter()
             .filter_map(Value::as_str)
-            .filter(|g| !g.is_empty() && !has_control(g))
+            .filter(usable_group)
             .map(str::to_string)
             .collect(),
-        Some(Value::String(g)) if !g.is_empty() && !has_control(g) => vec![g.clone()],
+        Some(Value::String(g)) if usable_group(&g.as_str()) => vec![g.clone()],
         _ => Vec::new(),
     };
     let preferred_username = claims
@@ -106,6 +114,24 @@ mod tests {
         )
         .unwrap();
         assert_eq!(id.email, None);
+        let id = from_claims(
+            &claims(json!({"sub": "a", "email": "a@x.com", "email_verified": "false"})),
+            &o,
+        )
+        .unwrap();
+        assert_eq!(id.email, None);
+        let id = from_claims(
+            &claims(json!({"sub": "a", "email": "a@x.com", "email_verified": "true"})),
+            &o,
+        )
+        .unwrap();
+        assert_eq!(id.email.as_deref(), Some("a@x.com"));
+        let id = from_claims(
+            &claims(json!({"sub": "a", "groups": ["dev,admins", "dev"]})),
+            &o,
+        )
+        .unwrap();
+        assert_eq!(id.groups, ["dev"]);
         assert!(from_claims(&claims(json!({"sub": ""})), &o).is_err());
         assert!(from_claims(&claims(json!({"sub": "a\r\nX-Forwarded-User: root"})), &o).is_err());
     }

@@ -26,9 +26,13 @@ pub enum LoginError {
 impl LoginError {
     /// The provider could not be asked (as opposed to: it said no).
     pub fn is_provider_down(&self) -> bool {
+        // A token endpoint that answers with something other than an OAuth error (a 5xx page,
+        // garbage) is broken, not refusing: the session should survive it.
         matches!(
             self,
-            LoginError::Unavailable(_) | LoginError::Token(client::TokenError::Unreachable(_))
+            LoginError::Unavailable(_)
+                | LoginError::Token(client::TokenError::Unreachable(_))
+                | LoginError::Token(client::TokenError::BadResponse)
         )
     }
 }

@@ -53,15 +53,15 @@ pub struct Provider {
 }
 
 impl Provider {
-    pub fn new(config: Arc<Config>) -> Provider {
-        let http = discovery::http_client(config.oidc.http_timeout);
-        Provider {
+    pub fn new(config: Arc<Config>) -> reqwest::Result<Provider> {
+        let http = discovery::http_client(config.oidc.http_timeout)?;
+        Ok(Provider {
             config,
             http,
             loaded: RwLock::new(None),
             last_error: Mutex::new("identity provider metadata not loaded yet".into()),
             last_kid_refetch: Mutex::new(None),
-        }
+        })
     }
 
     pub fn http(&self) -> &reqwest::Client {

@@ -129,10 +129,11 @@ impl SessionStore {
             }
         };
         let Some(value) = read.value else {
+            // Our name with an empty or malformed value is junk to clear, not "no cookie".
             return Loaded {
                 session: None,
+                unusable: !read.present.is_empty(),
                 present: read.present,
-                unusable: false,
             };
         };
         let session = self
@@ -261,6 +262,8 @@ mod tests {
         let rotated = store(&format!("{B}, {A}"));
         assert!(rotated.load(&[&header], now).session.is_some());
         assert!(!s.load(&[b"other=1"], now).unusable);
+        assert!(s.load(&[b"_portcullis="], now).unusable);
+        assert!(s.load(&[b"_portcullis=\"quoted\""], now).unusable);
     }
 
     #[test]

@@ -5,6 +5,13 @@
 //! treat the second use as theft and revoke the whole grant. All requests carrying the same
 //! refresh token share one refresh, and its result is remembered for a while so requests still
 //! in flight with the old cookie get the new session too.
+//!
+//! The refresh runs in a task of its own: a client that disconnects mid-refresh cannot leave a
+//! spent refresh token without its result. Sharing is per process; replicas behind a load
+//! balancer each refresh on their own (sticky sessions avoid a second spend).
+//!
+//! When the provider cannot be reached, refreshing pauses for [`PROVIDER_DOWN_PAUSE`]: sessions
+//! keep working on what they have instead of every request waiting for a timeout.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -12,12 +19,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use tokio::sync::OnceCell;
+use tokio::sync::watch;
 
 use super::SessionData;
 
 /// How long a finished refresh is remembered for late requests with the old cookie.
 const REMEMBER: Duration = Duration::from_secs(60);
+/// How long refreshing pauses after the provider could not be reached.
+pub const PROVIDER_DOWN_PAUSE: Duration = Duration::from_secs(10);
 /// Memory bound: beyond this many remembered refreshes, refreshes simply run unshared.
 const MAX_ENTRIES: usize = 10_000;
 
@@ -34,61 +43,78 @@ pub enum Outcome {
 
 struct Entry {
     started: Instant,
-    cell: Arc<OnceCell<Outcome>>,
+    result: watch::Receiver<Option<Outcome>>,
 }
 
 #[derive(Default)]
 pub struct Refresher {
     // Keyed by SHA-256 of the refresh token: the token itself never sits in this map.
     entries: Mutex<HashMap<[u8; 32], Entry>>,
+    paused_until: Mutex<Option<Instant>>,
 }
 
 impl Refresher {
     /// Runs `refresh` once per refresh token; concurrent and later callers (within
     /// [`REMEMBER`]) get the same outcome.
-    pub async fn refresh<F, Fut>(&self, refresh_token: &str, refresh: F) -> Outcome
+    pub async fn refresh<Fut>(&self, refresh_token: &str, refresh: Fut) -> Outcome
     where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Outcome>,
+        Fut: Future<Output = Outcome> + Send + 'static,
     {
+        if self.paused() {
+            return Outcome::ProviderDown;
+        }
         let key: [u8; 32] = Sha256::digest(refresh_token.as_bytes()).into();
-        let cell = {
+        let mut result = {
             let Ok(mut entries) = self.entries.lock() else {
-                return refresh().await;
+                return Outcome::ProviderDown;
             };
             entries.retain(|_, e| e.started.elapsed() < REMEMBER);
             match entries.get(&key) {
-                Some(e) => Some(e.cell.clone()),
-                None if entries.len() < MAX_ENTRIES => {
-                    let cell = Arc::new(OnceCell::new());
-                    entries.insert(
-                        key,
-                        Entry {
-                            started: Instant::now(),
-                            cell: cell.clone(),
-                        },
-                    );
-                    Some(cell)
+                Some(e) => e.result.clone(),
+                None => {
+                    let (tx, rx) = watch::channel(None);
+                    tokio::spawn(async move {
+                        let outcome = refresh.await;
+                        let _ = tx.send(Some(outcome));
+                    });
+                    if entries.len() < MAX_ENTRIES {
+                        entries.insert(
+                            key,
+                            Entry {
+                                started: Instant::now(),
+                                result: rx.clone(),
+                            },
+                        );
+                    }
+                    rx
                 }
-                None => None,
             }
         };
-        let Some(cell) = cell else {
-            return refresh().await;
+        let outcome = match result.wait_for(Option::is_some).await {
+            Ok(done) => done.clone().unwrap_or(Outcome::ProviderDown),
+            // The task ended without an answer (it panicked): treat as a passing failure.
+            Err(_) => Outcome::ProviderDown,
         };
-        let outcome = cell.get_or_init(refresh).await.clone();
         if matches!(outcome, Outcome::ProviderDown) {
-            // Not worth remembering: the next request should try again.
+            self.pause();
             if let Ok(mut entries) = self.entries.lock() {
-                if entries
-                    .get(&key)
-                    .is_some_and(|e| Arc::ptr_eq(&e.cell, &cell))
-                {
-                    entries.remove(&key);
-                }
+                entries.remove(&key);
             }
         }
         outcome
+    }
+
+    fn paused(&self) -> bool {
+        self.paused_until
+            .lock()
+            .map(|p| p.is_some_and(|until| Instant::now() < until))
+            .unwrap_or(false)
+    }
+
+    fn pause(&self) {
+        if let Ok(mut p) = self.paused_until.lock() {
+            *p = Some(Instant::now() + PROVIDER_DOWN_PAUSE);
+        }
     }
 }
 
@@ -124,7 +150,7 @@ mod tests {
             let r = r.clone();
             let calls = calls.clone();
             tasks.push(tokio::spawn(async move {
-                r.refresh("old-token", || async {
+                r.refresh("old-token", async move {
                     calls.fetch_add(1, Ordering::SeqCst);
                     tokio::task::yield_now().await;
                     Outcome::Refreshed(Arc::new(data()))
@@ -137,7 +163,25 @@ mod tests {
         }
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         // A different token refreshes on its own.
-        let other = r.refresh("another", || async { Outcome::Rejected }).await;
+        let other = r.refresh("another", async { Outcome::Rejected }).await;
         assert!(matches!(other, Outcome::Rejected));
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_provider_pauses_refreshing() {
+        let r = Refresher::default();
+        let down = r.refresh("t1", async { Outcome::ProviderDown }).await;
+        assert!(matches!(down, Outcome::ProviderDown));
+        // Within the pause nothing is attempted, whatever the token.
+        let calls = Arc::new(AtomicUsize::new(0));
+        let c = calls.clone();
+        let again = r
+            .refresh("t2", async move {
+                c.fetch_add(1, Ordering::SeqCst);
+                Outcome::Rejected
+            })
+            .await;
+        assert!(matches!(again, Outcome::ProviderDown));
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
     }
 }

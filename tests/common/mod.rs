@@ -169,6 +169,11 @@ format = "json"
     )
 }
 
+/// Adds `line` to the `[session]` table of a generated config.
+pub fn session_option(toml: String, line: &str) -> String {
+    toml.replacen("[session]\n", &format!("[session]\n{line}\n"), 1)
+}
+
 /// The dev provider configured for a proxy on `port`.
 pub fn idp_config(port: u16) -> DevIdpConfig {
     DevIdpConfig {
@@ -212,19 +217,28 @@ pub struct World {
 }
 
 impl World {
+    /// `extra`: TOML tables appended to the generated config.
     pub async fn start(
         idp_config: impl FnOnce(DevIdpConfig) -> DevIdpConfig,
         extra: &str,
     ) -> World {
+        World::start_with(idp_config, |toml| toml + extra).await
+    }
+
+    /// Like [`World::start`], with the generated config rewritten by `edit`.
+    pub async fn start_with(
+        idp_config: impl FnOnce(DevIdpConfig) -> DevIdpConfig,
+        edit: impl FnOnce(String) -> String,
+    ) -> World {
         let port = free_port();
         let idp = start_idp(idp_config(self::idp_config(port))).await;
         let echo = start_echo().await;
-        let toml = config(
+        let toml = edit(config(
             port,
             idp.issuer(),
             &format!("http://{}", echo.addr()),
-            extra,
-        );
+            "",
+        ));
         let proxy = Proxy::start(port, &toml).await;
         proxy.wait_ready().await;
         World { idp, echo, proxy }
