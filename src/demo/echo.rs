@@ -104,25 +104,8 @@ fn render_html(req: &Request<Bytes>) -> String {
             escape_html(&value)
         ));
     }
-    format!(
-        r#"<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>portcullis demo upstream</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 60rem; padding: 0 1rem; color: #222; }}
-code {{ background: #f2f2f2; padding: 0.1rem 0.3rem; border-radius: 3px; }}
-table {{ border-collapse: collapse; width: 100%; }}
-th, td {{ text-align: left; vertical-align: top; padding: 0.35rem 0.6rem; border-bottom: 1px solid #ddd; font-family: ui-monospace, monospace; font-size: 0.9rem; word-break: break-all; }}
-th {{ white-space: nowrap; width: 1%; }}
-tr.identity {{ background: #fff4c2; font-weight: bold; }}
-.note {{ color: #555; }}
-</style>
-</head>
-<body>
-<h1>portcullis demo upstream</h1>
+    let body = format!(
+        r#"<h1>portcullis demo upstream</h1>
 <p>This page is served by the upstream behind the proxy. It shows the request exactly as it arrived here.
 Try <a href="/oauth2/userinfo">/oauth2/userinfo</a> or <a href="/oauth2/sign_out">sign out</a>.</p>
 <p><code>{method} {target}</code> &middot; body: {body_len} bytes</p>
@@ -130,14 +113,23 @@ Try <a href="/oauth2/userinfo">/oauth2/userinfo</a> or <a href="/oauth2/sign_out
 <p class="note">Highlighted rows are the <code>X-Forwarded-*</code> identity headers set by the proxy.</p>
 <table>
 {rows}</table>
-</body>
-</html>
 "#,
         method = escape_html(req.method().as_str()),
         target = escape_html(&req.uri().to_string()),
         body_len = req.body().len(),
-    )
+    );
+    demo_http::document("portcullis demo upstream", ECHO_STYLE, &body)
 }
+
+const ECHO_STYLE: &str = "
+body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 60rem; padding: 0 1rem; color: #222; }
+code { background: #f2f2f2; padding: 0.1rem 0.3rem; border-radius: 3px; }
+table { border-collapse: collapse; width: 100%; }
+th, td { text-align: left; vertical-align: top; padding: 0.35rem 0.6rem; border-bottom: 1px solid #ddd; font-family: ui-monospace, monospace; font-size: 0.9rem; word-break: break-all; }
+th { white-space: nowrap; width: 1%; }
+tr.identity { background: #fff4c2; font-weight: bold; }
+.note { color: #555; }
+";
 
 /// True when `Accept` ranks `text/html` above `application/json`, so browsers get the page and
 /// programs (which send no `Accept`, `*/*`, or `application/json`) get JSON.

@@ -196,6 +196,17 @@ pub fn redirect(location: &str) -> Response<Body> {
 
 pub use crate::respond::escape_html;
 
+/// A complete HTML document around `body`; `title` is escaped here, `style` and `body` are
+/// trusted markup from the caller.
+pub fn document(title: &str, style: &str, body: &str) -> String {
+    format!(
+        "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
+         <title>{}</title>\n<style>{style}</style>\n</head>\n<body>\n{body}</body>\n</html>\n",
+        escape_html(title)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

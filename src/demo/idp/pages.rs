@@ -24,25 +24,10 @@ const BANNER: &str =
                       Never use in production.";
 
 fn page(title: &str, content: &str) -> String {
-    format!(
-        r#"<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{title}</title>
-<style>{STYLE}</style>
-</head>
-<body>
-<div class="banner" role="alert">{BANNER}</div>
-<main>
-{content}
-</main>
-</body>
-</html>
-"#,
-        title = escape_html(title),
-    )
+    let body = format!(
+        "<div class=\"banner\" role=\"alert\">{BANNER}</div>\n<main>\n{content}\n</main>\n"
+    );
+    crate::demo::http::document(title, STYLE, &body)
 }
 
 /// The login form. `hidden` are the authorization request parameters, posted back verbatim so
