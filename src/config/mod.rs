@@ -907,6 +907,14 @@ secrets = ["{SECRET}"]
     }
 
     #[test]
+    fn the_documented_example_is_valid() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let c = Config::parse(&text, "config.example.toml", &|_| None).unwrap();
+        assert_eq!(c.session.cookie_name, "_portcullis");
+    }
+
+    #[test]
     fn generated_secret_is_accepted() {
         let s = generate_secret();
         assert_eq!(decode_secret(&s).map(|b| b.len()), Some(32));
