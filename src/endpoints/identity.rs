@@ -89,3 +89,34 @@ pub fn original_uri(req: &RequestHeader, facts: &Facts) -> Option<String> {
             }
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(headers: &[(&str, &str)]) -> RequestHeader {
+        let mut r = RequestHeader::build("GET", b"/oauth2/auth", None).unwrap();
+        for (k, v) in headers {
+            r.append_header(k.to_string(), *v).unwrap();
+        }
+        r
+    }
+
+    #[test]
+    fn the_original_uri_is_believed_only_from_trusted_proxies() {
+        let trusted = Facts {
+            trusted_proxy: true,
+        };
+        let stranger = Facts {
+            trusted_proxy: false,
+        };
+        let r = req(&[("x-original-uri", "/admin?x=1")]);
+        assert_eq!(original_uri(&r, &trusted).as_deref(), Some("/admin?x=1"));
+        assert_eq!(original_uri(&r, &stranger), None);
+        let r = req(&[("x-forwarded-uri", "/a"), ("x-original-uri", "/b")]);
+        assert_eq!(original_uri(&r, &trusted).as_deref(), Some("/a"));
+        // Two copies of one header: ambiguous, ignored.
+        let r = req(&[("x-forwarded-uri", "/a"), ("x-forwarded-uri", "/b")]);
+        assert_eq!(original_uri(&r, &trusted), None);
+    }
+}

@@ -83,11 +83,20 @@ impl Proxy {
     /// Starts `portcullis run` on `port` and waits until `/ping` answers.
     pub async fn start(port: u16, toml: &str) -> Proxy {
         let config_path = write_config(toml);
+        let args = [
+            "run".to_string(),
+            "--config".into(),
+            config_path.display().to_string(),
+        ];
+        Proxy::spawn(port, &args, config_path).await
+    }
+
+    /// Starts `portcullis <args>` serving on `port` and waits until `/ping` answers.
+    pub async fn spawn(port: u16, args: &[String], config_path: PathBuf) -> Proxy {
         let log_path = scratch("proxy.log");
         let log = std::fs::File::create(&log_path).expect("log file");
         let child = Command::new(binary())
-            .args(["run", "--config"])
-            .arg(&config_path)
+            .args(args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
