@@ -7,6 +7,7 @@
 //! from the verified session are set. Forwarding headers (`X-Forwarded-For/-Proto/-Host`) are
 //! believed only from configured trusted proxies; otherwise they are replaced.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 use http::header::{HeaderName, HeaderValue, AUTHORIZATION, COOKIE, HOST};
@@ -62,17 +63,15 @@ const FORWARDING_HEADERS: &[&str] = &[
     "forwarded",
 ];
 
-/// `X-Forwarded-User` → `x-forwarded-user`, `X_Forwarded_User` → `x-forwarded-user`.
-fn normalise(name: &str) -> String {
-    name.bytes()
-        .map(|b| {
-            if b == b'_' {
-                '-'
-            } else {
-                b.to_ascii_lowercase() as char
-            }
-        })
-        .collect()
+/// `X_Forwarded_User` → `x-forwarded-user`. `HeaderName`s are already lower case, so only
+/// names with `_` (rare) cost an allocation: this runs for every header of every request.
+fn normalise(name: &HeaderName) -> Cow<'_, str> {
+    let name = name.as_str();
+    if name.contains('_') {
+        Cow::Owned(name.replace('_', "-"))
+    } else {
+        Cow::Borrowed(name)
+    }
 }
 
 fn is_identity_header(normalised: &str) -> bool {
@@ -115,11 +114,11 @@ fn strip_client_headers(req: &mut RequestHeader, trusted: bool, strip_authorizat
         .headers
         .keys()
         .filter(|name| {
-            let n = normalise(name.as_str());
+            let n: &str = &normalise(name);
             // From a trusted proxy only the canonical `-` spelling is believed: a `_` copy
             // would collide with it in CGI-style applications.
-            let forwarding = FORWARDING_HEADERS.contains(&n.as_str());
-            is_identity_header(&n)
+            let forwarding = FORWARDING_HEADERS.contains(&n);
+            is_identity_header(n)
                 || (forwarding && (!trusted || name.as_str().contains('_')))
                 || (strip_authorization && n == "authorization")
         })
