@@ -11,4 +11,4 @@ pub mod idp;
 pub mod launch;
 
 pub use echo::EchoServer;
-pub use idp::{DevIdp, DevIdpConfig, DevIdpStats, DevUser};
+pub use idp::{DevIdp, DevIdpConfig, DevIdpStats, DevUser, ServiceClient};

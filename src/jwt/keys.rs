@@ -66,17 +66,126 @@ impl KeySet {
         self.keys.iter().any(|k| k.kid.as_deref() == Some(kid))
     }
 
-    /// The keys that may verify a token with this header: same `kid` (when the token names
-    /// one) and allowing `alg`.
+    /// The keys that may verify a token with this header: allowing `alg`, and with the same
+    /// `kid` when both the token and the key name one (configured static keys often have none).
     pub fn candidates<'a>(
         &'a self,
         kid: Option<&'a str>,
         alg: Algorithm,
     ) -> impl Iterator<Item = &'a VerificationKey> + 'a {
         self.keys.iter().filter(move |k| {
-            k.algorithms.contains(&alg) && (kid.is_none() || k.kid.as_deref() == kid)
+            k.algorithms.contains(&alg)
+                && (kid.is_none() || k.kid.is_none() || k.kid.as_deref() == kid)
         })
     }
+
+    /// Keys from files: PEM public keys (RSA, EC P-256/P-384, Ed25519) or JSON (one JWK or a
+    /// JWKS). For issuers that publish no discovery document.
+    pub fn from_files(paths: &[std::path::PathBuf]) -> Result<KeySet, String> {
+        let mut keys = Vec::new();
+        for path in paths {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+            let before = keys.len();
+            if text.trim_start().starts_with('{') {
+                let value: serde_json::Value = serde_json::from_str(&text)
+                    .map_err(|e| format!("`{}` is not JSON: {e}", path.display()))?;
+                let set: JwkSet = if value.get("keys").is_some() {
+                    serde_json::from_value(value)
+                } else {
+                    serde_json::from_value(serde_json::json!({ "keys": [value] }))
+                }
+                .map_err(|e| format!("`{}` is not a JWK or JWKS: {e}", path.display()))?;
+                keys.extend(set.keys.iter().filter_map(usable));
+            } else {
+                keys.push(
+                    from_pem(text.as_bytes()).map_err(|e| format!("`{}`: {e}", path.display()))?,
+                );
+            }
+            if keys.len() == before {
+                return Err(format!("`{}` holds no usable public key", path.display()));
+            }
+        }
+        Ok(KeySet { keys })
+    }
+
+    /// An HMAC key, for an issuer explicitly configured with a shared secret (never derived
+    /// from a JWKS).
+    pub fn shared_secret(secret: &[u8]) -> KeySet {
+        KeySet {
+            keys: vec![VerificationKey {
+                kid: None,
+                key: DecodingKey::from_secret(secret),
+                algorithms: vec![Algorithm::HS256, Algorithm::HS384, Algorithm::HS512],
+            }],
+        }
+    }
+}
+
+fn from_pem(pem: &[u8]) -> Result<VerificationKey, String> {
+    if let Ok(key) = DecodingKey::from_rsa_pem(pem) {
+        let bits = match key.kind() {
+            jsonwebtoken::DecodingKeyKind::SecretOrDer(der) => rsa_modulus_bits(der),
+            jsonwebtoken::DecodingKeyKind::RsaModulusExponent { n, .. } => {
+                Some(n.iter().skip_while(|b| **b == 0).count() * 8)
+            }
+        };
+        return match bits {
+            Some(b) if b >= MIN_RSA_MODULUS_BYTES * 8 => Ok(VerificationKey {
+                kid: None,
+                key,
+                algorithms: RSA.to_vec(),
+            }),
+            Some(b) => Err(format!("RSA key of {b} bits; at least 2048 are required")),
+            None => Err("unreadable RSA key".into()),
+        };
+    }
+    if let Ok(key) = DecodingKey::from_ec_pem(pem) {
+        let alg = match key.try_get_as_bytes().map(<[u8]>::len) {
+            Ok(65) => Algorithm::ES256,
+            Ok(97) => Algorithm::ES384,
+            _ => return Err("EC key on an unsupported curve (P-256 and P-384 are)".into()),
+        };
+        return Ok(VerificationKey {
+            kid: None,
+            key,
+            algorithms: vec![alg],
+        });
+    }
+    if let Ok(key) = DecodingKey::from_ed_pem(pem) {
+        return Ok(VerificationKey {
+            kid: None,
+            key,
+            algorithms: vec![Algorithm::EdDSA],
+        });
+    }
+    Err("not a PEM public key (RSA, EC or Ed25519)".into())
+}
+
+/// Bits of the modulus in a PKCS#1 `RSAPublicKey` (DER: SEQUENCE { INTEGER n, INTEGER e }).
+fn rsa_modulus_bits(der: &[u8]) -> Option<usize> {
+    fn header(der: &[u8], tag: u8) -> Option<(usize, &[u8])> {
+        let (&t, rest) = der.split_first()?;
+        if t != tag {
+            return None;
+        }
+        let (&first, rest) = rest.split_first()?;
+        if first < 0x80 {
+            return Some((first as usize, rest));
+        }
+        let n = (first & 0x7f) as usize;
+        if n == 0 || n > 2 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | *b as usize);
+        Some((len, &rest[n..]))
+    }
+    let (_, body) = header(der, 0x30)?;
+    let (len, rest) = header(body, 0x02)?;
+    let n = rest.get(..len)?;
+    Some(n.iter().skip_while(|b| **b == 0).count() * 8)
 }
 
 fn usable(jwk: &Jwk) -> Option<VerificationKey> {

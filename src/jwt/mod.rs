@@ -3,3 +3,5 @@
 
 pub mod keys;
 pub mod provider;
+pub mod remote;
+pub mod verify;

@@ -110,6 +110,18 @@ async fn fetch_json<T: DeserializeOwned>(
     http: &reqwest::Client,
     url: &str,
 ) -> Result<T, FetchError> {
+    let (body, _) = fetch_raw(http, url).await?;
+    serde_json::from_slice(&body).map_err(|e| FetchError::Invalid {
+        url: url.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// A JSON document's bytes (at most 1 MiB) and the `max-age` of its `Cache-Control`, if any.
+pub async fn fetch_raw(
+    http: &reqwest::Client,
+    url: &str,
+) -> Result<(Vec<u8>, Option<Duration>), FetchError> {
     let http_err = |e: reqwest::Error| FetchError::Http {
         url: url.to_string(),
         reason: describe(&e),
@@ -127,6 +139,16 @@ async fn fetch_json<T: DeserializeOwned>(
             status: status.as_u16(),
         });
     }
+    let max_age = resp
+        .headers()
+        .get(http::header::CACHE_CONTROL)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.split(',')
+                .find_map(|d| d.trim().strip_prefix("max-age="))
+                .and_then(|n| n.trim().parse::<u64>().ok())
+        })
+        .map(Duration::from_secs);
     let mut body = Vec::new();
     while let Some(chunk) = resp.chunk().await.map_err(http_err)? {
         if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
@@ -137,10 +159,7 @@ async fn fetch_json<T: DeserializeOwned>(
         }
         body.extend_from_slice(&chunk);
     }
-    serde_json::from_slice(&body).map_err(|e| FetchError::Invalid {
-        url: url.to_string(),
-        reason: e.to_string(),
-    })
+    Ok((body, max_age))
 }
 
 /// reqwest's Display hides the cause ("error sending request"); the chain says what happened.

@@ -14,21 +14,16 @@ pub mod identity;
 pub mod login;
 
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pingora::server::ShutdownWatch;
 use serde_json::{Map, Value};
 
 use crate::config::Config;
-use crate::jwt::keys::KeySet;
+use crate::jwt::remote::{JwksSource, RemoteKeys};
 use discovery::{FetchError, Metadata};
 use id_token::{Expectations, IdTokenError};
 
-/// How often loaded keys are refetched even when nothing asks for a new one.
-const JWKS_REFRESH_EVERY: Duration = Duration::from_secs(15 * 60);
-/// At most one refetch for an unknown `kid` per this interval: a flood of made-up kids must not
-/// become a flood of requests to the provider.
-const UNKNOWN_KID_REFETCH_EVERY: Duration = Duration::from_secs(10);
 const BACKOFF_START: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
@@ -39,28 +34,29 @@ pub enum Readiness {
     NotReady(String),
 }
 
-struct Loaded {
-    metadata: Arc<Metadata>,
-    keys: Arc<KeySet>,
-}
-
 pub struct Provider {
     config: Arc<Config>,
     http: reqwest::Client,
-    loaded: RwLock<Option<Loaded>>,
+    metadata: RwLock<Option<Arc<Metadata>>>,
+    keys: RemoteKeys,
     last_error: Mutex<String>,
-    last_kid_refetch: Mutex<Option<Instant>>,
 }
 
 impl Provider {
     pub fn new(config: Arc<Config>) -> reqwest::Result<Provider> {
         let http = discovery::http_client(config.oidc.http_timeout)?;
+        let keys = RemoteKeys::new(
+            JwksSource::Discovery {
+                issuer: config.oidc.issuer.clone(),
+            },
+            http.clone(),
+        );
         Ok(Provider {
             config,
             http,
-            loaded: RwLock::new(None),
+            metadata: RwLock::new(None),
+            keys,
             last_error: Mutex::new("identity provider metadata not loaded yet".into()),
-            last_kid_refetch: Mutex::new(None),
         })
     }
 
@@ -82,13 +78,13 @@ impl Provider {
 
     /// The provider's metadata once loaded (keys loaded too).
     pub fn metadata(&self) -> Option<Arc<Metadata>> {
-        let guard = self.loaded.read().ok()?;
-        guard.as_ref().map(|l| l.metadata.clone())
+        self.keys.current()?;
+        self.metadata.read().ok()?.clone()
     }
 
-    fn keys(&self) -> Option<Arc<KeySet>> {
-        let guard = self.loaded.read().ok()?;
-        guard.as_ref().map(|l| l.keys.clone())
+    /// The provider's key set, shared with bearer-token checks for this issuer.
+    pub fn keys(&self) -> &RemoteKeys {
+        &self.keys
     }
 
     fn set_error(&self, e: &FetchError) {
@@ -97,60 +93,15 @@ impl Provider {
         }
     }
 
-    /// Discovery then JWKS; on success both are replaced together.
-    pub async fn load(&self) -> Result<(), FetchError> {
+    /// Discovery then JWKS. Returns how long the keys may be cached.
+    pub async fn load(&self) -> Result<Duration, FetchError> {
         let metadata = discovery::fetch_metadata(&self.http, &self.config.oidc.issuer).await?;
-        let keys = self.fetch_keys(&metadata.jwks_uri).await?;
-        if let Ok(mut slot) = self.loaded.write() {
-            *slot = Some(Loaded {
-                metadata: Arc::new(metadata),
-                keys,
-            });
+        self.keys.set_uri(&metadata.jwks_uri);
+        let every = self.keys.refresh().await?;
+        if let Ok(mut slot) = self.metadata.write() {
+            *slot = Some(Arc::new(metadata));
         }
-        Ok(())
-    }
-
-    async fn fetch_keys(&self, jwks_uri: &str) -> Result<Arc<KeySet>, FetchError> {
-        let set = discovery::fetch_jwks(&self.http, jwks_uri).await?;
-        let (keys, skipped) = KeySet::from_jwks(&set);
-        if skipped > 0 {
-            tracing::debug!(skipped, "ignored unusable keys in the provider's JWKS");
-        }
-        if keys.is_empty() {
-            return Err(FetchError::Invalid {
-                url: jwks_uri.to_string(),
-                reason: "no usable signing key".into(),
-            });
-        }
-        Ok(Arc::new(keys))
-    }
-
-    /// Refetches the JWKS, keeping the old keys when the provider cannot be reached.
-    async fn refresh_keys(&self) -> Result<(), FetchError> {
-        let Some(meta) = self.metadata() else {
-            return self.load().await;
-        };
-        let keys = self.fetch_keys(&meta.jwks_uri).await?;
-        if let Ok(mut slot) = self.loaded.write() {
-            if let Some(loaded) = slot.as_mut() {
-                loaded.keys = keys;
-            }
-        }
-        Ok(())
-    }
-
-    /// Whether a refetch for an unknown `kid` is allowed now; records it when it is.
-    fn may_refetch_for_unknown_kid(&self) -> bool {
-        let Ok(mut last) = self.last_kid_refetch.lock() else {
-            return false;
-        };
-        match *last {
-            Some(at) if at.elapsed() < UNKNOWN_KID_REFETCH_EVERY => false,
-            _ => {
-                *last = Some(Instant::now());
-                true
-            }
-        }
+        Ok(every)
     }
 
     /// Verifies an ID token from this provider. A `kid` we do not know triggers one
@@ -166,25 +117,21 @@ impl Provider {
             nonce,
             leeway: self.config.oidc.leeway,
         };
-        let keys = self.keys().ok_or(IdTokenError::UnknownKey)?;
-        match id_token::verify(token, &keys, &expect) {
-            Err(IdTokenError::UnknownKey) => {
-                let unknown = id_token::kid_of(token).is_some_and(|kid| !keys.has_kid(&kid));
-                if unknown && self.may_refetch_for_unknown_kid() {
-                    if let Err(e) = self.refresh_keys().await {
-                        tracing::warn!(error = %e, "JWKS refetch for an unknown kid failed");
-                    }
-                    let keys = self.keys().ok_or(IdTokenError::UnknownKey)?;
-                    return id_token::verify(token, &keys, &expect);
-                }
-                Err(IdTokenError::UnknownKey)
-            }
-            other => other,
-        }
+        let kid = crate::jwt::verify::header(token)
+            .map_err(IdTokenError::Jwt)?
+            .kid;
+        let keys = self
+            .keys
+            .keys_for(kid.as_deref())
+            .await
+            .ok_or(IdTokenError::Jwt(
+                crate::jwt::verify::VerifyError::UnknownKey,
+            ))?;
+        id_token::verify(token, &keys, &expect)
     }
 
-    /// Loads with backoff until it succeeds, then refreshes the keys periodically, until
-    /// shutdown.
+    /// Loads with backoff until it succeeds, then refreshes the keys when their cache lifetime
+    /// runs out, until shutdown. A failed refresh keeps the keys already loaded.
     pub async fn maintain(&self, mut shutdown: ShutdownWatch) {
         let mut backoff = BACKOFF_START;
         loop {
@@ -193,26 +140,22 @@ impl Provider {
             }
             let loaded = self.metadata().is_some();
             let result = if loaded {
-                self.refresh_keys().await
+                self.keys.refresh().await
             } else {
                 self.load().await
             };
             let wait = match result {
-                Ok(()) => {
+                Ok(every) => {
                     if !loaded {
                         tracing::info!(issuer = %self.config.oidc.issuer, "identity provider loaded");
                     }
                     backoff = BACKOFF_START;
-                    JWKS_REFRESH_EVERY
+                    every
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in = ?backoff, "identity provider not reachable");
                     self.set_error(&e);
-                    let wait = if loaded {
-                        JWKS_REFRESH_EVERY.min(backoff * 8)
-                    } else {
-                        backoff
-                    };
+                    let wait = backoff;
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                     wait
                 }

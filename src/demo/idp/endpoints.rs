@@ -1,7 +1,8 @@
 //! The dev IdP's HTTP endpoints: discovery, JWKS, authorize, token, userinfo, logout.
 //!
-//! Each check mirrors a rule a real provider enforces (RFC 6749, RFC 7636, OpenID Connect Core
-//! and RP-Initiated Logout), so a relying party that works here has not leaned on leniency.
+//! Each check mirrors a rule a real provider enforces (RFC 6749, RFC 7636, RFC 9068, OpenID
+//! Connect Core and RP-Initiated Logout), so a relying party that works here has not leaned on
+//! leniency.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -17,11 +18,14 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use url::Url;
 
-use super::{bump, lock, pages, DevUser, Shared};
+use super::{bump, lock, pages, DevUser, ServiceClient, Shared};
 use crate::demo::http::{self as demo_http, Body, Handler};
 
 /// How long an authorization code can be redeemed.
 const CODE_TTL: Duration = Duration::from_secs(60);
+
+/// The JWT `typ` of access tokens (RFC 9068 §2.1), so one can never pass for an ID token.
+pub(super) const ACCESS_TOKEN_TYP: &str = "at+jwt";
 
 const SCOPES: &[&str] = &["openid", "profile", "email", "groups", "offline_access"];
 
@@ -229,6 +233,10 @@ impl OAuthError {
         Self::new(StatusCode::BAD_REQUEST, "invalid_grant", description)
     }
 
+    fn unauthorized_client(description: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "unauthorized_client", description)
+    }
+
     fn invalid_client(basic: bool, description: impl Into<String>) -> Self {
         OAuthError {
             basic_challenge: basic,
@@ -268,6 +276,14 @@ fn no_store(mut res: Response<Body>) -> Response<Body> {
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     res
+}
+
+/// Who passed client authentication at `/token`; each kind has its own grants.
+enum Client<'a> {
+    /// The web client: authorization code and refresh token grants.
+    Web,
+    /// A machine client: the client credentials grant.
+    Service(&'a ServiceClient),
 }
 
 /// A validated authorization request.
@@ -363,7 +379,7 @@ impl Shared {
                 "end_session_endpoint": format!("{iss}/logout"),
                 "response_types_supported": ["code"],
                 "response_modes_supported": ["query"],
-                "grant_types_supported": ["authorization_code", "refresh_token"],
+                "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
                 "subject_types_supported": ["public"],
                 "id_token_signing_alg_values_supported": ["ES256"],
                 "scopes_supported": SCOPES,
@@ -579,6 +595,10 @@ impl Shared {
                 Some(&counters.refresh_token_grants),
                 Some(&counters.refresh_token_grants_failed),
             ),
+            Some("client_credentials") => (
+                Some(&counters.client_credentials_grants),
+                Some(&counters.client_credentials_grants_failed),
+            ),
             _ => (None, None),
         };
         match result {
@@ -603,21 +623,43 @@ impl Shared {
     }
 
     fn token_grant(&self, headers: &HeaderMap, params: &Params) -> Result<Value, OAuthError> {
-        self.authenticate_client(headers, params)?;
-        match param(params, "grant_type") {
-            Some("authorization_code") => self.code_grant(params),
-            Some("refresh_token") => self.refresh_grant(params),
-            Some(_) => Err(OAuthError::new(
+        let client = self.authenticate_client(headers, params)?;
+        match (param(params, "grant_type"), client) {
+            (Some("authorization_code"), Client::Web) => self.code_grant(params),
+            (Some("refresh_token"), Client::Web) => self.refresh_grant(params),
+            (Some("client_credentials"), Client::Service(service)) => {
+                self.client_credentials_grant(service, params)
+            }
+            (Some("authorization_code" | "refresh_token"), Client::Service(_)) => Err(
+                OAuthError::unauthorized_client("a service client may only use client_credentials"),
+            ),
+            (Some("client_credentials"), Client::Web) => Err(OAuthError::unauthorized_client(
+                "the web client may not use client_credentials",
+            )),
+            (Some(_), _) => Err(OAuthError::new(
                 StatusCode::BAD_REQUEST,
                 "unsupported_grant_type",
-                "supported grant types: authorization_code, refresh_token",
+                "supported grant types: authorization_code, refresh_token, client_credentials",
             )),
-            None => Err(OAuthError::invalid_request("grant_type is required")),
+            (None, _) => Err(OAuthError::invalid_request("grant_type is required")),
         }
     }
 
+    pub(super) fn service_client(&self, client_id: &str) -> Option<&ServiceClient> {
+        self.config
+            .service_clients
+            .iter()
+            .find(|c| c.client_id == client_id)
+    }
+
     /// RFC 6749 §2.3.1: HTTP Basic or `client_id`/`client_secret` in the body, never both.
-    fn authenticate_client(&self, headers: &HeaderMap, params: &Params) -> Result<(), OAuthError> {
+    /// Client ids are public, so finding the client may take variable time; only the secret
+    /// comparison must not.
+    fn authenticate_client(
+        &self,
+        headers: &HeaderMap,
+        params: &Params,
+    ) -> Result<Client<'_>, OAuthError> {
         let (client_id, secret, basic) = match headers.get(header::AUTHORIZATION) {
             Some(value) => {
                 let (id, secret) = parse_basic(value).ok_or_else(|| {
@@ -644,14 +686,88 @@ impl Shared {
                 (id.to_owned(), secret.to_owned(), false)
             }
         };
-        if client_id == self.config.client_id && secret_eq(&secret, &self.config.client_secret) {
-            Ok(())
+        let (client, expected) = if client_id == self.config.client_id {
+            (Client::Web, self.config.client_secret.as_str())
+        } else if let Some(service) = self.service_client(&client_id) {
+            (Client::Service(service), service.client_secret.as_str())
+        } else {
+            return Err(OAuthError::invalid_client(
+                basic,
+                "client authentication failed",
+            ));
+        };
+        if secret_eq(&secret, expected) {
+            Ok(client)
         } else {
             Err(OAuthError::invalid_client(
                 basic,
                 "client authentication failed",
             ))
         }
+    }
+
+    /// RFC 6749 §4.4: a token for the client itself. The requested scope must be within the
+    /// client's; none requested means all of them (§3.3 lets the server pick a default).
+    fn client_credentials_grant(
+        &self,
+        client: &ServiceClient,
+        params: &Params,
+    ) -> Result<Value, OAuthError> {
+        let mut granted: Vec<&str> = Vec::new();
+        for wanted in param(params, "scope")
+            .unwrap_or("")
+            .split_ascii_whitespace()
+        {
+            if !client.scopes.iter().any(|s| s == wanted) {
+                return Err(OAuthError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_scope",
+                    format!("scope {wanted:?} is not allowed for this client"),
+                ));
+            }
+            if !granted.contains(&wanted) {
+                granted.push(wanted);
+            }
+        }
+        if granted.is_empty() {
+            granted = client.scopes.iter().map(String::as_str).collect();
+        }
+        let scope = granted.join(" ");
+        let claims = self.service_access_token_claims(client, &scope, now());
+        let access_token = self.keys.sign(ACCESS_TOKEN_TYP, &claims)?;
+        tracing::info!(
+            client_id = %client.client_id,
+            scope = %scope,
+            "dev IdP client credentials grant"
+        );
+        // No refresh token (RFC 6749 §4.4.3: the client can simply ask again) and no ID token
+        // (there is no user).
+        Ok(json!({
+            "access_token": access_token,
+            "token_type": "Bearer",
+            "expires_in": self.config.access_token_ttl.as_secs(),
+            "scope": scope,
+        }))
+    }
+
+    /// RFC 9068 access token claims for a machine client: it is its own subject, and the
+    /// audience is the API it calls, not the IdP.
+    pub(super) fn service_access_token_claims(
+        &self,
+        client: &ServiceClient,
+        scope: &str,
+        now: u64,
+    ) -> Value {
+        json!({
+            "iss": self.issuer,
+            "sub": client.client_id,
+            "aud": client.audience,
+            "client_id": client.client_id,
+            "scope": scope,
+            "iat": now,
+            "exp": now + self.config.access_token_ttl.as_secs(),
+            "jti": random_token(),
+        })
     }
 
     fn code_grant(&self, params: &Params) -> Result<Value, OAuthError> {
@@ -779,9 +895,10 @@ impl Shared {
         refresh_token: Option<String>,
     ) -> Result<Value, OAuthError> {
         let now = now();
-        let access_token = self
-            .keys
-            .sign("at+jwt", &self.access_token_claims(user, scope, now))?;
+        let access_token = self.keys.sign(
+            ACCESS_TOKEN_TYP,
+            &self.access_token_claims(user, scope, now),
+        )?;
         let id_token = self.keys.sign(
             "JWT",
             &self.id_token_claims(user, now, auth_time, sid, nonce),
@@ -875,7 +992,7 @@ impl Shared {
     /// Checks signature (by a published key), `typ`, issuer, audience and expiry, no leeway.
     fn verify_access_token(&self, token: &str) -> Option<&DevUser> {
         let header = jsonwebtoken::decode_header(token).ok()?;
-        if header.typ.as_deref() != Some("at+jwt") {
+        if header.typ.as_deref() != Some(ACCESS_TOKEN_TYP) {
             return None;
         }
         let key = self.keys.find(header.kid.as_deref()?)?;

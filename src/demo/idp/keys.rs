@@ -25,6 +25,10 @@ pub enum KeyError {
     /// jsonwebtoken refused to sign or to load the public key.
     #[error("JWT signing failed: {0}")]
     Jwt(#[from] jsonwebtoken::errors::Error),
+    /// A caller-built header asked for an algorithm the P-256 keys cannot produce. Refused here
+    /// rather than left to the crypto provider, so the error names the cause.
+    #[error("the dev IdP signs only ES256; the header asks for {0:?}")]
+    Algorithm(Algorithm),
 }
 
 /// One P-256 key pair, with everything needed to sign and to publish it.
@@ -81,7 +85,16 @@ impl SigningKey {
         let mut header = Header::new(Algorithm::ES256);
         header.typ = Some(typ.to_owned());
         header.kid = Some(self.kid.clone());
-        Ok(jsonwebtoken::encode(&header, claims, &self.encoding)?)
+        self.sign_with_header(&header, claims)
+    }
+
+    /// Signs under `header` exactly as given (`kid`, `typ` and the rest untouched), as long as
+    /// it asks for ES256, the only thing this key can produce.
+    fn sign_with_header(&self, header: &Header, claims: &Value) -> Result<String, KeyError> {
+        if header.alg != Algorithm::ES256 {
+            return Err(KeyError::Algorithm(header.alg));
+        }
+        Ok(jsonwebtoken::encode(header, claims, &self.encoding)?)
     }
 }
 
@@ -132,6 +145,21 @@ impl KeyRing {
         // The ring always holds one key: `retire_old` keeps the last, and nothing else removes.
         let key = self.current().ok_or(KeyError::Generate)?;
         key.sign(typ, claims)
+    }
+
+    /// Signs with the current key under a caller-built header; see [`SigningKey::sign_with_header`].
+    pub(super) fn sign_with_header(
+        &self,
+        header: &Header,
+        claims: &Value,
+    ) -> Result<String, KeyError> {
+        let key = self.current().ok_or(KeyError::Generate)?;
+        key.sign_with_header(header, claims)
+    }
+
+    /// The `kid` of the key that signs now.
+    pub(super) fn current_kid(&self) -> Option<String> {
+        self.current().map(|key| key.kid.clone())
     }
 
     /// The JWK Set document.

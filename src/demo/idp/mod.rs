@@ -1,5 +1,6 @@
 //! A development OpenID provider: authorization code flow with PKCE, refresh tokens, userinfo,
-//! RP-initiated logout, ES256 keys that rotate on demand.
+//! RP-initiated logout, the client credentials grant for machine clients, ES256 keys that rotate
+//! on demand.
 //!
 //! Why build one: `portcullis demo` must log a person in without any external service, and the
 //! integration tests need an IdP whose behaviour they control — two-second token lifetimes,
@@ -28,10 +29,11 @@ use tokio::task::JoinHandle;
 use endpoints::{CodeGrant, RefreshGrant};
 use keys::KeyRing;
 
-/// What the dev IdP accepts: one confidential client and a fixed list of users.
+/// What the dev IdP accepts: one confidential web client, a fixed list of users, and machine
+/// clients that get tokens without a user.
 #[derive(Debug, Clone)]
 pub struct DevIdpConfig {
-    /// The only client the IdP knows.
+    /// The web client: the only one allowed the authorization code and refresh token grants.
     pub client_id: String,
     /// That client's secret, checked at `/token` (Basic or in the body).
     pub client_secret: String,
@@ -53,6 +55,21 @@ pub struct DevIdpConfig {
     pub rotate_refresh_tokens: bool,
     /// Who can sign in.
     pub users: Vec<DevUser>,
+    /// Clients allowed the `client_credentials` grant (and only that grant). Their ids should
+    /// differ from `client_id`: on a clash the web client is the one authenticated.
+    pub service_clients: Vec<ServiceClient>,
+}
+
+/// A machine client: SRE scripts, CI jobs. It authenticates like the web client (HTTP Basic or
+/// the body) and gets access tokens for itself, with no user and no ID or refresh token.
+#[derive(Debug, Clone)]
+pub struct ServiceClient {
+    pub client_id: String,
+    pub client_secret: String,
+    /// Scopes it may ask for; asking for none grants all of them.
+    pub scopes: Vec<String>,
+    /// The `aud` of its access tokens: the API resource they are meant for.
+    pub audience: String,
 }
 
 /// A user of the dev IdP. `sub` is the username, so it is stable across restarts.
@@ -95,6 +112,12 @@ impl Default for DevIdpConfig {
                 DevUser::demo("alice", "Alice Example", &["sre", "dev"]),
                 DevUser::demo("bob", "Bob Example", &["dev"]),
             ],
+            service_clients: vec![ServiceClient {
+                client_id: "ci-runner".to_owned(),
+                client_secret: "ci-runner-secret-not-for-production".to_owned(),
+                scopes: vec!["test_api_access".to_owned(), "reports:read".to_owned()],
+                audience: "portcullis-api".to_owned(),
+            }],
         }
     }
 }
@@ -110,6 +133,10 @@ pub struct DevIdpStats {
     pub refresh_token_grants: u64,
     /// `refresh_token` grant requests that failed.
     pub refresh_token_grants_failed: u64,
+    /// Successful `client_credentials` grants.
+    pub client_credentials_grants: u64,
+    /// `client_credentials` grant requests that failed (any error, client auth included).
+    pub client_credentials_grants_failed: u64,
     /// Calls to `/userinfo`, successful or not.
     pub userinfo_calls: u64,
     /// Fetches of `/jwks`.
@@ -128,6 +155,8 @@ struct Counters {
     authorization_code_grants_failed: AtomicU64,
     refresh_token_grants: AtomicU64,
     refresh_token_grants_failed: AtomicU64,
+    client_credentials_grants: AtomicU64,
+    client_credentials_grants_failed: AtomicU64,
     userinfo_calls: AtomicU64,
     jwks_fetches: AtomicU64,
     discovery_fetches: AtomicU64,
@@ -147,6 +176,8 @@ impl Counters {
             authorization_code_grants_failed: get(&self.authorization_code_grants_failed),
             refresh_token_grants: get(&self.refresh_token_grants),
             refresh_token_grants_failed: get(&self.refresh_token_grants_failed),
+            client_credentials_grants: get(&self.client_credentials_grants),
+            client_credentials_grants_failed: get(&self.client_credentials_grants_failed),
             userinfo_calls: get(&self.userinfo_calls),
             jwks_fetches: get(&self.jwks_fetches),
             discovery_fetches: get(&self.discovery_fetches),
@@ -273,6 +304,55 @@ impl DevIdp {
         match self.shared.keys.sign("JWT", claims) {
             Ok(token) => token,
             Err(err) => panic!("dev IdP could not sign test claims: {err}"),
+        }
+    }
+
+    /// Signs `claims` with the current key under `header` exactly as built: its `kid`, `typ`
+    /// and other fields are kept (no `kid` is added if it has none; see
+    /// [`DevIdp::current_kid`]). Attack tests use it to forge tokens whose only defect is the one
+    /// they name, signed by a key the relying party really trusts.
+    ///
+    /// The key is P-256, so `header.alg` must be ES256 — build the header with
+    /// `Header::new(Algorithm::ES256)`, since `Header::default()` says HS256. Any other `alg` is
+    /// an error rather than a token whose header lies about its signature.
+    pub fn sign_with_header(
+        &self,
+        header: &jsonwebtoken::Header,
+        claims: &serde_json::Value,
+    ) -> Result<String, String> {
+        self.shared
+            .keys
+            .sign_with_header(header, claims)
+            .map_err(|err| err.to_string())
+    }
+
+    /// The `kid` of the key that signs now; it changes with [`DevIdp::rotate_signing_key`].
+    pub fn current_kid(&self) -> String {
+        // The ring is never empty (see `KeyRing::sign`); an empty kid would match no key.
+        self.shared.keys.current_kid().unwrap_or_default()
+    }
+
+    /// The public JWK Set as `/jwks` serves it (without counting as a fetch).
+    pub fn jwks(&self) -> serde_json::Value {
+        self.shared.keys.jwks()
+    }
+
+    /// An access token for service client `client_id` with exactly `scopes`, carrying the same
+    /// claims and header as one from the `client_credentials` grant. The scopes are *not*
+    /// checked against the client's allowed ones, so a test can mint an over-scoped token that
+    /// is otherwise genuine. `None` for an unknown client (or if signing fails).
+    pub fn mint_access_token(&self, client_id: &str, scopes: &[&str]) -> Option<String> {
+        let client = self.shared.service_client(client_id)?;
+        let scope = scopes.join(" ");
+        let claims = self
+            .shared
+            .service_access_token_claims(client, &scope, endpoints::now());
+        match self.shared.keys.sign(endpoints::ACCESS_TOKEN_TYP, &claims) {
+            Ok(token) => Some(token),
+            Err(err) => {
+                tracing::error!(error = %err, "dev IdP could not mint an access token");
+                None
+            }
         }
     }
 

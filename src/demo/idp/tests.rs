@@ -5,7 +5,7 @@ use std::time::Duration;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use jsonwebtoken::jwk::JwkSet;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
 use rand::RngCore;
 use reqwest::header::{AUTHORIZATION, CACHE_CONTROL, LOCATION};
 use reqwest::redirect::Policy;
@@ -201,7 +201,7 @@ async fn discovery_document() {
     assert_eq!(doc["response_types_supported"], json!(["code"]));
     assert_eq!(
         doc["grant_types_supported"],
-        json!(["authorization_code", "refresh_token"])
+        json!(["authorization_code", "refresh_token", "client_credentials"])
     );
     assert_eq!(doc["subject_types_supported"], json!(["public"]));
     assert_eq!(
@@ -659,4 +659,263 @@ async fn shutdown_stops_serving() {
     assert_eq!(http.get(&url).send().await.unwrap().status(), 200);
     idp.shutdown().await;
     assert!(http.get(&url).send().await.is_err());
+}
+
+const CI_ID: &str = "ci-runner";
+const CI_SECRET: &str = "ci-runner-secret-not-for-production";
+
+/// Verifies a JWT with a key from `jwks` (the `/jwks` document), as a resource server would,
+/// for `audience`. Returns the header too, for `typ` and `kid` checks.
+fn verify_with_jwks(jwks: &Value, token: &str, iss: &str, audience: &str) -> (Header, Value) {
+    let set: JwkSet = serde_json::from_value(jwks.clone()).unwrap();
+    let header = jsonwebtoken::decode_header(token).unwrap();
+    let key = DecodingKey::from_jwk(set.find(header.kid.as_deref().unwrap()).unwrap()).unwrap();
+    let mut validation = Validation::new(Algorithm::ES256);
+    validation.set_issuer(&[iss]);
+    validation.set_audience(&[audience]);
+    let claims = jsonwebtoken::decode::<Value>(token, &key, &validation)
+        .unwrap()
+        .claims;
+    (header, claims)
+}
+
+async fn fetch_jwks(idp: &DevIdp) -> Value {
+    client()
+        .get(format!("{}/jwks", idp.issuer()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn client_credentials_basic(
+    idp: &DevIdp,
+    id: &str,
+    secret: &str,
+    scope: Option<&str>,
+) -> reqwest::Response {
+    let mut form = vec![("grant_type", "client_credentials")];
+    form.extend(scope.map(|s| ("scope", s)));
+    client()
+        .post(format!("{}/token", idp.issuer()))
+        .basic_auth(id, Some(secret))
+        .form(&form)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn client_credentials_with_basic_auth() {
+    let idp = start(config()).await;
+    let res = client_credentials_basic(&idp, CI_ID, CI_SECRET, None).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()[CACHE_CONTROL], "no-store");
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["expires_in"], 300);
+    assert_eq!(body["scope"], "test_api_access reports:read");
+    assert!(body.get("refresh_token").is_none());
+    assert!(body.get("id_token").is_none());
+
+    let token = body["access_token"].as_str().unwrap();
+    let (header, claims) = verify_with_jwks(
+        &fetch_jwks(&idp).await,
+        token,
+        idp.issuer(),
+        "portcullis-api",
+    );
+    assert_eq!(header.typ.as_deref(), Some("at+jwt"));
+    assert_eq!(header.alg, Algorithm::ES256);
+    assert_eq!(header.kid.as_deref(), Some(idp.current_kid().as_str()));
+    assert_eq!(claims["iss"], idp.issuer());
+    assert_eq!(claims["sub"], CI_ID);
+    assert_eq!(claims["aud"], "portcullis-api");
+    assert_eq!(claims["client_id"], CI_ID);
+    assert_eq!(claims["scope"], "test_api_access reports:read");
+    let iat = claims["iat"].as_u64().unwrap();
+    assert_eq!(claims["exp"].as_u64().unwrap(), iat + 300);
+    assert!(claims["jti"].as_str().is_some_and(|j| j.len() >= 32));
+    assert!(claims.get("groups").is_none());
+
+    // Not a user's token: the IdP's own userinfo refuses it (wrong audience, no such user).
+    let info = client()
+        .get(format!("{}/userinfo", idp.issuer()))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(info.status(), 401);
+
+    let stats = idp.stats();
+    assert_eq!(stats.client_credentials_grants, 1);
+    assert_eq!(stats.client_credentials_grants_failed, 0);
+    idp.shutdown().await;
+}
+
+#[tokio::test]
+async fn client_credentials_with_body_auth_and_narrower_scope() {
+    let idp = start(config()).await;
+    let res = client()
+        .post(format!("{}/token", idp.issuer()))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", CI_ID),
+            ("client_secret", CI_SECRET),
+            ("scope", "reports:read reports:read"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["scope"], "reports:read");
+    let (_, claims) = verify_with_jwks(
+        &idp.jwks(),
+        body["access_token"].as_str().unwrap(),
+        idp.issuer(),
+        "portcullis-api",
+    );
+    assert_eq!(claims["scope"], "reports:read");
+    assert_eq!(claims["sub"], CI_ID);
+    // Two tokens, two `jti`s.
+    let again: Value = client_credentials_basic(&idp, CI_ID, CI_SECRET, Some("reports:read"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let (_, second) = verify_with_jwks(
+        &idp.jwks(),
+        again["access_token"].as_str().unwrap(),
+        idp.issuer(),
+        "portcullis-api",
+    );
+    assert_ne!(claims["jti"], second["jti"]);
+    assert_eq!(idp.stats().client_credentials_grants, 2);
+    idp.shutdown().await;
+}
+
+#[tokio::test]
+async fn client_credentials_refusals() {
+    let idp = start(config()).await;
+
+    // A scope beyond the client's.
+    let res = client_credentials_basic(&idp, CI_ID, CI_SECRET, Some("reports:read admin")).await;
+    assert_eq!(error_of(res).await, (400, "invalid_scope".into()));
+
+    // Wrong secret.
+    let res = client_credentials_basic(&idp, CI_ID, "wrong", None).await;
+    assert!(res.headers().contains_key("www-authenticate"));
+    assert_eq!(error_of(res).await, (401, "invalid_client".into()));
+
+    // The web client authenticates fine but may not use this grant.
+    let res = client_credentials_basic(
+        &idp,
+        "portcullis-demo",
+        "demo-secret-not-for-production",
+        None,
+    )
+    .await;
+    assert_eq!(error_of(res).await, (400, "unauthorized_client".into()));
+
+    // Nor may a service client use the web client's grants.
+    let res = client()
+        .post(format!("{}/token", idp.issuer()))
+        .basic_auth(CI_ID, Some(CI_SECRET))
+        .form(&[("grant_type", "refresh_token"), ("refresh_token", "x")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(res).await, (400, "unauthorized_client".into()));
+
+    let stats = idp.stats();
+    assert_eq!(stats.client_credentials_grants, 0);
+    assert_eq!(stats.client_credentials_grants_failed, 3);
+    assert_eq!(stats.refresh_token_grants_failed, 1);
+    idp.shutdown().await;
+}
+
+#[tokio::test]
+async fn mint_access_token_matches_the_grant() {
+    let idp = start(config()).await;
+    assert!(idp.mint_access_token("nobody", &["x"]).is_none());
+    // Over-scoped on purpose: minting does not police scopes.
+    let token = idp
+        .mint_access_token(CI_ID, &["test_api_access", "admin"])
+        .unwrap();
+    let (header, claims) = verify_with_jwks(
+        &fetch_jwks(&idp).await,
+        &token,
+        idp.issuer(),
+        "portcullis-api",
+    );
+    assert_eq!(header.typ.as_deref(), Some("at+jwt"));
+    assert_eq!(header.kid.as_deref(), Some(idp.current_kid().as_str()));
+    assert_eq!(claims["sub"], CI_ID);
+    assert_eq!(claims["client_id"], CI_ID);
+    assert_eq!(claims["scope"], "test_api_access admin");
+    assert!(claims["jti"].is_string());
+    assert_eq!(
+        claims["exp"].as_u64().unwrap(),
+        claims["iat"].as_u64().unwrap() + 300
+    );
+    idp.shutdown().await;
+}
+
+#[tokio::test]
+async fn sign_with_header_keeps_the_callers_header() {
+    let idp = start(config()).await;
+    let claims = json!({ "iss": idp.issuer(), "sub": "x", "aud": "portcullis-api", "exp": 4_000_000_000u64 });
+
+    let mut header = Header::new(Algorithm::ES256);
+    header.typ = Some("JWT".into());
+    header.kid = Some(idp.current_kid());
+    let token = idp.sign_with_header(&header, &claims).unwrap();
+    let (got, verified) = verify_with_jwks(&idp.jwks(), &token, idp.issuer(), "portcullis-api");
+    assert_eq!(got.typ.as_deref(), Some("JWT"));
+    assert_eq!(got.kid, header.kid);
+    assert_eq!(verified, claims);
+
+    // A kid no key has, and no typ: kept as given, still signed by the real key.
+    let mut header = Header::new(Algorithm::ES256);
+    header.typ = None;
+    header.kid = Some("no-such-key".into());
+    let token = idp.sign_with_header(&header, &claims).unwrap();
+    let got = jsonwebtoken::decode_header(&token).unwrap();
+    assert_eq!(got.kid.as_deref(), Some("no-such-key"));
+    assert_eq!(got.typ, None);
+    let key = DecodingKey::from_jwk(
+        serde_json::from_value::<JwkSet>(idp.jwks())
+            .unwrap()
+            .find(&idp.current_kid())
+            .unwrap(),
+    )
+    .unwrap();
+    let mut validation = Validation::new(Algorithm::ES256);
+    validation.set_audience(&["portcullis-api"]);
+    assert!(jsonwebtoken::decode::<Value>(&token, &key, &validation).is_ok());
+
+    // No kid at all is kept too.
+    let token = idp
+        .sign_with_header(&Header::new(Algorithm::ES256), &claims)
+        .unwrap();
+    assert_eq!(jsonwebtoken::decode_header(&token).unwrap().kid, None);
+
+    // The key is P-256: other algorithms (including Header::default()'s HS256) are errors.
+    for alg in [Algorithm::HS256, Algorithm::RS256, Algorithm::ES384] {
+        let err = idp
+            .sign_with_header(&Header::new(alg), &claims)
+            .unwrap_err();
+        assert!(err.contains("ES256"), "{err}");
+    }
+
+    // After rotation the helpers follow the new key.
+    let old = idp.current_kid();
+    idp.rotate_signing_key();
+    assert_ne!(idp.current_kid(), old);
+    assert_eq!(idp.jwks()["keys"].as_array().unwrap().len(), 2);
+    assert_eq!(idp.stats().jwks_fetches, 0);
+    idp.shutdown().await;
 }

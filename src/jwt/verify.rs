@@ -1,0 +1,192 @@
+//! Signature and registered-claim checks shared by ID tokens and bearer tokens.
+//!
+//! Only keys from the issuer's own key set are used: `jwk`, `jku`, `x5u` and `x5c` header
+//! parameters are never read. The token's `alg` must be one the selected key allows (see
+//! [`super::keys`]); `none` does not parse. Claims are parsed strictly: a duplicated claim is an
+//! error rather than "last one wins".
+
+use std::collections::HashSet;
+use std::fmt;
+use std::time::Duration;
+
+use base64::Engine;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{decode, decode_header, Header, Validation};
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::keys::KeySet;
+
+/// Tokens over this size are refused before any parsing.
+pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    #[error("malformed token")]
+    Malformed,
+    #[error("algorithm not allowed")]
+    Algorithm,
+    #[error("unknown signing key")]
+    UnknownKey,
+    #[error("invalid signature")]
+    Signature,
+    #[error("token expired")]
+    Expired,
+    #[error("token not yet valid")]
+    NotYetValid,
+    #[error("token issued in the future")]
+    IssuedInFuture,
+    #[error("wrong issuer")]
+    Issuer,
+    #[error("wrong audience")]
+    Audience,
+    #[error("missing claim `{0}`")]
+    MissingClaim(String),
+    #[error("duplicate claim")]
+    DuplicateClaim,
+    #[error("invalid token: {0}")]
+    Invalid(String),
+}
+
+/// What a token must say about itself.
+pub struct Expect<'a> {
+    pub issuer: &'a str,
+    /// At least one of these must be in `aud`.
+    pub audiences: &'a [String],
+    pub leeway: Duration,
+}
+
+pub struct Verified {
+    pub header: Header,
+    pub claims: Map<String, Value>,
+}
+
+/// Quick structural checks: size, three non-empty base64url segments (a JWE has five).
+pub fn well_formed(token: &str) -> bool {
+    token.len() <= MAX_TOKEN_BYTES
+        && token.split('.').count() == 3
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+/// The header of a well-formed token, unverified (to choose keys).
+pub fn header(token: &str) -> Result<Header, VerifyError> {
+    if !well_formed(token) {
+        return Err(VerifyError::Malformed);
+    }
+    decode_header(token).map_err(|_| VerifyError::Malformed)
+}
+
+/// The claims of a well-formed token, unverified: only to find which issuer to verify it with.
+pub fn unverified_claims(token: &str) -> Result<Map<String, Value>, VerifyError> {
+    if !well_formed(token) {
+        return Err(VerifyError::Malformed);
+    }
+    let payload = token.split('.').nth(1).ok_or(VerifyError::Malformed)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .map_err(|_| VerifyError::Malformed)?;
+    let strict: StrictObject = serde_json::from_slice(&bytes).map_err(|e| {
+        if e.to_string().contains(DUPLICATE) {
+            VerifyError::DuplicateClaim
+        } else {
+            VerifyError::Malformed
+        }
+    })?;
+    Ok(strict.0)
+}
+
+/// Verifies `token` with `keys` and returns its header and claims.
+pub fn verify(token: &str, keys: &KeySet, expect: &Expect<'_>) -> Result<Verified, VerifyError> {
+    let header = header(token)?;
+    // Parsing strictly first also rejects duplicate claims before any key is tried.
+    unverified_claims(token)?;
+    let kid = header.kid.as_deref();
+    let mut validation = Validation::new(header.alg);
+    validation.algorithms = vec![header.alg];
+    validation.set_issuer(&[expect.issuer]);
+    validation.aud = Some(expect.audiences.iter().cloned().collect::<HashSet<_>>());
+    validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+    validation.leeway = expect.leeway.as_secs();
+    validation.validate_nbf = true;
+
+    let mut candidates = keys.candidates(kid, header.alg).peekable();
+    if candidates.peek().is_none() {
+        return Err(match kid {
+            Some(k) if !keys.has_kid(k) => VerifyError::UnknownKey,
+            // A key we know, but not for this algorithm (or no key allows it at all).
+            _ => VerifyError::Algorithm,
+        });
+    }
+    let mut result = Err(VerifyError::Signature);
+    for candidate in candidates {
+        match decode::<Map<String, Value>>(token, &candidate.key, &validation) {
+            Ok(data) => {
+                result = Ok(data.claims);
+                break;
+            }
+            Err(e) => result = Err(map_error(e.kind())),
+        }
+    }
+    let claims = result?;
+    check_iat(&claims, expect.leeway)?;
+    Ok(Verified { header, claims })
+}
+
+fn check_iat(claims: &Map<String, Value>, leeway: Duration) -> Result<(), VerifyError> {
+    match claims.get("iat") {
+        None => Ok(()),
+        Some(v) => {
+            let iat = v
+                .as_u64()
+                .ok_or_else(|| VerifyError::Invalid("iat is not a number".into()))?;
+            if iat > jsonwebtoken::get_current_timestamp() + leeway.as_secs() {
+                Err(VerifyError::IssuedInFuture)
+            } else {
+                Ok(())
+            }
+        }
+    }
+}
+
+fn map_error(kind: &ErrorKind) -> VerifyError {
+    match kind {
+        ErrorKind::InvalidSignature => VerifyError::Signature,
+        ErrorKind::ExpiredSignature => VerifyError::Expired,
+        ErrorKind::ImmatureSignature => VerifyError::NotYetValid,
+        ErrorKind::InvalidIssuer => VerifyError::Issuer,
+        ErrorKind::InvalidAudience => VerifyError::Audience,
+        ErrorKind::MissingRequiredClaim(c) => VerifyError::MissingClaim(c.clone()),
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidKeyFormat => VerifyError::Algorithm,
+        other => VerifyError::Invalid(format!("{other:?}")),
+    }
+}
+
+const DUPLICATE: &str = "duplicate claim";
+
+/// A JSON object whose keys are unique.
+struct StrictObject(Map<String, Value>);
+
+impl<'de> Deserialize<'de> for StrictObject {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = StrictObject;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<StrictObject, A::Error> {
+                let mut map = Map::new();
+                while let Some((k, v)) = access.next_entry::<String, Value>()? {
+                    if map.insert(k, v).is_some() {
+                        return Err(de::Error::custom(DUPLICATE));
+                    }
+                }
+                Ok(StrictObject(map))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
