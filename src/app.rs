@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use pingora::http::RequestHeader;
 
+use crate::bearer::BearerAuth;
 use crate::config::Config;
 use crate::oidc::Provider;
 use crate::session::refresh::{Outcome, Refresher};
@@ -15,6 +16,7 @@ pub struct App {
     pub provider: Arc<Provider>,
     pub sessions: SessionStore,
     pub refresher: Refresher,
+    pub bearer: BearerAuth,
 }
 
 /// What authentication concluded, with the cookies to set on the response either way
@@ -26,10 +28,13 @@ pub struct Authentication {
 
 impl App {
     pub fn new(config: Arc<Config>) -> anyhow::Result<App> {
+        let provider = Arc::new(Provider::new(config.clone())?);
+        let bearer = BearerAuth::new(&config, provider.clone(), provider.http());
         Ok(App {
-            provider: Arc::new(Provider::new(config.clone())?),
+            provider,
             sessions: SessionStore::new(&config.session)?,
             refresher: Refresher::default(),
+            bearer,
             config,
         })
     }

@@ -6,7 +6,9 @@
 //! Built-in endpoints live in [`endpoints`], the login protocol in [`oidc`], the cookie in
 //! [`session`], redirect-target checks in [`redirect`].
 
+pub mod access;
 pub mod app;
+pub mod bearer;
 pub mod classify;
 pub mod cli;
 pub mod config;
@@ -16,6 +18,7 @@ pub mod forward;
 pub mod jwt;
 pub mod logging;
 pub mod oidc;
+pub mod policy;
 pub mod proxy;
 pub mod redirect;
 pub mod respond;

@@ -9,12 +9,12 @@ use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
 
+use crate::access::{Caller, Target, Verdict};
 use crate::app::App;
 use crate::classify::{self, Route};
 use crate::endpoints::{self, Facts};
 use crate::forward::{self, Peer, Vouch};
-use crate::respond::{unauthorized_api, Reply};
-use crate::session::SessionData;
+use crate::respond::{self, Reply};
 
 pub struct Portcullis {
     pub app: Arc<App>,
@@ -23,7 +23,7 @@ pub struct Portcullis {
 /// Per-request state shared across the filters.
 pub struct RequestCtx {
     started: Instant,
-    session: Option<Arc<SessionData>>,
+    caller: Option<Caller>,
     /// Cookies to set on the upstream's response (a refreshed session).
     set_cookies: Vec<String>,
     /// For the access log.
@@ -60,7 +60,7 @@ impl ProxyHttp for Portcullis {
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
             started: Instant::now(),
-            session: None,
+            caller: None,
             set_cookies: Vec::new(),
             user: None,
             outcome: "proxied",
@@ -84,27 +84,50 @@ impl ProxyHttp for Portcullis {
             return Ok(true);
         }
 
-        let auth = app.authenticate(session.req_header()).await;
-        match auth.session {
-            Some(s) => {
-                ctx.user = Some(s.identity.user.clone());
-                ctx.session = Some(s);
-                ctx.set_cookies = auth.set_cookies;
-                Ok(false)
+        let req = session.req_header();
+        let decided = app.decide(req, &Target::of(req)).await;
+        let set_cookies = decided.set_cookies;
+        let reply = match decided.verdict {
+            Verdict::Public => {
+                ctx.outcome = "public";
+                ctx.set_cookies = set_cookies;
+                return Ok(false);
             }
-            None => {
-                let req = session.req_header();
-                let reply = if classify::is_browser_navigation(&req.method, &req.headers) {
+            Verdict::Allow(caller) => {
+                ctx.user = Some(caller.identity().user.clone());
+                ctx.caller = Some(caller);
+                ctx.set_cookies = set_cookies;
+                return Ok(false);
+            }
+            Verdict::BadPath(e) => {
+                ctx.outcome = "bad_path";
+                respond::bad_path(&e)
+            }
+            Verdict::Unauthenticated => {
+                if classify::is_browser_navigation(&req.method, &req.headers) {
                     ctx.outcome = "login_redirect";
                     Reply::redirect(&self.login_redirect(session))
                 } else {
                     ctx.outcome = "unauthenticated";
-                    unauthorized_api("authentication required")
-                };
-                reply.cookies(auth.set_cookies).send(session).await?;
-                Ok(true)
+                    respond::unauthorized_api("authentication required")
+                }
             }
-        }
+            Verdict::InvalidToken(e) => {
+                ctx.outcome = "invalid_token";
+                respond::invalid_token(&e)
+            }
+            Verdict::Forbidden(caller) => {
+                ctx.outcome = "forbidden";
+                ctx.user = Some(caller.identity().user.clone());
+                respond::forbidden(classify::is_browser_navigation(&req.method, &req.headers))
+            }
+            Verdict::InsufficientScope(needed) => {
+                ctx.outcome = "insufficient_scope";
+                respond::insufficient_scope(&needed)
+            }
+        };
+        reply.cookies(set_cookies).send(session).await?;
+        Ok(true)
     }
 
     async fn upstream_peer(
@@ -126,9 +149,14 @@ impl ProxyHttp for Portcullis {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let headers = &self.app.config.headers;
-        let s = ctx.session.as_deref();
+        // Tokens of a browser session may travel upstream; a bearer caller's own
+        // Authorization header is forwarded untouched.
+        let s = match &ctx.caller {
+            Some(Caller::Session(s)) => Some(s.as_ref()),
+            _ => None,
+        };
         let vouch = Vouch {
-            identity: s.map(|s| &s.identity),
+            identity: ctx.caller.as_ref().map(Caller::identity),
             access_token: s
                 .and_then(|s| s.access_token.as_deref())
                 .filter(|_| headers.pass_access_token),
@@ -146,7 +174,9 @@ impl ProxyHttp for Portcullis {
             upstream_request,
             &vouch,
             &peer,
-            headers.pass_id_token_as_bearer,
+            // With pass_id_token_as_bearer the upstream trusts Authorization as identity: a
+            // session caller's own copy never reaches it.
+            headers.pass_id_token_as_bearer && s.is_some(),
             |name| sessions.is_ours(name),
         );
         Ok(())

@@ -112,6 +112,57 @@ pub fn escape_html(s: &str) -> String {
     out
 }
 
+/// 400 for a path that could be read two ways (never forwarded, never matched against rules).
+pub fn bad_path(reason: &crate::policy::PathError) -> Reply {
+    Reply::json(
+        400,
+        &serde_json::json!({"error": "bad_request", "error_description": format!("ambiguous path refused: {reason}")}),
+    )
+}
+
+/// 401 for a refused bearer token (RFC 6750 §3.1). A bearer caller is never sent to a login page.
+pub fn invalid_token(reason: &crate::bearer::BearerError) -> Reply {
+    let description = reason.to_string();
+    Reply::json(
+        401,
+        &serde_json::json!({"error": "invalid_token", "error_description": description}),
+    )
+    .header(
+        "WWW-Authenticate",
+        format!("Bearer realm=\"portcullis\", error=\"invalid_token\", error_description=\"{description}\""),
+    )
+}
+
+/// 403 for a valid token without the scopes a route needs (RFC 6750 §3.1).
+pub fn insufficient_scope(needed: &[String]) -> Reply {
+    let scope = needed.join(" ");
+    Reply::json(
+        403,
+        &serde_json::json!({"error": "insufficient_scope", "scope": scope}),
+    )
+    .header(
+        "WWW-Authenticate",
+        format!("Bearer realm=\"portcullis\", error=\"insufficient_scope\", scope=\"{scope}\""),
+    )
+}
+
+/// 403 for an authenticated caller the rules do not let through: a page for a person's
+/// browser, JSON for everything else.
+pub fn forbidden(browser: bool) -> Reply {
+    if browser {
+        Reply::page(
+            403,
+            "Access denied",
+            "You are signed in, but your account is not allowed to open this page.",
+        )
+    } else {
+        Reply::json(
+            403,
+            &serde_json::json!({"error": "forbidden", "error_description": "not allowed by the access rules"}),
+        )
+    }
+}
+
 /// RFC 6750 §3 challenge for API clients.
 pub fn unauthorized_api(description: &str) -> Reply {
     Reply::json(

@@ -10,6 +10,7 @@ use pingora::services::background::{background_service, BackgroundService};
 
 use crate::app::App;
 use crate::config::Config;
+use crate::jwt::remote::RemoteKeys;
 use crate::proxy::Portcullis;
 
 struct MaintainProvider(Arc<App>);
@@ -18,6 +19,16 @@ struct MaintainProvider(Arc<App>);
 impl BackgroundService for MaintainProvider {
     async fn start(&self, shutdown: ShutdownWatch) {
         self.0.provider.maintain(shutdown).await;
+    }
+}
+
+/// Keeps one bearer issuer's published keys fresh.
+struct MaintainKeys(String, Arc<RemoteKeys>);
+
+#[async_trait]
+impl BackgroundService for MaintainKeys {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        self.1.maintain(shutdown, &self.0).await;
     }
 }
 
@@ -49,6 +60,12 @@ pub fn build(config: Config) -> anyhow::Result<Server> {
         proxy.add_tcp(&addr.to_string());
     }
     server.add_service(proxy);
+    for (issuer, keys) in app.bearer.remote_keys() {
+        server.add_service(background_service(
+            &format!("keys of {issuer}"),
+            MaintainKeys(issuer, keys),
+        ));
+    }
     server.add_service(background_service(
         "identity provider",
         MaintainProvider(app),

@@ -21,6 +21,12 @@ pub struct FileConfig {
     pub headers: HeadersFile,
     #[serde(default)]
     pub logging: LoggingFile,
+    #[serde(default)]
+    pub bearer: BearerFile,
+    #[serde(default)]
+    pub routes: Vec<RouteFile>,
+    #[serde(default)]
+    pub authorization: AuthorizationFile,
 }
 
 /// `listen = "addr"` or `listen = ["addr", "addr"]`.
@@ -133,4 +139,73 @@ pub struct LoggingFile {
     pub level: Option<String>,
     /// `auto` (JSON unless stderr is a terminal), `json` or `text`.
     pub format: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BearerFile {
+    /// Audiences accepted on access tokens of the login issuer.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// Accept the login issuer's ID tokens (audience = our client id) as bearer tokens.
+    pub accept_id_tokens: Option<bool>,
+    pub leeway: Option<String>,
+    /// Verified tokens remembered until they expire.
+    pub cache_entries: Option<usize>,
+    #[serde(default)]
+    pub issuers: Vec<IssuerFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerFile {
+    pub issuer: String,
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// One key source at most; none means discovery.
+    pub jwks_url: Option<String>,
+    pub public_keys: Option<Vec<String>>,
+    pub shared_secret: Option<String>,
+    pub shared_secret_file: Option<String>,
+    pub user_claim: Option<String>,
+    pub email_claim: Option<String>,
+    pub groups_claim: Option<String>,
+    #[serde(default)]
+    pub insecure_allow_http: bool,
+}
+
+/// One `[[routes]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteFile {
+    pub path: String,
+    #[serde(default)]
+    pub exact: bool,
+    #[serde(default)]
+    pub methods: Vec<String>,
+    pub host: Option<String>,
+    /// `public` or `authenticated` (the default).
+    pub policy: Option<String>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    #[serde(default)]
+    pub emails: Vec<String>,
+    #[serde(default)]
+    pub email_domains: Vec<String>,
+    /// `any` (default), `access` (RFC 9068 access tokens only) or `id` (ID tokens only).
+    pub token_type: Option<String>,
+}
+
+/// `[authorization]`: rules for every authenticated request.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorizationFile {
+    #[serde(default)]
+    pub allowed_emails: Vec<String>,
+    #[serde(default)]
+    pub allowed_email_domains: Vec<String>,
+    #[serde(default)]
+    pub allowed_groups: Vec<String>,
 }

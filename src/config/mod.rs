@@ -14,6 +14,7 @@ use base64::Engine;
 use ipnet::IpNet;
 use url::Url;
 
+use crate::policy::{Access, DomainRule, Requirements, RouteSpec, RouteTable, TokenKind};
 use crate::redirect::RedirectPolicy;
 use file::FileConfig;
 
@@ -73,6 +74,10 @@ pub struct Config {
     pub redirects: RedirectPolicy,
     pub headers: Headers,
     pub logging: Logging,
+    pub bearer: Bearer,
+    pub routes: RouteTable,
+    /// `[authorization]`: applies to every authenticated request, on top of route rules.
+    pub authorization: Requirements,
 }
 
 #[derive(Debug)]
@@ -114,6 +119,14 @@ pub struct Upstream {
     pub read_timeout: Duration,
 }
 
+/// Which claims name the user, the email and the groups.
+#[derive(Debug, Clone)]
+pub struct ClaimNames {
+    pub user: String,
+    pub email: String,
+    pub groups: String,
+}
+
 /// How the client authenticates at the token endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientAuthMethod {
@@ -131,9 +144,7 @@ pub struct Oidc {
     /// The path of `redirect_url`: where the IdP sends the browser back.
     pub callback_path: String,
     pub scopes: Vec<String>,
-    pub user_claim: String,
-    pub email_claim: String,
-    pub groups_claim: String,
+    pub claims: ClaimNames,
     pub auth_method: Option<ClientAuthMethod>,
     pub http_timeout: Duration,
     pub leeway: Duration,
@@ -157,6 +168,44 @@ pub struct SessionSecret(pub Vec<u8>);
 impl fmt::Debug for SessionSecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("SessionSecret([redacted])")
+    }
+}
+
+/// Bearer-token acceptance.
+#[derive(Debug)]
+pub struct Bearer {
+    /// Audiences accepted on the login issuer's access tokens.
+    pub audiences: Vec<String>,
+    pub accept_id_tokens: bool,
+    pub leeway: Duration,
+    pub cache_entries: usize,
+    pub issuers: Vec<BearerIssuer>,
+}
+
+#[derive(Debug)]
+pub struct BearerIssuer {
+    /// Exactly as configured; compared to `iss` byte for byte.
+    pub issuer: String,
+    pub audiences: Vec<String>,
+    pub keys: IssuerKeys,
+    pub claims: ClaimNames,
+}
+
+/// Where an extra issuer's verification keys come from.
+pub enum IssuerKeys {
+    Discovery,
+    JwksUrl(String),
+    /// Public keys from files, or an HMAC shared secret.
+    Static(std::sync::Arc<crate::jwt::keys::KeySet>),
+}
+
+impl fmt::Debug for IssuerKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IssuerKeys::Discovery => f.write_str("Discovery"),
+            IssuerKeys::JwksUrl(u) => write!(f, "JwksUrl({u})"),
+            IssuerKeys::Static(k) => write!(f, "Static({} key(s))", k.len()),
+        }
     }
 }
 
@@ -306,6 +355,21 @@ impl Validator<'_> {
             pass_id_token_as_bearer: f.headers.pass_id_token_as_bearer,
         };
         let logging = self.logging(f.logging)?;
+        let bearer = self.bearer(f.bearer, &oidc)?;
+        let routes = self.routes(f.routes)?;
+        let authorization = self.requirements(
+            "authorization",
+            Vec::new(),
+            f.authorization.allowed_groups,
+            f.authorization.allowed_emails,
+            f.authorization.allowed_email_domains,
+            [
+                "",
+                "allowed_groups",
+                "allowed_emails",
+                "allowed_email_domains",
+            ],
+        )?;
         Ok(Config {
             source: self.source.to_string(),
             server,
@@ -315,6 +379,9 @@ impl Validator<'_> {
             redirects,
             headers,
             logging,
+            bearer,
+            routes,
+            authorization,
         })
     }
 
@@ -459,13 +526,12 @@ impl Validator<'_> {
                 return Err(self.err(format!("oidc.scopes[{i}]"), "is not a valid scope token"));
             }
         }
-        let claim = |key: &str, v: Option<String>, default: &str| -> Result<String, ConfigError> {
-            let v = v.unwrap_or_else(|| default.to_string());
-            if v.trim().is_empty() {
-                return Err(self.err(key, "must not be empty"));
-            }
-            Ok(v)
-        };
+        let claims = self.claim_names(
+            "oidc",
+            o.user_claim.clone(),
+            o.email_claim.clone(),
+            o.groups_claim.clone(),
+        )?;
         let auth_method = match o.token_endpoint_auth_method.as_deref() {
             None => None,
             Some("client_secret_basic") => Some(ClientAuthMethod::Basic),
@@ -486,9 +552,7 @@ impl Validator<'_> {
             redirect_url,
             callback_path,
             scopes,
-            user_claim: claim("oidc.user_claim", o.user_claim, "sub")?,
-            email_claim: claim("oidc.email_claim", o.email_claim, "email")?,
-            groups_claim: claim("oidc.groups_claim", o.groups_claim, "groups")?,
+            claims,
             auth_method,
             http_timeout: self.duration(
                 "oidc.http_timeout",
@@ -505,6 +569,28 @@ impl Validator<'_> {
                     Duration::from_secs(300),
                 )?,
             },
+        })
+    }
+
+    /// `<table>.user_claim` and friends, with their defaults.
+    fn claim_names(
+        &self,
+        table: &str,
+        user: Option<String>,
+        email: Option<String>,
+        groups: Option<String>,
+    ) -> Result<ClaimNames, ConfigError> {
+        let claim = |name: &str, v: Option<String>, default: &str| {
+            let v = v.unwrap_or_else(|| default.to_string());
+            if v.trim().is_empty() {
+                return Err(self.err(format!("{table}.{name}"), "must not be empty"));
+            }
+            Ok(v)
+        };
+        Ok(ClaimNames {
+            user: claim("user_claim", user, "sub")?,
+            email: claim("email_claim", email, "email")?,
+            groups: claim("groups_claim", groups, "groups")?,
         })
     }
 
@@ -693,6 +779,241 @@ impl Validator<'_> {
     fn redirects(&self, r: file::RedirectsFile) -> Result<RedirectPolicy, ConfigError> {
         RedirectPolicy::new(&r.allowed_domains)
             .map_err(|reason| self.err("redirects.allowed_domains", reason))
+    }
+
+    fn bearer(&self, b: file::BearerFile, oidc: &Oidc) -> Result<Bearer, ConfigError> {
+        self.audiences("bearer.audiences", &b.audiences, false)?;
+        let leeway = match b.leeway.as_deref() {
+            Some("0") | Some("0s") => Duration::ZERO,
+            other => self.duration(
+                "bearer.leeway",
+                other,
+                Duration::from_secs(60),
+                Duration::from_secs(300),
+            )?,
+        };
+        let cache_entries = match b.cache_entries {
+            Some(n) if n > 10_000_000 => {
+                return Err(self.err("bearer.cache_entries", "must be at most 10000000"))
+            }
+            Some(n) => n,
+            None => 10_000,
+        };
+        let mut issuers: Vec<BearerIssuer> = Vec::new();
+        for (i, f) in b.issuers.into_iter().enumerate() {
+            let at = |k: &str| format!("bearer.issuers[{i}].{k}");
+            let url = Url::parse(&f.issuer)
+                .map_err(|e| self.err(at("issuer"), format!("not a URL ({e})")))?;
+            if f.issuer == oidc.issuer || issuers.iter().any(|other| other.issuer == f.issuer) {
+                return Err(self.err(
+                    at("issuer"),
+                    "appears twice (the login issuer is configured by [oidc] and [bearer] audiences)",
+                ));
+            }
+            self.audiences(&at("audiences"), &f.audiences, true)?;
+            let sources = [
+                f.jwks_url.is_some(),
+                f.public_keys.is_some(),
+                f.shared_secret.is_some() || f.shared_secret_file.is_some(),
+            ]
+            .iter()
+            .filter(|b| **b)
+            .count();
+            if sources > 1 || (f.shared_secret.is_some() && f.shared_secret_file.is_some()) {
+                return Err(self.err(
+                    at("jwks_url"),
+                    "give one key source: jwks_url, public_keys, shared_secret or shared_secret_file (none means discovery)",
+                ));
+            }
+            let keys = if let Some(u) = f.jwks_url {
+                let parsed = Url::parse(&u)
+                    .map_err(|e| self.err(at("jwks_url"), format!("not a URL ({e})")))?;
+                self.check_scheme(&at("jwks_url"), &parsed, f.insecure_allow_http)?;
+                IssuerKeys::JwksUrl(u)
+            } else if let Some(paths) = f.public_keys {
+                if paths.is_empty() {
+                    return Err(self.err(at("public_keys"), "lists no file"));
+                }
+                let paths: Vec<std::path::PathBuf> = paths.iter().map(Into::into).collect();
+                let set = crate::jwt::keys::KeySet::from_files(&paths)
+                    .map_err(|e| self.err(at("public_keys"), e))?;
+                IssuerKeys::Static(std::sync::Arc::new(set))
+            } else if let Some(secret) = f.shared_secret {
+                IssuerKeys::Static(std::sync::Arc::new(
+                    self.shared_secret(&at("shared_secret"), secret.into_bytes())?,
+                ))
+            } else if let Some(path) = f.shared_secret_file {
+                let bytes = std::fs::read(&path).map_err(|e| {
+                    self.err(
+                        at("shared_secret_file"),
+                        format!("cannot read `{path}`: {e}"),
+                    )
+                })?;
+                let trimmed = bytes.strip_suffix(b"\n").unwrap_or(&bytes).to_vec();
+                IssuerKeys::Static(std::sync::Arc::new(
+                    self.shared_secret(&at("shared_secret_file"), trimmed)?,
+                ))
+            } else {
+                self.check_scheme(&at("issuer"), &url, f.insecure_allow_http)?;
+                IssuerKeys::Discovery
+            };
+            let claims = self.claim_names(
+                &format!("bearer.issuers[{i}]"),
+                f.user_claim,
+                f.email_claim,
+                f.groups_claim,
+            )?;
+            issuers.push(BearerIssuer {
+                issuer: f.issuer,
+                audiences: f.audiences,
+                keys,
+                claims,
+            });
+        }
+        Ok(Bearer {
+            audiences: b.audiences,
+            accept_id_tokens: b.accept_id_tokens.unwrap_or(true),
+            leeway,
+            cache_entries,
+            issuers,
+        })
+    }
+
+    fn routes(&self, routes: Vec<file::RouteFile>) -> Result<RouteTable, ConfigError> {
+        let mut specs = Vec::new();
+        for (i, r) in routes.into_iter().enumerate() {
+            let table = format!("routes[{i}]");
+            let at = |k: &str| format!("{table}.{k}");
+            let mut methods = Vec::new();
+            for (j, m) in r.methods.iter().enumerate() {
+                let method =
+                    http::Method::from_bytes(m.to_ascii_uppercase().as_bytes()).map_err(|_| {
+                        self.err(
+                            format!("{table}.methods[{j}]"),
+                            format!("`{m}` is not an HTTP method"),
+                        )
+                    })?;
+                methods.push(method);
+            }
+            let token_kind = match r.token_type.as_deref() {
+                None | Some("any") => TokenKind::Any,
+                Some("access") => TokenKind::Access,
+                Some("id") => TokenKind::Id,
+                Some(other) => {
+                    return Err(self.err(
+                        at("token_type"),
+                        format!("`{other}` is not one of any, access, id"),
+                    ))
+                }
+            };
+            let has_rules = !(r.scopes.is_empty()
+                && r.groups.is_empty()
+                && r.emails.is_empty()
+                && r.email_domains.is_empty());
+            let access = match r.policy.as_deref() {
+                Some("public") if has_rules => {
+                    return Err(self.err(
+                        at("policy"),
+                        "a public route cannot also require scopes, groups or emails",
+                    ))
+                }
+                Some("public") => Access::Public,
+                None | Some("authenticated") => Access::Authenticated(self.requirements(
+                    &table,
+                    r.scopes,
+                    r.groups,
+                    r.emails,
+                    r.email_domains,
+                    ["scopes", "groups", "emails", "email_domains"],
+                )?),
+                Some(other) => {
+                    return Err(self.err(
+                        at("policy"),
+                        format!("`{other}` is not one of public, authenticated"),
+                    ))
+                }
+            };
+            specs.push(RouteSpec {
+                path: r.path,
+                exact: r.exact,
+                methods,
+                host: r.host,
+                access,
+                token_kind,
+            });
+        }
+        RouteTable::new(specs).map_err(|(i, reason)| self.err(format!("routes[{i}]"), reason))
+    }
+
+    /// Requirements from lists; `names` are the keys of scopes, groups, emails, domains.
+    fn requirements(
+        &self,
+        table: &str,
+        scopes: Vec<String>,
+        groups: Vec<String>,
+        emails: Vec<String>,
+        domains: Vec<String>,
+        names: [&str; 4],
+    ) -> Result<Requirements, ConfigError> {
+        let check_list = |name: &str, list: &[String]| -> Result<(), ConfigError> {
+            match list
+                .iter()
+                .position(|v| v.trim().is_empty() || v.chars().any(char::is_whitespace))
+            {
+                Some(i) => Err(self.err(
+                    format!("{table}.{name}[{i}]"),
+                    "must be one word, not empty",
+                )),
+                None => Ok(()),
+            }
+        };
+        check_list(names[0], &scopes)?;
+        check_list(names[1], &groups)?;
+        let mut parsed_emails = Vec::new();
+        for (i, e) in emails.iter().enumerate() {
+            let (address, _) = crate::policy::parse_email(e).ok_or_else(|| {
+                self.err(
+                    format!("{table}.{}[{i}]", names[2]),
+                    "is not an email address",
+                )
+            })?;
+            parsed_emails.push(address);
+        }
+        let mut email_domains = Vec::new();
+        for (i, d) in domains.iter().enumerate() {
+            email_domains.push(
+                DomainRule::parse(d)
+                    .map_err(|e| self.err(format!("{table}.{}[{i}]", names[3]), e))?,
+            );
+        }
+        Ok(Requirements {
+            scopes,
+            groups,
+            emails: parsed_emails,
+            email_domains,
+        })
+    }
+
+    fn audiences(&self, key: &str, list: &[String], required: bool) -> Result<(), ConfigError> {
+        if required && list.is_empty() {
+            return Err(self.err(key, "needs at least one audience"));
+        }
+        if let Some(i) = list.iter().position(|a| a.trim().is_empty()) {
+            return Err(self.err(format!("{key}[{i}]"), "must not be empty"));
+        }
+        Ok(())
+    }
+
+    /// HMAC keys shorter than the hash are guessable; RFC 7518 §3.2 asks for at least 256 bits.
+    fn shared_secret(
+        &self,
+        key: &str,
+        secret: Vec<u8>,
+    ) -> Result<crate::jwt::keys::KeySet, ConfigError> {
+        if secret.len() < 32 {
+            return Err(self.err(key, "must be at least 32 bytes"));
+        }
+        Ok(crate::jwt::keys::KeySet::shared_secret(&secret))
     }
 
     fn logging(&self, l: file::LoggingFile) -> Result<Logging, ConfigError> {

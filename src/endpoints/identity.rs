@@ -1,12 +1,14 @@
 //! `/oauth2/userinfo` (who am I, as JSON; never tokens) and `/oauth2/auth` (forward
 //! authentication for nginx `auth_request` and Traefik).
 
+use http::Method;
 use pingora::http::RequestHeader;
 use serde_json::json;
 
 use super::{Answer, Facts};
+use crate::access::{host, Caller, Target, Verdict};
 use crate::app::App;
-use crate::respond::{unauthorized_api, Reply};
+use crate::respond::{self, unauthorized_api, Reply};
 use crate::session::SessionData;
 
 pub async fn userinfo(app: &App, req: &RequestHeader) -> Answer {
@@ -45,49 +47,85 @@ async fn with_session(
     }
 }
 
-/// 202 with `X-Auth-Request-*` when the session is valid, 401 otherwise. The proxy in front
-/// maps those headers into the request it forwards.
+/// Forward authentication for nginx `auth_request` and Traefik: the same decision the proxy
+/// makes, applied to the original request a trusted front proxy reports (method, host, URI).
+/// 202 with `X-Auth-Request-*` to let it through, 401 to ask for credentials, 403 to refuse.
+/// (nginx treats any other status as an error, so an ambiguous path is a 403 here.)
 pub async fn forward_auth(app: &App, req: &RequestHeader, facts: &Facts) -> Answer {
-    if let Some(uri) = original_uri(req, facts) {
-        tracing::debug!(original_uri = %uri, "forward-auth");
-    }
-    // The access token goes only to a trusted front proxy: answered to anyone, this endpoint
-    // would hand it to any script running on the application's origin.
+    let original = original_uri(req, facts);
+    let method = trusted_header(req, facts, &["x-forwarded-method", "x-original-method"])
+        .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
+        .unwrap_or(Method::GET);
+    let host =
+        trusted_header(req, facts, &["x-forwarded-host"]).or_else(|| host(req).map(str::to_string));
+    let target = Target {
+        method: &method,
+        host: host.as_deref(),
+        path: original
+            .as_deref()
+            .map(|u| u.split('?').next().unwrap_or(u).as_bytes()),
+    };
+    let decided = app.decide(req, &target).await;
     let pass_access_token = app.config.headers.pass_access_token && facts.trusted_proxy;
-    with_session(app, req, |session| {
-        let id = &session.identity;
-        let mut reply = Reply::text(202, "").header("X-Auth-Request-User", id.user.clone());
-        if let Some(email) = &id.email {
-            reply = reply.header("X-Auth-Request-Email", email.clone());
+    let (reply, user) = match decided.verdict {
+        Verdict::Public => (Reply::text(202, ""), None),
+        Verdict::Allow(caller) => {
+            let user = caller.identity().user.clone();
+            (allowed(&caller, pass_access_token), Some(user))
         }
-        if !id.groups.is_empty() {
-            reply = reply.header("X-Auth-Request-Groups", id.groups.join(","));
-        }
-        if let Some(u) = &id.preferred_username {
-            reply = reply.header("X-Auth-Request-Preferred-Username", u.clone());
-        }
-        match &session.access_token {
-            Some(t) if pass_access_token => reply.header("X-Auth-Request-Access-Token", t.clone()),
-            _ => reply,
+        Verdict::Unauthenticated => (unauthorized_api("no valid session"), None),
+        Verdict::InvalidToken(e) => (respond::invalid_token(&e), None),
+        Verdict::BadPath(_) => (respond::forbidden(false), None),
+        Verdict::Forbidden(caller) => (
+            respond::forbidden(false),
+            Some(caller.identity().user.clone()),
+        ),
+        Verdict::InsufficientScope(needed) => (respond::insufficient_scope(&needed), None),
+    };
+    Answer {
+        reply: reply.cookies(decided.set_cookies),
+        user,
+    }
+}
+
+fn allowed(caller: &Caller, pass_access_token: bool) -> Reply {
+    let id = caller.identity();
+    let mut reply = Reply::text(202, "").header("X-Auth-Request-User", id.user.clone());
+    if let Some(email) = &id.email {
+        reply = reply.header("X-Auth-Request-Email", email.clone());
+    }
+    if !id.groups.is_empty() {
+        reply = reply.header("X-Auth-Request-Groups", id.groups.join(","));
+    }
+    if let Some(u) = &id.preferred_username {
+        reply = reply.header("X-Auth-Request-Preferred-Username", u.clone());
+    }
+    match caller {
+        Caller::Session(s) if pass_access_token => match &s.access_token {
+            Some(t) => reply.header("X-Auth-Request-Access-Token", t.clone()),
+            None => reply,
+        },
+        _ => reply,
+    }
+}
+
+/// The single value of the first of `names` present, believed only from a trusted proxy.
+fn trusted_header(req: &RequestHeader, facts: &Facts, names: &[&str]) -> Option<String> {
+    if !facts.trusted_proxy {
+        return None;
+    }
+    names.iter().find_map(|name| {
+        let mut values = req.headers.get_all(*name).iter();
+        match (values.next(), values.next()) {
+            (Some(v), None) => v.to_str().ok().map(str::to_string),
+            _ => None,
         }
     })
-    .await
 }
 
 /// The URI the user asked the front proxy for: believed only from a trusted proxy.
 pub fn original_uri(req: &RequestHeader, facts: &Facts) -> Option<String> {
-    if !facts.trusted_proxy {
-        return None;
-    }
-    ["x-forwarded-uri", "x-original-uri"]
-        .iter()
-        .find_map(|name| {
-            let mut values = req.headers.get_all(*name).iter();
-            match (values.next(), values.next()) {
-                (Some(v), None) => v.to_str().ok().map(str::to_string),
-                _ => None,
-            }
-        })
+    trusted_header(req, facts, &["x-forwarded-uri", "x-original-uri"])
 }
 
 #[cfg(test)]

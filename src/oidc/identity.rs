@@ -2,27 +2,22 @@
 
 use serde_json::{Map, Value};
 
-use crate::config::Oidc;
+use crate::config::ClaimNames;
 use crate::session::Identity;
 
 /// Builds the identity from verified claims. The user claim must be a non-empty string (or a
 /// number, which some providers use for `sub`); an email whose `email_verified` is `false` is
 /// treated as no email at all.
-pub fn from_claims(claims: &Map<String, Value>, oidc: &Oidc) -> Result<Identity, String> {
-    let user = match claims.get(&oidc.user_claim) {
+pub fn from_claims(claims: &Map<String, Value>, names: &ClaimNames) -> Result<Identity, String> {
+    let user = match claims.get(&names.user) {
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
         Some(Value::Number(n)) => n.to_string(),
-        _ => {
-            return Err(format!(
-                "the ID token has no usable `{}` claim",
-                oidc.user_claim
-            ))
-        }
+        _ => return Err(format!("the ID token has no usable `{}` claim", names.user)),
     };
     if has_control(&user) {
         return Err(format!(
             "the `{}` claim contains control characters",
-            oidc.user_claim
+            names.user
         ));
     }
     // Absent means the provider does not say (many never do); some send the string "true".
@@ -32,14 +27,14 @@ pub fn from_claims(claims: &Map<String, Value>, oidc: &Oidc) -> Result<Identity,
         Some(_) => false,
     };
     let email = claims
-        .get(&oidc.email_claim)
+        .get(&names.email)
         .and_then(Value::as_str)
         .filter(|e| verified && is_plausible_email(e))
         .map(str::to_string);
     // Groups travel comma-joined in one header: a name with a comma could forge another group,
     // so such names are dropped.
     let usable_group = |g: &&str| !g.is_empty() && !has_control(g) && !g.contains(',');
-    let groups = match claims.get(&oidc.groups_claim) {
+    let groups = match claims.get(&names.groups) {
         Some(Value::Array(items)) => items
             .iter()
             .filter_map(Value::as_str)
@@ -79,8 +74,10 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn oidc() -> Oidc {
-        crate::config::for_tests("\"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY\"").oidc
+    fn oidc() -> ClaimNames {
+        crate::config::for_tests("\"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY\"")
+            .oidc
+            .claims
     }
 
     fn claims(v: Value) -> Map<String, Value> {

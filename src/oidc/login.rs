@@ -53,8 +53,8 @@ impl Provider {
                 .await?;
         let id_token = tokens.id_token.clone().ok_or(LoginError::NoIdToken)?;
         let claims = self.verify_id_token(&id_token, Some(nonce)).await?;
-        let identity =
-            identity::from_claims(&claims, &self.config.oidc).map_err(LoginError::Identity)?;
+        let identity = identity::from_claims(&claims, &self.config.oidc.claims)
+            .map_err(LoginError::Identity)?;
         let created = now();
         let expires_at = created + self.config.session.lifetime.as_secs();
         Ok(self.session_from(identity, tokens, None, created, expires_at))
@@ -74,7 +74,7 @@ impl Provider {
         let identity = match &tokens.id_token {
             Some(t) => {
                 let claims = self.verify_id_token(t, None).await?;
-                let fresh = identity::from_claims(&claims, &self.config.oidc)
+                let fresh = identity::from_claims(&claims, &self.config.oidc.claims)
                     .map_err(LoginError::Identity)?;
                 if fresh.user != old.identity.user {
                     return Err(LoginError::UserChanged);

@@ -1,0 +1,187 @@
+//! The decision for one request to the application, in the order the brief of the product
+//! gives it: normalise the path (ambiguous → refused before any rule is chosen) → pick the
+//! route → authenticate (bearer token or session cookie) → authorize (global rules, then the
+//! route's). Used by the proxy and, for the original request, by `/oauth2/auth`.
+
+use std::sync::Arc;
+
+use http::Method;
+use pingora::http::RequestHeader;
+
+use crate::app::App;
+use crate::bearer::{BearerError, Principal, TokenType};
+use crate::policy::{self, Access, Decision, PathError, Subject, TokenKind};
+use crate::session::{Identity, SessionData};
+
+/// Who proved themselves, and how.
+#[derive(Clone)]
+pub enum Caller {
+    Session(Arc<SessionData>),
+    Bearer(Arc<Principal>),
+}
+
+impl Caller {
+    pub fn identity(&self) -> &Identity {
+        match self {
+            Caller::Session(s) => &s.identity,
+            Caller::Bearer(p) => &p.identity,
+        }
+    }
+
+    /// Bearer tokens carry scopes; browser sessions do not.
+    fn scopes(&self) -> Option<&[String]> {
+        match self {
+            Caller::Session(_) => None,
+            Caller::Bearer(p) => Some(&p.scopes),
+        }
+    }
+}
+
+pub enum Verdict {
+    /// A public route: forwarded without any identity.
+    Public,
+    Allow(Caller),
+    /// The path could be read two ways: refused before any rule was chosen.
+    BadPath(PathError),
+    /// No credentials, or a session that is gone.
+    Unauthenticated,
+    InvalidToken(BearerError),
+    /// Authenticated, but the rules say no.
+    Forbidden(Caller),
+    InsufficientScope(Vec<String>),
+}
+
+/// The verdict, with the cookies authentication wants set either way.
+pub struct Decided {
+    pub verdict: Verdict,
+    pub set_cookies: Vec<String>,
+}
+
+/// The request being decided on. For `/oauth2/auth` this is the original request a front
+/// proxy reports; `path` is `None` when it reports none (the default rule applies).
+pub struct Target<'a> {
+    pub method: &'a Method,
+    pub host: Option<&'a str>,
+    pub path: Option<&'a [u8]>,
+}
+
+impl<'a> Target<'a> {
+    /// The request itself.
+    pub fn of(req: &'a RequestHeader) -> Target<'a> {
+        let raw = req.raw_path();
+        let path = raw.split(|b| *b == b'?').next().unwrap_or(raw);
+        Target {
+            method: &req.method,
+            host: host(req),
+            path: Some(path),
+        }
+    }
+}
+
+/// The `Host` header, or the authority of an absolute-form target (HTTP/2 `:authority`).
+pub fn host(req: &RequestHeader) -> Option<&str> {
+    req.headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri.authority().map(|a| a.as_str()))
+}
+
+/// The token of `Authorization: Bearer <token>`: `None` when the request carries no bearer
+/// credentials, `Err` when it carries something unusable (several headers, an empty token).
+fn bearer_token(req: &RequestHeader) -> Option<Result<&str, BearerError>> {
+    let mut values = req.headers.get_all(http::header::AUTHORIZATION).iter();
+    let first = values.next()?;
+    let value = first.to_str().ok();
+    let token = value.and_then(|v| {
+        let (scheme, rest) = v.split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+    });
+    match (token, values.next()) {
+        (None, None) => None,
+        (_, Some(_)) => Some(Err(BearerError::Malformed)),
+        (Some(""), None) => Some(Err(BearerError::Malformed)),
+        (Some(t), None) => Some(Ok(t)),
+    }
+}
+
+impl App {
+    pub async fn decide(&self, req: &RequestHeader, target: &Target<'_>) -> Decided {
+        let (access, token_kind) = match target.path {
+            Some(raw) => match policy::normalise(raw) {
+                Ok(path) => match self.config.routes.lookup(target.method, target.host, &path) {
+                    Some(route) => (route.access(), route.token_kind()),
+                    None => (&DEFAULT_ACCESS, TokenKind::Any),
+                },
+                Err(e) => return decided(Verdict::BadPath(e)),
+            },
+            None => (&DEFAULT_ACCESS, TokenKind::Any),
+        };
+        let requirements = match access {
+            Access::Public => return decided(Verdict::Public),
+            Access::Authenticated(r) => r,
+        };
+
+        let (caller, set_cookies) = match bearer_token(req) {
+            Some(Err(e)) => return decided(Verdict::InvalidToken(e)),
+            Some(Ok(token)) => match self.bearer.verify(token).await {
+                Ok(p) if kind_fits(token_kind, p.token_type) => (Caller::Bearer(p), Vec::new()),
+                Ok(_) => return decided(Verdict::InvalidToken(BearerError::WrongType)),
+                Err(e) => return decided(Verdict::InvalidToken(e)),
+            },
+            None => {
+                let auth = self.authenticate(req).await;
+                match auth.session {
+                    Some(s) => (Caller::Session(s), auth.set_cookies),
+                    None => {
+                        return Decided {
+                            verdict: Verdict::Unauthenticated,
+                            set_cookies: auth.set_cookies,
+                        }
+                    }
+                }
+            }
+        };
+
+        let id = caller.identity();
+        let subject = Subject {
+            email: id.email.as_deref(),
+            groups: &id.groups,
+            scopes: caller.scopes(),
+        };
+        let verdict = match self.config.authorization.evaluate(&subject) {
+            Decision::Allow => match requirements.evaluate(&subject) {
+                Decision::Allow => Verdict::Allow(caller),
+                Decision::Deny => Verdict::Forbidden(caller),
+                Decision::InsufficientScope { needed } => Verdict::InsufficientScope(needed),
+            },
+            Decision::Deny | Decision::InsufficientScope { .. } => Verdict::Forbidden(caller),
+        };
+        Decided {
+            verdict,
+            set_cookies,
+        }
+    }
+}
+
+/// Unmatched paths: authenticated, nothing more (closed by default).
+static DEFAULT_ACCESS: Access = Access::Authenticated(policy::Requirements {
+    scopes: Vec::new(),
+    groups: Vec::new(),
+    emails: Vec::new(),
+    email_domains: Vec::new(),
+});
+
+fn decided(verdict: Verdict) -> Decided {
+    Decided {
+        verdict,
+        set_cookies: Vec::new(),
+    }
+}
+
+fn kind_fits(wanted: TokenKind, got: TokenType) -> bool {
+    match wanted {
+        TokenKind::Any => true,
+        TokenKind::Access => got == TokenType::AccessJwt,
+        TokenKind::Id => got == TokenType::IdToken,
+    }
+}

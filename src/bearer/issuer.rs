@@ -1,0 +1,83 @@
+//! One accepted issuer: what it must say (`iss`, audiences), where its keys come from, and how
+//! its claims map to an identity.
+
+use std::sync::Arc;
+
+use crate::config::{BearerIssuer, ClaimNames, Config, IssuerKeys as KeysConfig};
+use crate::jwt::keys::KeySet;
+use crate::jwt::remote::{JwksSource, RemoteKeys};
+use crate::oidc::Provider;
+
+pub enum IssuerKeys {
+    /// The login provider's own key set.
+    Login(Arc<Provider>),
+    Remote(Arc<RemoteKeys>),
+    Static(Arc<KeySet>),
+}
+
+pub struct Issuer {
+    pub issuer: String,
+    pub audiences: Vec<String>,
+    /// For the login issuer when it accepts ID tokens: our client id.
+    pub id_audience: Option<String>,
+    pub keys: IssuerKeys,
+    pub claims: ClaimNames,
+}
+
+impl Issuer {
+    pub fn login(config: &Config, provider: Arc<Provider>) -> Issuer {
+        let mut audiences = config.bearer.audiences.clone();
+        let id_audience = config
+            .bearer
+            .accept_id_tokens
+            .then(|| config.oidc.client_id.clone());
+        audiences.extend(id_audience.clone());
+        Issuer {
+            issuer: config.oidc.issuer.clone(),
+            audiences,
+            id_audience,
+            keys: IssuerKeys::Login(provider),
+            claims: config.oidc.claims.clone(),
+        }
+    }
+
+    pub fn extra(config: &BearerIssuer, http: reqwest::Client) -> Issuer {
+        let keys = match &config.keys {
+            KeysConfig::Discovery => IssuerKeys::Remote(Arc::new(RemoteKeys::new(
+                JwksSource::Discovery {
+                    issuer: config.issuer.clone(),
+                },
+                http,
+            ))),
+            KeysConfig::JwksUrl(url) => IssuerKeys::Remote(Arc::new(RemoteKeys::new(
+                JwksSource::Url(url.clone()),
+                http,
+            ))),
+            KeysConfig::Static(set) => IssuerKeys::Static(set.clone()),
+        };
+        Issuer {
+            issuer: config.issuer.clone(),
+            audiences: config.audiences.clone(),
+            id_audience: None,
+            keys,
+            claims: config.claims.clone(),
+        }
+    }
+
+    pub fn current_keys(&self) -> Option<Arc<KeySet>> {
+        match &self.keys {
+            IssuerKeys::Login(p) => p.keys().current(),
+            IssuerKeys::Remote(r) => r.current(),
+            IssuerKeys::Static(s) => Some(s.clone()),
+        }
+    }
+
+    /// Keys for a token naming `kid`, refetching (rate limited) when it is unknown.
+    pub async fn keys_for(&self, kid: Option<&str>) -> Option<Arc<KeySet>> {
+        match &self.keys {
+            IssuerKeys::Login(p) => p.keys().keys_for(kid).await,
+            IssuerKeys::Remote(r) => r.keys_for(kid).await,
+            IssuerKeys::Static(s) => Some(s.clone()),
+        }
+    }
+}

@@ -1,0 +1,287 @@
+//! `Authorization: Bearer <JWT>` for programs: SRE scripts, CI jobs, other services.
+//!
+//! A token names its issuer (`iss`); only an issuer configured here is considered, and only the
+//! keys that issuer published (or that were configured for it) can verify its tokens, so one
+//! issuer's key can never vouch for another issuer's claims. A verified token is remembered
+//! until it expires, keyed by a hash of the token: the signature is checked once, not on every
+//! request. A remembered token is verified again when its issuer's key set changed, so a key
+//! the issuer withdrew stops working.
+
+mod issuer;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use quick_cache::sync::Cache;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::config::Config;
+use crate::jwt::keys::KeySet;
+use crate::jwt::remote::RemoteKeys;
+use crate::jwt::verify::{self, Expect, VerifyError};
+use crate::oidc::Provider;
+use crate::session::Identity;
+use issuer::{Issuer, IssuerKeys};
+
+/// What kind of token this was, for routes that accept only one kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenType {
+    /// An RFC 9068 access token (`typ: at+jwt`).
+    AccessJwt,
+    /// An OpenID Connect ID token of the login issuer (audience: our client id).
+    IdToken,
+    /// Any other JWT access token (Okta's, Keycloak's, a token dealer's).
+    Plain,
+}
+
+/// A caller proven by a bearer token.
+#[derive(Debug)]
+pub struct Principal {
+    pub identity: Identity,
+    pub scopes: Vec<String>,
+    pub token_type: TokenType,
+    pub expires_at: u64,
+}
+
+/// Why a token was refused. The text goes into `error_description` (RFC 6750 §3), so it is
+/// fixed wording: never a token fragment, never a quote.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BearerError {
+    #[error("the token is malformed")]
+    Malformed,
+    #[error("the token's issuer is not accepted here")]
+    UnknownIssuer,
+    #[error("the issuer's keys are not available")]
+    KeysUnavailable,
+    #[error("the token's signature or algorithm is not valid")]
+    Signature,
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token is not valid yet")]
+    NotYetValid,
+    #[error("the token is not meant for this service")]
+    Audience,
+    #[error("the token is not valid")]
+    Invalid,
+    #[error("this kind of token is not accepted here")]
+    WrongType,
+}
+
+impl From<VerifyError> for BearerError {
+    fn from(e: VerifyError) -> BearerError {
+        match e {
+            VerifyError::Malformed | VerifyError::DuplicateClaim => BearerError::Malformed,
+            VerifyError::Algorithm | VerifyError::UnknownKey | VerifyError::Signature => {
+                BearerError::Signature
+            }
+            VerifyError::Expired => BearerError::Expired,
+            VerifyError::NotYetValid | VerifyError::IssuedInFuture => BearerError::NotYetValid,
+            VerifyError::Audience => BearerError::Audience,
+            VerifyError::Issuer => BearerError::UnknownIssuer,
+            VerifyError::MissingClaim(_) | VerifyError::Invalid(_) => BearerError::Invalid,
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Remembered {
+    principal: Arc<Principal>,
+    issuer: usize,
+    /// The key set that verified it; a different current set means "verify again".
+    keys: Arc<KeySet>,
+}
+
+pub struct BearerAuth {
+    issuers: Vec<Issuer>,
+    leeway: Duration,
+    verified: Cache<[u8; 32], Remembered>,
+}
+
+impl BearerAuth {
+    pub fn new(config: &Config, provider: Arc<Provider>, http: &reqwest::Client) -> BearerAuth {
+        let mut issuers = vec![Issuer::login(config, provider)];
+        issuers.extend(
+            config
+                .bearer
+                .issuers
+                .iter()
+                .map(|i| Issuer::extra(i, http.clone())),
+        );
+        BearerAuth {
+            issuers,
+            leeway: config.bearer.leeway,
+            verified: Cache::new(config.bearer.cache_entries.max(1)),
+        }
+    }
+
+    /// Key sets fetched over HTTP that need background upkeep (the login provider's is kept
+    /// by the provider itself).
+    pub fn remote_keys(&self) -> Vec<(String, Arc<RemoteKeys>)> {
+        self.issuers
+            .iter()
+            .filter_map(|i| match &i.keys {
+                IssuerKeys::Remote(r) => Some((i.issuer.clone(), r.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Verifies a bearer token, from memory when it was verified before.
+    pub async fn verify(&self, token: &str) -> Result<Arc<Principal>, BearerError> {
+        if !verify::well_formed(token) {
+            return Err(BearerError::Malformed);
+        }
+        let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let now = jsonwebtoken::get_current_timestamp();
+        if let Some(hit) = self.verified.get(&hash) {
+            let fresh = now
+                <= hit
+                    .principal
+                    .expires_at
+                    .saturating_add(self.leeway.as_secs());
+            let same_keys = self.issuers[hit.issuer]
+                .current_keys()
+                .is_some_and(|k| Arc::ptr_eq(&k, &hit.keys));
+            if fresh && same_keys {
+                return Ok(hit.principal);
+            }
+            self.verified.remove(&hash);
+        }
+        let (index, principal, keys) = self.verify_fully(token).await?;
+        let principal = Arc::new(principal);
+        self.verified.insert(
+            hash,
+            Remembered {
+                principal: principal.clone(),
+                issuer: index,
+                keys,
+            },
+        );
+        Ok(principal)
+    }
+
+    async fn verify_fully(
+        &self,
+        token: &str,
+    ) -> Result<(usize, Principal, Arc<KeySet>), BearerError> {
+        let unverified = verify::unverified_claims(token)?;
+        let iss = unverified
+            .get("iss")
+            .and_then(Value::as_str)
+            .ok_or(BearerError::UnknownIssuer)?;
+        let (index, issuer) = self
+            .issuers
+            .iter()
+            .enumerate()
+            .find(|(_, i)| i.issuer == iss)
+            .ok_or(BearerError::UnknownIssuer)?;
+        let header = verify::header(token)?;
+        let keys = issuer
+            .keys_for(header.kid.as_deref())
+            .await
+            .ok_or(BearerError::KeysUnavailable)?;
+        let verified = verify::verify(
+            token,
+            &keys,
+            &Expect {
+                issuer: &issuer.issuer,
+                audiences: &issuer.audiences,
+                leeway: self.leeway,
+            },
+        )?;
+        let token_type = token_type(&verified.header, &verified.claims, issuer)?;
+        let identity = crate::oidc::identity::from_claims(&verified.claims, &issuer.claims)
+            .map_err(|_| BearerError::Invalid)?;
+        let expires_at = verified
+            .claims
+            .get("exp")
+            .and_then(Value::as_u64)
+            .ok_or(BearerError::Invalid)?;
+        Ok((
+            index,
+            Principal {
+                identity,
+                scopes: scopes(&verified.claims),
+                token_type,
+                expires_at,
+            },
+            keys,
+        ))
+    }
+}
+
+/// RFC 9068 access token, ID token, or another access token; logout tokens never pass.
+fn token_type(
+    header: &jsonwebtoken::Header,
+    claims: &Map<String, Value>,
+    issuer: &Issuer,
+) -> Result<TokenType, BearerError> {
+    let typ = header.typ.as_deref().map(str::to_ascii_lowercase);
+    // Back-channel logout tokens (OIDC Back-Channel Logout §2.4) are not credentials.
+    if typ.as_deref() == Some("logout+jwt") || claims.contains_key("events") {
+        return Err(BearerError::WrongType);
+    }
+    if matches!(typ.as_deref(), Some("at+jwt") | Some("application/at+jwt")) {
+        // RFC 9068 §2.2: these claims are required.
+        for required in ["iss", "exp", "aud", "sub", "client_id", "iat", "jti"] {
+            if !claims.contains_key(required) {
+                return Err(BearerError::Invalid);
+            }
+        }
+        return Ok(TokenType::AccessJwt);
+    }
+    if let Some(id_audience) = &issuer.id_audience {
+        if audience_contains(claims, id_audience) {
+            let expect = crate::oidc::id_token::Expectations {
+                issuer: &issuer.issuer,
+                client_id: id_audience,
+                nonce: None,
+                leeway: Duration::ZERO,
+            };
+            crate::oidc::id_token::check_claims(claims.clone(), &expect)
+                .map_err(|_| BearerError::Invalid)?;
+            return Ok(TokenType::IdToken);
+        }
+    }
+    Ok(TokenType::Plain)
+}
+
+fn audience_contains(claims: &Map<String, Value>, audience: &str) -> bool {
+    match claims.get("aud") {
+        Some(Value::String(a)) => a == audience,
+        Some(Value::Array(list)) => list.iter().any(|a| a.as_str() == Some(audience)),
+        _ => false,
+    }
+}
+
+/// `scope` as a space-separated string (RFC 8693 / 9068) or `scp` as an array (Okta, Azure).
+fn scopes(claims: &Map<String, Value>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    if let Some(Value::String(s)) = claims.get("scope") {
+        out.extend(s.split_whitespace().map(str::to_string));
+    }
+    match claims.get("scp") {
+        Some(Value::Array(list)) => {
+            out.extend(list.iter().filter_map(Value::as_str).map(str::to_string))
+        }
+        Some(Value::String(s)) => out.extend(s.split_whitespace().map(str::to_string)),
+        _ => {}
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn scopes_from_either_claim() {
+        let c = json!({"scope": "b a", "scp": ["c", "a"]});
+        assert_eq!(scopes(c.as_object().unwrap()), ["a", "b", "c"]);
+        assert!(scopes(json!({}).as_object().unwrap()).is_empty());
+    }
+}
