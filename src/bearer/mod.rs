@@ -129,29 +129,48 @@ impl BearerAuth {
 
     /// Verifies a bearer token, from memory when it was verified before.
     pub async fn verify(&self, token: &str) -> Result<Arc<Principal>, BearerError> {
+        // Size and alphabet first: nothing is hashed or parsed for a junk header.
         if !verify::well_formed(token) {
             return Err(BearerError::Malformed);
         }
-        let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(hit) = self.remembered(token) {
+            return Ok(hit);
+        }
+        let principal = self.verify_uncached(token).await?;
+        Ok(principal)
+    }
+
+    /// A token verified before, still within its lifetime and still signed by a key its issuer
+    /// publishes. Synchronous and cheap: one SHA-256 and a cache lookup.
+    pub fn remembered(&self, token: &str) -> Option<Arc<Principal>> {
+        let hash = token_hash(token);
+        let hit = self.verified.get(&hash)?;
         let now = jsonwebtoken::get_current_timestamp();
-        if let Some(hit) = self.verified.get(&hash) {
-            let fresh = now
-                <= hit
-                    .principal
-                    .expires_at
-                    .saturating_add(self.leeway.as_secs());
-            let same_keys = self.issuers[hit.issuer]
-                .current_keys()
-                .is_some_and(|k| Arc::ptr_eq(&k, &hit.keys));
-            if fresh && same_keys {
-                return Ok(hit.principal);
-            }
+        let fresh = now
+            <= hit
+                .principal
+                .expires_at
+                .saturating_add(self.leeway.as_secs());
+        let same_keys = self.issuers[hit.issuer]
+            .current_keys()
+            .is_some_and(|k| Arc::ptr_eq(&k, &hit.keys));
+        if fresh && same_keys {
+            Some(hit.principal)
+        } else {
             self.verified.remove(&hash);
+            None
+        }
+    }
+
+    /// Full verification (signature and claims), remembering the result.
+    pub async fn verify_uncached(&self, token: &str) -> Result<Arc<Principal>, BearerError> {
+        if !verify::well_formed(token) {
+            return Err(BearerError::Malformed);
         }
         let (index, principal, keys) = self.verify_fully(token).await?;
         let principal = Arc::new(principal);
         self.verified.insert(
-            hash,
+            token_hash(token),
             Remembered {
                 principal: principal.clone(),
                 issuer: index,
@@ -209,6 +228,10 @@ impl BearerAuth {
             keys,
         ))
     }
+}
+
+fn token_hash(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
 }
 
 /// RFC 9068 access token, ID token, or another access token; logout tokens never pass.
