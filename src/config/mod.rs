@@ -968,6 +968,14 @@ impl Validator<'_> {
             }
         };
         check_list(names[0], &scopes)?;
+        // RFC 6749 §3.3 scope-token: printable ASCII without `"` and `\` (they are quoted into
+        // WWW-Authenticate).
+        if let Some(i) = scopes
+            .iter()
+            .position(|s| !s.bytes().all(|b| (0x21..=0x7e).contains(&b) && b != b'"' && b != b'\\'))
+        {
+            return Err(self.err(format!("{table}.{}[{i}]", names[0]), "is not a valid scope"));
+        }
         check_list(names[1], &groups)?;
         let mut parsed_emails = Vec::new();
         for (i, e) in emails.iter().enumerate() {
@@ -1225,6 +1233,48 @@ secrets = ["{SECRET}"]
         assert_eq!(parse(&text).unwrap_err().key, "session.cookie_name");
         let text = base().replace("[session]", "[session]\ncookie_name = \"__Host-p\"");
         assert!(parse(&text).is_ok());
+    }
+
+    #[test]
+    fn routes_and_authorization_are_checked() {
+        let ok = base()
+            + "[[routes]]\npath = \"/public/\"\npolicy = \"public\"\n\
+               [[routes]]\npath = \"/ops\"\ngroups = [\"sre\"]\nmethods = [\"get\"]\n\
+               [authorization]\nallowed_email_domains = [\".example.com\"]\n";
+        let c = parse(&ok).unwrap();
+        assert_eq!(c.routes.routes().len(), 2);
+        let bad = base() + "[[routes]]\npath = \"/p\"\npolicy = \"public\"\ngroups = [\"x\"]\n";
+        assert_eq!(parse(&bad).unwrap_err().key, "routes[0].policy");
+        let bad = base() + "[[routes]]\npath = \"/p\"\nscopes = [\"a\\\"b\"]\n";
+        assert_eq!(parse(&bad).unwrap_err().key, "routes[0].scopes[0]");
+        let bad = base() + "[[routes]]\npath = \"/a/../b\"\n";
+        assert_eq!(parse(&bad).unwrap_err().key, "routes[0]");
+        let bad = base() + "[authorization]\nallowed_emails = [\"a@b@c\"]\n";
+        assert_eq!(parse(&bad).unwrap_err().key, "authorization.allowed_emails[0]");
+        let bad = base() + "[[routes]]\npath = \"/p\"\nmethods = [\"G T\"]\n";
+        assert_eq!(parse(&bad).unwrap_err().key, "routes[0].methods[0]");
+    }
+
+    #[test]
+    fn bearer_issuers_are_checked() {
+        let ok = base() + "[bearer]\naudiences = [\"api\"]\n[[bearer.issuers]]\nissuer = \"https://dealer\"\naudiences = [\"x\"]\njwks_url = \"https://dealer/jwks\"\n";
+        assert_eq!(parse(&ok).unwrap().bearer.issuers.len(), 1);
+        let none = base() + "[[bearer.issuers]]\nissuer = \"https://dealer\"\n";
+        assert_eq!(parse(&none).unwrap_err().key, "bearer.issuers[0].audiences");
+        let two = base() + "[[bearer.issuers]]\nissuer = \"https://dealer\"\naudiences = [\"x\"]\njwks_url = \"https://d/j\"\nshared_secret = \"0123456789abcdef0123456789abcdef\"\n";
+        assert_eq!(parse(&two).unwrap_err().key, "bearer.issuers[0].jwks_url");
+        let short = base() + "[[bearer.issuers]]\nissuer = \"https://dealer\"\naudiences = [\"x\"]\nshared_secret = \"short\"\n";
+        assert_eq!(parse(&short).unwrap_err().key, "bearer.issuers[0].shared_secret");
+        let login = base() + "[[bearer.issuers]]\nissuer = \"https://idp.example.com\"\naudiences = [\"x\"]\n";
+        assert_eq!(parse(&login).unwrap_err().key, "bearer.issuers[0].issuer");
+        let weak = base()
+            + &format!(
+                "[[bearer.issuers]]\nissuer = \"https://weak\"\naudiences = [\"x\"]\npublic_keys = [\"{}/tests/fixtures/weak-rsa1024.pub.pem\"]\n",
+                env!("CARGO_MANIFEST_DIR")
+            );
+        let e = parse(&weak).unwrap_err();
+        assert_eq!(e.key, "bearer.issuers[0].public_keys");
+        assert!(e.message.contains("1024"), "{e}");
     }
 
     #[test]
