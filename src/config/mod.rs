@@ -970,10 +970,10 @@ impl Validator<'_> {
         check_list(names[0], &scopes)?;
         // RFC 6749 §3.3 scope-token: printable ASCII without `"` and `\` (they are quoted into
         // WWW-Authenticate).
-        if let Some(i) = scopes
-            .iter()
-            .position(|s| !s.bytes().all(|b| (0x21..=0x7e).contains(&b) && b != b'"' && b != b'\\'))
-        {
+        if let Some(i) = scopes.iter().position(|s| {
+            !s.bytes()
+                .all(|b| (0x21..=0x7e).contains(&b) && b != b'"' && b != b'\\')
+        }) {
             return Err(self.err(format!("{table}.{}[{i}]", names[0]), "is not a valid scope"));
         }
         check_list(names[1], &groups)?;
@@ -1250,7 +1250,10 @@ secrets = ["{SECRET}"]
         let bad = base() + "[[routes]]\npath = \"/a/../b\"\n";
         assert_eq!(parse(&bad).unwrap_err().key, "routes[0]");
         let bad = base() + "[authorization]\nallowed_emails = [\"a@b@c\"]\n";
-        assert_eq!(parse(&bad).unwrap_err().key, "authorization.allowed_emails[0]");
+        assert_eq!(
+            parse(&bad).unwrap_err().key,
+            "authorization.allowed_emails[0]"
+        );
         let bad = base() + "[[routes]]\npath = \"/p\"\nmethods = [\"G T\"]\n";
         assert_eq!(parse(&bad).unwrap_err().key, "routes[0].methods[0]");
     }
@@ -1264,8 +1267,12 @@ secrets = ["{SECRET}"]
         let two = base() + "[[bearer.issuers]]\nissuer = \"https://dealer\"\naudiences = [\"x\"]\njwks_url = \"https://d/j\"\nshared_secret = \"0123456789abcdef0123456789abcdef\"\n";
         assert_eq!(parse(&two).unwrap_err().key, "bearer.issuers[0].jwks_url");
         let short = base() + "[[bearer.issuers]]\nissuer = \"https://dealer\"\naudiences = [\"x\"]\nshared_secret = \"short\"\n";
-        assert_eq!(parse(&short).unwrap_err().key, "bearer.issuers[0].shared_secret");
-        let login = base() + "[[bearer.issuers]]\nissuer = \"https://idp.example.com\"\naudiences = [\"x\"]\n";
+        assert_eq!(
+            parse(&short).unwrap_err().key,
+            "bearer.issuers[0].shared_secret"
+        );
+        let login = base()
+            + "[[bearer.issuers]]\nissuer = \"https://idp.example.com\"\naudiences = [\"x\"]\n";
         assert_eq!(parse(&login).unwrap_err().key, "bearer.issuers[0].issuer");
         let weak = base()
             + &format!(

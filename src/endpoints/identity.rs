@@ -52,12 +52,23 @@ async fn with_session(
 /// 202 with `X-Auth-Request-*` to let it through, 401 to ask for credentials, 403 to refuse.
 /// (nginx treats any other status as an error, so an ambiguous path is a 403 here.)
 pub async fn forward_auth(app: &App, req: &RequestHeader, facts: &Facts) -> Answer {
-    let original = original_uri(req, facts);
-    let method = trusted_header(req, facts, &["x-forwarded-method", "x-original-method"])
-        .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
-        .unwrap_or(Method::GET);
-    let host =
-        trusted_header(req, facts, &["x-forwarded-host"]).or_else(|| host(req).map(str::to_string));
+    // Each fact about the original request must be reported once, or with one value: two
+    // readings (say X-Forwarded-Uri next to X-Original-URI) are refused like an ambiguous path.
+    let (Ok(original), Ok(method), Ok(forwarded_host)) = (
+        original_uri(req, facts),
+        reported(req, facts, &["x-forwarded-method", "x-original-method"]),
+        reported(req, facts, &["x-forwarded-host"]),
+    ) else {
+        return respond::forbidden(false).into();
+    };
+    let method = match method {
+        Some(m) => match Method::from_bytes(m.as_bytes()) {
+            Ok(m) => m,
+            Err(_) => return respond::forbidden(false).into(),
+        },
+        None => Method::GET,
+    };
+    let host = forwarded_host.or_else(|| host(req).map(str::to_string));
     let target = Target {
         method: &method,
         host: host.as_deref(),
@@ -109,23 +120,39 @@ fn allowed(caller: &Caller, pass_access_token: bool) -> Reply {
     }
 }
 
-/// The single value of the first of `names` present, believed only from a trusted proxy.
-fn trusted_header(req: &RequestHeader, facts: &Facts, names: &[&str]) -> Option<String> {
+/// Two different values for one fact about the original request.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Ambiguous;
+
+/// What a trusted front proxy reports under any of `names`: nothing, one value (possibly
+/// repeated identically under several names), or — several different values — ambiguity.
+/// From anyone else these headers mean nothing.
+fn reported(
+    req: &RequestHeader,
+    facts: &Facts,
+    names: &[&str],
+) -> Result<Option<String>, Ambiguous> {
     if !facts.trusted_proxy {
-        return None;
+        return Ok(None);
     }
-    names.iter().find_map(|name| {
-        let mut values = req.headers.get_all(*name).iter();
-        match (values.next(), values.next()) {
-            (Some(v), None) => v.to_str().ok().map(str::to_string),
-            _ => None,
+    let mut found: Option<&[u8]> = None;
+    for value in names.iter().flat_map(|n| req.headers.get_all(*n).iter()) {
+        match found {
+            Some(v) if v != value.as_bytes() => return Err(Ambiguous),
+            _ => found = Some(value.as_bytes()),
         }
-    })
+    }
+    match found {
+        None => Ok(None),
+        Some(v) => std::str::from_utf8(v)
+            .map(|s| Some(s.to_string()))
+            .map_err(|_| Ambiguous),
+    }
 }
 
 /// The URI the user asked the front proxy for: believed only from a trusted proxy.
-pub fn original_uri(req: &RequestHeader, facts: &Facts) -> Option<String> {
-    trusted_header(req, facts, &["x-forwarded-uri", "x-original-uri"])
+pub fn original_uri(req: &RequestHeader, facts: &Facts) -> Result<Option<String>, Ambiguous> {
+    reported(req, facts, &["x-forwarded-uri", "x-original-uri"])
 }
 
 #[cfg(test)]
@@ -149,12 +176,14 @@ mod tests {
             trusted_proxy: false,
         };
         let r = req(&[("x-original-uri", "/admin?x=1")]);
-        assert_eq!(original_uri(&r, &trusted).as_deref(), Some("/admin?x=1"));
-        assert_eq!(original_uri(&r, &stranger), None);
+        assert_eq!(original_uri(&r, &trusted), Ok(Some("/admin?x=1".into())));
+        assert_eq!(original_uri(&r, &stranger), Ok(None));
+        // The same value under both names is one reading; different values are two.
+        let r = req(&[("x-forwarded-uri", "/a"), ("x-original-uri", "/a")]);
+        assert_eq!(original_uri(&r, &trusted), Ok(Some("/a".into())));
         let r = req(&[("x-forwarded-uri", "/a"), ("x-original-uri", "/b")]);
-        assert_eq!(original_uri(&r, &trusted).as_deref(), Some("/a"));
-        // Two copies of one header: ambiguous, ignored.
+        assert_eq!(original_uri(&r, &trusted), Err(Ambiguous));
         let r = req(&[("x-forwarded-uri", "/a"), ("x-forwarded-uri", "/b")]);
-        assert_eq!(original_uri(&r, &trusted), None);
+        assert_eq!(original_uri(&r, &trusted), Err(Ambiguous));
     }
 }

@@ -66,7 +66,7 @@ fn query_param(req: &RequestHeader, name: &str) -> Result<Option<String>, ()> {
 fn return_target(app: &App, req: &RequestHeader, facts: &Facts) -> String {
     let candidate = match query_param(req, "rd") {
         Ok(Some(rd)) => Some(rd),
-        Ok(None) => identity::original_uri(req, facts),
+        Ok(None) => identity::original_uri(req, facts).ok().flatten(),
         Err(()) => None,
     };
     candidate

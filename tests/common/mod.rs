@@ -442,3 +442,8 @@ impl Echoed {
             .collect()
     }
 }
+
+/// Adds `line` to the `[server]` table of a generated config (e.g. `trusted_proxies = [...]`).
+pub fn server_option(toml: String, line: &str) -> String {
+    toml.replacen("[server]\n", &format!("[server]\n{line}\n"), 1)
+}
