@@ -71,22 +71,25 @@ pub fn well_formed(token: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
-/// The header of a well-formed token, unverified (to choose keys).
+/// The header of a well-formed token, unverified (to choose keys). Parsed strictly (no
+/// duplicate parameters), and a token that lists critical extensions (`crit`, RFC 7515
+/// §4.1.11) is refused: portcullis implements none, so it cannot honour them.
 pub fn header(token: &str) -> Result<Header, VerifyError> {
     if !well_formed(token) {
         return Err(VerifyError::Malformed);
     }
+    let segment = token.split('.').next().ok_or(VerifyError::Malformed)?;
+    let strict = parse_object(segment)?;
+    if strict.contains_key("crit") {
+        return Err(VerifyError::Invalid("unsupported critical header".into()));
+    }
     decode_header(token).map_err(|_| VerifyError::Malformed)
 }
 
-/// The claims of a well-formed token, unverified: only to find which issuer to verify it with.
-pub fn unverified_claims(token: &str) -> Result<Map<String, Value>, VerifyError> {
-    if !well_formed(token) {
-        return Err(VerifyError::Malformed);
-    }
-    let payload = token.split('.').nth(1).ok_or(VerifyError::Malformed)?;
+/// A base64url JSON object with unique keys.
+fn parse_object(segment: &str) -> Result<Map<String, Value>, VerifyError> {
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
+        .decode(segment)
         .map_err(|_| VerifyError::Malformed)?;
     let strict: StrictObject = serde_json::from_slice(&bytes).map_err(|e| {
         if e.to_string().contains(DUPLICATE) {
@@ -96,6 +99,15 @@ pub fn unverified_claims(token: &str) -> Result<Map<String, Value>, VerifyError>
         }
     })?;
     Ok(strict.0)
+}
+
+/// The claims of a well-formed token, unverified: only to find which issuer to verify it with.
+pub fn unverified_claims(token: &str) -> Result<Map<String, Value>, VerifyError> {
+    if !well_formed(token) {
+        return Err(VerifyError::Malformed);
+    }
+    let payload = token.split('.').nth(1).ok_or(VerifyError::Malformed)?;
+    parse_object(payload)
 }
 
 /// Verifies `token` with `keys` and returns its header and claims.

@@ -19,11 +19,20 @@ pub const BROWSER_ACCEPT: &str =
     "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8";
 
 /// A port that was free a moment ago (bind :0, read, drop).
+/// Ports are drawn below Linux's ephemeral range (32768+), where in-process servers bound to
+/// port 0 land, so a proxy's port is not taken by another test's provider or upstream in the
+/// moment between this check and the proxy binding it.
 pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free port")
+    use std::hash::{BuildHasher, Hasher};
+    for attempt in 0..1000u64 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(attempt);
+        let port = 20_000 + (h.finish() % 12_000) as u16;
+        if StdListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port");
 }
 
 /// Polls `check` until it returns true or `within` passes: a readiness probe, not a sleep.

@@ -1,0 +1,2288 @@
+//! Bearer tokens for API clients, over HTTP against the real binary, the development provider,
+//! two static-key issuers and the echo upstream: acceptance and identity, route scopes, the
+//! verified-token cache, forward auth, and every attack class of
+//! `../shared/corpus/jwt-attacks.md`. Each forged token is built from the real keys (or an
+//! attacker's) so that its only defect is the one its case names, and every refusal must be a
+//! 401 with `WWW-Authenticate: Bearer error="invalid_token"`, never a login redirect.
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+use base64::Engine;
+use common::*;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
+use portcullis::demo::{DevIdp, DevIdpConfig};
+use portcullis::jwt::remote::UNKNOWN_KID_REFETCH_EVERY;
+use reqwest::header::{ACCEPT, AUTHORIZATION, WWW_AUTHENTICATE};
+use reqwest::{RequestBuilder, Response, StatusCode};
+use ring::rand::SystemRandom;
+use ring::signature::{
+    EcdsaKeyPair, EcdsaSigningAlgorithm, KeyPair, RsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING,
+    ECDSA_P384_SHA384_FIXED_SIGNING,
+};
+use serde_json::{json, Value};
+use tokio::io::AsyncReadExt;
+
+/// The dev provider's service client, and the API audience its tokens carry.
+const CLIENT: &str = "ci-runner";
+const API_AUDIENCE: &str = "portcullis-api";
+/// The static RS512 issuer (`tests/fixtures/dealer-rs512.*`).
+const DEALER: &str = "https://dealer.internal";
+/// The static ES384 issuer, whose key each bench generates.
+const ES384_ISSUER: &str = "https://es384.internal";
+/// The audience of both static issuers.
+const STATIC_AUDIENCE: &str = "reports-api";
+const BACKCHANNEL_LOGOUT: &str = "http://schemas.openid.net/event/backchannel-logout";
+
+// ---------------------------------------------------------------------------------------------
+// Encoding and key material
+// ---------------------------------------------------------------------------------------------
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn read_fixture(name: &str) -> Vec<u8> {
+    std::fs::read(fixture(name)).expect("test fixture")
+}
+
+/// A file for this test process (keys named by a config), in its own temp directory.
+fn scratch_file(name: &str, contents: &[u8]) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!("portcullis-bearer-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join(format!("{}-{name}", N.fetch_add(1, Ordering::SeqCst)));
+    std::fs::write(&path, contents).expect("write scratch file");
+    path
+}
+
+fn b64(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn unb64(s: &str) -> Vec<u8> {
+    URL_SAFE_NO_PAD.decode(s).expect("base64url")
+}
+
+fn now() -> u64 {
+    jsonwebtoken::get_current_timestamp()
+}
+
+fn random_id() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+/// `(header, payload, signature)` segments of a compact JWS.
+fn segments(token: &str) -> (&str, &str, &str) {
+    let mut it = token.splitn(3, '.');
+    (
+        it.next().expect("header"),
+        it.next().expect("payload"),
+        it.next().expect("signature"),
+    )
+}
+
+fn claims_of(token: &str) -> Value {
+    serde_json::from_slice(&unb64(segments(token).1)).expect("payload JSON")
+}
+
+/// `header.payload.signature` over exactly these segment strings, signed by `sign` over exactly
+/// the bytes `header.payload`: for tokens `jsonwebtoken` cannot produce (duplicate claims,
+/// padding, foreign characters, a header that lies about the algorithm).
+fn compact(header: &str, payload: &str, sign: impl FnOnce(&[u8]) -> Vec<u8>) -> String {
+    let input = format!("{header}.{payload}");
+    let signature = sign(input.as_bytes());
+    format!("{input}.{}", b64(&signature))
+}
+
+fn pem_to_der(pem: &str) -> Vec<u8> {
+    let body: String = pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect::<Vec<_>>()
+        .concat();
+    STANDARD.decode(body.trim()).expect("PEM body")
+}
+
+fn der_to_pem(label: &str, der: &[u8]) -> String {
+    let text = STANDARD.encode(der);
+    let mut pem = format!("-----BEGIN {label}-----\n");
+    for line in text.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+        pem.push('\n');
+    }
+    pem.push_str(&format!("-----END {label}-----\n"));
+    pem
+}
+
+/// One DER element: `(tag, contents, rest)`.
+fn der_next(input: &[u8]) -> (u8, &[u8], &[u8]) {
+    let tag = input[0];
+    let (len, at) = match input[1] {
+        l if l < 0x80 => (l as usize, 2),
+        l => {
+            let n = (l & 0x7f) as usize;
+            let len = input[2..2 + n]
+                .iter()
+                .fold(0usize, |acc, b| (acc << 8) | *b as usize);
+            (len, 2 + n)
+        }
+    };
+    (tag, &input[at..at + len], &input[at + len..])
+}
+
+/// The PKCS#1 `RSAPublicKey` inside a `SubjectPublicKeyInfo`.
+fn spki_to_pkcs1(spki: &[u8]) -> Vec<u8> {
+    let (_, info, _) = der_next(spki);
+    let (_, _algorithm, rest) = der_next(info);
+    let (tag, bits, _) = der_next(rest);
+    assert_eq!(tag, 0x03, "BIT STRING");
+    bits[1..].to_vec()
+}
+
+/// `(n, e)` of a PKCS#1 `RSAPublicKey`, big-endian without leading zeros.
+fn rsa_components(pkcs1: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let (_, key, _) = der_next(pkcs1);
+    let (_, n, rest) = der_next(key);
+    let (_, e, _) = der_next(rest);
+    let strip = |b: &[u8]| b.iter().skip_while(|x| **x == 0).copied().collect();
+    (strip(n), strip(e))
+}
+
+/// An RSA public key as a JWK (what `jwk` headers and JWKS documents carry).
+fn rsa_jwk(pkcs1: &[u8], kid: &str) -> Value {
+    let (n, e) = rsa_components(pkcs1);
+    json!({"kty": "RSA", "n": b64(&n), "e": b64(&e), "kid": kid, "use": "sig", "alg": "RS256"})
+}
+
+/// An EC key pair made here with ring: the ES384 issuer's key, and attackers' keys.
+struct EcKey {
+    pkcs8: Vec<u8>,
+    /// Uncompressed SEC1 point.
+    point: Vec<u8>,
+    alg: Algorithm,
+}
+
+impl EcKey {
+    fn signing(alg: Algorithm) -> &'static EcdsaSigningAlgorithm {
+        match alg {
+            Algorithm::ES256 => &ECDSA_P256_SHA256_FIXED_SIGNING,
+            Algorithm::ES384 => &ECDSA_P384_SHA384_FIXED_SIGNING,
+            other => panic!("not an EC algorithm: {other:?}"),
+        }
+    }
+
+    fn generate(alg: Algorithm) -> EcKey {
+        let rng = SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(Self::signing(alg), &rng).expect("EC key");
+        let pair = EcdsaKeyPair::from_pkcs8(Self::signing(alg), pkcs8.as_ref(), &rng)
+            .expect("EC key pair");
+        EcKey {
+            pkcs8: pkcs8.as_ref().to_vec(),
+            point: pair.public_key().as_ref().to_vec(),
+            alg,
+        }
+    }
+
+    fn encoding(&self) -> EncodingKey {
+        EncodingKey::from_ec_der(&self.pkcs8)
+    }
+
+    fn jwk(&self) -> Value {
+        let half = (self.point.len() - 1) / 2;
+        let crv = if self.alg == Algorithm::ES256 {
+            "P-256"
+        } else {
+            "P-384"
+        };
+        json!({
+            "kty": "EC", "crv": crv, "use": "sig", "alg": format!("{:?}", self.alg),
+            "x": b64(&self.point[1..1 + half]), "y": b64(&self.point[1 + half..]),
+        })
+    }
+
+    /// A signature (fixed-size `r || s`) over `input`, whatever the token's header claims.
+    fn sign_raw(&self, input: &[u8]) -> Vec<u8> {
+        let rng = SystemRandom::new();
+        let pair = EcdsaKeyPair::from_pkcs8(Self::signing(self.alg), &self.pkcs8, &rng)
+            .expect("EC key pair");
+        pair.sign(&rng, input).expect("sign").as_ref().to_vec()
+    }
+
+    fn token(&self, header: &Header, claims: &Value) -> String {
+        jsonwebtoken::encode(header, claims, &self.encoding()).expect("EC token")
+    }
+}
+
+/// A listener where an attacker would serve keys or certificates (`jku`, `x5u`). It records
+/// the request line of every connection; only requests for its own unguessable path count as
+/// fetches, since a test running in parallel may poll a port it was handed by mistake.
+struct Trap {
+    url: String,
+    marker: String,
+    seen: Arc<Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Trap {
+    async fn start() -> Trap {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind trap");
+        let marker = format!("/trap-{}", random_id());
+        let url = format!("http://{}{marker}", listener.local_addr().expect("addr"));
+        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let record = seen.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let record = record.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 2048];
+                    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
+                        .unwrap_or(0);
+                    let text = String::from_utf8_lossy(&buf[..n]);
+                    let line = text.lines().next().unwrap_or("").to_string();
+                    record.lock().expect("trap log").push(line);
+                });
+            }
+        });
+        Trap {
+            url,
+            marker,
+            seen,
+            task,
+        }
+    }
+
+    /// Request lines that asked for the trap's own path.
+    fn fetches(&self) -> Vec<String> {
+        let seen = self.seen.lock().expect("trap log");
+        seen.iter()
+            .filter(|l| l.contains(&self.marker))
+            .cloned()
+            .collect()
+    }
+}
+
+impl Drop for Trap {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The SPKI (DER) of a P-256 public point.
+fn p256_spki(point: &[u8]) -> Vec<u8> {
+    const PREFIX: [u8; 26] = [
+        0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08,
+        0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+    ];
+    [&PREFIX[..], point].concat()
+}
+
+/// Runs the `openssl` command for what ring will not do (sign with a 1024-bit key, make a
+/// certificate).
+fn openssl(args: &[&str], stdin: &[u8]) -> Vec<u8> {
+    let mut child = Command::new("openssl")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the `openssl` command (needed for the weak-key and x5c cases)");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin)
+        .expect("write to openssl");
+    let out = child.wait_with_output().expect("openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+// ----- the static dealer issuer (RS512) and the attacker's RSA key -----
+
+fn dealer_key() -> EncodingKey {
+    EncodingKey::from_rsa_pem(&read_fixture("dealer-rs512.key.pem")).expect("dealer key")
+}
+
+fn dealer_claims(sub: &str) -> Value {
+    json!({
+        "iss": DEALER, "sub": sub, "aud": STATIC_AUDIENCE, "iat": now(), "exp": now() + 300,
+        "jti": random_id(), "scp": ["reports:read"],
+    })
+}
+
+fn dealer_token(claims: &Value) -> String {
+    jsonwebtoken::encode(&Header::new(Algorithm::RS512), claims, &dealer_key()).expect("RS512")
+}
+
+/// An RS512 signature by the dealer's real key over exactly `input`.
+fn dealer_sign(input: &[u8]) -> Vec<u8> {
+    let sig = jsonwebtoken::crypto::sign(input, &dealer_key(), Algorithm::RS512).expect("sign");
+    unb64(&sig)
+}
+
+fn dealer_header_segment() -> String {
+    b64(br#"{"alg":"RS512","typ":"JWT"}"#)
+}
+
+fn attacker_key() -> EncodingKey {
+    EncodingKey::from_rsa_pem(&read_fixture("attacker-rs256.key.pem")).expect("attacker key")
+}
+
+/// The attacker's RSA public key as PKCS#1 DER.
+fn attacker_pkcs1() -> Vec<u8> {
+    let der =
+        pem_to_der(std::str::from_utf8(&read_fixture("attacker-rs256.key.pem")).expect("PEM text"));
+    let pair = RsaKeyPair::from_pkcs8(&der).expect("attacker key pair");
+    pair.public().as_ref().to_vec()
+}
+
+// ----- the dev provider's tokens -----
+
+fn access_token(idp: &DevIdp) -> String {
+    idp.mint_access_token(CLIENT, &["test_api_access", "reports:read"])
+        .expect("ci-runner access token")
+}
+
+/// The header of the provider's access tokens: ES256, `at+jwt`, the current `kid`.
+fn at_header(idp: &DevIdp) -> Header {
+    let mut h = Header::new(Algorithm::ES256);
+    h.typ = Some("at+jwt".into());
+    h.kid = Some(idp.current_kid());
+    h
+}
+
+/// Signs `claims` with the provider's real current key as one of its access tokens.
+fn sign_at(idp: &DevIdp, claims: &Value) -> String {
+    idp.sign_with_header(&at_header(idp), claims)
+        .expect("sign with the dev provider's key")
+}
+
+fn sign_with(idp: &DevIdp, header: &Header, claims: &Value) -> String {
+    idp.sign_with_header(header, claims)
+        .expect("sign with the dev provider's key")
+}
+
+/// Genuine access-token claims, for tweaking.
+fn access_claims(idp: &DevIdp) -> Value {
+    claims_of(&access_token(idp))
+}
+
+/// The provider's current public key as its JWKS publishes it.
+fn current_jwk(idp: &DevIdp) -> Value {
+    let kid = idp.current_kid();
+    idp.jwks()["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .find(|k| k["kid"] == kid.as_str())
+        .cloned()
+        .expect("the current key is published")
+}
+
+fn id_token_claims(idp: &DevIdp) -> Value {
+    idp.id_token_claims_for("alice", None).expect("alice")
+}
+
+// ---------------------------------------------------------------------------------------------
+// The bench: provider, upstream, proxy with bearer issuers and routes
+// ---------------------------------------------------------------------------------------------
+
+fn bearer_extra(es384_jwk: &Path) -> String {
+    format!(
+        r#"
+[bearer]
+audiences = ["{API_AUDIENCE}"]
+
+[[bearer.issuers]]
+issuer = "{DEALER}"
+audiences = ["{STATIC_AUDIENCE}"]
+public_keys = ["{dealer}"]
+
+[[bearer.issuers]]
+issuer = "{ES384_ISSUER}"
+audiences = ["{STATIC_AUDIENCE}"]
+public_keys = ["{es384}"]
+
+[[routes]]
+path = "/reports"
+scopes = ["reports:read"]
+
+[[routes]]
+path = "/admin"
+scopes = ["admin:write"]
+
+[[routes]]
+path = "/machine"
+token_type = "access"
+
+[[routes]]
+path = "/people"
+token_type = "id"
+"#,
+        dealer = fixture("dealer-rs512.pub.pem").display(),
+        es384 = es384_jwk.display(),
+    )
+}
+
+struct Bench {
+    w: World,
+    client: reqwest::Client,
+    /// The ES384 issuer's key pair (its public JWK is in the config).
+    es384: EcKey,
+}
+
+impl Bench {
+    /// Starts provider, upstream and proxy, and makes sure the proxy answering is this one.
+    ///
+    /// The harness picks the proxy's port by binding `:0` and letting go; until the proxy binds
+    /// it, another listener of a test running in parallel (a provider, an upstream) can take that
+    /// port, and then `/ping` is answered by a stranger. Ours sends a login to our provider; when
+    /// it does not, the bench is dropped (which ends its processes) and started again.
+    async fn start() -> Bench {
+        portcullis::jwt::provider::install();
+        for attempt in 1..=3 {
+            let es384 = EcKey::generate(Algorithm::ES384);
+            let jwk = scratch_file("es384.jwk.json", es384.jwk().to_string().as_bytes());
+            let extra = bearer_extra(&jwk);
+            // In a task: a harness panic (port taken, nothing answering) becomes an error.
+            let started = tokio::spawn(async move { World::start(|c| c, &extra).await }).await;
+            match started {
+                Ok(w) if serves_this_world(&w).await => {
+                    return Bench {
+                        w,
+                        client: plain_client(),
+                        es384,
+                    }
+                }
+                Ok(_) => eprintln!("bench attempt {attempt}: the proxy's port was taken; again"),
+                Err(e) => eprintln!("bench attempt {attempt}: {e}; again"),
+            }
+        }
+        panic!("no bench after 3 attempts");
+    }
+
+    fn idp(&self) -> &DevIdp {
+        &self.w.idp
+    }
+
+    fn issuer(&self) -> String {
+        self.w.idp.issuer().to_string()
+    }
+
+    /// A page navigation by a browser that also carries a bearer token: it must never be sent
+    /// to a login page.
+    fn navigate(&self, path: &str, token: &str) -> RequestBuilder {
+        self.client
+            .get(self.w.proxy.url(path))
+            .header(AUTHORIZATION, format!("Bearer {token}"))
+            .header(ACCEPT, BROWSER_ACCEPT)
+            .header("sec-fetch-mode", "navigate")
+    }
+
+    /// A script's call: the echo upstream answers JSON.
+    async fn api(&self, path: &str, token: &str) -> Response {
+        self.client
+            .get(self.w.proxy.url(path))
+            .header(AUTHORIZATION, format!("Bearer {token}"))
+            .header(ACCEPT, "application/json")
+            .send()
+            .await
+            .expect("request")
+    }
+
+    fn es384_claims(&self, sub: &str) -> Value {
+        json!({
+            "iss": ES384_ISSUER, "sub": sub, "aud": STATIC_AUDIENCE, "iat": now(),
+            "exp": now() + 300, "jti": random_id(),
+        })
+    }
+
+    fn es384_token(&self, claims: &Value) -> String {
+        self.es384.token(&Header::new(Algorithm::ES384), claims)
+    }
+
+    fn log_tail(&self) -> String {
+        let log = self.w.proxy.log();
+        let start = log.len().saturating_sub(3000);
+        let start = (start..log.len())
+            .find(|i| log.is_char_boundary(*i))
+            .unwrap_or(0);
+        log[start..].to_string()
+    }
+
+    /// A control: `token` is accepted on `path` as `user` (the HTML echo shows the header).
+    async fn accepted(&self, case: &str, path: &str, token: &str, user: &str) {
+        let resp = self.navigate(path, token).send().await.expect("request");
+        let status = resp.status();
+        let body = resp.text().await.unwrap_or_default();
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "control `{case}` must be accepted: {}\n--- proxy log ---\n{}",
+            clip(&body, 400),
+            self.log_tail()
+        );
+        let row = format!("<th>x-forwarded-user</th><td>{user}</td>");
+        assert!(
+            body.contains(&row),
+            "control `{case}`: upstream did not see user {user}: {}",
+            clip(&body, 2000)
+        );
+    }
+
+    fn cases(&self, class: &'static str) -> Cases<'_> {
+        Cases {
+            bench: self,
+            class,
+            checked: 0,
+            failures: Vec::new(),
+        }
+    }
+}
+
+/// Whether the proxy at `w.proxy` is the one configured for `w.idp`.
+async fn serves_this_world(w: &World) -> bool {
+    let resp = plain_client()
+        .get(w.proxy.url("/oauth2/start?rd=/"))
+        .send()
+        .await;
+    resp.is_ok_and(|r| {
+        r.status() == StatusCode::FOUND && location(&r).starts_with(&format!("{}/", w.idp.issuer()))
+    })
+}
+
+fn clip(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+fn header_str(resp: &Response, name: reqwest::header::HeaderName) -> String {
+    resp.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
+
+/// Why `resp` is not an RFC 6750 `invalid_token` refusal (401, challenge with `error` and
+/// `error_description`, JSON body, no redirect), or `None` when it is one.
+async fn not_invalid_token(resp: Response) -> Option<String> {
+    let status = resp.status();
+    let www = header_str(&resp, WWW_AUTHENTICATE);
+    let location = location(&resp);
+    let body = resp.text().await.unwrap_or_default();
+    let json: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    let ok = status == StatusCode::UNAUTHORIZED
+        && www.starts_with("Bearer ")
+        && www.contains(r#"error="invalid_token""#)
+        && www.contains(r#"error_description=""#)
+        && json["error"] == "invalid_token"
+        && location.is_empty();
+    (!ok).then(|| {
+        format!(
+            "got {status}, WWW-Authenticate {www:?}, Location {location:?}, body {:?}",
+            clip(&body, 200)
+        )
+    })
+}
+
+/// The refusals of one attack class. Every case is checked on its own and named; `finish`
+/// fails the test listing every case that was not refused, with the proxy's log.
+struct Cases<'a> {
+    bench: &'a Bench,
+    class: &'static str,
+    checked: usize,
+    failures: Vec<String>,
+}
+
+impl Cases<'_> {
+    /// `token` on `path` (as a browser navigation) must be refused with `invalid_token`.
+    async fn refused(&mut self, case: &str, path: &str, token: &str) {
+        let resp = self
+            .bench
+            .navigate(path, token)
+            .send()
+            .await
+            .expect("request");
+        self.refused_response(case, resp).await;
+    }
+
+    async fn refused_response(&mut self, case: &str, resp: Response) {
+        self.checked += 1;
+        if let Some(why) = not_invalid_token(resp).await {
+            self.failures.push(format!("  - {case}: {why}"));
+        }
+    }
+
+    fn finish(self) {
+        assert!(
+            self.failures.is_empty(),
+            "{}: {} of {} cases were not refused with 401 invalid_token:\n{}\n--- proxy log (tail) ---\n{}",
+            self.class,
+            self.failures.len(),
+            self.checked,
+            self.failures.join("\n"),
+            self.bench.log_tail()
+        );
+        eprintln!("{}: {} cases refused", self.class, self.checked);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1–3, 5–8: the behaviour API clients rely on
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_credentials_token_from_the_provider_passes_as_its_client_within_its_scopes() {
+    let t = Bench::start().await;
+    let service = DevIdpConfig::default().service_clients[0].clone();
+    assert_eq!(service.client_id, CLIENT);
+    let resp = t
+        .client
+        .post(format!("{}/token", t.issuer()))
+        .basic_auth(&service.client_id, Some(&service.client_secret))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .expect("token request");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let grant: Value = resp.json().await.expect("token response");
+    let token = grant["access_token"].as_str().expect("access_token");
+    assert_eq!(grant["scope"], "test_api_access reports:read");
+    assert_eq!(t.idp().stats().client_credentials_grants, 1);
+
+    // A script's call: the upstream learns the caller from portcullis, not from the client.
+    let resp = t
+        .client
+        .get(t.w.proxy.url("/api/items?page=2"))
+        .header(AUTHORIZATION, format!("Bearer {token}"))
+        .header(ACCEPT, "application/json")
+        .header("X-Forwarded-User", "mallory")
+        .header("X-Auth-Request-User", "mallory")
+        .header("Remote-User", "mallory")
+        .send()
+        .await
+        .expect("request");
+    let seen = Echoed::from(resp).await;
+    assert_eq!(seen.uri, "/api/items?page=2");
+    assert_eq!(seen.all("x-forwarded-user"), [CLIENT]);
+    for (name, value) in &seen.headers {
+        assert!(
+            !value.contains("mallory"),
+            "forged {name}: {value} reached the upstream"
+        );
+    }
+    // The caller's own Authorization header is forwarded unchanged.
+    assert_eq!(seen.all("authorization"), [format!("Bearer {token}")]);
+
+    // A browser-style navigation with the token: served, never redirected to a login.
+    t.accepted("navigation with a bearer token", "/", token, CLIENT)
+        .await;
+    t.accepted(
+        "reports:read grants /reports/q3",
+        "/reports/q3",
+        token,
+        CLIENT,
+    )
+    .await;
+
+    // A route that needs a scope the token lacks.
+    let resp = t.navigate("/admin", token).send().await.expect("request");
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let www = header_str(&resp, WWW_AUTHENTICATE);
+    assert!(www.contains(r#"error="insufficient_scope""#), "{www}");
+    assert!(www.contains(r#"scope="admin:write""#), "{www}");
+    assert_eq!(location(&resp), "");
+    let body: Value = resp.json().await.expect("JSON");
+    assert_eq!(body["error"], "insufficient_scope");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_token_an_api_call_gets_401_and_a_bad_token_is_never_redirected() {
+    let t = Bench::start().await;
+    // No credentials at all: the existing answer for programs.
+    let resp = t
+        .client
+        .get(t.w.proxy.url("/api/items"))
+        .header(ACCEPT, "application/json")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        header_str(&resp, WWW_AUTHENTICATE),
+        r#"Bearer realm="portcullis""#
+    );
+    let body: Value = resp.json().await.expect("JSON");
+    assert_eq!(body["error"], "unauthorized");
+
+    // A page navigation without a token still goes to the login...
+    let resp = t
+        .client
+        .get(t.w.proxy.url("/api/items"))
+        .header(ACCEPT, BROWSER_ACCEPT)
+        .header("sec-fetch-mode", "navigate")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), StatusCode::FOUND);
+
+    // ...but the same navigation with an invalid bearer token is refused, not redirected.
+    let genuine = access_token(t.idp());
+    let (h, p, s) = segments(&genuine);
+    let mut sig = unb64(s);
+    sig[0] ^= 1;
+    let flipped = format!("{h}.{p}.{}", b64(&sig));
+    let mut cases = t.cases("invalid tokens from a browser");
+    cases.refused("not a JWT", "/api/items", "not-a-jwt").await;
+    cases
+        .refused("one signature bit flipped", "/api/items", &flipped)
+        .await;
+    cases.finish();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expired_foreign_tampered_and_unknown_key_tokens_get_invalid_token() {
+    let t = Bench::start().await;
+    let idp = t.idp();
+    t.accepted("genuine access token", "/", &access_token(idp), CLIENT)
+        .await;
+    let mut cases = t.cases("basic refusals");
+
+    let mut c = access_claims(idp);
+    c["iat"] = json!(now() - 600);
+    c["exp"] = json!(now() - 120);
+    cases
+        .refused("expired 120 s ago (leeway 60 s)", "/", &sign_at(idp, &c))
+        .await;
+
+    let mut c = access_claims(idp);
+    c["aud"] = json!("someone-elses-api");
+    cases
+        .refused("wrong audience", "/", &sign_at(idp, &c))
+        .await;
+
+    let mut c = access_claims(idp);
+    c["iss"] = json!("https://idp.nobody-configured.example");
+    cases
+        .refused("issuer nobody configured", "/", &sign_at(idp, &c))
+        .await;
+
+    let genuine = access_token(idp);
+    let (h, _, s) = segments(&genuine);
+    let mut c = claims_of(&genuine);
+    c["scope"] = json!("test_api_access reports:read admin:write");
+    let tampered = format!("{h}.{}.{s}", b64(c.to_string().as_bytes()));
+    cases
+        .refused("tampered payload (scope widened)", "/", &tampered)
+        .await;
+
+    let mut h = at_header(idp);
+    h.kid = Some("no-such-key".into());
+    cases
+        .refused("unknown kid", "/", &sign_with(idp, &h, &access_claims(idp)))
+        .await;
+    cases.finish();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_static_key_issuer_token_passes_with_scopes_from_scp_or_scope() {
+    let t = Bench::start().await;
+    // `scp` as an array (Okta, Azure style).
+    let token = dealer_token(&dealer_claims("report-bot"));
+    let seen = Echoed::from(t.api("/reports/q3", &token).await).await;
+    assert_eq!(seen.all("x-forwarded-user"), ["report-bot"]);
+    t.accepted(
+        "RS512 dealer token, scp array",
+        "/reports/q3",
+        &token,
+        "report-bot",
+    )
+    .await;
+
+    // `scope` as a space-separated string.
+    let mut c = dealer_claims("report-bot");
+    c.as_object_mut().expect("object").remove("scp");
+    c["scope"] = json!("audit reports:read");
+    t.accepted(
+        "RS512 dealer token, scope string",
+        "/reports/q3",
+        &dealer_token(&c),
+        "report-bot",
+    )
+    .await;
+
+    // Without the scope: authenticated, but not for /reports.
+    for (case, scopes) in [
+        ("no scope claim", None),
+        ("scope string without reports:read", Some(json!("audit"))),
+        ("scp array without reports:read", Some(json!(["audit"]))),
+    ] {
+        let mut c = dealer_claims("report-bot");
+        c.as_object_mut().expect("object").remove("scp");
+        if let Some(s) = scopes {
+            let key = if s.is_array() { "scp" } else { "scope" };
+            c[key] = s;
+        }
+        let token = dealer_token(&c);
+        t.accepted(case, "/", &token, "report-bot").await;
+        let resp = t
+            .navigate("/reports/q3", &token)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{case}");
+        let www = header_str(&resp, WWW_AUTHENTICATE);
+        assert!(www.contains(r#"scope="reports:read""#), "{case}: {www}");
+    }
+
+    // The ES384 static issuer works too (the control of the curve cases below).
+    let token = t.es384_token(&t.es384_claims("es-bot"));
+    t.accepted("ES384 static issuer", "/", &token, "es-bot")
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_verified_token_is_remembered_while_the_provider_is_down() {
+    let mut t = Bench::start().await;
+    let token = access_token(t.idp());
+    t.accepted(
+        "first use, verified with the provider's keys",
+        "/",
+        &token,
+        CLIENT,
+    )
+    .await;
+    // A token from a key the proxy has not fetched yet: it would need the provider.
+    t.idp().rotate_signing_key();
+    let unseen = access_token(t.idp());
+
+    // Stop the provider for good; a stand-in nobody talks to keeps the bench's shape.
+    let stand_in = start_idp(DevIdpConfig::default()).await;
+    let provider = std::mem::replace(&mut t.w.idp, stand_in);
+    let provider_addr = provider.issuer().trim_start_matches("http://").to_string();
+    provider.shutdown().await;
+    wait_until(
+        "the provider to stop listening",
+        Duration::from_secs(10),
+        || {
+            let addr = provider_addr.clone();
+            async move { tokio::net::TcpStream::connect(addr).await.is_err() }
+        },
+    )
+    .await;
+
+    t.accepted("second use, provider down", "/", &token, CLIENT)
+        .await;
+    let mut cases = t.cases("provider down");
+    cases
+        .refused(
+            "a new key's token while the provider is unreachable",
+            "/",
+            &unseen,
+        )
+        .await;
+    cases.finish();
+    t.accepted("third use, after a failed refetch", "/", &token, CLIENT)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forward_auth_accepts_a_bearer_token_and_refuses_a_bad_one() {
+    let t = Bench::start().await;
+    let token = access_token(t.idp());
+    let resp = t
+        .navigate("/oauth2/auth", &token)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    assert_eq!(
+        header_str(&resp, "x-auth-request-user".parse().unwrap()),
+        CLIENT
+    );
+
+    let mut c = access_claims(t.idp());
+    c["exp"] = json!(now() - 3600);
+    let mut cases = t.cases("forward auth");
+    cases
+        .refused(
+            "expired token at /oauth2/auth",
+            "/oauth2/auth",
+            &sign_at(t.idp(), &c),
+        )
+        .await;
+    cases
+        .refused("garbage token at /oauth2/auth", "/oauth2/auth", "a.b.c")
+        .await;
+    cases.finish();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_id_token_of_the_login_issuer_identifies_its_user() {
+    let t = Bench::start().await;
+    let claims = id_token_claims(t.idp());
+    assert_eq!(claims["aud"], DevIdpConfig::default().client_id);
+    let token = t.idp().sign_claims(&claims);
+    let seen = Echoed::from(t.api("/", &token).await).await;
+    assert_eq!(seen.all("x-forwarded-user"), ["alice"]);
+    assert_eq!(seen.all("x-forwarded-email"), ["alice@example.com"]);
+    assert_eq!(seen.all("x-forwarded-groups"), ["sre,dev"]);
+    assert_eq!(seen.all("x-forwarded-preferred-username"), ["alice"]);
+    t.accepted("ID token as a browser navigation", "/", &token, "alice")
+        .await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4: every class of ../shared/corpus/jwt-attacks.md
+// ---------------------------------------------------------------------------------------------
+
+/// Class 1: `alg: none` in any spelling.
+#[tokio::test(flavor = "multi_thread")]
+async fn attack_01_alg_none() {
+    let t = Bench::start().await;
+    let idp = t.idp();
+    let genuine = access_token(idp);
+    t.accepted("genuine", "/", &genuine, CLIENT).await;
+    let (_, payload, signature) = segments(&genuine);
+    let kid = idp.current_kid();
+    let mut cases = t.cases("class 1: alg none");
+    for alg in ["none", "None", "NONE", "nOnE"] {
+        let header = b64(json!({"alg": alg, "typ": "at+jwt", "kid": kid})
+            .to_string()
+            .as_bytes());
+        cases
+            .refused(
+                &format!("alg {alg:?}, empty signature"),
+                "/",
+                &format!("{header}.{payload}."),
+            )
+            .await;
+        cases
+            .refused(
+                &format!("alg {alg:?}, original signature kept"),
+                "/",
+                &format!("{header}.{payload}.{signature}"),
+            )
+            .await;
+    }
+    let header = b64(br#"{"typ":"at+jwt"}"#);
+    cases
+        .refused("no alg at all", "/", &format!("{header}.{payload}."))
+        .await;
+    let dealer_payload = b64(dealer_claims("report-bot").to_string().as_bytes());
+    cases
+        .refused(
+            "alg none on the static RSA issuer",
+            "/",
+            &format!("{}.{dealer_payload}.", b64(br#"{"alg":"none"}"#)),
+        )
+        .await;
+    cases.finish();
+}
+
+/// Class 2: HMAC keyed with the issuer's public key.
+#[tokio::test(flavor = "multi_thread")]
+async fn attack_02_hmac_keyed_with_the_public_key() {
+    let t = Bench::start().await;
+    let idp = t.idp();
+    let genuine = access_token(idp);
+    t.accepted("genuine", "/", &genuine, CLIENT).await;
+
+    // The provider's EC public key in every form an HMAC confusion might use. The PEM is proven
+    // to be the real key: it verifies the genuine token.
+    let jwk = current_jwk(idp);
+    let x_text = jwk["x"].as_str().expect("x").to_string();
+    let y = unb64(jwk["y"].as_str().expect("y"));
+    let x = unb64(&x_text);
+    let point = [&[0x04u8][..], &x, &y].concat();
+    let spki = p256_spki(&point);
+    let pem = der_to_pem("PUBLIC KEY", &spki);
+    let (signing_input, signature) = genuine.rsplit_once('.').expect("JWS");
+    assert!(
+        jsonwebtoken::crypto::verify(
+            signature,
+            signing_input.as_bytes(),
+            &DecodingKey::from_ec_pem(pem.as_bytes()).expect("EC PEM"),
+            Algorithm::ES256
+        )
+        .expect("verify"),
+        "the PEM built here must be the provider's real key"
+    );
+    let claims = claims_of(&genuine);
+    let ec_secrets: Vec<(&str, Vec<u8>)> = vec![
+        ("PEM", pem.clone().into_bytes()),
+        (
+            "PEM without final newline",
+            pem.trim_end().as_bytes().to_vec(),
+        ),
+        ("DER (SPKI)", spki.clone()),
+        ("JWK x as base64url text", x_text.clone().into_bytes()),
+        ("JWK x raw bytes", x.clone()),
+        ("uncompressed point", point.clone()),
+        ("JWK JSON", jwk.to_string().into_bytes()),
+    ];
+    let mut cases = t.cases("class 2: HMAC with the public key");
+    for (name, secret) in &ec_secrets {
+        for alg in [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512] {
+            let mut h = at_header(idp);
+            h.alg = alg;
+            let token =
+                jsonwebtoken::encode(&h, &claims, &EncodingKey::from_secret(secret)).expect("HMAC");
+            cases
+                .refused(
+                    &format!("{alg:?} keyed with the provider's {name}"),
+                    "/",
+                    &token,
+                )
+                .await;
+        }
+        let mut h = at_header(idp);
+        h.alg = Algorithm::HS256;
+        h.kid = None;
+        let token =
+            jsonwebtoken::encode(&h, &claims, &EncodingKey::from_secret(secret)).expect("HMAC");
+        cases
+            .refused(
+                &format!("HS256 keyed with the provider's {name}, no kid"),
+                "/",
+                &token,
+            )
+            .await;
+    }
+
+    // The static RSA issuer's public key: the configured PEM file, its DER, and n.
+    t.accepted(
+        "genuine dealer token",
+        "/",
+        &dealer_token(&dealer_claims("report-bot")),
+        "report-bot",
+    )
+    .await;
+    let pem = read_fixture("dealer-rs512.pub.pem");
+    let spki = pem_to_der(std::str::from_utf8(&pem).expect("PEM text"));
+    let pkcs1 = spki_to_pkcs1(&spki);
+    let (n, _) = rsa_components(&pkcs1);
+    let rsa_secrets: Vec<(&str, Vec<u8>)> = vec![
+        ("PEM file bytes", pem.clone()),
+        ("DER (SPKI)", spki),
+        ("DER (PKCS#1)", pkcs1.clone()),
+        ("modulus n raw bytes", n.clone()),
+        ("JWK n as base64url text", b64(&n).into_bytes()),
+        (
+            "JWK JSON",
+            rsa_jwk(&pkcs1, "dealer").to_string().into_bytes(),
+        ),
+    ];
+    for (name, secret) in &rsa_secrets {
+        for alg in [Algorithm::HS256, Algorithm::HS512] {
+            let token = jsonwebtoken::encode(
+                &Header::new(alg),
+                &dealer_claims("report-bot"),
+                &EncodingKey::from_secret(secret),
+            )
+            .expect("HMAC");
+            cases
+                .refused(
+                    &format!("{alg:?} keyed with the dealer's {name}"),
+                    "/",
+                    &token,
+                )
+                .await;
+        }
+    }
+    cases.finish();
+}
+
+/// Class 3: the signature stripped, or another valid token's pasted on.
+#[tokio::test(flavor = "multi_thread")]
+async fn attack_03_signature_stripped_or_transplanted() {
+    let t = Bench::start().await;
+    let idp = t.idp();
+    let victim = access_token(idp);
+    let mut wider = access_claims(idp);
+    wider["scope"] = json!("test_api_access reports:read admin:write");
+    let donor = access_token(idp);
+    t.accepted("genuine", "/", &victim, CLIENT).await;
+    t.accepted("genuine donor", "/", &donor, CLIENT).await;
+    let (h, p, _) = segments(&victim);
+    let (_, _, donor_sig) = segments(&donor);
+    let wide_payload = b64(wider.to_string().as_bytes());
+
+    let dealer_victim = dealer_token(&dealer_claims("report-bot"));
+    let dealer_donor = dealer_token(&dealer_claims("other-bot"));
+    let (dh, dp, _) = segments(&dealer_victim);
+    let (_, _, dealer_donor_sig) = segments(&dealer_donor);
+
+    let mut cases = t.cases("class 3: signature stripped or transplanted");
+    cases
+        .refused("stripped: header.payload.", "/", &format!("{h}.{p}."))
+        .await;
+    cases
+        .refused(
+            "stripped, payload widened",
+            "/admin",
+            &format!("{h}.{wide_payload}."),
+        )
+        .await;
+    cases
+        .refused(
+            "another valid token's signature",
+            "/",
+            &format!("{h}.{p}.{donor_sig}"),
+        )
+        .await;
+    cases
+        .refused(
+            "another valid token's signature, payload widened",
+            "/admin",
+            &format!("{h}.{wide_payload}.{donor_sig}"),
+        )
+        .await;
+    cases
+        .refused("dealer token stripped", "/", &format!("{dh}.{dp}."))
+        .await;
+    cases
+        .refused(
+            "dealer token with another dealer token's signature",
+            "/",
+            &format!("{dh}.{dp}.{dealer_donor_sig}"),
+        )
+        .await;
+    cases
+        .refused(
+            "provider token with a dealer signature",
+            "/",
+            &format!("{h}.{p}.{dealer_donor_sig}"),
+        )
+        .await;
+    cases.finish();
+}
+
+/// Class 4: a valid signature by an attacker's key that the token itself points to.
+#[tokio::test(flavor = "multi_thread")]
+async fn attack_04_attacker_keys_named_by_the_token() {
+    let t = Bench::start().await;
+    let idp = t.idp();
+    let claims = access_claims(idp);
+    let dealer = dealer_claims("report-bot");
+    let real_kid = idp.current_kid();
+
+    // Where the attacker would serve keys and certificates: the proxy must never ask.
+    let trap = Trap::start().await;
+    let trap_url = trap.url.clone();
+
+    let rsa_jwk: jsonwebtoken::jwk::Jwk =
+        serde_json::from_value(rsa_jwk(&attacker_pkcs1(), "attacker-rsa")).expect("jwk");
+    let attacker_ec = EcKey::generate(Algorithm::ES256);
+    let mut ec_jwk_value = attacker_ec.jwk();
+    ec_jwk_value["kid"] = json!("attacker-ec");
+    let ec_jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(ec_jwk_value).expect("jwk");
+    let cert = openssl(
+        &[
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            &fixture("attacker-rs256.key.pem").display().to_string(),
+            "-subj",
+            "/CN=attacker.example",
+            "-days",
+            "1",
+            "-outform",
+            "DER",
+        ],
+        b"",
+    );
+    let x5c = vec![STANDARD.encode(&cert)];
+
+    let rsa = |alg: Algorithm, kid: Option<&str>, edit: &dyn Fn(&mut Header), c: &Value| {
+        let mut h = Header::new(alg);
+        h.typ = Some(if c["iss"] == DEALER { "JWT" } else { "at+jwt" }.into());
+        h.kid = kid.map(str::to_string);
+        edit(&mut h);
+        jsonwebtoken::encode(&h, c, &attacker_key()).expect("attacker RS token")
+    };
+    let ec = |kid: Option<&str>, edit: &dyn Fn(&mut Header)| {
+        let mut h = Header::new(Algorithm::ES256);
+        h.typ = Some("at+jwt".into());
+        h.kid = kid.map(str::to_string);
+        edit(&mut h);
+        attacker_ec.token(&h, &claims)
+    };
+    let with_jwk = |h: &mut Header| h.jwk = Some(rsa_jwk.clone());
+    let with_ec_jwk = |h: &mut Header| h.jwk = Some(ec_jwk.clone());
+    let with_jku = |h: &mut Header| h.jku = Some(format!("{trap_url}/jwks.json"));
+    let with_x5u = |h: &mut Header| h.x5u = Some(format!("{trap_url}/attacker.pem"));
+    let with_x5c = |h: &mut Header| h.x5c = Some(x5c.clone());
+
+    let mut cases = t.cases("class 4: attacker keys");
+    let provider_cases: Vec<(&str, String)> = vec![
+        (
+            "RS256, embedded jwk, no kid",
+            rsa(Algorithm::RS256, None, &with_jwk, &claims),
+        ),
+        (
+            "RS256, embedded jwk, its kid",
+            rsa(Algorithm::RS256, Some("attacker-rsa"), &with_jwk, &claims),
+        ),
+        (
+            "ES256, embedded EC jwk, the provider's kid",
+            ec(Some(&real_kid), &with_ec_jwk),
+        ),
+        ("ES256, embedded EC jwk, no kid", ec(None, &with_ec_jwk)),
+        (
+            "ES256, embedded EC jwk, its kid",
+            ec(Some("attacker-ec"), &with_ec_jwk),
+        ),
+        (
+            "RS256, jku to the attacker",
+            rsa(Algorithm::RS256, Some("attacker-rsa"), &with_jku, &claims),
+        ),
+        (
+            "ES256, jku to the attacker, the provider's kid",
+            ec(Some(&real_kid), &with_jku),
+        ),
+        (
+            "RS256, x5u to the attacker",
+            rsa(Algorithm::RS256, None, &with_x5u, &claims),
+        ),
+        ("ES256, x5u to the attacker", ec(Some(&real_kid), &with_x5u)),
+        (
+            "RS256, x5c self-signed chain",
+            rsa(Algorithm::RS256, None, &with_x5c, &claims),
+        ),
+        (
+            "RS256, x5c self-signed chain, the provider's kid",
+            rsa(Algorithm::RS256, Some(&real_kid), &with_x5c, &claims),
+        ),
+    ];
+    for (case, token) in &provider_cases {
+        cases
+            .refused(&format!("provider: {case}"), "/", token)
+            .await;
+    }
+    let dealer_cases: Vec<(&str, String)> = vec![
+        (
+            "RS512, embedded jwk",
+            rsa(Algorithm::RS512, None, &with_jwk, &dealer),
+        ),
+        (
+            "RS512, jku to the attacker",
+            rsa(Algorithm::RS512, None, &with_jku, &dealer),
+        ),
+        (
+            "RS512, x5u to the attacker",
+            rsa(Algorithm::RS512, None, &with_x5u, &dealer),
+        ),
+        (
+            "RS512, x5c self-signed chain",
+            rsa(Algorithm::RS512, None, &with_x5c, &dealer),
+        ),
+        (
+            "RS256, attacker key, no header tricks",
+            rsa(Algorithm::RS256, None, &|_| {}, &dealer),
+        ),
+    ];
+    for (case, token) in &dealer_cases {
+        cases.refused(&format!("dealer: {case}"), "/", token).await;
+    }
+    cases.finish();
+    let fetched = trap.fetches();
+    assert!(
+        fetched.is_empty(),
+        "the proxy fetched URLs named by tokens: {fetched:?}"
+    );
+}
+
+/// Class 5: `kid` tricks, except the flood of unknown kids (its own test: the refetch budget
+/// must be fresh).
+#[tokio::test(flavor = "multi_thread")]
+async fn attack_05_kid_tricks() {
+    let t = Bench::start().await;
+    let idp = t.idp();
+    let claims = access_claims(idp);
+    t.accepted("genuine", "/", &sign_at(idp, &claims), CLIENT)
+        .await;
+    let with_kid = |kid: String| {
+        let mut h = at_header(idp);
+        h.kid = Some(kid);
+        sign_with(idp, &h, &claims)
+    };
+    let mut cases = t.cases("class 5: kid tricks");
+    let kids: Vec<(&str, String)> = vec![
+        ("unknown kid", "kid-nobody-published".into()),
+        ("path traversal ../../dev/null", "../../dev/null".into()),
+        ("absolute path /dev/null", "/dev/null".into()),
+        ("SQL-ish ' OR '1'='1", "' OR '1'='1' --".into()),
+        ("SQL-ish UNION", "x' UNION SELECT 'secret' AS key --".into()),
+        ("8 KiB kid", "k".repeat(8 * 1024)),
+        ("64 KiB kid", "k".repeat(64 * 1024)),
+        ("empty kid", String::new()),
+    ];
+    for (case, kid) in kids {
+        cases.refused(case, "/", &with_kid(kid)).await;
+    }
+    // The kid of the provider's EC key on tokens of other key types.
+    let real_kid = idp.current_kid();
+    let mut h = Header::new(Algorithm::RS256);
+    h.typ = Some("at+jwt".into());
+    h.kid = Some(real_kid.clone());
+    let token = jsonwebtoken::encode(&h, &claims, &attacker_key()).expect("RS256");
+    cases
+        .refused(
+            "RS256 (attacker key) naming the provider's EC kid",
+            "/",
+            &token,
+        )
+        .await;
+    let mut h = Header::new(Algorithm::ES384);
+    h.typ = Some("at+jwt".into());
+    h.kid = Some(real_kid.clone());
+    cases
+        .refused(
+            "ES384 (the static issuer's key) naming the provider's P-256 kid",
+            "/",
+            &t.es384.token(&h, &claims),
+        )
+        .await;
+    let mut h = at_header(idp);
+    h.alg = Algorithm::HS256;
+    let x = current_jwk(idp)["x"].as_str().expect("x").to_string();
+    let token =
+        jsonwebtoken::encode(&h, &claims, &EncodingKey::from_secret(x.as_bytes())).expect("HMAC");
+    cases
+        .refused("HS256 naming the provider's EC kid", "/", &token)
+        .await;
+    cases.finish();
+}
+
+/// Class 5, the flood: 20 made-up kids at once cost the provider one JWKS fetch.
+#[tokio::test(flavor = "multi_thread")]
+async fn attack_05_a_flood_of_unknown_kids_costs_one_jwks_fetch() {
+    let t = Bench::start().await;
+    let idp = t.idp();
+    let claims = access_claims(idp);
+    let before = idp.stats().jwks_fetches;
+    let started = Instant::now();
+    let mut requests = Vec::new();
+    for _ in 0..20 {
+        let mut h = at_header(idp);
+        h.kid = Some(format!("random-{}", random_id()));
+        let req = t.navigate("/", &sign_with(idp, &h, &claims));
+        requests.push(tokio::spawn(async move { req.send().await }));
+    }
+    let mut cases = t.cases("class 5: unknown kid flood");
+    for (i, r) in requests.into_iter().enumerate() {
+        let resp = r.await.expect("task").expect("request");
+        cases
+            .refused_response(&format!("random kid #{i}"), resp)
+            .await;
+    }
+    cases.finish();
+    // All 20 fell within one refetch interval, so one fetch is all they may cost.
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed < UNKNOWN_KID_REFETCH_EVERY,
+        "the flood took {elapsed:?}, longer than the refetch interval"
+    );
+    assert_eq!(
+        idp.stats().jwks_fetches - before,
+        1,
+        "20 unknown kids within {elapsed:?} must cost exactly one JWKS fetch"
+    );
+    t.accepted(
+        "genuine, after the flood",
+        "/",
+        &sign_at(idp, &claims),
+        CLIENT,
+    )
+    .await;
+    assert_eq!(idp.stats().jwks_fetches - before, 1);
+}
+
+/// Class 6: time claims.
+#[tokio::test(flavor = "multi_thread")]
+async fn attack_06_time_claims() {
+    let t = Bench::start().await;
+    let idp = t.idp();
+    t.accepted("genuine", "/", &access_token(idp), CLIENT).await;
+    let t0 = now();
+    type Edit = fn(&mut Value, u64);
+    let edits: [(&str, Edit); 5] = [
+        ("exp missing", |c, _| {
+            c.as_object_mut().expect("object").remove("exp");
+        }),
+        ("exp an hour ago", |c, t0| {
+            c["iat"] = json!(t0 - 7200);
+            c["exp"] = json!(t0 - 3600);
+        }),
+        ("exp 90 s ago (beyond the 60 s leeway)", |c, t0| {
+            c["iat"] = json!(t0 - 400);
+            c["exp"] = json!(t0 - 90);
+        }),
+        ("nbf an hour ahead", |c, t0| c["nbf"] = json!(t0 + 3600)),
+        ("iat a day ahead", |c, t0| c["iat"] = json!(t0 + 86_400)),
+    ];
+    let mut cases = t.cases("class 6: time claims");
+    for (case, edit) in edits {
+        let mut c = access_claims(idp);
+        edit(&mut c, t0);
+        cases
+            .refused(
+                &format!("provider access token: {case}"),
+                "/",
+                &sign_at(idp, &c),
+            )
+            .await;
+        let mut c = dealer_claims("report-bot");
+        edit(&mut c, t0);
+        cases
+            .refused(&format!("dealer token: {case}"), "/", &dealer_token(&c))
+            .await;
+        let mut c = id_token_claims(idp);
+        edit(&mut c, t0);
+        cases
+            .refused(&format!("ID token: {case}"), "/", &idp.sign_claims(&c))
+            .await;
+    }
+    cases.finish();
+}
+
+/// Class 7: issuer confusion.
+#[tokio::test(flavor = "multi_thread")]
+async fn attack_07_issuer_confusion() {
+    let t = Bench::start().await;
+    let idp = t.idp();
+    let issuer = t.issuer();
+    t.accepted("genuine provider token", "/", &access_token(idp), CLIENT)
+        .await;
+    t.accepted(
+        "genuine dealer token",
+        "/",
+        &dealer_token(&dealer_claims("report-bot")),
+        "report-bot",
+    )
+    .await;
+    t.accepted(
+        "genuine ES384 token",
+        "/",
+        &t.es384_token(&t.es384_claims("es-bot")),
+        "es-bot",
+    )
+    .await;
+    let mut cases = t.cases("class 7: issuer confusion");
+
+    // Another configured issuer's name on a token signed by the provider's key.
+    for other in [DEALER, ES384_ISSUER] {
+        let mut c = access_claims(idp);
+        c["iss"] = json!(other);
+        c["aud"] = json!(STATIC_AUDIENCE);
+        cases
+            .refused(
+                &format!("iss {other} signed by the provider (with its kid)"),
+                "/",
+                &sign_at(idp, &c),
+            )
+            .await;
+        let mut h = at_header(idp);
+        h.kid = None;
+        cases
+            .refused(
+                &format!("iss {other} signed by the provider (no kid)"),
+                "/",
+                &sign_with(idp, &h, &c),
+            )
+            .await;
+    }
+    // The provider's name on tokens signed by the static issuers' keys.
+    let mut c = access_claims(idp);
+    c["iss"] = json!(issuer);
+    cases
+        .refused(
+            "iss = provider, signed by the dealer's RS512 key",
+            "/",
+            &dealer_token(&c),
+        )
+        .await;
+    cases
+        .refused(
+            "iss = provider, signed by the ES384 issuer's key",
+            "/",
+            &t.es384_token(&c),
+        )
+        .await;
+    // One static issuer's name, the other's key.
+    let mut c = dealer_claims("report-bot");
+    c["iss"] = json!(ES384_ISSUER);
+    cases
+        .refused(
+            "iss = ES384 issuer, signed by the dealer",
+            "/",
+            &dealer_token(&c),
+        )
+        .await;
+    let mut c = t.es384_claims("es-bot");
+    c["iss"] = json!(DEALER);
+    cases
+        .refused(
+            "iss = dealer, signed by the ES384 issuer",
+            "/",
+            &t.es384_token(&c),
+        )
+        .await;
+
+    // Near misses of the configured names, signed by the right key.
+    let upper = issuer.to_ascii_uppercase();
+    for (case, iss) in [
+        ("provider iss with a trailing slash", format!("{issuer}/")),
+        ("provider iss in upper case", upper),
+        ("provider iss with a path", format!("{issuer}/oauth2")),
+    ] {
+        let mut c = access_claims(idp);
+        c["iss"] = json!(iss);
+        cases.refused(case, "/", &sign_at(idp, &c)).await;
+    }
+    for (case, iss) in [
+        ("dealer iss with a trailing slash", format!("{DEALER}/")),
+        (
+            "dealer iss with a capital",
+            "https://Dealer.internal".to_string(),
+        ),
+    ] {
+        let mut c = dealer_claims("report-bot");
+        c["iss"] = json!(iss);
+        cases.refused(case, "/", &dealer_token(&c)).await;
+    }
+    let mut c = access_claims(idp);
+    c.as_object_mut().expect("object").remove("iss");
+    cases.refused("no iss at all", "/", &sign_at(idp, &c)).await;
+    let mut c = access_claims(idp);
+    c["iss"] = json!([issuer]);
+    cases
+        .refused("iss as an array", "/", &sign_at(idp, &c))
+        .await;
+    cases.finish();
+}
+
+/// Class 8: audience and `azp`.
+#[tokio::test(flavor = "multi_thread")]
+async fn attack_08_audience_and_azp() {
+    let t = Bench::start().await;
+    let idp = t.idp();
+    let client_id = DevIdpConfig::default().client_id;
+    t.accepted("genuine access token", "/", &access_token(idp), CLIENT)
+        .await;
+    t.accepted(
+        "genuine ID token",
+        "/",
+        &idp.sign_claims(&id_token_claims(idp)),
+        "alice",
+    )
+    .await;
+    let mut multi = access_claims(idp);
+    multi["aud"] = json!(["someone-else", API_AUDIENCE]);
+    t.accepted(
+        "audience list containing ours",
+        "/",
+        &sign_at(idp, &multi),
+        CLIENT,
+    )
+    .await;
+
+    let mut cases = t.cases("class 8: audience and azp");
+    let audiences: [(&str, Option<Value>); 5] = [
+        ("aud missing", None),
+        ("aud foreign", Some(json!("someone-elses-api"))),
+        (
+            "aud array without ours",
+            Some(json!(["other-api", "more-api"])),
+        ),
+        ("aud empty array", Some(json!([]))),
+        ("aud in another case", Some(json!("Portcullis-API"))),
+    ];
+    for (case, aud) in &audiences {
+        let mut c = access_claims(idp);
+        match aud {
+            Some(a) => c["aud"] = a.clone(),
+            None => {
+                c.as_object_mut().expect("object").remove("aud");
+            }
+        }
+        cases
+            .refused(&format!("provider token: {case}"), "/", &sign_at(idp, &c))
+            .await;
+        let mut c = dealer_claims("report-bot");
+        match aud {
+            Some(a) => c["aud"] = a.clone(),
+            None => {
+                c.as_object_mut().expect("object").remove("aud");
+            }
+        }
+        cases
+            .refused(&format!("dealer token: {case}"), "/", &dealer_token(&c))
+            .await;
+    }
+    // An audience that is valid for another issuer only.
+    let mut c = dealer_claims("report-bot");
+    c["aud"] = json!(API_AUDIENCE);
+    cases
+        .refused(
+            "dealer token for the provider's audience",
+            "/",
+            &dealer_token(&c),
+        )
+        .await;
+    let mut c = access_claims(idp);
+    c["aud"] = json!(STATIC_AUDIENCE);
+    cases
+        .refused(
+            "provider token for the static issuers' audience",
+            "/",
+            &sign_at(idp, &c),
+        )
+        .await;
+    // ID tokens: azp must name us.
+    let mut c = id_token_claims(idp);
+    c["azp"] = json!("someone-elses-client");
+    cases
+        .refused("ID token with a foreign azp", "/", &idp.sign_claims(&c))
+        .await;
+    let mut c = id_token_claims(idp);
+    c["aud"] = json!([client_id, "someone-elses-client"]);
+    c["azp"] = json!("someone-elses-client");
+    cases
+        .refused(
+            "ID token for us and another client, azp the other",
+            "/",
+            &idp.sign_claims(&c),
+        )
+        .await;
+    let mut c = id_token_claims(idp);
+    c["aud"] = json!([client_id, "someone-elses-client"]);
+    c.as_object_mut().expect("object").remove("azp");
+    cases
+        .refused(
+            "ID token for several audiences without azp",
+            "/",
+            &idp.sign_claims(&c),
+        )
+        .await;
+    cases.finish();
+}
+
+/// Class 9: the wrong kind of token for the route, and logout tokens anywhere.
+#[tokio::test(flavor = "multi_thread")]
+async fn attack_09_token_type_confusion() {
+    let t = Bench::start().await;
+    let idp = t.idp();
+    let client_id = DevIdpConfig::default().client_id;
+    let access = access_token(idp);
+    let id = idp.sign_claims(&id_token_claims(idp));
+    let plain = dealer_token(&dealer_claims("report-bot"));
+    t.accepted(
+        "access token on the access-only route",
+        "/machine/jobs",
+        &access,
+        CLIENT,
+    )
+    .await;
+    t.accepted("ID token on the ID-only route", "/people/me", &id, "alice")
+        .await;
+
+    let mut cases = t.cases("class 9: token type confusion");
+    cases
+        .refused("ID token on the access-only route", "/machine/jobs", &id)
+        .await;
+    cases
+        .refused(
+            "plain JWT on the access-only route",
+            "/machine/jobs",
+            &plain,
+        )
+        .await;
+    let mut c = id_token_claims(idp);
+    c["aud"] = json!(API_AUDIENCE);
+    cases
+        .refused(
+            "ID-token claims for the API audience, typ JWT, on the access-only route",
+            "/machine/jobs",
+            &idp.sign_claims(&c),
+        )
+        .await;
+    cases
+        .refused("access token on the ID-only route", "/people/me", &access)
+        .await;
+    cases
+        .refused("plain JWT on the ID-only route", "/people/me", &plain)
+        .await;
+
+    // Back-channel logout tokens are never credentials.
+    let logout = |typ: &str, aud: &str, events: bool| {
+        let mut c = json!({
+            "iss": idp.issuer(), "sub": "alice", "aud": aud, "iat": now(), "exp": now() + 120,
+            "jti": random_id(), "sid": "test-session",
+        });
+        if events {
+            c["events"] = json!({ BACKCHANNEL_LOGOUT: {} });
+        }
+        let mut h = at_header(idp);
+        h.typ = Some(typ.into());
+        sign_with(idp, &h, &c)
+    };
+    for path in ["/", "/machine/jobs", "/people/me"] {
+        cases
+            .refused(
+                &format!("logout token (typ logout+jwt, events) for our client on {path}"),
+                path,
+                &logout("logout+jwt", &client_id, true),
+            )
+            .await;
+    }
+    cases
+        .refused(
+            "logout token (typ logout+jwt, events) for the API audience",
+            "/",
+            &logout("logout+jwt", API_AUDIENCE, true),
+        )
+        .await;
+    cases
+        .refused(
+            "logout token with typ JWT (events only)",
+            "/",
+            &logout("JWT", &client_id, true),
+        )
+        .await;
+    cases
+        .refused(
+            "logout token with typ at+jwt (events only)",
+            "/",
+            &logout("at+jwt", API_AUDIENCE, true),
+        )
+        .await;
+    cases
+        .refused(
+            "typ logout+jwt without events",
+            "/",
+            &logout("logout+jwt", API_AUDIENCE, false),
+        )
+        .await;
+    // RFC 9068 access tokens must carry their required claims.
+    for missing in ["jti", "client_id", "sub", "iat"] {
+        let mut c = access_claims(idp);
+        c.as_object_mut().expect("object").remove(missing);
+        cases
+            .refused(
+                &format!("at+jwt without {missing} on the access-only route"),
+                "/machine/jobs",
+                &sign_at(idp, &c),
+            )
+            .await;
+    }
+    cases.finish();
+}
+
+/// Class 10: malformed tokens.
+#[tokio::test(flavor = "multi_thread")]
+async fn attack_10_malformed() {
+    let t = Bench::start().await;
+    let idp = t.idp();
+    let genuine = access_token(idp);
+    t.accepted("genuine", "/", &genuine, CLIENT).await;
+    let (h, p, s) = segments(&genuine);
+    let mut cases = t.cases("class 10: malformed");
+
+    // Segment counts.
+    cases
+        .refused("two segments", "/", &format!("{h}.{p}"))
+        .await;
+    cases.refused("one segment", "/", h).await;
+    cases
+        .refused("four segments", "/", &format!("{genuine}.{s}"))
+        .await;
+    cases.refused("only dots", "/", "..").await;
+    cases
+        .refused("empty header segment", "/", &format!(".{p}.{s}"))
+        .await;
+    cases
+        .refused("empty payload segment", "/", &format!("{h}..{s}"))
+        .await;
+    let jwe_header = b64(
+        json!({"alg": "RSA-OAEP", "enc": "A256GCM", "kid": idp.current_kid()})
+            .to_string()
+            .as_bytes(),
+    );
+    let jwe = format!(
+        "{jwe_header}.{}.{}.{}.{}",
+        b64(&[7u8; 256]),
+        b64(&[1u8; 12]),
+        b64(&[2u8; 64]),
+        b64(&[3u8; 16])
+    );
+    cases.refused("five-segment JWE", "/", &jwe).await;
+
+    // Characters and padding. The standard-alphabet signature decodes to the very same bytes.
+    let std_sig = (0..40)
+        .map(|_| access_token(idp))
+        .find_map(|tok| {
+            let (h, p, s) = segments(&tok);
+            let std = STANDARD_NO_PAD.encode(unb64(s));
+            (std.contains('+') || std.contains('/')).then(|| format!("{h}.{p}.{std}"))
+        })
+        .expect("a signature with '+' or '/' in standard base64");
+    cases
+        .refused("signature in standard base64 ('+', '/')", "/", &std_sig)
+        .await;
+    let padded_sig = format!("{h}.{p}.{}", URL_SAFE.encode(unb64(s)));
+    assert!(padded_sig.ends_with('='));
+    cases
+        .refused("signature with base64 padding", "/", &padded_sig)
+        .await;
+    cases
+        .refused("'!' inside the signature", "/", &format!("{h}.{p}.!{s}"))
+        .await;
+    cases
+        .refused("whitespace inside the token", "/", &format!("{h}. {p}.{s}"))
+        .await;
+    // Payloads signed over exactly as written, by the dealer's real key.
+    let mut c = dealer_claims("report-bot");
+    c["note"] = json!("~~~???");
+    let std_payload = STANDARD_NO_PAD.encode(c.to_string());
+    assert!(std_payload.contains('+') || std_payload.contains('/'));
+    cases
+        .refused(
+            "payload in standard base64, validly signed",
+            "/",
+            &compact(&dealer_header_segment(), &std_payload, dealer_sign),
+        )
+        .await;
+    let mut c = dealer_claims("report-bot");
+    let padded_payload = (0..3)
+        .map(|i| {
+            c["note"] = json!("x".repeat(i));
+            URL_SAFE.encode(c.to_string())
+        })
+        .find(|e| e.ends_with('='))
+        .expect("a payload that needs padding");
+    cases
+        .refused(
+            "payload with base64 padding, validly signed",
+            "/",
+            &compact(&dealer_header_segment(), &padded_payload, dealer_sign),
+        )
+        .await;
+    let payload = b64(dealer_claims("report-bot").to_string().as_bytes());
+    cases
+        .refused(
+            "'*' inside the payload, validly signed",
+            "/",
+            &compact(
+                &dealer_header_segment(),
+                &format!("{payload}*"),
+                dealer_sign,
+            ),
+        )
+        .await;
+
+    // JSON that is not a claims object, signed by the provider's real key.
+    for (case, payload) in [
+        ("payload a JSON array", json!([access_claims(idp)])),
+        ("payload a JSON string", json!("ci-runner")),
+        ("payload JSON null", Value::Null),
+        ("payload a JSON number", json!(42)),
+    ] {
+        cases
+            .refused(case, "/", &sign_with(idp, &at_header(idp), &payload))
+            .await;
+    }
+    let header_array = b64(br#"["RS512"]"#);
+    cases
+        .refused(
+            "header a JSON array, validly signed",
+            "/",
+            &compact(&header_array, &payload, dealer_sign),
+        )
+        .await;
+    cases
+        .refused(
+            "header not JSON, validly signed",
+            "/",
+            &compact(&b64(b"RS512"), &payload, dealer_sign),
+        )
+        .await;
+
+    // Duplicate claims, validly signed over the exact bytes: last-one-wins must not apply.
+    let t0 = now();
+    let dupes = [
+        (
+            "duplicate sub",
+            format!(
+                r#"{{"iss":"{DEALER}","sub":"report-bot","sub":"admin","aud":"{STATIC_AUDIENCE}","iat":{t0},"exp":{}}}"#,
+                t0 + 300
+            ),
+        ),
+        (
+            "duplicate iss",
+            format!(
+                r#"{{"iss":"https://evil.example","iss":"{DEALER}","sub":"report-bot","aud":"{STATIC_AUDIENCE}","iat":{t0},"exp":{}}}"#,
+                t0 + 300
+            ),
+        ),
+        (
+            "duplicate aud",
+            format!(
+                r#"{{"iss":"{DEALER}","sub":"report-bot","aud":"other-api","aud":"{STATIC_AUDIENCE}","iat":{t0},"exp":{}}}"#,
+                t0 + 300
+            ),
+        ),
+        (
+            "duplicate exp",
+            format!(
+                r#"{{"iss":"{DEALER}","sub":"report-bot","aud":"{STATIC_AUDIENCE}","iat":{t0},"exp":{},"exp":{}}}"#,
+                t0 - 3600,
+                t0 + 300
+            ),
+        ),
+        (
+            "duplicate scp",
+            format!(
+                r#"{{"iss":"{DEALER}","sub":"report-bot","aud":"{STATIC_AUDIENCE}","iat":{t0},"exp":{},"scp":["audit"],"scp":["reports:read"]}}"#,
+                t0 + 300
+            ),
+        ),
+    ];
+    let clean = format!(
+        r#"{{"iss":"{DEALER}","sub":"report-bot","aud":"{STATIC_AUDIENCE}","iat":{t0},"exp":{}}}"#,
+        t0 + 300
+    );
+    t.accepted(
+        "raw-signed dealer token without duplicates",
+        "/",
+        &compact(
+            &dealer_header_segment(),
+            &b64(clean.as_bytes()),
+            dealer_sign,
+        ),
+        "report-bot",
+    )
+    .await;
+    for (case, json_text) in &dupes {
+        cases
+            .refused(
+                case,
+                "/reports/x",
+                &compact(
+                    &dealer_header_segment(),
+                    &b64(json_text.as_bytes()),
+                    dealer_sign,
+                ),
+            )
+            .await;
+    }
+    let dup_header = b64(br#"{"alg":"RS512","alg":"none","typ":"JWT"}"#);
+    cases
+        .refused(
+            "duplicate alg in the header",
+            "/",
+            &compact(&dup_header, &b64(clean.as_bytes()), dealer_sign),
+        )
+        .await;
+
+    // Size and depth.
+    let mut c = access_claims(idp);
+    c["pad"] = json!("a".repeat(17 * 1024));
+    cases
+        .refused("larger than 16 KiB", "/", &sign_at(idp, &c))
+        .await;
+    let mut c = access_claims(idp);
+    c["pad"] = json!("a".repeat(11 * 1024));
+    let nearly = sign_at(idp, &c);
+    assert!(nearly.len() <= 16 * 1024, "{}", nearly.len());
+    t.accepted("16 KiB or less", "/", &nearly, CLIENT).await;
+    let mut deep = json!(1);
+    for _ in 0..300 {
+        deep = json!([deep]);
+    }
+    let mut c = access_claims(idp);
+    c["deep"] = deep;
+    cases
+        .refused("300-deep nested JSON claim", "/", &sign_at(idp, &c))
+        .await;
+    let deep_payload = format!(
+        r#"{{"iss":"{DEALER}","sub":"report-bot","aud":"{STATIC_AUDIENCE}","iat":{t0},"exp":{},"deep":{}1{}}}"#,
+        t0 + 300,
+        "[".repeat(5000),
+        "]".repeat(5000)
+    );
+    cases
+        .refused(
+            "5000-deep nested JSON, validly signed",
+            "/",
+            &compact(
+                &dealer_header_segment(),
+                &b64(deep_payload.as_bytes()),
+                dealer_sign,
+            ),
+        )
+        .await;
+
+    // Two Authorization headers: which one counts is ambiguous.
+    let resp = t
+        .navigate("/", &genuine)
+        .header(AUTHORIZATION, "Bearer a.b.c")
+        .send()
+        .await
+        .expect("request");
+    cases
+        .refused_response("two Authorization headers", resp)
+        .await;
+    cases.finish();
+}
+
+/// Class 11 (and the cache, test 6): a key the issuer withdrew stops working at once, even for
+/// a token that was verified and remembered while the key was still published.
+#[tokio::test(flavor = "multi_thread")]
+async fn attack_11_a_withdrawn_key_is_refused_even_for_a_remembered_token() {
+    let t = Bench::start().await;
+    let idp = t.idp();
+    let old_kid = idp.current_kid();
+    let remembered = access_token(idp);
+    let never_seen = access_token(idp);
+    t.accepted(
+        "old key, first use (verified and remembered)",
+        "/",
+        &remembered,
+        CLIENT,
+    )
+    .await;
+    t.accepted("old key, from memory", "/", &remembered, CLIENT)
+        .await;
+
+    idp.rotate_signing_key();
+    idp.retire_old_keys();
+    assert_ne!(idp.current_kid(), old_kid);
+    assert!(
+        !idp.jwks().to_string().contains(&old_kid),
+        "the old key must be gone from the JWKS"
+    );
+    // A token from the new key makes the proxy refetch (an unknown kid).
+    let fetches = idp.stats().jwks_fetches;
+    t.accepted("new key, first use", "/", &access_token(idp), CLIENT)
+        .await;
+    assert_eq!(
+        idp.stats().jwks_fetches,
+        fetches + 1,
+        "the new kid must have made the proxy refetch"
+    );
+
+    let mut cases = t.cases("class 11: withdrawn key");
+    cases
+        .refused("old key, remembered before the rotation", "/", &remembered)
+        .await;
+    cases
+        .refused("old key, never seen before", "/", &never_seen)
+        .await;
+    cases
+        .refused("old key, remembered, asked again", "/", &remembered)
+        .await;
+    cases.finish();
+}
+
+/// Class 12: curve and key-size mismatches.
+#[tokio::test(flavor = "multi_thread")]
+async fn attack_12_curve_mismatch_and_weak_rsa() {
+    let t = Bench::start().await;
+    let claims = t.es384_claims("es-bot");
+    t.accepted("genuine ES384", "/", &t.es384_token(&claims), "es-bot")
+        .await;
+    let payload = b64(claims.to_string().as_bytes());
+    let mut cases = t.cases("class 12: curve and key size");
+
+    // ES256 in the header, a P-384 signature by the issuer's real key over exactly that.
+    let es256_header = b64(br#"{"alg":"ES256","typ":"JWT"}"#);
+    cases
+        .refused(
+            "ES256 header, signed by the ES384 key",
+            "/",
+            &compact(&es256_header, &payload, |m| t.es384.sign_raw(m)),
+        )
+        .await;
+    // The other way round: ES384 in the header, a P-256 signature.
+    let p256 = EcKey::generate(Algorithm::ES256);
+    let es384_header = b64(br#"{"alg":"ES384","typ":"JWT"}"#);
+    cases
+        .refused(
+            "ES384 header, signed by a P-256 key",
+            "/",
+            &compact(&es384_header, &payload, |m| p256.sign_raw(m)),
+        )
+        .await;
+    // The ES384 signature relabelled as ES512 / EdDSA.
+    let genuine = t.es384_token(&claims);
+    let (_, p, s) = segments(&genuine);
+    for alg in ["ES512", "EdDSA", "PS384"] {
+        let h = b64(json!({"alg": alg, "typ": "JWT"}).to_string().as_bytes());
+        cases
+            .refused(
+                &format!("ES384 signature relabelled {alg}"),
+                "/",
+                &format!("{h}.{p}.{s}"),
+            )
+            .await;
+    }
+
+    // RS256 by the 1024-bit key, against the dealer (RSA) and the provider.
+    let weak_key = fixture("weak-rsa1024.key.pem").display().to_string();
+    let weak_sign = |m: &[u8]| openssl(&["dgst", "-sha256", "-sign", &weak_key], m);
+    let rs256 = b64(br#"{"alg":"RS256","typ":"JWT"}"#);
+    let dealer_payload = b64(dealer_claims("report-bot").to_string().as_bytes());
+    let weak = compact(&rs256, &dealer_payload, weak_sign);
+    assert_eq!(unb64(segments(&weak).2).len(), 128, "a 1024-bit signature");
+    cases
+        .refused("RS256 by a 1024-bit key, dealer iss", "/", &weak)
+        .await;
+    let mut c = access_claims(t.idp());
+    c["iat"] = json!(now());
+    let provider_payload = b64(c.to_string().as_bytes());
+    cases
+        .refused(
+            "RS256 by a 1024-bit key, provider iss",
+            "/",
+            &compact(&rs256, &provider_payload, weak_sign),
+        )
+        .await;
+    cases.finish();
+}
+
+/// Class 12, configuration: a 1024-bit RSA public key is refused when portcullis starts.
+#[tokio::test(flavor = "multi_thread")]
+async fn attack_12_a_1024_bit_issuer_key_is_refused_at_start() {
+    let idp = start_idp(DevIdpConfig::default()).await;
+    let port = free_port();
+    let issuer_with = |key: &str| {
+        format!(
+            "[bearer]\naudiences = [\"{API_AUDIENCE}\"]\n\n[[bearer.issuers]]\nissuer = \"{DEALER}\"\naudiences = [\"{STATIC_AUDIENCE}\"]\npublic_keys = [\"{}\"]\n",
+            fixture(key).display()
+        )
+    };
+    let toml = |key: &str| config(port, idp.issuer(), "http://127.0.0.1:9", &issuer_with(key));
+
+    // Control: the same configuration with the 2048-bit key checks fine.
+    let good = write_config(&toml("dealer-rs512.pub.pem"));
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(binary())
+            .args(["check", "--config"])
+            .arg(&good)
+            .output()
+    })
+    .await
+    .expect("join")
+    .expect("portcullis check");
+    assert!(
+        out.status.success(),
+        "2048-bit control: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let weak = write_config(&toml("weak-rsa1024.pub.pem"));
+    let path = weak.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(binary())
+            .args(["check", "--config"])
+            .arg(&path)
+            .output()
+    })
+    .await
+    .expect("join")
+    .expect("portcullis check");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "check: {err}");
+    assert!(
+        err.contains(&format!(
+            "{}: bearer.issuers[0].public_keys",
+            weak.display()
+        )),
+        "check: {err}"
+    );
+    assert!(err.contains("1024"), "check names the key size: {err}");
+
+    // `run` refuses it too, and exits instead of serving.
+    let mut child = Command::new(binary())
+        .args(["run", "--config"])
+        .arg(&weak)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("portcullis run");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("`portcullis run` kept running with a 1024-bit issuer key");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err)
+        .expect("stderr");
+    assert_eq!(status.code(), Some(1), "run: {err}");
+    assert!(err.contains("bearer.issuers[0].public_keys"), "run: {err}");
+}
+
+/// Beyond the corpus: RFC 7515 §4.1.11. A `crit` header lists extensions the recipient must
+/// understand; when it does not, the JWS is invalid, however well it is signed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_with_an_unknown_critical_header_is_refused() {
+    let t = Bench::start().await;
+    let idp = t.idp();
+    t.accepted("genuine", "/", &access_token(idp), CLIENT).await;
+    let mut cases = t.cases("crit");
+    let mut h = at_header(idp);
+    h.crit = Some(vec!["urn:example:must-understand".into()]);
+    h.extras
+        .insert("urn:example:must-understand", json!({"bound-to": "tls"}));
+    cases
+        .refused(
+            "provider token, crit names an unknown extension",
+            "/",
+            &sign_with(idp, &h, &access_claims(idp)),
+        )
+        .await;
+    // RFC 7797: with `b64: false` the signing input is the raw payload; a verifier that does not
+    // implement it must refuse the token rather than read it the RFC 7515 way.
+    let header = b64(br#"{"alg":"RS512","typ":"JWT","b64":false,"crit":["b64"]}"#);
+    let payload = b64(dealer_claims("report-bot").to_string().as_bytes());
+    cases
+        .refused(
+            "dealer token, crit b64 (RFC 7797 unencoded payload)",
+            "/",
+            &compact(&header, &payload, dealer_sign),
+        )
+        .await;
+    cases.finish();
+}
