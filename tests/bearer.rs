@@ -874,6 +874,9 @@ async fn a_verified_token_is_remembered_while_the_provider_is_down() {
         CLIENT,
     )
     .await;
+    // Another token from the same (already fetched) key, never sent before: it needs the
+    // cached key set, not the provider.
+    let fresh = access_token(t.idp());
     // A token from a key the proxy has not fetched yet: it would need the provider.
     t.idp().rotate_signing_key();
     let unseen = access_token(t.idp());
@@ -895,6 +898,13 @@ async fn a_verified_token_is_remembered_while_the_provider_is_down() {
 
     t.accepted("second use, provider down", "/", &token, CLIENT)
         .await;
+    t.accepted(
+        "a new token from a cached key, provider down",
+        "/",
+        &fresh,
+        CLIENT,
+    )
+    .await;
     let mut cases = t.cases("provider down");
     cases
         .refused(
