@@ -157,28 +157,44 @@ impl RemoteKeys {
 
     /// Loads with backoff until it succeeds, then refreshes before the cache lifetime the issuer
     /// announced runs out, until shutdown. Failures keep the keys already loaded.
-    pub async fn maintain(&self, mut shutdown: ShutdownWatch, name: &str) {
-        let mut backoff = BACKOFF_START;
-        loop {
-            if *shutdown.borrow() {
-                return;
+    pub async fn maintain(&self, shutdown: ShutdownWatch, name: &str) {
+        keep_fresh(shutdown, || async {
+            let result = self.refresh().await;
+            if let Err(e) = &result {
+                tracing::warn!(issuer = name, error = %e, "cannot load keys");
             }
-            let wait = match self.refresh().await {
-                Ok(every) => {
-                    backoff = BACKOFF_START;
-                    every
-                }
-                Err(e) => {
-                    tracing::warn!(issuer = name, error = %e, retry_in = ?backoff, "cannot load keys");
-                    let wait = backoff;
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
-                    wait
-                }
-            };
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = shutdown.changed() => return,
+            result
+        })
+        .await
+    }
+}
+
+/// Runs `step` until shutdown: again after the interval it returns, or — when it fails — after
+/// an exponential backoff (250 ms doubling to 30 s).
+pub async fn keep_fresh<F, Fut>(mut shutdown: ShutdownWatch, mut step: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Duration, FetchError>>,
+{
+    let mut backoff = BACKOFF_START;
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let wait = match step().await {
+            Ok(every) => {
+                backoff = BACKOFF_START;
+                every
             }
+            Err(_) => {
+                let wait = backoff;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                wait
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.changed() => return,
         }
     }
 }

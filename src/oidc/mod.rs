@@ -20,12 +20,9 @@ use pingora::server::ShutdownWatch;
 use serde_json::{Map, Value};
 
 use crate::config::Config;
-use crate::jwt::remote::{JwksSource, RemoteKeys};
+use crate::jwt::remote::{keep_fresh, JwksSource, RemoteKeys};
 use discovery::{FetchError, Metadata};
 use id_token::{Expectations, IdTokenError};
-
-const BACKOFF_START: Duration = Duration::from_millis(250);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// Whether the provider is usable, with the reason when it is not.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,38 +129,26 @@ impl Provider {
 
     /// Loads with backoff until it succeeds, then refreshes the keys when their cache lifetime
     /// runs out, until shutdown. A failed refresh keeps the keys already loaded.
-    pub async fn maintain(&self, mut shutdown: ShutdownWatch) {
-        let mut backoff = BACKOFF_START;
-        loop {
-            if *shutdown.borrow() {
-                return;
-            }
+    pub async fn maintain(&self, shutdown: ShutdownWatch) {
+        keep_fresh(shutdown, || async {
             let loaded = self.metadata().is_some();
             let result = if loaded {
                 self.keys.refresh().await
             } else {
                 self.load().await
             };
-            let wait = match result {
-                Ok(every) => {
-                    if !loaded {
-                        tracing::info!(issuer = %self.config.oidc.issuer, "identity provider loaded");
-                    }
-                    backoff = BACKOFF_START;
-                    every
+            match &result {
+                Ok(_) if !loaded => {
+                    tracing::info!(issuer = %self.config.oidc.issuer, "identity provider loaded")
                 }
+                Ok(_) => {}
                 Err(e) => {
-                    tracing::warn!(error = %e, retry_in = ?backoff, "identity provider not reachable");
-                    self.set_error(&e);
-                    let wait = backoff;
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
-                    wait
+                    tracing::warn!(error = %e, "identity provider not reachable");
+                    self.set_error(e);
                 }
-            };
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = shutdown.changed() => return,
             }
-        }
+            result
+        })
+        .await
     }
 }
