@@ -21,7 +21,10 @@ pub fn run(listen: SocketAddr) -> anyhow::Result<Infallible> {
         idp_config.client_id.clone(),
         idp_config.client_secret.clone(),
     );
-
+    let machine = idp_config.service_clients.first().cloned();
+    let api_audience = machine
+        .as_ref()
+        .map_or_else(|| "portcullis-api".to_string(), |m| m.audience.clone());
     // The provider and the upstream run on their own runtime, beside pingora's.
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
@@ -77,17 +80,29 @@ redirect_url = "{public}/oauth2/callback"
 secrets = ["{secret}"]
 secure = false      # the demo is plain http on loopback
 lifetime = "8h"
+[bearer]
+audiences = ["{api_audience}"]
 "#,
         secret = crate::config::generate_secret(),
     );
     let config = Config::parse(&toml, "<demo>", &|_| None)?;
     let server = crate::server::build(config)?;
 
+    let scripts = match &machine {
+        Some(m) => format!(
+            "  a script  TOKEN=$(curl -s -u {id}:{secret} -d grant_type=client_credentials \\\n            \
+             {issuer}/token | sed 's/.*\"access_token\":\"\\([^\"]*\\)\".*/\\1/')\n            \
+             curl -s -H \"Authorization: Bearer $TOKEN\" {public}/api\n\n",
+            id = m.client_id,
+            secret = m.client_secret,
+        ),
+        None => String::new(),
+    };
     println!(
         "\n  portcullis demo — everything below runs in this process, on loopback only\n\n  \
          open      {public}/\n  \
          log in    alice / alice   (groups: sre, dev)\n            \
-         bob   / bob     (group: dev)\n\n  \
+         bob   / bob     (group: dev)\n\n{scripts}  \
          identity  {issuer}   DEVELOPMENT PROVIDER: never use it in production\n  \
          upstream  http://{echo}   (echoes the headers it receives)\n\n  \
          Ctrl-C to stop.\n"
