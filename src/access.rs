@@ -10,7 +10,7 @@ use pingora::http::RequestHeader;
 
 use crate::app::App;
 use crate::bearer::{BearerError, Principal, TokenType};
-use crate::policy::{self, Access, Decision, PathError, Subject, TokenKind};
+use crate::policy::{self, Access, Decision, Subject, TokenKind};
 use crate::session::{Identity, SessionData};
 
 /// Who proved themselves, and how.
@@ -41,8 +41,9 @@ pub enum Verdict {
     /// A public route: forwarded without any identity.
     Public,
     Allow(Caller),
-    /// The path could be read two ways: refused before any rule was chosen.
-    BadPath(PathError),
+    /// The path (or the method, or the host) could be read two ways: refused before any rule
+    /// was chosen.
+    BadRequest(String),
     /// No credentials, or a session that is gone.
     Unauthenticated,
     InvalidToken(BearerError),
@@ -60,7 +61,8 @@ pub struct Decided {
 /// The request being decided on. For `/oauth2/auth` this is the original request a front
 /// proxy reports; `path` is `None` when it reports none (the default rule applies).
 pub struct Target<'a> {
-    pub method: &'a Method,
+    /// `None` when a front proxy did not report it: then only routes without methods apply.
+    pub method: Option<&'a Method>,
     pub host: Option<&'a str>,
     pub path: Option<&'a [u8]>,
 }
@@ -71,7 +73,7 @@ impl<'a> Target<'a> {
         let raw = req.raw_path();
         let path = raw.split(|b| *b == b'?').next().unwrap_or(raw);
         Target {
-            method: &req.method,
+            method: Some(&req.method),
             host: host(req),
             path: Some(path),
         }
@@ -106,14 +108,28 @@ fn bearer_token(req: &RequestHeader) -> Option<Result<&str, BearerError>> {
 
 impl App {
     pub async fn decide(&self, req: &RequestHeader, target: &Target<'_>) -> Decided {
+        // Methods are case-sensitive tokens: `post` is not `POST` to a route matcher, but some
+        // frameworks upper-case it again. Refuse rather than guess.
+        if target
+            .method
+            .is_some_and(|m| m.as_str().bytes().any(|b| b.is_ascii_lowercase()))
+        {
+            return decided(Verdict::BadRequest("method names are upper case".into()));
+        }
         let (access, token_kind) = match target.path {
-            Some(raw) => match policy::normalise(raw) {
-                Ok(path) => match self.config.routes.lookup(target.method, target.host, &path) {
-                    Some(route) => (route.access(), route.token_kind()),
-                    None => (&DEFAULT_ACCESS, TokenKind::Any),
-                },
-                Err(e) => return decided(Verdict::BadPath(e)),
-            },
+            Some(raw) => {
+                let path = match policy::normalise(raw) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        return decided(Verdict::BadRequest(format!("ambiguous path refused: {e}")))
+                    }
+                };
+                match self.config.routes.lookup(target.method, target.host, &path) {
+                    Ok(Some(route)) => (route.access(), route.token_kind()),
+                    Ok(None) => (&DEFAULT_ACCESS, TokenKind::Any),
+                    Err(e) => return decided(Verdict::BadRequest(e.to_string())),
+                }
+            }
             None => (&DEFAULT_ACCESS, TokenKind::Any),
         };
         let requirements = match access {

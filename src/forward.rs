@@ -40,6 +40,10 @@ const IDENTITY_HEADERS: &[&str] = &[
     "x-original-uri",
     "x-original-url",
     "x-rewrite-url",
+    // Method overrides would let a request matched as GET act as DELETE in the application.
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
 ];
 
 /// Prefixes of identity-bearing header families (normalised).

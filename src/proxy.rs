@@ -99,9 +99,9 @@ impl ProxyHttp for Portcullis {
                 ctx.set_cookies = set_cookies;
                 return Ok(false);
             }
-            Verdict::BadPath(e) => {
-                ctx.outcome = "bad_path";
-                respond::bad_path(&e)
+            Verdict::BadRequest(reason) => {
+                ctx.outcome = "bad_request";
+                respond::bad_request(&reason)
             }
             Verdict::Unauthenticated => {
                 if classify::is_browser_navigation(&req.method, &req.headers) {
@@ -174,9 +174,9 @@ impl ProxyHttp for Portcullis {
             upstream_request,
             &vouch,
             &peer,
-            // With pass_id_token_as_bearer the upstream trusts Authorization as identity: a
-            // session caller's own copy never reaches it.
-            headers.pass_id_token_as_bearer && s.is_some(),
+            // With pass_id_token_as_bearer the upstream trusts Authorization as identity: only
+            // a verified bearer caller's own token, or ours, ever reaches it.
+            headers.pass_id_token_as_bearer && !matches!(ctx.caller, Some(Caller::Bearer(_))),
             |name| sessions.is_ours(name),
         );
         Ok(())

@@ -112,11 +112,11 @@ pub fn escape_html(s: &str) -> String {
     out
 }
 
-/// 400 for a path that could be read two ways (never forwarded, never matched against rules).
-pub fn bad_path(reason: &crate::policy::PathError) -> Reply {
+/// 400 for a request that could be read two ways (never forwarded, never matched against rules).
+pub fn bad_request(reason: &str) -> Reply {
     Reply::json(
         400,
-        &serde_json::json!({"error": "bad_request", "error_description": format!("ambiguous path refused: {reason}")}),
+        &serde_json::json!({"error": "bad_request", "error_description": reason}),
     )
 }
 

@@ -783,6 +783,12 @@ impl Validator<'_> {
 
     fn bearer(&self, b: file::BearerFile, oidc: &Oidc) -> Result<Bearer, ConfigError> {
         self.audiences("bearer.audiences", &b.audiences, false)?;
+        if let Some(i) = b.audiences.iter().position(|a| *a == oidc.client_id) {
+            return Err(self.err(
+                format!("bearer.audiences[{i}]"),
+                "is the client id: ID tokens are governed by bearer.accept_id_tokens",
+            ));
+        }
         let leeway = match b.leeway.as_deref() {
             Some("0") | Some("0s") => Duration::ZERO,
             other => self.duration(
@@ -906,6 +912,12 @@ impl Validator<'_> {
                     ))
                 }
             };
+            if token_kind == TokenKind::Id && !r.scopes.is_empty() {
+                return Err(self.err(
+                    at("scopes"),
+                    "ID tokens carry no scopes: token_type = \"id\" with scopes can never be met",
+                ));
+            }
             let has_rules = !(r.scopes.is_empty()
                 && r.groups.is_empty()
                 && r.emails.is_empty()
@@ -933,6 +945,12 @@ impl Validator<'_> {
                     ))
                 }
             };
+            if r.path.starts_with(crate::classify::RESERVED_PREFIX) {
+                return Err(self.err(
+                    at("path"),
+                    "/oauth2/ belongs to portcullis; no route applies there",
+                ));
+            }
             specs.push(RouteSpec {
                 path: r.path,
                 exact: r.exact,
@@ -976,7 +994,17 @@ impl Validator<'_> {
         }) {
             return Err(self.err(format!("{table}.{}[{i}]", names[0]), "is not a valid scope"));
         }
-        check_list(names[1], &groups)?;
+        // Group names may have spaces ("Domain Admins") but travel comma-joined: one with a
+        // comma could never match (it is dropped from identities for that reason).
+        if let Some(i) = groups
+            .iter()
+            .position(|g| g.trim().is_empty() || g.contains(',') || g.chars().any(char::is_control))
+        {
+            return Err(self.err(
+                format!("{table}.{}[{i}]", names[1]),
+                "must be a group name: not empty, no comma",
+            ));
+        }
         let mut parsed_emails = Vec::new();
         for (i, e) in emails.iter().enumerate() {
             let (address, _) = crate::policy::parse_email(e).ok_or_else(|| {

@@ -6,7 +6,7 @@ use pingora::http::RequestHeader;
 use serde_json::json;
 
 use super::{Answer, Facts};
-use crate::access::{host, Caller, Target, Verdict};
+use crate::access::{Caller, Target, Verdict};
 use crate::app::App;
 use crate::respond::{self, unauthorized_api, Reply};
 use crate::session::SessionData;
@@ -61,17 +61,27 @@ pub async fn forward_auth(app: &App, req: &RequestHeader, facts: &Facts) -> Answ
     ) else {
         return respond::forbidden(false).into();
     };
+    // With routes configured, a decision needs the original request; without it the default
+    // rule would answer for every path (fail open), so refuse and say why.
+    if original.is_none() && !app.config.routes.routes().is_empty() {
+        tracing::warn!(
+            trusted_proxy = facts.trusted_proxy,
+            "forward-auth without the original URI from a trusted proxy; refused (set X-Original-URI and server.trusted_proxies)"
+        );
+        return respond::forbidden(false).into();
+    }
     let method = match method {
         Some(m) => match Method::from_bytes(m.as_bytes()) {
-            Ok(m) => m,
+            Ok(m) => Some(m),
             Err(_) => return respond::forbidden(false).into(),
         },
-        None => Method::GET,
+        None => None,
     };
-    let host = forwarded_host.or_else(|| host(req).map(str::to_string));
+    // The auth subrequest's own Host names portcullis, not the application: only a reported
+    // host counts.
     let target = Target {
-        method: &method,
-        host: host.as_deref(),
+        method: method.as_ref(),
+        host: forwarded_host.as_deref(),
         path: original
             .as_deref()
             .map(|u| u.split('?').next().unwrap_or(u).as_bytes()),
@@ -86,7 +96,7 @@ pub async fn forward_auth(app: &App, req: &RequestHeader, facts: &Facts) -> Answ
         }
         Verdict::Unauthenticated => (unauthorized_api("no valid session"), None),
         Verdict::InvalidToken(e) => (respond::invalid_token(&e), None),
-        Verdict::BadPath(_) => (respond::forbidden(false), None),
+        Verdict::BadRequest(_) => (respond::forbidden(false), None),
         Verdict::Forbidden(caller) => (
             respond::forbidden(false),
             Some(caller.identity().user.clone()),

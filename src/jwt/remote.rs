@@ -109,10 +109,9 @@ impl RemoteKeys {
             tracing::debug!(url = %uri, skipped, "ignored unusable keys in a JWKS");
         }
         if keys.is_empty() {
-            return Err(FetchError::Invalid {
-                url: uri,
-                reason: "no usable signing key".into(),
-            });
+            // Taken as it is: an issuer that withdraws every key means it, and keeping the old
+            // ones would defeat an emergency withdrawal.
+            tracing::warn!(url = %uri, "the JWKS holds no usable signing key");
         }
         if let Ok(mut slot) = self.keys.write() {
             *slot = Some(Loaded {

@@ -75,6 +75,9 @@ pub enum PathError {
     /// classic way out of a public prefix; `...` is `..` on some Windows stacks.
     #[error("dot segment in path")]
     DotSegment,
+    /// A segment ending in `.`, which some servers strip.
+    #[error("path segment ends with a dot")]
+    TrailingDot,
 }
 
 /// Checks and decodes a request path.
@@ -153,6 +156,11 @@ fn check_segment(segment: &[u8], last: bool) -> Result<(), PathError> {
     }
     if segment.iter().all(|&b| b == b'.') {
         return Err(PathError::DotSegment);
+    }
+    // Windows stacks drop trailing dots (`/admin.` is `/admin` to IIS) while a route matcher
+    // sees another name.
+    if segment.last() == Some(&b'.') {
+        return Err(PathError::TrailingDot);
     }
     Ok(())
 }
@@ -301,7 +309,7 @@ mod tests {
             "/public/",
             "/public/a/b.css",
             "/a/b/",
-            "/a.b/.c/c./a..b/-_~!$&'()*+,=:@",
+            "/a.b/.c/a..b/-_~!$&'()*+,=:@",
             "/UPPER/Case",
             "/v1/items/42",
             "/.well-known/openid-configuration",
@@ -311,7 +319,7 @@ mod tests {
         assert_eq!(ok("/files/caf%C3%A9"), "/files/café");
         assert_eq!(ok("/files/caf%c3%a9"), "/files/café");
         assert_eq!(ok("/%61dmin"), "/admin");
-        assert_eq!(ok("/a%2eb/c%2E"), "/a.b/c.");
+        assert_eq!(ok("/a%2eb/c%2Ed"), "/a.b/c.d");
         assert_eq!(ok("/a%2Bb%3D"), "/a+b=");
         assert_eq!(ok("/%E2%9C%93/%F0%9F%98%80%EF%B8%8F"), "/✓/😀\u{FE0F}");
     }
@@ -447,6 +455,10 @@ mod tests {
         ] {
             assert_eq!(err(raw), PathError::DotSegment, "{raw:?}");
         }
+        for raw in [&b"/admin."[..], b"/admin./x", b"/a%2e"] {
+            assert_eq!(err(raw), PathError::TrailingDot, "{raw:?}");
+        }
+        assert!(normalise(b"/a.b/c.d").is_ok());
     }
 
     #[test]
@@ -461,6 +473,7 @@ mod tests {
             PathError::Invisible,
             PathError::EmptySegment,
             PathError::DotSegment,
+            PathError::TrailingDot,
         ];
         for e in all {
             let text = e.to_string();

@@ -148,7 +148,12 @@ impl Route {
         )
     }
 
-    fn fits_method(&self, method: &Method) -> bool {
+    /// `None` (a forward-auth request whose method nobody reported) fits only routes that
+    /// name no methods.
+    fn fits_method(&self, method: Option<&Method>) -> bool {
+        let Some(method) = method else {
+            return self.methods.is_empty();
+        };
         self.methods.is_empty()
             || self.methods.contains(method)
             || (method == Method::HEAD && self.methods.contains(&Method::GET))
@@ -160,8 +165,8 @@ impl Route {
             // Equal when both are empty; otherwise the one with methods is more specific.
             return self.methods.is_empty() && other.methods.is_empty();
         }
-        self.methods.iter().any(|m| other.fits_method(m))
-            || other.methods.iter().any(|m| self.fits_method(m))
+        self.methods.iter().any(|m| other.fits_method(Some(m)))
+            || other.methods.iter().any(|m| self.fits_method(Some(m)))
     }
 
     fn fits_host(&self, host: Option<&RequestHost<'_>>) -> bool {
@@ -177,7 +182,11 @@ impl Route {
 
     fn fits_path(&self, path: &str) -> bool {
         match self.shape {
-            Shape::Exact => path == self.path,
+            // `/admin` exact also covers `/admin/`: many frameworks serve the same page.
+            Shape::Exact => {
+                path == self.path
+                    || (self.path != "/" && path.strip_suffix('/') == Some(self.path.as_str()))
+            }
             Shape::Subtree => {
                 self.path == "/"
                     || (path.starts_with(&self.path)
@@ -186,6 +195,11 @@ impl Route {
         }
     }
 }
+
+/// A `Host` header that names no host, while routes depend on the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the Host header is not a host name")]
+pub struct BadHost;
 
 /// The configured routes, most specific first.
 #[derive(Debug, Clone, Default)]
@@ -230,15 +244,33 @@ impl RouteTable {
     /// The most specific route for this request, or None (the caller then applies the default:
     /// authenticated, no extra requirements — closed by default).
     ///
-    /// `host` is the raw `Host` header value; its port is ignored, and so is a single trailing
-    /// dot (`example.com.` names the same host). A host that cannot be parsed fits only routes
-    /// without a host.
-    pub fn lookup(&self, method: &Method, host: Option<&str>, path: &NormalPath) -> Option<&Route> {
-        let host = host.and_then(RequestHost::parse);
-        let path = path.as_str();
-        self.routes
+    /// Hosts work like virtual servers: when routes name the request's host, only those routes
+    /// are considered for it; otherwise only routes without a host. (Ranking a host-specific `/`
+    /// against a host-less `/static` by path length would let either one silently override the
+    /// other.) `host` is the raw `Host` header value; its port is ignored, and so is a single
+    /// trailing dot. A host that cannot be parsed is an error when any route names a host, so
+    /// a malformed `Host` can never fall through to weaker host-less rules.
+    pub fn lookup(
+        &self,
+        method: Option<&Method>,
+        host: Option<&str>,
+        path: &NormalPath,
+    ) -> Result<Option<&Route>, BadHost> {
+        let parsed = host.and_then(RequestHost::parse);
+        if host.is_some() && parsed.is_none() && self.routes.iter().any(|r| r.host.is_some()) {
+            return Err(BadHost);
+        }
+        let virtual_server = self
+            .routes
             .iter()
-            .find(|r| r.fits_path(path) && r.fits_method(method) && r.fits_host(host.as_ref()))
+            .any(|r| r.host.is_some() && r.fits_host(parsed.as_ref()));
+        let path = path.as_str();
+        Ok(self.routes.iter().find(|r| {
+            r.host.is_some() == virtual_server
+                && r.fits_path(path)
+                && r.fits_method(method)
+                && r.fits_host(parsed.as_ref())
+        }))
     }
 
     /// The routes, most specific first.
@@ -378,7 +410,8 @@ mod tests {
         path: &str,
     ) -> Option<&'t Route> {
         let path = normalise(path.as_bytes()).expect("valid request path");
-        t.lookup(&method, host, &path)
+        // A malformed host is an error of its own (asserted separately); here it picks nothing.
+        t.lookup(Some(&method), host, &path).ok().flatten()
     }
 
     fn pick_path(t: &RouteTable, path: &str) -> Option<String> {
@@ -419,7 +452,9 @@ mod tests {
     fn exact_matches_the_path_only() {
         let t = table(vec![exact("/health")]);
         assert!(pick(&t, Method::GET, None, "/health").is_some());
-        for miss in ["/health/", "/health/x", "/healthz", "/Health"] {
+        // The trailing-slash twin is the same page in many frameworks.
+        assert!(pick(&t, Method::GET, None, "/health/").is_some());
+        for miss in ["/health/x", "/healthz", "/Health"] {
             assert!(pick(&t, Method::GET, None, miss).is_none(), "{miss}");
         }
         let t = table(vec![exact("/dir/")]);
@@ -506,6 +541,15 @@ mod tests {
             assert!(!grouped(Some(other)), "{other}");
         }
         assert!(!grouped(None));
+        // With host-specific routes around, a Host that names no host is refused outright.
+        let path = normalise(b"/x").expect("path");
+        for bad in ["admin.example.com:x", "admin.example.com:", "", "[::1"] {
+            assert_eq!(
+                t.lookup(Some(&Method::GET), Some(bad), &path).err(),
+                Some(BadHost),
+                "{bad}"
+            );
+        }
     }
 
     #[test]
@@ -560,9 +604,11 @@ mod tests {
             pick(&t, Method::GET, Some("a.example"), "/a/b/c").map(Route::path),
             Some("/a/b")
         );
+        // a.example has routes of its own, so host-less routes do not apply to it: a POST
+        // fits none of them and gets the (closed) default.
         assert_eq!(
             pick(&t, Method::POST, Some("a.example"), "/a/b/c").map(Route::path),
-            Some("/a")
+            None
         );
         assert_eq!(
             pick(&t, Method::GET, Some("b.example"), "/a/b/c").map(Route::path),
