@@ -84,6 +84,9 @@ impl From<VerifyError> for BearerError {
     }
 }
 
+/// Larger tokens are not remembered (see [`BearerAuth::verify_uncached`]).
+const MAX_REMEMBERED_TOKEN_BYTES: usize = 4096;
+
 #[derive(Clone)]
 struct Remembered {
     principal: Arc<Principal>,
@@ -169,6 +172,11 @@ impl BearerAuth {
         }
         let (index, principal, keys) = self.verify_fully(token).await?;
         let principal = Arc::new(principal);
+        // Memory stays bounded by entries × size: unusually large tokens (and so principals)
+        // are verified every time rather than remembered.
+        if token.len() > MAX_REMEMBERED_TOKEN_BYTES {
+            return Ok(principal);
+        }
         self.verified.insert(
             token_hash(token),
             Remembered {
