@@ -16,6 +16,10 @@ fn portcullis_with_config(cmd: &str, path: &std::path::Path) -> std::process::Ou
         .unwrap()
 }
 
+fn portcullis(args: &[&str]) -> std::process::Output {
+    Command::new(binary()).args(args).output().unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn check_accepts_a_good_config_and_reaches_the_provider() {
     let idp = start_idp(idp_config(4180)).await;
@@ -48,6 +52,34 @@ fn check_reports_an_unreachable_provider() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("oidc.issuer"), "{err}");
+}
+
+#[test]
+fn check_offline_validates_without_the_provider() {
+    let port = free_port();
+    let good = config(
+        4180,
+        &format!("http://127.0.0.1:{port}"),
+        "http://127.0.0.1:9",
+        "",
+    );
+    let path = write_config(&good);
+    let out = portcullis(&["check", "--offline", "--config", path.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.starts_with("ok: ") && stdout.contains("offline"),
+        "{stdout}"
+    );
+    // Offline still means validated: a broken file fails the same way.
+    let path = write_config(&good.replace(SECRET, "c2hvcnQ="));
+    let out = portcullis(&["check", "--offline", "--config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("session.secrets[0]"));
 }
 
 #[test]

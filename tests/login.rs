@@ -4,6 +4,8 @@
 mod common;
 
 use common::*;
+use std::time::Duration;
+
 use reqwest::StatusCode;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -360,6 +362,73 @@ async fn ready_reports_503_until_the_provider_appears() {
     proxy.wait_ready().await;
     let mut b = Browser::new();
     assert_eq!(b.login(&proxy, "alice", "/").await, "/");
+    drop(idp);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idp_outage_degrades_ready_and_new_logins_while_sessions_keep_working() {
+    let port = free_port();
+    let idp_port = free_port();
+    let echo = start_echo().await;
+    let issuer = format!("http://127.0.0.1:{idp_port}");
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", idp_port))
+        .await
+        .unwrap();
+    let idp = start_idp_on(listener, idp_config(port)).await;
+    let toml = config(port, &issuer, &format!("http://{}", echo.addr()), "").replacen(
+        "[oidc]\n",
+        "[oidc]\nhealth_check_interval = \"1s\"\n",
+        1,
+    );
+    let proxy = Proxy::start(port, &toml).await;
+    proxy.wait_ready().await;
+    let mut alice = Browser::new();
+    assert_eq!(alice.login(&proxy, "alice", "/").await, "/");
+
+    drop(idp);
+    let client = plain_client();
+    let ready = proxy.url("/ready");
+    wait_until("/ready to report degraded", Duration::from_secs(10), || {
+        let (client, ready) = (client.clone(), ready.clone());
+        async move {
+            match client.get(&ready).send().await {
+                Ok(r) if r.status() == StatusCode::OK => {
+                    r.text().await.is_ok_and(|t| t.starts_with("degraded"))
+                }
+                _ => false,
+            }
+        }
+    })
+    .await;
+    // Signed in before the outage: still served.
+    let r = alice.api(&proxy.url("/during-outage")).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    // A new sign-in gets a page that says so, not a redirect to a dead provider.
+    let r = client
+        .get(proxy.url("/oauth2/start"))
+        .header("accept", BROWSER_ACCEPT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.headers()["retry-after"], "5");
+
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", idp_port))
+        .await
+        .unwrap();
+    let idp = start_idp_on(listener, idp_config(port)).await;
+    wait_until("/ready to report OK again", Duration::from_secs(10), || {
+        let (client, ready) = (client.clone(), ready.clone());
+        async move {
+            match client.get(&ready).send().await {
+                Ok(r) => r.text().await.is_ok_and(|t| t == "OK"),
+                _ => false,
+            }
+        }
+    })
+    .await;
+    let mut bob = Browser::new();
+    assert_eq!(bob.login(&proxy, "bob", "/after").await, "/after");
     drop(idp);
 }
 

@@ -103,6 +103,8 @@ pub struct OidcFile {
     pub insecure_allow_http: bool,
     /// Clock skew tolerated on token times.
     pub leeway: Option<String>,
+    /// How often the provider is probed while it is up (while it is down: sooner).
+    pub health_check_interval: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

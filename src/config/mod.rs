@@ -148,6 +148,9 @@ pub struct Oidc {
     pub auth_method: Option<ClientAuthMethod>,
     pub http_timeout: Duration,
     pub leeway: Duration,
+    /// How often the provider's discovery document is fetched to notice an outage (and the
+    /// end of one) before a user does.
+    pub health_check_interval: Duration,
 }
 
 #[derive(Debug)]
@@ -569,6 +572,12 @@ impl Validator<'_> {
                     Duration::from_secs(300),
                 )?,
             },
+            health_check_interval: self.duration(
+                "oidc.health_check_interval",
+                o.health_check_interval.as_deref(),
+                Duration::from_secs(15),
+                Duration::from_secs(3600),
+            )?,
         })
     }
 

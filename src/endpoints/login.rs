@@ -19,6 +19,10 @@ fn provider_unavailable() -> Reply {
 
 pub fn start(app: &App, req: &RequestHeader, facts: &Facts) -> Reply {
     let return_to = return_target(app, req, facts);
+    // A provider known to be down would leave the browser on a connection error page.
+    if !app.provider.health().is_up() {
+        return provider_unavailable();
+    }
     let Some(meta) = app.provider.metadata() else {
         return provider_unavailable();
     };

@@ -64,9 +64,23 @@ fn query_param(req: &RequestHeader, name: &str) -> Result<Option<String>, ()> {
 /// trusted front proxy reports (nginx `error_page 401 = /oauth2/start` cannot URL-encode
 /// `$request_uri` into `rd` itself). Falls back to `/` when absent, ambiguous or refused.
 fn return_target(app: &App, req: &RequestHeader, facts: &Facts) -> String {
+    let original = identity::original_uri(req, facts).ok().flatten();
     let candidate = match query_param(req, "rd") {
-        Ok(Some(rd)) => Some(rd),
-        Ok(None) => identity::original_uri(req, facts).ok().flatten(),
+        Ok(Some(rd)) => Some(match original {
+            // nginx's `error_page 401 = /oauth2/start?rd=$request_uri` cannot URL-encode the
+            // URI, so its query arrives cut at the first `&`. When the same trusted proxy
+            // reports the original URI and it is exactly that cut-off continued, the complete
+            // one is what the user asked for.
+            Some(full)
+                if full
+                    .strip_prefix(rd.as_str())
+                    .is_some_and(|r| r.starts_with('&')) =>
+            {
+                full
+            }
+            _ => rd,
+        }),
+        Ok(None) => original,
         Err(()) => None,
     };
     candidate
@@ -78,4 +92,55 @@ fn return_target(app: &App, req: &RequestHeader, facts: &Facts) -> String {
                 || path == app.config.oidc.callback_path)
         })
         .unwrap_or_else(|| "/".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn start_request(uri: &str, headers: &[(&str, &str)]) -> RequestHeader {
+        let mut r = RequestHeader::build("GET", uri.as_bytes(), None).unwrap();
+        for (k, v) in headers {
+            r.append_header(k.to_string(), *v).unwrap();
+        }
+        r
+    }
+
+    #[test]
+    fn an_rd_cut_at_its_first_ampersand_is_completed_from_the_trusted_original_uri() {
+        let app = App::new(Arc::new(crate::config::for_tests(
+            "\"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY\"",
+        )))
+        .unwrap();
+        let trusted = Facts {
+            trusted_proxy: true,
+        };
+        let stranger = Facts {
+            trusted_proxy: false,
+        };
+        // What nginx sends for `error_page 401 = /oauth2/start?rd=$request_uri`.
+        let cut = start_request(
+            "/oauth2/start?rd=/r/q3?year=2026&tab=cost",
+            &[("x-original-uri", "/r/q3?year=2026&tab=cost")],
+        );
+        assert_eq!(
+            return_target(&app, &cut, &trusted),
+            "/r/q3?year=2026&tab=cost"
+        );
+        // From anyone else the header means nothing: rd as it came.
+        assert_eq!(return_target(&app, &cut, &stranger), "/r/q3?year=2026");
+        // An original URI that is not rd's continuation does not override rd.
+        let other = start_request(
+            "/oauth2/start?rd=/r/q3?year=2026&tab=cost",
+            &[("x-original-uri", "/admin?x=1")],
+        );
+        assert_eq!(return_target(&app, &other, &trusted), "/r/q3?year=2026");
+        let longer = start_request("/oauth2/start?rd=/r", &[("x-original-uri", "/r/../admin")]);
+        assert_eq!(return_target(&app, &longer, &trusted), "/r");
+        // Without rd, the trusted original URI is the target.
+        let none = start_request("/oauth2/start", &[("x-original-uri", "/deep?a=1&b=2")]);
+        assert_eq!(return_target(&app, &none, &trusted), "/deep?a=1&b=2");
+    }
 }

@@ -20,7 +20,7 @@ const DEFAULT_REFRESH: Duration = Duration::from_secs(15 * 60);
 const MIN_REFRESH: Duration = Duration::from_secs(60);
 const MAX_REFRESH: Duration = Duration::from_secs(24 * 3600);
 const BACKOFF_START: Duration = Duration::from_millis(250);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
+pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// Where the key set's address comes from.
 #[derive(Debug, Clone)]
@@ -157,7 +157,7 @@ impl RemoteKeys {
     /// Loads with backoff until it succeeds, then refreshes before the cache lifetime the issuer
     /// announced runs out, until shutdown. Failures keep the keys already loaded.
     pub async fn maintain(&self, shutdown: ShutdownWatch, name: &str) {
-        keep_fresh(shutdown, || async {
+        keep_fresh(shutdown, BACKOFF_MAX, || async {
             let result = self.refresh().await;
             if let Err(e) = &result {
                 tracing::warn!(issuer = name, error = %e, "cannot load keys");
@@ -169,8 +169,8 @@ impl RemoteKeys {
 }
 
 /// Runs `step` until shutdown: again after the interval it returns, or — when it fails — after
-/// an exponential backoff (250 ms doubling to 30 s).
-pub async fn keep_fresh<F, Fut>(mut shutdown: ShutdownWatch, mut step: F)
+/// an exponential backoff (250 ms doubling to `max_backoff`).
+pub async fn keep_fresh<F, Fut>(mut shutdown: ShutdownWatch, max_backoff: Duration, mut step: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<Duration, FetchError>>,
@@ -187,7 +187,7 @@ where
             }
             Err(_) => {
                 let wait = backoff;
-                backoff = (backoff * 2).min(BACKOFF_MAX);
+                backoff = (backoff * 2).min(max_backoff);
                 wait
             }
         };

@@ -48,9 +48,9 @@ impl Provider {
         let meta = self
             .metadata()
             .ok_or_else(|| LoginError::Unavailable(self.not_ready_reason()))?;
-        let tokens =
-            client::exchange_code(self.http(), &self.config.oidc, &meta, code, pkce_verifier)
-                .await?;
+        let tokens = self.observed(
+            client::exchange_code(self.http(), &self.config.oidc, &meta, code, pkce_verifier).await,
+        )?;
         let id_token = tokens.id_token.clone().ok_or(LoginError::NoIdToken)?;
         let claims = self.verify_id_token(&id_token, Some(nonce)).await?;
         let identity = identity::from_claims(&claims, &self.config.oidc.claims)
@@ -70,7 +70,9 @@ impl Provider {
         let meta = self
             .metadata()
             .ok_or_else(|| LoginError::Unavailable(self.not_ready_reason()))?;
-        let tokens = client::refresh(self.http(), &self.config.oidc, &meta, refresh_token).await?;
+        let tokens = self.observed(
+            client::refresh(self.http(), &self.config.oidc, &meta, refresh_token).await,
+        )?;
         let identity = match &tokens.id_token {
             Some(t) => {
                 let claims = self.verify_id_token(t, None).await?;
@@ -129,7 +131,19 @@ impl Provider {
     pub fn not_ready_reason(&self) -> String {
         match self.readiness() {
             super::Readiness::Ready => "ready".into(),
-            super::Readiness::NotReady(r) => r,
+            super::Readiness::Degraded(r) | super::Readiness::NotReady(r) => r,
         }
+    }
+
+    /// Tells the health tracker what a token request said about the provider.
+    fn observed<T>(&self, result: Result<T, client::TokenError>) -> Result<T, client::TokenError> {
+        match &result {
+            Err(client::TokenError::Unreachable(reason)) => self.health.down(reason),
+            Err(client::TokenError::BadResponse) => self
+                .health
+                .down("the token endpoint answered with something other than OAuth"),
+            _ => self.health.up(),
+        }
+        result
     }
 }

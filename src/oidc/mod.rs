@@ -9,6 +9,7 @@
 pub mod client;
 pub mod discovery;
 pub mod flow;
+pub mod health;
 pub mod id_token;
 pub mod identity;
 pub mod login;
@@ -20,7 +21,7 @@ use pingora::server::ShutdownWatch;
 use serde_json::{Map, Value};
 
 use crate::config::Config;
-use crate::jwt::remote::{keep_fresh, JwksSource, RemoteKeys};
+use crate::jwt::remote::{keep_fresh, JwksSource, RemoteKeys, BACKOFF_MAX};
 use discovery::{FetchError, Metadata};
 use id_token::{Expectations, IdTokenError};
 
@@ -28,6 +29,9 @@ use id_token::{Expectations, IdTokenError};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Readiness {
     Ready,
+    /// Loaded once, but not answering now: what was cached keeps working, new logins wait.
+    Degraded(String),
+    /// Never loaded: nothing that needs the provider works.
     NotReady(String),
 }
 
@@ -37,6 +41,7 @@ pub struct Provider {
     metadata: RwLock<Option<Arc<Metadata>>>,
     keys: RemoteKeys,
     last_error: Mutex<String>,
+    health: health::Health,
 }
 
 impl Provider {
@@ -54,6 +59,7 @@ impl Provider {
             metadata: RwLock::new(None),
             keys,
             last_error: Mutex::new("identity provider metadata not loaded yet".into()),
+            health: health::Health::default(),
         })
     }
 
@@ -63,7 +69,10 @@ impl Provider {
 
     pub fn readiness(&self) -> Readiness {
         if self.metadata().is_some() {
-            return Readiness::Ready;
+            if self.health.is_up() {
+                return Readiness::Ready;
+            }
+            return Readiness::Degraded(self.health.reason());
         }
         let reason = self
             .last_error
@@ -71,6 +80,11 @@ impl Provider {
             .map(|e| e.clone())
             .unwrap_or_else(|_| "unknown".into());
         Readiness::NotReady(reason)
+    }
+
+    /// Where outbound calls report whether the provider answered.
+    pub fn health(&self) -> &health::Health {
+        &self.health
     }
 
     /// The provider's metadata once loaded (keys loaded too).
@@ -128,9 +142,11 @@ impl Provider {
     }
 
     /// Loads with backoff until it succeeds, then refreshes the keys when their cache lifetime
-    /// runs out, until shutdown. A failed refresh keeps the keys already loaded.
+    /// runs out, until shutdown. A failed refresh keeps the keys already loaded. Beside it,
+    /// a probe fetches the discovery document every `oidc.health_check_interval`, so an outage
+    /// shows in `/ready` and on the login page before a user meets it.
     pub async fn maintain(&self, shutdown: ShutdownWatch) {
-        keep_fresh(shutdown, || async {
+        let keys = keep_fresh(shutdown.clone(), BACKOFF_MAX, || async {
             let loaded = self.metadata().is_some();
             let result = if loaded {
                 self.keys.refresh().await
@@ -141,14 +157,34 @@ impl Provider {
                 Ok(_) if !loaded => {
                     tracing::info!(issuer = %self.config.oidc.issuer, "identity provider loaded")
                 }
-                Ok(_) => {}
+                Ok(_) => self.health.up(),
                 Err(e) => {
                     tracing::warn!(error = %e, "identity provider not reachable");
                     self.set_error(e);
+                    if loaded {
+                        self.health.down(&e.to_string());
+                    }
                 }
             }
             result
-        })
-        .await
+        });
+        let every = self.config.oidc.health_check_interval;
+        let probe = keep_fresh(shutdown, every, || async move {
+            if self.metadata().is_none() {
+                // Still loading: the loop above reports for itself.
+                return Ok(every);
+            }
+            match discovery::fetch_metadata(&self.http, &self.config.oidc.issuer).await {
+                Ok(_) => {
+                    self.health.up();
+                    Ok(every)
+                }
+                Err(e) => {
+                    self.health.down(&e.to_string());
+                    Err(e)
+                }
+            }
+        });
+        tokio::join!(keys, probe);
     }
 }
