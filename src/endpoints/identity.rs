@@ -57,7 +57,7 @@ pub async fn forward_auth(app: &App, req: &RequestHeader, facts: &Facts) -> Answ
     let (Ok(original), Ok(method), Ok(forwarded_host)) = (
         original_uri(req, facts),
         reported(req, facts, &["x-forwarded-method", "x-original-method"]),
-        reported(req, facts, &["x-forwarded-host"]),
+        original_host(req, facts),
     ) else {
         return respond::forbidden(false).into();
     };
@@ -134,35 +134,108 @@ fn allowed(caller: &Caller, pass_access_token: bool) -> Reply {
 #[derive(Debug, PartialEq, Eq)]
 pub struct Ambiguous;
 
-/// What a trusted front proxy reports under any of `names`: nothing, one value (possibly
-/// repeated identically under several names), or — several different values — ambiguity.
-/// From anyone else these headers mean nothing.
-fn reported(
+/// One header that reports a fact, and how its value states the fact: `None` when the value
+/// is malformed (which is refused like two readings).
+type Reading = (&'static str, fn(&str) -> Option<String>);
+
+/// The fact as the header states it.
+fn as_is(v: &str) -> Option<String> {
+    Some(v.to_string())
+}
+
+/// ingress-nginx's `X-Original-URL` is absolute (`https://host/path?query`); the URI is its
+/// path and query.
+fn url_path_and_query(v: &str) -> Option<String> {
+    let uri: http::Uri = v.parse().ok()?;
+    uri.scheme()?;
+    uri.authority()?;
+    Some(uri.path_and_query()?.as_str().to_string())
+}
+
+/// ... and the host is its authority.
+fn url_authority(v: &str) -> Option<String> {
+    let uri: http::Uri = v.parse().ok()?;
+    uri.scheme()?;
+    Some(uri.authority()?.as_str().to_string())
+}
+
+/// A host as compared between readings: case-insensitive, port ignored (route matching
+/// ignores the port too).
+fn host_key(h: &str) -> String {
+    let h = h.to_ascii_lowercase();
+    match h.rfind(':') {
+        // `[::1]:443` → `[::1]`; a bare `[::1]` keeps its colons.
+        Some(i) if !h[i..].contains(']') => h[..i].to_string(),
+        _ => h,
+    }
+}
+
+/// What a trusted front proxy reports about one fact through any of `readings`: nothing, one
+/// value (possibly reported identically by several headers), or — several different values,
+/// or a malformed one — ambiguity. `key` decides which values are the same. From anyone else
+/// these headers mean nothing.
+fn reported_by(
     req: &RequestHeader,
     facts: &Facts,
-    names: &[&str],
+    readings: &[Reading],
+    key: fn(&str) -> String,
 ) -> Result<Option<String>, Ambiguous> {
     if !facts.trusted_proxy {
         return Ok(None);
     }
-    let mut found: Option<&[u8]> = None;
-    for value in names.iter().flat_map(|n| req.headers.get_all(*n).iter()) {
-        match found {
-            Some(v) if v != value.as_bytes() => return Err(Ambiguous),
-            _ => found = Some(value.as_bytes()),
+    let mut found: Option<String> = None;
+    for (name, read) in readings {
+        for value in req.headers.get_all(*name) {
+            let text = std::str::from_utf8(value.as_bytes()).map_err(|_| Ambiguous)?;
+            let fact = read(text).ok_or(Ambiguous)?;
+            match &found {
+                Some(f) if key(f) != key(&fact) => return Err(Ambiguous),
+                Some(_) => {}
+                None => found = Some(fact),
+            }
         }
     }
-    match found {
-        None => Ok(None),
-        Some(v) => std::str::from_utf8(v)
-            .map(|s| Some(s.to_string()))
-            .map_err(|_| Ambiguous),
-    }
+    Ok(found)
 }
 
-/// The URI the user asked the front proxy for: believed only from a trusted proxy.
+fn reported(
+    req: &RequestHeader,
+    facts: &Facts,
+    names: &[&'static str],
+) -> Result<Option<String>, Ambiguous> {
+    let readings: Vec<Reading> = names.iter().map(|n| (*n, as_is as fn(&str) -> _)).collect();
+    reported_by(req, facts, &readings, str::to_string)
+}
+
+/// The URI the user asked the front proxy for: believed only from a trusted proxy. nginx
+/// recipes set `X-Original-URI`, Traefik `X-Forwarded-Uri`, ingress-nginx `X-Original-URL`;
+/// whichever arrive must agree, so a client's own copy of a name the proxy does not set
+/// cannot steer the decision.
 pub fn original_uri(req: &RequestHeader, facts: &Facts) -> Result<Option<String>, Ambiguous> {
-    reported(req, facts, &["x-forwarded-uri", "x-original-uri"])
+    reported_by(
+        req,
+        facts,
+        &[
+            ("x-forwarded-uri", as_is),
+            ("x-original-uri", as_is),
+            ("x-original-url", url_path_and_query),
+        ],
+        str::to_string,
+    )
+}
+
+/// The host the user asked the front proxy for, from `X-Forwarded-Host` or the authority of
+/// `X-Original-URL`, which must agree.
+fn original_host(req: &RequestHeader, facts: &Facts) -> Result<Option<String>, Ambiguous> {
+    reported_by(
+        req,
+        facts,
+        &[
+            ("x-forwarded-host", as_is),
+            ("x-original-url", url_authority),
+        ],
+        host_key,
+    )
 }
 
 #[cfg(test)]
@@ -195,5 +268,37 @@ mod tests {
         assert_eq!(original_uri(&r, &trusted), Err(Ambiguous));
         let r = req(&[("x-forwarded-uri", "/a"), ("x-forwarded-uri", "/b")]);
         assert_eq!(original_uri(&r, &trusted), Err(Ambiguous));
+    }
+
+    #[test]
+    fn ingress_nginx_original_url_is_one_more_reading_that_must_agree() {
+        let trusted = Facts {
+            trusted_proxy: true,
+        };
+        let url = ("x-original-url", "https://App.example.com:443/admin?x=1");
+        let r = req(&[url]);
+        assert_eq!(original_uri(&r, &trusted), Ok(Some("/admin?x=1".into())));
+        assert_eq!(
+            original_host(&r, &trusted),
+            Ok(Some("App.example.com:443".into()))
+        );
+        // A client's own X-Forwarded-Uri that ingress-nginx passes along disagrees: refused.
+        let r = req(&[url, ("x-forwarded-uri", "/public")]);
+        assert_eq!(original_uri(&r, &trusted), Err(Ambiguous));
+        // The same for the host; case and port do not make two hosts.
+        let r = req(&[url, ("x-forwarded-host", "public.example.com")]);
+        assert_eq!(original_host(&r, &trusted), Err(Ambiguous));
+        let r = req(&[url, ("x-forwarded-host", "app.example.com")]);
+        assert_eq!(
+            original_host(&r, &trusted),
+            Ok(Some("app.example.com".into()))
+        );
+        // A relative or malformed X-Original-URL is no reading at all: refused.
+        for bad in ["/admin", "https://", "not a url"] {
+            let r = req(&[("x-original-url", bad)]);
+            assert_eq!(original_uri(&r, &trusted), Err(Ambiguous), "{bad}");
+        }
+        assert_eq!(host_key("[::1]:8443"), "[::1]");
+        assert_eq!(host_key("[::1]"), "[::1]");
     }
 }

@@ -65,23 +65,16 @@ fn query_param(req: &RequestHeader, name: &str) -> Result<Option<String>, ()> {
 /// `$request_uri` into `rd` itself). Falls back to `/` when absent, ambiguous or refused.
 fn return_target(app: &App, req: &RequestHeader, facts: &Facts) -> String {
     let original = identity::original_uri(req, facts).ok().flatten();
-    let candidate = match query_param(req, "rd") {
-        Ok(Some(rd)) => Some(match original {
-            // nginx's `error_page 401 = /oauth2/start?rd=$request_uri` cannot URL-encode the
-            // URI, so its query arrives cut at the first `&`. When the same trusted proxy
-            // reports the original URI and it is exactly that cut-off continued, the complete
-            // one is what the user asked for.
-            Some(full)
-                if full
-                    .strip_prefix(rd.as_str())
-                    .is_some_and(|r| r.starts_with('&')) =>
-            {
-                full
-            }
-            _ => rd,
-        }),
-        Ok(None) => original,
-        Err(()) => None,
+    // nginx's `error_page 401 = /oauth2/start?rd=$request_uri` cannot URL-encode the URI: its
+    // query arrives cut at the first `&`, and a `+` or `%xx` in it would be decoded once too
+    // often. When the raw query is exactly `rd=` followed by the original URI the same trusted
+    // proxy reports, that original URI is what the user asked for, byte for byte.
+    let raw_rd = req.uri.query().and_then(|q| q.strip_prefix("rd="));
+    let candidate = match (&original, query_param(req, "rd")) {
+        (Some(full), _) if raw_rd == Some(full.as_str()) => original,
+        (_, Ok(Some(rd))) => Some(rd),
+        (_, Ok(None)) => original,
+        (_, Err(())) => None,
     };
     candidate
         .and_then(|target| app.config.redirects.validate(&target))
@@ -139,6 +132,20 @@ mod tests {
         assert_eq!(return_target(&app, &other, &trusted), "/r/q3?year=2026");
         let longer = start_request("/oauth2/start?rd=/r", &[("x-original-uri", "/r/../admin")]);
         assert_eq!(return_target(&app, &longer, &trusted), "/r");
+        // `+` and `%xx` arrive raw in both: the original is taken byte for byte.
+        for uri in [
+            "/search?q=a+b&page=2",
+            "/r?from=2026-01-01T00%3A00&to=x",
+            "/e?name=J%C3%BCrgen",
+        ] {
+            let r = start_request(
+                &format!("/oauth2/start?rd={uri}"),
+                &[("x-original-uri", uri)],
+            );
+            assert_eq!(return_target(&app, &r, &trusted), uri);
+            // Not from a trusted proxy: rd as decoded, never the header.
+            assert_ne!(return_target(&app, &r, &stranger), uri);
+        }
         // Without rd, the trusted original URI is the target.
         let none = start_request("/oauth2/start", &[("x-original-uri", "/deep?a=1&b=2")]);
         assert_eq!(return_target(&app, &none, &trusted), "/deep?a=1&b=2");
