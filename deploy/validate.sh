@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Validates deploy/: the Kubernetes examples and the Helm chart against the Kubernetes schemas
 # (plus the prometheus-operator ServiceMonitor), the chart rendered by Helm 3 and Helm 4, the
-# Dockerfile, and every embedded config.toml with `portcullis check --offline`.
+# Dockerfile, every embedded config.toml with `portcullis check --offline`, and every snippet of
+# the README's Deploy and nginx sections (deploy/validate_tools/readme.py).
 #
 #   bash deploy/validate.sh
 #

@@ -409,3 +409,60 @@ def portcullis_runs(objs: list[Obj]) -> list[PortcullisRun]:
                     else:
                         run.env[env["name"]] = value
     return runs
+
+
+# ---------------------------------------------------------------------------------------------
+# Secrets the pods read
+
+
+@dataclass
+class SecretUse:
+    """How the pods of a set read one Secret: the keys they name, whether they take it whole
+    (envFrom, a volume without items: then any key is read), and who reads it."""
+
+    keys: set[str] = field(default_factory=set)
+    optional_keys: set[str] = field(default_factory=set)
+    whole: bool = False
+    readers: list[str] = field(default_factory=list)
+
+
+def secret_uses(objs: list[Obj]) -> dict[str, SecretUse]:
+    """The Secrets read through secretKeyRef, envFrom and volumes (Secret and projected), by name."""
+    uses: dict[str, SecretUse] = {}
+
+    def use(name: str, reader: str, key: str | None = None, optional: bool = False) -> None:
+        u = uses.setdefault(name, SecretUse())
+        u.readers.append(reader)
+        if key is None:
+            u.whole = True
+        else:
+            (u.optional_keys if optional else u.keys).add(key)
+
+    for w in objs:
+        spec = pod_spec(w)
+        if spec is None:
+            continue
+        for c in spec.get("containers", []) + spec.get("initContainers", []):
+            where = f"{w.kind}/{w.name}: container {c.get('name')}"
+            for env in c.get("env", []) or []:
+                ref = (env.get("valueFrom") or {}).get("secretKeyRef")
+                if ref:
+                    use(ref["name"], f"{where}: env {env['name']}", ref["key"], bool(ref.get("optional")))
+            for src in c.get("envFrom", []) or []:
+                if "secretRef" in src:
+                    use(src["secretRef"]["name"], f"{where}: envFrom")
+        sources = []
+        for v in spec.get("volumes", []) or []:
+            if "secret" in v:
+                sources.append((v["name"], v["secret"].get("secretName"), v["secret"]))
+            for p in (v.get("projected") or {}).get("sources", []) or []:
+                if "secret" in p:
+                    sources.append((v["name"], p["secret"].get("name"), p["secret"]))
+        for volume, name, src in sources:
+            where = f"{w.kind}/{w.name}: volume {volume}"
+            items = src.get("items") or []
+            if not items:
+                use(name, where)
+            for item in items:
+                use(name, where, item["key"], bool(src.get("optional")))
+    return uses

@@ -7,6 +7,10 @@ and sets the environment below.
   VALIDATE_WORK       scratch directory
   PORTCULLIS_BIN      portcullis binary for `check --offline` ("" when none could be built)
 
+Also checked: deploy/examples (chart values rendered like the scenarios, configurations with
+`check --offline`) and the README's Deploy and nginx sections (readme.py: every snippet is a
+file validated here, every shell command is one whose effect is checked).
+
 Every check prints one line (ok / FAIL / skip) and the reasons of a failure; the last line is
 the count. Exit status 1 if any check failed.
 """
@@ -28,11 +32,13 @@ import yaml
 from dockerfile_parse import DockerfileParser
 
 import kube
+import readme
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 CHART = DEPLOY / "helm" / "portcullis"
 VALUES = DEPLOY / "validate_tools" / "values"
+EXAMPLES = DEPLOY / "examples"
 WORK = Path(os.environ["VALIDATE_WORK"])
 HELM = os.environ["VALIDATE_HELM"]
 HADOLINT = os.environ["VALIDATE_HADOLINT"]
@@ -115,6 +121,14 @@ def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
 
 SERVICEMONITORS: list[dict] = []
 PORTCULLIS_RUNS: list[kube.PortcullisRun] = []
+# What this run validates, for the README's snippets and commands (readme.py).
+VALIDATED: set[str] = set()  # repository-relative files
+KUSTOMIZATIONS: dict[str, list[kube.Obj]] = {}  # directory -> the objects `kubectl apply -k` applies
+EXAMPLE_CONFIGS: list[Path] = []  # deploy/examples/*.toml, for `portcullis check --offline`
+
+
+def rel(path: Path) -> str:
+    return path.relative_to(ROOT).as_posix()
 
 
 def check_object_set(title: str, objs: list[kube.Obj], namespace: str | None) -> None:
@@ -176,6 +190,7 @@ def check_examples() -> None:
         objs_by_file = {}
         kust = None
         for f in sorted(directory.glob("*.yaml")) + sorted(directory.glob("*.yml")):
+            VALIDATED.add(rel(f))
             if f.name in ("kustomization.yaml", "kustomization.yml"):
                 kust = yaml.safe_load(f.read_text())
                 continue
@@ -186,6 +201,7 @@ def check_examples() -> None:
             namespace = kust.get("namespace")
             check(f"{title}: kustomization.yaml", kustomization_errors, directory, kust, objs_by_file)
             check(f"{title}: kubectl kustomize", kubectl_kustomize_errors, directory, kust, objs_by_file)
+            KUSTOMIZATIONS[rel(directory)] = [o for f in kust.get("resources") or [] for o in objs_by_file.get(f, [])]
         check_object_set(title, objs, namespace)
 
 
@@ -267,17 +283,65 @@ def refused_errors(values: dict, expected: str) -> list[str]:
     return errors
 
 
+def check_rendering(title: str, values_file: Path) -> None:
+    rendered: dict = {}
+    ok = check(f"{title}: helm 3.6 lint+template = helm 4.2 render", render_chart, values_file, rendered)
+    if ok and "text" in rendered:
+        objs = load_objects(rendered["text"], f"helm/{values_file.name}")
+        check_object_set(title, objs, "default")
+        if ((yaml.safe_load(values_file.read_text()) or {}).get("secrets") or {}).get("existingSecret"):
+            check(f"{title}: no Secret rendered", lambda: [o.label for o in objs if o.kind == "Secret"])
+
+
+def helm_template(release: str, values_files: list[Path]) -> tuple[str | None, str]:
+    """`helm template` as `helm install` would render (for the README's commands)."""
+    args = [a for v in values_files for a in ("-f", str(v))]
+    tpl = helm3(["template", release, str(CHART), *args, "--namespace", "default"])
+    return (tpl.stdout, "") if tpl.returncode == 0 else (None, tpl.stderr.strip())
+
+
 def check_chart() -> None:
     for title, values_file in SCENARIOS.items():
-        rendered: dict = {}
-        ok = check(f"{title}: helm 3.6 lint+template = helm 4.2 render", render_chart, VALUES / values_file, rendered)
-        if ok and "text" in rendered:
-            objs = load_objects(rendered["text"], f"helm/{values_file}")
-            check_object_set(title, objs, "default")
-            if values_file == "existing-secret.yaml":
-                check(f"{title}: no Secret rendered", lambda: [o.label for o in objs if o.kind == "Secret"])
+        check_rendering(title, VALUES / values_file)
     for title, (values, expected) in REFUSED.items():
         check(f"chart refuses {title}", refused_errors, values, expected)
+
+
+# ---------------------------------------------------------------------------------------------
+# deploy/examples: configurations and chart values people start from (the README shows them)
+
+
+def check_deploy_examples() -> None:
+    """*.yaml are chart values, rendered like the scenarios above; *.toml are configurations,
+    checked with the others below. Any other file would go unchecked, so it fails."""
+    for f in sorted(EXAMPLES.iterdir()) if EXAMPLES.is_dir() else []:
+        if f.suffix == ".yaml":
+            VALIDATED.add(rel(f))
+            check_rendering(f"examples/{f.name}", f)
+        elif f.suffix == ".toml":
+            VALIDATED.add(rel(f))
+            EXAMPLE_CONFIGS.append(f)
+        else:
+            check(f"examples/{f.name}", lambda f=f: [f"{rel(f)}: no check knows this kind of file (.yaml: chart values, .toml: a configuration)"])
+
+
+# ---------------------------------------------------------------------------------------------
+# README.md: the Deploy and nginx sections (readme.py)
+
+
+def check_readme() -> None:
+    deploy = readme.Deploy(
+        root=ROOT,
+        check=check,
+        files=VALIDATED,
+        kustomizations=KUSTOMIZATIONS,
+        dockerfile=rel(DOCKERFILE),
+        chart=rel(CHART),
+        render=helm_template,
+        load_objects=load_objects,
+        validate_objects=lambda title, objs: check_object_set(title, objs, "default"),
+    )
+    readme.check_readme(deploy, ROOT / "README.md")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -302,6 +366,7 @@ DOCKERFILE = DEPLOY / "Dockerfile"
 
 
 def dockerfile_errors() -> list[str]:
+    VALIDATED.add(rel(DOCKERFILE))
     errors = []
     parser = DockerfileParser(str(DOCKERFILE))
     stages: list[dict] = []
@@ -437,6 +502,18 @@ def check_configs() -> None:
         print("note  this portcullis does not know server.metrics_listen yet: configurations are checked without that key")
     if not PORTCULLIS_RUNS:
         check(title, lambda: ["no portcullis container was found in any example or rendering"])
+    for f in EXAMPLE_CONFIGS:
+
+        def example(f=f) -> list[str]:
+            env = {"PORTCULLIS_OIDC_CLIENT_SECRET": TEST_CLIENT_SECRET, "PORTCULLIS_SESSION_SECRETS": TEST_SESSION_SECRET}
+            text = f.read_text()
+            if strip_metrics and "metrics_listen" in text:
+                out = portcullis_check(re.sub(r"(?m)^\s*metrics_listen\s*=.*$", "", text), env)
+            else:
+                out = run([PORTCULLIS, "check", "--offline", "--config", str(f)], env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(WORK), **env}, cwd=WORK)
+            return [] if out.returncode == 0 else [f"with test secrets: {(out.stderr + out.stdout).strip()}"]
+
+        check(f"{title}: {rel(f)}", example)
     for r in PORTCULLIS_RUNS:
         name = f"{title}: {r.where}"
 
@@ -480,12 +557,16 @@ def main() -> int:
     check_examples()
     print("==> Helm chart (deploy/helm/portcullis)", flush=True)
     check_chart()
-    print("==> ServiceMonitor (prometheus-operator CRD)", flush=True)
-    check("ServiceMonitors: CRD schema and types", servicemonitor_errors)
+    print("==> Examples (deploy/examples)", flush=True)
+    check_deploy_examples()
     print("==> Dockerfile (deploy/Dockerfile)", flush=True)
     check("Dockerfile: stages, user, entrypoint, build context", dockerfile_errors)
     check("Dockerfile: hadolint", hadolint_errors)
     check("Cargo.lock current (the image builds with --locked)", cargo_locked_errors)
+    print("==> README.md: Deploy and nginx sections", flush=True)
+    check_readme()
+    print("==> ServiceMonitor (prometheus-operator CRD)", flush=True)
+    check("ServiceMonitors: CRD schema and types", servicemonitor_errors)
     print("==> portcullis configurations", flush=True)
     check_configs()
     counts = {s: sum(1 for _, r in RESULTS if r == s) for s in ("ok", "FAIL", "skip")}

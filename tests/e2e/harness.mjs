@@ -43,7 +43,10 @@ export async function freePort() {
   return port;
 }
 
-/** Polls `check` until it returns true or `ms` pass: a readiness probe, not a sleep. */
+/**
+ * Polls `check` until it returns true or `ms` pass: a readiness probe, not a sleep. An error
+ * thrown by `check` counts as "not yet", unless it is marked `fatal` (see `fatal()`).
+ */
 export async function waitUntil(what, ms, check) {
   const deadline = Date.now() + ms;
   let last;
@@ -51,11 +54,17 @@ export async function waitUntil(what, ms, check) {
     try {
       if (await check()) return;
     } catch (e) {
+      if (e.fatal) throw e;
       last = e;
     }
     await sleep(50);
   }
   throw new Error(`timed out after ${ms} ms waiting for ${what}${last ? `: ${last.message}` : ''}`);
+}
+
+/** An error that ends a `waitUntil` at once: waiting longer cannot help. */
+export function fatal(message) {
+  return Object.assign(new Error(message), { fatal: true });
 }
 
 /** A scratch directory, removed by the returned function. */
@@ -107,7 +116,11 @@ export class Proxy {
   async waitReady(ms = 20_000) {
     await waitUntil('portcullis /ready to answer OK', ms, async () => {
       if (this.child.exitCode !== null || this.child.signalCode !== null) {
-        throw new Error(`portcullis exited (${this.child.exitCode ?? this.child.signalCode})`);
+        throw fatal(`portcullis exited (${this.child.exitCode ?? this.child.signalCode})`);
+      }
+      // pingora retries a taken port instead of exiting; another process answers meanwhile.
+      if (this.log().includes('in use')) {
+        throw fatal(`port ${this.port} was taken by another process before portcullis bound it`);
       }
       const r = await get(this.url('/ready'));
       return r.status === 200 && r.body === 'OK';
