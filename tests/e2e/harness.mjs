@@ -13,6 +13,9 @@ import { fileURLToPath } from 'node:url';
 
 import { chromium } from 'playwright-core';
 
+import { startIdp } from './idp.mjs';
+import { startUpstream } from './upstream.mjs';
+
 export const HERE = dirname(fileURLToPath(import.meta.url));
 export const ROOT = resolve(HERE, '../..');
 export const BINARY = process.env.PORTCULLIS_BIN ?? resolve(ROOT, 'target/debug/portcullis');
@@ -287,4 +290,60 @@ export async function signInAtIdp(page, idp, user) {
 /** The identity headers the echo upstream shows on its HTML page. */
 export async function shownHeader(page, name) {
   return page.locator(`[data-header="${name}"]`).allTextContents();
+}
+
+/**
+ * `fetch(path)` from inside `page`, as the application's own scripts would; `redirect:
+ * 'manual'` makes a redirect visible (an opaque-redirect response) instead of following it.
+ */
+export function fetchFrom(page, path, init = {}) {
+  return page.evaluate(
+    async ([p, i]) => {
+      const r = await fetch(p, { ...i, redirect: 'manual' });
+      return {
+        status: r.status,
+        type: r.type,
+        wwwAuthenticate: r.headers.get('www-authenticate'),
+        body: await r.text(),
+      };
+    },
+    [path, init],
+  );
+}
+
+/**
+ * The usual set-up: the provider, the echo upstream and portcullis on a free port in front of
+ * it, ready. `idp` options go to startIdp (redirect URIs are filled in); `proxy` options to
+ * proxyConfig. `close()` ends all of them.
+ */
+export async function startStack({ idp: idpOptions = {}, proxy: proxyOptions = {} } = {}) {
+  requireTools();
+  const port = await freePort();
+  const base = `http://127.0.0.1:${port}`;
+  const stack = { scratch: scratchDir() };
+  stack.close = () =>
+    teardown(
+      () => stack.proxy?.stop(),
+      () => stack.idp?.close(),
+      () => stack.upstream?.close(),
+      () => stack.scratch.remove(),
+    );
+  try {
+    stack.idp = await startIdp({
+      redirectUris: [`${base}/oauth2/callback`],
+      postLogoutRedirectUris: [`${base}/`],
+      ...idpOptions,
+    });
+    stack.upstream = await startUpstream();
+    stack.proxy = Proxy.start(
+      stack.scratch.dir,
+      port,
+      proxyConfig({ port, idp: stack.idp, upstream: stack.upstream.url, ...proxyOptions }),
+    );
+    await stack.proxy.waitReady();
+  } catch (e) {
+    await stack.close();
+    throw e;
+  }
+  return stack;
 }

@@ -7,35 +7,29 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 
 import {
-  freePort,
+  fetchFrom,
   launchBrowser,
   newContext,
-  Proxy,
-  proxyConfig,
-  requireTools,
-  scratchDir,
   shownHeader,
   signInAtIdp,
+  startStack,
   stepper,
   teardown,
   waitUntil,
 } from './harness.mjs';
-import { startIdp } from './idp.mjs';
-import { startUpstream } from './upstream.mjs';
 
 const DEEP_PATH = '/reports/q3?year=2026&tab=cost';
 // The provider's access tokens live this long; portcullis refreshes the session after that.
 const ACCESS_TOKEN_TTL = 3;
 
 describe('portcullis with oidc-provider and Chromium', { timeout: 90_000 }, () => {
+  let stack;
   let idp;
-  let upstream;
   let proxy;
   let browser;
   let context;
   let page;
   let tabs = [];
-  let scratch;
   let deepLink;
   const step = stepper('login', () => ({
     pages: [page, ...tabs].filter(Boolean),
@@ -43,51 +37,24 @@ describe('portcullis with oidc-provider and Chromium', { timeout: 90_000 }, () =
   }));
 
   before(async () => {
-    requireTools();
-    const port = await freePort();
-    deepLink = `http://127.0.0.1:${port}${DEEP_PATH}`;
-    idp = await startIdp({
-      redirectUris: [`http://127.0.0.1:${port}/oauth2/callback`],
-      postLogoutRedirectUris: [`http://127.0.0.1:${port}/`],
-      accessTokenTtl: ACCESS_TOKEN_TTL,
-    });
-    upstream = await startUpstream();
-    scratch = scratchDir();
-    proxy = Proxy.start(scratch.dir, port, proxyConfig({ port, idp, upstream: upstream.url }));
-    await proxy.waitReady();
+    stack = await startStack({ idp: { accessTokenTtl: ACCESS_TOKEN_TTL } });
+    ({ idp, proxy } = stack);
+    deepLink = proxy.url(DEEP_PATH);
     browser = await launchBrowser();
     context = await newContext(browser);
     page = await context.newPage();
   });
 
-  after(() =>
-    teardown(
-      () => browser?.close(),
-      () => proxy?.stop(),
-      () => idp?.close(),
-      () => upstream?.close(),
-      () => scratch?.remove(),
-    ),
-  );
+  after(() => teardown(() => browser?.close(), () => stack?.close()));
 
   const onIdp = (url) => url.origin === idp.issuer;
-
-  /** `fetch(path)` from the current page; `redirect: 'manual'` makes a redirect visible. */
-  const fetchFrom = (p, path, init = {}) =>
-    p.evaluate(
-      async ([path, i]) => {
-        const r = await fetch(path, { ...i, redirect: 'manual' });
-        return { status: r.status, type: r.type, body: await r.text() };
-      },
-      [path, init],
-    );
 
   const sessionCookies = async (ctx) =>
     (await ctx.cookies(proxy.base))
       .map((c) => c.name)
       .filter((n) => n.startsWith('_portcullis') && !n.includes('_flow_'));
 
-  /** The identity the upstream page shows, as nginx-free portcullis forwarded it. */
+  /** The identity portcullis forwarded, as the upstream's page shows it. */
   async function assertShowsAlice(p) {
     assert.deepEqual(await shownHeader(p, 'x-forwarded-user'), ['alice']);
     assert.deepEqual(await shownHeader(p, 'x-forwarded-email'), ['alice@example.com']);

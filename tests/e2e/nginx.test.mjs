@@ -15,6 +15,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
 import {
+  fetchFrom,
   ROOT,
   Proxy,
   freePort,
@@ -324,20 +325,8 @@ groups = ["admins"]
     return value;
   };
 
-  /** `fetch(path)` from the current page; `redirect: 'manual'` makes a redirect visible. */
-  const fetchFromPage = (path, init = {}) =>
-    page.evaluate(
-      async ([p, i]) => {
-        const r = await fetch(p, { ...i, redirect: 'manual' });
-        return {
-          status: r.status,
-          type: r.type,
-          wwwAuthenticate: r.headers.get('www-authenticate'),
-          body: await r.text(),
-        };
-      },
-      [path, init],
-    );
+  /** `fetch(path)` from the current page. */
+  const fetchFromPage = (path, init = {}) => fetchFrom(page, path, init);
 
   it('a deep link leads through the provider login back to itself, identity set by nginx', (t) =>
     step(t, 'login', async () => {

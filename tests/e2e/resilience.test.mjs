@@ -5,33 +5,27 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 
 import {
-  freePort,
   get,
   launchBrowser,
   newContext,
-  Proxy,
-  proxyConfig,
-  requireTools,
-  scratchDir,
   shownHeader,
   signInAtIdp,
+  startStack,
   stepper,
   teardown,
   waitUntil,
 } from './harness.mjs';
-import { API_AUDIENCE, machineToken, startIdp } from './idp.mjs';
-import { startUpstream } from './upstream.mjs';
+import { API_AUDIENCE, machineToken } from './idp.mjs';
 
 const kidOf = (jwt) => JSON.parse(Buffer.from(jwt.split('.')[0], 'base64url')).kid;
 
 describe('key rotation and an outage at the provider', { timeout: 90_000 }, () => {
+  let stack;
   let idp;
-  let upstream;
   let proxy;
   let browser;
   let alice; // a page signed in before anything happens
   let page; // the page of the current step
-  let scratch;
   let oldToken;
   let newToken;
   const step = stepper('resilience', () => ({
@@ -63,39 +57,18 @@ describe('key rotation and an outage at the provider', { timeout: 90_000 }, () =
   }
 
   before(async () => {
-    requireTools();
-    const port = await freePort();
-    idp = await startIdp({
-      redirectUris: [`http://127.0.0.1:${port}/oauth2/callback`],
-      postLogoutRedirectUris: [`http://127.0.0.1:${port}/`],
-    });
-    upstream = await startUpstream();
-    scratch = scratchDir();
-    proxy = Proxy.start(
-      scratch.dir,
-      port,
-      proxyConfig({
-        port,
-        idp,
-        upstream: upstream.url,
+    stack = await startStack({
+      proxy: {
         // Notice the outage (and its end) within about a second.
         oidcExtra: 'health_check_interval = "1s"',
         extra: `[bearer]\naudiences = ["${API_AUDIENCE}"]\n`,
-      }),
-    );
-    await proxy.waitReady();
+      },
+    });
+    ({ idp, proxy } = stack);
     browser = await launchBrowser();
   });
 
-  after(() =>
-    teardown(
-      () => browser?.close(),
-      () => proxy?.stop(),
-      () => idp?.close(),
-      () => upstream?.close(),
-      () => scratch?.remove(),
-    ),
-  );
+  after(() => teardown(() => browser?.close(), () => stack?.close()));
 
   it('before: a browser session and a client-credentials token both work', (t) =>
     step(t, 'before', async () => {

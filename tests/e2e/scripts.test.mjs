@@ -8,21 +8,16 @@ import { spawn } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
 
 import {
-  freePort,
   launchBrowser,
   newContext,
-  Proxy,
-  proxyConfig,
-  requireTools,
   ROOT,
-  scratchDir,
   signInAtIdp,
+  startStack,
   stepper,
   teardown,
 } from './harness.mjs';
-import { API_AUDIENCE, startIdp } from './idp.mjs';
+import { API_AUDIENCE } from './idp.mjs';
 import { assertSnippetIsFile, readmeSnippets } from './readme.mjs';
-import { startUpstream } from './upstream.mjs';
 
 /** Runs `cmd args` with `env` added and `input` on stdin; resolves with its exit and output. */
 function run(cmd, args, { env = {}, input = '' } = {}) {
@@ -53,12 +48,11 @@ function forwardedUser(stdout) {
 }
 
 describe('the README "For scripts" snippets', { timeout: 60_000 }, () => {
+  let stack;
   let idp;
-  let upstream;
   let proxy;
   let browser;
   let page;
-  let scratch;
   let cookie;
   let env;
   const step = stepper('scripts', () => ({
@@ -67,25 +61,10 @@ describe('the README "For scripts" snippets', { timeout: 60_000 }, () => {
   }));
 
   before(async () => {
-    requireTools();
-    const port = await freePort();
-    idp = await startIdp({
-      redirectUris: [`http://127.0.0.1:${port}/oauth2/callback`],
-      postLogoutRedirectUris: [`http://127.0.0.1:${port}/`],
+    stack = await startStack({
+      proxy: { extra: `[bearer]\naudiences = ["${API_AUDIENCE}"]\n` },
     });
-    upstream = await startUpstream();
-    scratch = scratchDir();
-    proxy = Proxy.start(
-      scratch.dir,
-      port,
-      proxyConfig({
-        port,
-        idp,
-        upstream: upstream.url,
-        extra: `[bearer]\naudiences = ["${API_AUDIENCE}"]\n`,
-      }),
-    );
-    await proxy.waitReady();
+    ({ idp, proxy } = stack);
     browser = await launchBrowser();
     page = await (await newContext(browser)).newPage();
     env = {
@@ -97,15 +76,7 @@ describe('the README "For scripts" snippets', { timeout: 60_000 }, () => {
     };
   });
 
-  after(() =>
-    teardown(
-      () => browser?.close(),
-      () => proxy?.stop(),
-      () => idp?.close(),
-      () => upstream?.close(),
-      () => scratch?.remove(),
-    ),
-  );
+  after(() => teardown(() => browser?.close(), () => stack?.close()));
 
   it('a person signs in with the browser and copies the session cookie', (t) =>
     step(t, 'browser-login', async () => {
