@@ -1,6 +1,7 @@
 //! Shared state of a running portcullis and the authentication stage that every protected
 //! request and the identity endpoints go through.
 
+use crate::metrics::RefreshResult;
 use std::sync::Arc;
 
 use pingora::http::RequestHeader;
@@ -73,13 +74,20 @@ impl App {
         let refreshed = self
             .refresher
             .refresh(&refresh_token, async move {
+                // Counted here, once per call to the provider, not per request that shares it.
+                let metrics = crate::metrics::get();
                 match provider.refresh_session(&old).await {
-                    Ok(s) => Outcome::Refreshed(Arc::new(s)),
+                    Ok(s) => {
+                        metrics.refresh(RefreshResult::Refreshed);
+                        Outcome::Refreshed(Arc::new(s))
+                    }
                     Err(e) => {
                         tracing::info!(user = %old.identity.user, error = %e, "session refresh failed");
                         if e.is_provider_down() {
+                            metrics.refresh(RefreshResult::ProviderDown);
                             Outcome::ProviderDown
                         } else {
+                            metrics.refresh(RefreshResult::Rejected);
                             Outcome::Rejected
                         }
                     }

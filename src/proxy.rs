@@ -14,6 +14,8 @@ use crate::app::App;
 use crate::classify::{self, Route};
 use crate::endpoints::{self, Facts};
 use crate::forward::{self, Peer, Vouch};
+use crate::metrics;
+use crate::outcome::Outcome;
 use crate::respond::{self, Reply};
 
 pub struct Portcullis {
@@ -28,7 +30,9 @@ pub struct RequestCtx {
     set_cookies: Vec<String>,
     /// For the access log.
     user: Option<String>,
-    outcome: &'static str,
+    outcome: Outcome,
+    /// When the request was sent upstream, for the upstream latency histogram.
+    upstream_sent: Option<Instant>,
 }
 
 fn peer_ip(session: &Session) -> Option<std::net::IpAddr> {
@@ -63,7 +67,8 @@ impl ProxyHttp for Portcullis {
             caller: None,
             set_cookies: Vec::new(),
             user: None,
-            outcome: "proxied",
+            outcome: Outcome::Endpoint,
+            upstream_sent: None,
         }
     }
 
@@ -78,51 +83,57 @@ impl ProxyHttp for Portcullis {
                 trusted_proxy: self.trusted(session),
             };
             let answer = endpoints::handle(app, endpoint, session.req_header(), &facts).await;
-            ctx.outcome = "endpoint";
+            ctx.outcome = Outcome::Endpoint;
             ctx.user = answer.user;
             answer.reply.send(session).await?;
             return Ok(true);
         }
 
         let req = session.req_header();
+        let deciding = Instant::now();
         let decided = app.decide(req, &Target::of(req)).await;
+        metrics::get().decision(deciding.elapsed());
         let set_cookies = decided.set_cookies;
         let reply = match decided.verdict {
             Verdict::Public => {
-                ctx.outcome = "public";
+                ctx.outcome = Outcome::Public;
                 ctx.set_cookies = set_cookies;
                 return Ok(false);
             }
             Verdict::Allow(caller) => {
+                ctx.outcome = match caller {
+                    Caller::Session(_) => Outcome::Cookie,
+                    Caller::Bearer(_) => Outcome::Bearer,
+                };
                 ctx.user = Some(caller.identity().user.clone());
                 ctx.caller = Some(caller);
                 ctx.set_cookies = set_cookies;
                 return Ok(false);
             }
             Verdict::BadRequest(reason) => {
-                ctx.outcome = "bad_request";
+                ctx.outcome = Outcome::BadRequest;
                 respond::bad_request(&reason)
             }
             Verdict::Unauthenticated => {
                 if classify::is_browser_navigation(&req.method, &req.headers) {
-                    ctx.outcome = "login_redirect";
+                    ctx.outcome = Outcome::LoginRedirect;
                     Reply::redirect(&self.login_redirect(session))
                 } else {
-                    ctx.outcome = "unauthenticated";
+                    ctx.outcome = Outcome::Unauthenticated;
                     respond::unauthorized_api("authentication required")
                 }
             }
             Verdict::InvalidToken(e) => {
-                ctx.outcome = "invalid_token";
+                ctx.outcome = Outcome::InvalidToken;
                 respond::invalid_token(&e)
             }
             Verdict::Forbidden(caller) => {
-                ctx.outcome = "forbidden";
+                ctx.outcome = Outcome::Forbidden;
                 ctx.user = Some(caller.identity().user.clone());
                 respond::forbidden(classify::is_browser_navigation(&req.method, &req.headers))
             }
             Verdict::InsufficientScope(needed) => {
-                ctx.outcome = "insufficient_scope";
+                ctx.outcome = Outcome::InsufficientScope;
                 respond::insufficient_scope(&needed)
             }
         };
@@ -179,6 +190,7 @@ impl ProxyHttp for Portcullis {
             headers.pass_id_token_as_bearer && !matches!(ctx.caller, Some(Caller::Bearer(_))),
             |name| sessions.is_ours(name),
         );
+        ctx.upstream_sent = Some(Instant::now());
         Ok(())
     }
 
@@ -189,7 +201,16 @@ impl ProxyHttp for Portcullis {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         // 1xx responses are interim: the cookie belongs on the final one.
-        if upstream_response.status.is_informational() || ctx.set_cookies.is_empty() {
+        if upstream_response.status.is_informational() {
+            return Ok(());
+        }
+        if let Some(sent) = ctx.upstream_sent.take() {
+            metrics::get().upstream(
+                Some(upstream_response.status.as_u16()),
+                Some(sent.elapsed()),
+            );
+        }
+        if ctx.set_cookies.is_empty() {
             return Ok(());
         }
         for cookie in ctx.set_cookies.drain(..) {
@@ -214,13 +235,19 @@ impl ProxyHttp for Portcullis {
         ctx: &mut RequestCtx,
     ) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let m = metrics::get();
+        m.request(ctx.outcome);
+        // Sent upstream but no response header came back (refused, reset, timed out).
+        if ctx.upstream_sent.is_some() {
+            m.upstream(None, None);
+        }
         let req = session.req_header();
         tracing::info!(
             target: "access",
             method = %req.method,
             path = %req.uri.path(),
             status,
-            outcome = ctx.outcome,
+            outcome = ctx.outcome.as_str(),
             user = ctx.user.as_deref().unwrap_or("-"),
             client = %peer_ip(session).map_or_else(|| "-".to_string(), |ip| ip.to_string()),
             duration_us = ctx.started.elapsed().as_micros() as u64,

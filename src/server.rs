@@ -4,9 +4,11 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use pingora::apps::http_app::HttpServer;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
+use pingora::services::listening::Service;
 
 use crate::app::App;
 use crate::config::Config;
@@ -70,5 +72,15 @@ pub fn build(config: Config) -> anyhow::Result<Server> {
         "identity provider",
         MaintainProvider(app),
     ));
+    // Built now, so that a metric definition could only ever fail at start, not on a request.
+    let _ = crate::metrics::get();
+    if let Some(addr) = config.server.metrics_listen {
+        let mut metrics = Service::new(
+            "metrics".to_string(),
+            HttpServer::new_app(crate::metrics::MetricsApp),
+        );
+        metrics.add_tcp(&addr.to_string());
+        server.add_service(metrics);
+    }
     Ok(server)
 }

@@ -73,7 +73,11 @@ fn from_upstream(response: &str) -> bool {
 /// The access-log lines of the proxy whose request was let through to the upstream.
 fn forwarded_log_lines(log: &str) -> Vec<&str> {
     log.lines()
-        .filter(|l| l.contains("\"outcome\":\"public\"") || l.contains("\"outcome\":\"proxied\""))
+        .filter(|l| {
+            ["public", "cookie", "bearer"]
+                .iter()
+                .any(|o| l.contains(&format!("\"outcome\":\"{o}\"")))
+        })
         .collect()
 }
 

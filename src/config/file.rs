@@ -57,6 +57,8 @@ pub struct ServerFile {
     pub threads: Option<usize>,
     /// How long a stopping server keeps serving after it stops listening (SIGTERM).
     pub shutdown_grace: Option<String>,
+    /// Where Prometheus metrics are served (`/metrics`); off when absent.
+    pub metrics_listen: Option<String>,
 }
 
 impl Default for ServerFile {
@@ -66,6 +68,7 @@ impl Default for ServerFile {
             trusted_proxies: Vec::new(),
             threads: None,
             shutdown_grace: None,
+            metrics_listen: None,
         }
     }
 }

@@ -86,6 +86,9 @@ pub struct Server {
     pub trusted_proxies: Vec<IpNet>,
     pub threads: usize,
     pub shutdown_grace: Duration,
+    /// Where `/metrics` is served: its own address, so that the users the proxy protects
+    /// cannot read it through the proxy's port.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Server {
@@ -427,11 +430,35 @@ impl Validator<'_> {
             Duration::from_secs(5),
             Duration::from_secs(3600),
         )?;
+        let metrics_listen = match s.metrics_listen.as_deref() {
+            None => None,
+            Some(a) => {
+                let addr: SocketAddr = a.parse().map_err(|_| {
+                    self.err(
+                        "server.metrics_listen",
+                        format!("`{a}` is not an address like 127.0.0.1:9180 or [::1]:9180"),
+                    )
+                })?;
+                if listen.iter().any(|l| {
+                    l.port() == addr.port()
+                        && (l.ip() == addr.ip()
+                            || l.ip().is_unspecified()
+                            || addr.ip().is_unspecified())
+                }) {
+                    return Err(self.err(
+                        "server.metrics_listen",
+                        format!("`{a}` overlaps server.listen: metrics need their own port"),
+                    ));
+                }
+                Some(addr)
+            }
+        };
         Ok(Server {
             listen,
             trusted_proxies,
             threads,
             shutdown_grace,
+            metrics_listen,
         })
     }
 
@@ -1147,6 +1174,24 @@ secrets = ["{SECRET}"]
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, "config.toml", &|_| None)
+    }
+
+    #[test]
+    fn metrics_need_their_own_port() {
+        let with = |addr: &str| {
+            parse(&base().replace(
+                "listen = \"127.0.0.1:4180\"",
+                &format!("listen = \"127.0.0.1:4180\"\nmetrics_listen = \"{addr}\""),
+            ))
+        };
+        assert_eq!(parse(&base()).unwrap().server.metrics_listen, None);
+        assert_eq!(
+            with("127.0.0.1:9180").unwrap().server.metrics_listen,
+            Some("127.0.0.1:9180".parse().unwrap())
+        );
+        for bad in ["127.0.0.1:4180", "0.0.0.0:4180", "localhost:9180"] {
+            assert_eq!(with(bad).unwrap_err().key, "server.metrics_listen", "{bad}");
+        }
     }
 
     #[test]

@@ -38,7 +38,11 @@ pub async fn handle(app: &App, endpoint: Endpoint, req: &RequestHeader, facts: &
         Endpoint::Callback => login::callback(app, req).await,
         Endpoint::SignOut => sign_out::sign_out(app, req, facts).into(),
         Endpoint::UserInfo => identity::userinfo(app, req).await,
-        Endpoint::Auth => identity::forward_auth(app, req, facts).await,
+        Endpoint::Auth => {
+            let answer = identity::forward_auth(app, req, facts).await;
+            crate::metrics::get().forward_auth(answer.reply.status());
+            answer
+        }
         Endpoint::UnknownReserved => Reply::text(404, "not found\n").into(),
     }
 }

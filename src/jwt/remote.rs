@@ -91,7 +91,10 @@ impl RemoteKeys {
     /// Fetches the key set now. Returns how long the issuer allows it to be cached.
     pub async fn refresh(&self) -> Result<Duration, FetchError> {
         let uri = self.resolve_uri().await?;
-        let (raw, max_age) = discovery::fetch_raw(&self.http, &uri).await?;
+        let started = std::time::Instant::now();
+        let fetched = discovery::fetch_raw(&self.http, &uri).await;
+        discovery::record("jwks", started, &fetched);
+        let (raw, max_age) = fetched?;
         let unchanged = self
             .keys
             .read()
@@ -133,6 +136,7 @@ impl RemoteKeys {
             (Some(_), None) => false,
         };
         if unknown && self.may_refetch() {
+            crate::metrics::get().jwks_refetch();
             if let Err(e) = self.refresh().await {
                 tracing::warn!(error = %e, "JWKS refetch for an unknown key failed");
             }

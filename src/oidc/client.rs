@@ -12,6 +12,7 @@ use oauth2::{
     StandardTokenResponse, TokenResponse, TokenUrl,
 };
 use serde::{Deserialize, Serialize};
+use std::time::Instant;
 
 use super::discovery::Metadata;
 use crate::config::{ClientAuthMethod, Oidc};
@@ -112,13 +113,15 @@ pub async fn exchange_code(
     pkce_verifier: &str,
 ) -> Result<Tokens, TokenError> {
     let client = client(oidc, meta)?;
+    let started = Instant::now();
     let resp = client
         .exchange_code(AuthorizationCode::new(code.to_string()))
         .set_pkce_verifier(PkceCodeVerifier::new(pkce_verifier.to_string()))
         .request_async(http)
         .await
-        .map_err(token_error)?;
-    Ok(tokens(resp))
+        .map_err(token_error);
+    record(started, &resp);
+    Ok(tokens(resp?))
 }
 
 pub async fn refresh(
@@ -129,12 +132,25 @@ pub async fn refresh(
 ) -> Result<Tokens, TokenError> {
     let client = client(oidc, meta)?;
     let rt = RefreshToken::new(refresh_token.to_string());
+    let started = Instant::now();
     let resp = client
         .exchange_refresh_token(&rt)
         .request_async(http)
         .await
-        .map_err(token_error)?;
-    Ok(tokens(resp))
+        .map_err(token_error);
+    record(started, &resp);
+    Ok(tokens(resp?))
+}
+
+/// Reports a token-endpoint call to the metrics.
+fn record<T>(started: Instant, result: &Result<T, TokenError>) {
+    use crate::metrics::CallResult;
+    let outcome = match result {
+        Ok(_) => CallResult::Ok,
+        Err(TokenError::Refused(_)) => CallResult::Refused,
+        Err(_) => CallResult::Failed,
+    };
+    crate::metrics::get().idp_call("token", outcome, started.elapsed());
 }
 
 fn tokens(resp: OidcTokenResponse) -> Tokens {

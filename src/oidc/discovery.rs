@@ -68,6 +68,28 @@ pub fn discovery_url(issuer: &str) -> String {
 /// Fetches and checks the discovery document: its `issuer` must equal the configured one exactly
 /// (Discovery §4.3), otherwise tokens would be checked against the wrong authority.
 pub async fn fetch_metadata(http: &reqwest::Client, issuer: &str) -> Result<Metadata, FetchError> {
+    let started = std::time::Instant::now();
+    let result = check_metadata(http, issuer).await;
+    record("discovery", started, &result);
+    result
+}
+
+/// Reports a provider call to the metrics; the result's error kind decides the label.
+pub fn record<T>(
+    endpoint: &'static str,
+    started: std::time::Instant,
+    result: &Result<T, FetchError>,
+) {
+    use crate::metrics::CallResult;
+    let outcome = match result {
+        Ok(_) => CallResult::Ok,
+        Err(FetchError::Status { .. }) => CallResult::Refused,
+        Err(FetchError::Http { .. } | FetchError::Invalid { .. }) => CallResult::Failed,
+    };
+    crate::metrics::get().idp_call(endpoint, outcome, started.elapsed());
+}
+
+async fn check_metadata(http: &reqwest::Client, issuer: &str) -> Result<Metadata, FetchError> {
     let url = discovery_url(issuer);
     let meta: Metadata = fetch_json(http, &url).await?;
     if meta.issuer != issuer {

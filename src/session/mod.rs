@@ -157,6 +157,7 @@ impl SessionStore {
             .ok()
             .and_then(|payload| self.keys.seal(&self.name, &payload).ok());
         let cookies = sealed.and_then(|sealed| {
+            crate::metrics::get().session_cookie(sealed.len());
             chunks::set_cookies(&self.name, &sealed, &self.attrs, max_age, present).ok()
         });
         match cookies {
