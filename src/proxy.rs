@@ -35,6 +35,26 @@ pub struct RequestCtx {
     upstream_sent: Option<Instant>,
 }
 
+/// The first address `host:port` resolves to; a failed lookup is a connect error (502).
+async fn resolve(address: &str) -> Result<std::net::SocketAddr> {
+    match tokio::net::lookup_host(address).await {
+        Ok(mut addrs) => addrs.next().ok_or_else(|| {
+            pingora::Error::explain(
+                ErrorType::ConnectNoRoute,
+                "the upstream host has no address",
+            )
+            .into_up()
+        }),
+        // Marked as the upstream's failure, so the client gets a 502, not a 500.
+        Err(e) => Err(pingora::Error::because(
+            ErrorType::ConnectNoRoute,
+            "cannot resolve the upstream host",
+            e,
+        )
+        .into_up()),
+    }
+}
+
 fn peer_ip(session: &Session) -> Option<std::net::IpAddr> {
     session
         .client_addr()
@@ -147,7 +167,13 @@ impl ProxyHttp for Portcullis {
         _ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
         let up = &self.app.config.upstream;
-        let mut peer = HttpPeer::new(up.address.as_str(), up.tls, up.sni.clone());
+        let addr = match up.ip {
+            Some(ip) => ip,
+            // A host name is looked up for each new request, off the worker threads (the
+            // system resolver caches); pingora's own lookup would block and panic on failure.
+            None => resolve(&up.address).await?,
+        };
+        let mut peer = HttpPeer::new(addr, up.tls, up.sni.clone());
         peer.options.connection_timeout = Some(up.connect_timeout);
         peer.options.read_timeout = Some(up.read_timeout);
         Ok(Box::new(peer))

@@ -433,6 +433,27 @@ async fn an_idp_outage_degrades_ready_and_new_logins_while_sessions_keep_working
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_upstream_host_name_is_resolved_and_an_unresolvable_one_is_a_502() {
+    let echo = start_echo().await;
+    let public = "[[routes]]\npath = \"/\"\npolicy = \"public\"\n";
+    let issuer = format!("http://127.0.0.1:{}", free_port());
+    let by_name = format!("http://localhost:{}", echo.addr().port());
+    for (upstream, expected) in [
+        (by_name.as_str(), StatusCode::OK),
+        // `.invalid` never resolves (RFC 6761): a clear 502, never a crash.
+        ("http://upstream.invalid:8080", StatusCode::BAD_GATEWAY),
+    ] {
+        let port = free_port();
+        let proxy = Proxy::start(port, &config(port, &issuer, upstream, public)).await;
+        let r = plain_client().get(proxy.url("/x")).send().await.unwrap();
+        assert_eq!(r.status(), expected, "{upstream}");
+        // And the proxy is still there for the next request.
+        let r = plain_client().get(proxy.url("/ping")).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{upstream}\n{}", proxy.log());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn with_strict_cookies_the_callback_continues_with_a_page_of_its_own() {
     let w = World::start_with(|c| c, |t| session_option(t, "same_site = \"strict\"")).await;
     let mut b = Browser::new();

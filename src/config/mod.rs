@@ -115,6 +115,8 @@ pub struct Upstream {
     pub url: Url,
     /// `host:port` to connect to.
     pub address: String,
+    /// The address itself when the host is an IP literal: no lookup per request.
+    pub ip: Option<SocketAddr>,
     pub tls: bool,
     /// Server name for TLS.
     pub sni: String,
@@ -510,6 +512,7 @@ impl Validator<'_> {
                 Duration::from_secs(3600),
             )?,
             url,
+            ip: address.parse().ok(),
             address,
             tls,
             sni,
