@@ -388,16 +388,19 @@ async fn an_idp_outage_degrades_ready_and_new_logins_while_sessions_keep_working
     drop(idp);
     let client = plain_client();
     let ready = proxy.url("/ready");
-    wait_until("/ready to report degraded", Duration::from_secs(10), || {
+    let ready_says = |prefix: &'static str| {
         let (client, ready) = (client.clone(), ready.clone());
         async move {
             match client.get(&ready).send().await {
                 Ok(r) if r.status() == StatusCode::OK => {
-                    r.text().await.is_ok_and(|t| t.starts_with("degraded"))
+                    r.text().await.is_ok_and(|t| t.starts_with(prefix))
                 }
                 _ => false,
             }
         }
+    };
+    wait_until("/ready to report degraded", Duration::from_secs(10), || {
+        ready_says("degraded")
     })
     .await;
     // Signed in before the outage: still served.
@@ -418,13 +421,7 @@ async fn an_idp_outage_degrades_ready_and_new_logins_while_sessions_keep_working
         .unwrap();
     let idp = start_idp_on(listener, idp_config(port)).await;
     wait_until("/ready to report OK again", Duration::from_secs(10), || {
-        let (client, ready) = (client.clone(), ready.clone());
-        async move {
-            match client.get(&ready).send().await {
-                Ok(r) => r.text().await.is_ok_and(|t| t == "OK"),
-                _ => false,
-            }
-        }
+        ready_says("OK")
     })
     .await;
     let mut bob = Browser::new();
