@@ -302,11 +302,18 @@ async function portcullisMetrics(port) {
     const m = r.body.match(new RegExp(`^${name} (\\S+)$`, 'm'));
     return m ? Number(m[1]) : NaN;
   };
+  // Every request portcullis answered, whatever the outcome.
+  const requests = [...r.body.matchAll(/^portcullis_requests_total\{[^}]*\} (\S+)$/gm)]
+    .reduce((sum, m) => sum + Number(m[1]), 0);
   return {
     decisionSum: num('portcullis_auth_decision_seconds_sum'),
     decisionCount: num('portcullis_auth_decision_seconds_count'),
+    requests,
   };
 }
+
+/** RSS checkpoints: the first time portcullis has answered at least this many requests. */
+const RSS_CHECKPOINTS = [100_000, 1_000_000];
 
 /** Runs wrk once; its counts from wrk.lua's BENCH_JSON line. */
 async function runWrk({ url, headers = [], env = {}, seconds }) {
@@ -687,6 +694,8 @@ async function main() {
   const rssIdle = rssMiB([portcullis.pid]);
 
   // One measurement of one row.
+  // RSS after the first 100 k and the first 1 M requests (mixed rows, as they come).
+  const rssAt = new Map();
   async function measure(row, seconds, tokenSlice) {
     const roots = row.cpu();
     const env = {};
@@ -705,6 +714,13 @@ async function main() {
     checkInterrupted();
     const cpu = cpuSeconds(roots) - cpuBefore;
     const mAfter = row.metrics ? await portcullisMetrics(ports.metrics) : null;
+    if (mAfter) {
+      for (const at of RSS_CHECKPOINTS) {
+        if (mAfter.requests >= at && !rssAt.has(at)) {
+          rssAt.set(at, { requests: mAfter.requests, mib: rssMiB([portcullis.pid]) });
+        }
+      }
+    }
     // The stub_status request that reads the count is itself counted.
     const served = (await upstreamRequests(ports.upstream)) - upBefore - 1;
     const errors = w.connect + w.read + w.write + w.timeout;
@@ -842,7 +858,9 @@ async function main() {
   }
 
   checkInterrupted();
-  const report = buildReport({ rows, rssAtStart, rssIdle, rssAfter, rssOthers, complaints, elapsed: Date.now() - t0 });
+  const report = buildReport({
+    rows, rssAtStart, rssIdle, rssAfter, rssAt, rssOthers, complaints, elapsed: Date.now() - t0,
+  });
   // A run of some rows only does not replace the full table.
   const resultsFile = opts.rows ? join(WORK, 'results.md') : RESULTS;
   writeFileSync(resultsFile, report);
@@ -865,7 +883,7 @@ function versionOf(cmd, args, pattern) {
   return `${r.stdout ?? ''}${r.stderr ?? ''}`.match(pattern)?.[1] ?? '?';
 }
 
-function buildReport({ rows, rssAtStart, rssIdle, rssAfter, rssOthers, complaints, elapsed }) {
+function buildReport({ rows, rssAtStart, rssIdle, rssAfter, rssAt, rssOthers, complaints, elapsed }) {
   for (const row of rows) {
     const good = row.rounds.filter((m) => !m.failure);
     const bad = row.rounds.filter((m) => m.failure);
@@ -943,6 +961,17 @@ function buildReport({ rows, rssAtStart, rssIdle, rssAfter, rssOthers, complaint
       `after the logins and checks, ${rssAfter.toFixed(1)} MiB after the run. For comparison, after the run: ` +
       Object.entries(rssOthers).map(([k, mib]) => `${k} ${mib.toFixed(1)} MiB`).join(', ') +
       ' (all processes of each).',
+  );
+  const [small, large] = RSS_CHECKPOINTS.map((at) => rssAt.get(at));
+  lines.push('');
+  lines.push(
+    small && large
+      ? `portcullis memory growth: ${small.mib.toFixed(1)} MiB after ${fmtInt(small.requests)} requests, ` +
+          `${large.mib.toFixed(1)} MiB after ${fmtInt(large.requests)} ` +
+          `(${(((large.mib - small.mib) / small.mib) * 100).toFixed(1)} %; the first samples at or past ` +
+          `${RSS_CHECKPOINTS.map(fmtInt).join(' and ')} requests, all rows mixed as they ran).`
+      : `portcullis memory growth: not measured, this run did not reach ${fmtInt(RSS_CHECKPOINTS[1])} ` +
+          'portcullis requests (more rounds, rows or seconds would).',
   );
   lines.push('');
   lines.push('Notes:');

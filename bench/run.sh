@@ -68,11 +68,20 @@ COMMIT="$(git -C "$ROOT" rev-parse --short=12 HEAD)"
 if [ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no)" ]; then
   echo "note: the work tree has uncommitted changes; the benchmark measures HEAD ($COMMIT) without them"
 fi
-echo "building $COMMIT"
-if ! (cd "$SRC" && CARGO_TARGET_DIR="$WORK/target" cargo build --release --bin portcullis) \
-    >"$WORK/build.log" 2>&1; then
-  tail -30 "$WORK/build.log"
-  exit 1
+BIN="$WORK/target/release/portcullis"
+if [ -n "${BENCH_BIN:-}" ]; then
+  # A development shortcut: measure a binary built elsewhere (e.g. target/release/portcullis
+  # with uncommitted edits). The results say so instead of naming a commit.
+  BIN="$(realpath "$BENCH_BIN")"
+  COMMIT="$COMMIT + uncommitted ($BENCH_BIN)"
+  echo "measuring $BIN (BENCH_BIN), not a build of HEAD"
+else
+  echo "building $COMMIT"
+  if ! (cd "$SRC" && CARGO_TARGET_DIR="$WORK/target" cargo build --release --bin portcullis) \
+      >"$WORK/build.log" 2>&1; then
+    tail -30 "$WORK/build.log"
+    exit 1
+  fi
 fi
 
 # 3. The provider and the browser driver, from the worktree's tests/e2e.
@@ -113,7 +122,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
 
 step "benchmark"
-BENCH_SRC="$SRC" PORTCULLIS_BIN="$WORK/target/release/portcullis" \
+BENCH_SRC="$SRC" PORTCULLIS_BIN="$BIN" \
   BENCH_COMMIT="$COMMIT" BENCH_COMMAND="$COMMAND" BENCH_STARTED="$STARTED_MS" \
   node "$HERE/orchestrate.mjs" "$@" &
 ORCH_PID=$!

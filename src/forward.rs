@@ -155,15 +155,18 @@ fn strip_our_cookies(req: &mut RequestHeader, is_ours: impl Fn(&str) -> bool) {
 }
 
 fn set_forwarding(req: &mut RequestHeader, peer: &Peer) {
-    let client = peer.ip.map(|ip| ip.to_string());
-    if let Some(client) = client {
-        let xff = match req
-            .headers
-            .get("x-forwarded-for")
+    if let Some(ip) = peer.ip {
+        let client = ip.to_string();
+        // Only a trusted proxy's chain is kept (and only then looked up).
+        let prior = peer
+            .trusted
+            .then(|| req.headers.get("x-forwarded-for"))
+            .flatten()
             .and_then(|v| v.to_str().ok())
-        {
-            Some(prior) if peer.trusted && !prior.trim().is_empty() => format!("{prior}, {client}"),
-            _ => client,
+            .filter(|p| !p.trim().is_empty());
+        let xff = match prior {
+            Some(prior) => format!("{prior}, {client}"),
+            None => client,
         };
         let _ = req.insert_header("x-forwarded-for", xff);
     }
