@@ -864,6 +864,11 @@ async function main() {
   // A run of some rows only does not replace the full table.
   const resultsFile = opts.rows ? join(WORK, 'results.md') : RESULTS;
   writeFileSync(resultsFile, report);
+  if (!opts.rows) {
+    // The README's Performance section quotes the latest full run.
+    const q = spawnSync(process.execPath, [join(HERE, 'readme.mjs')], { encoding: 'utf8' });
+    log((q.stdout + q.stderr).trim());
+  }
   log(`\n${report}`);
   log(`written to ${resultsFile}`);
   await idp.close();
@@ -988,7 +993,7 @@ function buildReport({ rows, rssAtStart, rssIdle, rssAfter, rssAt, rssOthers, co
       'Apache\'s processes, portcullis; row 1: the upstream nginx; row 8: the front nginx and ' +
       'portcullis together) from /proc/PID/stat, divided by the completed requests. auth µs: ' +
       'portcullis\' own mean of `portcullis_auth_decision_seconds` over the row (from /metrics; ' +
-      '/oauth2/auth, row 8, does not record it).',
+      'in row 8, the decisions of /oauth2/auth).',
   );
   lines.push(
     '- Settings: portcullis with its defaults (threads = number of CPUs, verified-token cache of ' +

@@ -86,7 +86,9 @@ pub async fn forward_auth(app: &App, req: &RequestHeader, facts: &Facts) -> Answ
             .as_deref()
             .map(|u| u.split('?').next().unwrap_or(u).as_bytes()),
     };
+    let deciding = std::time::Instant::now();
     let decided = app.decide(req, &target).await;
+    crate::metrics::get().decision(deciding.elapsed());
     let pass_access_token = app.config.headers.pass_access_token && facts.trusted_proxy;
     let (reply, user) = match decided.verdict {
         Verdict::Public => (Reply::text(202, ""), None),
