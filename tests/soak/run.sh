@@ -6,7 +6,7 @@
 # Builds portcullis in release mode, installs the end-to-end suite's npm packages
 # (oidc-provider), and runs tests/soak/soak.mjs: a mixed load of session-cookie requests,
 # bearer-token requests and fresh logins against one portcullis process. Fails on any
-# unexpected answer, RSS growth of 5 % or more after the warm-up, or descriptors left open.
+# unexpected answer, RSS growth of 5 % or more over the second half, or descriptors left open.
 # Every process it starts is ended when it finishes or is interrupted.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
