@@ -120,10 +120,102 @@ fn accept_prefers_html(headers: &HeaderMap) -> bool {
     html > 0.0 && html >= best_other && html > json
 }
 
+/// Why a request's body framing could be read two ways (RFC 9112 §6.1, §6.3), if it could:
+/// `Transfer-Encoding` beside `Content-Length`, a transfer coding other than a lone `chunked`,
+/// or `Content-Length` values that disagree or are not numbers. This is how requests are
+/// smuggled: a proxy and an upstream that pick different readings see different requests in
+/// one byte stream. `None` when the framing is unambiguous.
+pub fn ambiguous_framing(headers: &HeaderMap) -> Option<&'static str> {
+    use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+    let has_length = headers.contains_key(CONTENT_LENGTH);
+    if headers.contains_key(TRANSFER_ENCODING) {
+        if has_length {
+            return Some("both Content-Length and Transfer-Encoding");
+        }
+        let mut codings = Vec::new();
+        for value in headers.get_all(TRANSFER_ENCODING) {
+            let Ok(value) = value.to_str() else {
+                return Some("an unreadable Transfer-Encoding");
+            };
+            codings.extend(value.split(',').map(|c| c.trim().to_ascii_lowercase()));
+        }
+        if codings != ["chunked"] {
+            return Some("a transfer coding other than chunked");
+        }
+        return None;
+    }
+    let mut length: Option<&str> = None;
+    for value in headers.get_all(CONTENT_LENGTH) {
+        let Ok(value) = value.to_str() else {
+            return Some("an unreadable Content-Length");
+        };
+        for part in value.split(',').map(str::trim) {
+            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+                return Some("a Content-Length that is not a number");
+            }
+            match length {
+                Some(seen) if seen != part => return Some("conflicting Content-Length values"),
+                _ => length = Some(part),
+            }
+        }
+    }
+    None
+}
+
+/// Whether a raw HTTP/1 header block (request line first) has a header line named `name`,
+/// ignoring case. For headers the HTTP parser drops before we see them: pingora removes
+/// `Content-Length` when `Transfer-Encoding` is present.
+pub fn raw_has_header(raw: &[u8], name: &str) -> bool {
+    raw.split(|&b| b == b'\n').skip(1).any(|line| {
+        line.iter()
+            .position(|&b| b == b':')
+            .is_some_and(|colon| line[..colon].eq_ignore_ascii_case(name.as_bytes()))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use http::HeaderValue;
+
+    #[test]
+    fn framing_that_reads_two_ways_is_named() {
+        let ok: &[&[(&str, &str)]] = &[
+            &[],
+            &[("content-length", "3")],
+            &[("content-length", "3"), ("content-length", "3")],
+            &[("transfer-encoding", "Chunked")],
+        ];
+        for h in ok {
+            assert_eq!(ambiguous_framing(&headers(h)), None, "{h:?}");
+        }
+        let bad: &[&[(&str, &str)]] = &[
+            &[("content-length", "3"), ("transfer-encoding", "chunked")],
+            &[("content-length", "3"), ("content-length", "4")],
+            &[("content-length", "3, 4")],
+            &[("content-length", "+3")],
+            &[("transfer-encoding", "xchunked")],
+            &[
+                ("transfer-encoding", "chunked"),
+                ("transfer-encoding", "chunked"),
+            ],
+            &[("transfer-encoding", "gzip, chunked")],
+        ];
+        for h in bad {
+            assert!(ambiguous_framing(&headers(h)).is_some(), "{h:?}");
+        }
+    }
+
+    #[test]
+    fn raw_header_names_are_found_ignoring_case() {
+        let raw = b"POST /content-length: HTTP/1.1\r\nHost: a\r\ncontent-LENGTH: 4\r\n\r\n";
+        assert!(raw_has_header(raw, "Content-Length"));
+        assert!(!raw_has_header(raw, "Transfer-Encoding"));
+        assert!(!raw_has_header(
+            b"POST /content-length: HTTP/1.1\r\n\r\n",
+            "Content-Length"
+        ));
+    }
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut h = HeaderMap::new();

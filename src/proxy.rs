@@ -7,7 +7,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
-use pingora::proxy::{ProxyHttp, Session};
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::access::{Caller, Target, Verdict};
 use crate::app::App;
@@ -94,6 +94,26 @@ impl ProxyHttp for Portcullis {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let app = &self.app;
+        // Before anything else looks at it: a request whose body could be read two ways is
+        // refused, and its connection closed (what follows it cannot be trusted either).
+        let headers = &session.req_header().headers;
+        // pingora drops Content-Length beside Transfer-Encoding (RFC 9112 §6.3) and goes on;
+        // the raw header block still shows that the client sent both.
+        let both = headers.contains_key(http::header::TRANSFER_ENCODING)
+            && session.as_http1().is_some_and(|h1| {
+                classify::raw_has_header(&h1.get_headers_raw_bytes(), "content-length")
+            });
+        let framing = if both {
+            Some("both Content-Length and Transfer-Encoding")
+        } else {
+            classify::ambiguous_framing(headers)
+        };
+        if let Some(reason) = framing {
+            ctx.outcome = Outcome::BadRequest;
+            session.set_keepalive(None);
+            respond::bad_request(reason).send(session).await?;
+            return Ok(true);
+        }
         let route = classify::classify(
             session.req_header().uri.path(),
             &app.config.oidc.callback_path,
@@ -245,6 +265,31 @@ impl ProxyHttp for Portcullis {
         // A response carrying a user's session must never be stored by a shared cache.
         upstream_response.insert_header("Cache-Control", "private, no-store")?;
         Ok(())
+    }
+
+    /// A request that could not be proxied (upstream refused, reset, timed out; client sent
+    /// something unreadable): our own small page instead of pingora's empty default, and 504
+    /// rather than 502 when the upstream did not answer in time.
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &pingora::Error,
+        _ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let code = respond::proxy_failure_status(e);
+        // Once a response has started, nothing more can be said: the connection is closed.
+        if code > 0 && session.response_written().is_none() {
+            // The request body may be unread: say so, so that the client does not send its
+            // next request on a connection about to be closed.
+            session.set_keepalive(None);
+            if let Err(err) = respond::proxy_failure(code).send(session).await {
+                tracing::debug!(error = %err, "cannot send the error page to the client");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
     }
 
     /// pingora's error log describes a request with this: the path only, since a query may

@@ -163,6 +163,49 @@ pub fn forbidden(browser: bool) -> Reply {
     }
 }
 
+/// The status for a request that could not be proxied: 504 when the upstream did not answer in
+/// time, 502 when it refused, reset or spoke nonsense, 400 for a client that sent something
+/// unreadable, 0 when the client is gone (nothing can be written). Never a panic, never a guess
+/// that hides an upstream failure behind a 500.
+pub fn proxy_failure_status(e: &pingora::Error) -> u16 {
+    use pingora::{ErrorSource, ErrorType};
+    if let ErrorType::HTTPStatus(code) = e.etype() {
+        return *code;
+    }
+    match e.esource() {
+        ErrorSource::Upstream => match e.etype() {
+            ErrorType::ConnectTimedout
+            | ErrorType::ReadTimedout
+            | ErrorType::WriteTimedout
+            | ErrorType::TLSHandshakeTimedout => 504,
+            _ => 502,
+        },
+        ErrorSource::Downstream => match e.etype() {
+            ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+            _ => 400,
+        },
+        ErrorSource::Internal | ErrorSource::Unset => 500,
+    }
+}
+
+/// The page for a request that could not be proxied (see [`proxy_failure_status`]).
+pub fn proxy_failure(status: u16) -> Reply {
+    match status {
+        504 => Reply::page(
+            504,
+            "The application did not answer in time",
+            "The application behind this sign-in did not answer in time. Please try again in a moment.",
+        ),
+        502 => Reply::page(
+            502,
+            "The application is unavailable",
+            "The application behind this sign-in cannot be reached right now. Please try again in a moment.",
+        ),
+        400 => bad_request("the request could not be read"),
+        status => Reply::page(status, "Request failed", "The request could not be completed."),
+    }
+}
+
 /// RFC 6750 §3 challenge for API clients.
 pub fn unauthorized_api(description: &str) -> Reply {
     Reply::json(

@@ -225,7 +225,15 @@ async fn a_refused_refresh_signs_out_but_an_unreachable_provider_does_not() {
     b2.login(&w2.proxy, "bob", "/").await;
     w2.idp.revoke_refresh_tokens();
     let r = b2.api(&w2.proxy.url("/after-revoke")).await;
-    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let status = r.status();
+    let body = r.text().await.unwrap_or_default();
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "after the provider revoked the refresh token: {body}\n--- portcullis log ---\n{}\nprovider: {:?}",
+        w2.proxy.log(),
+        w2.idp.stats(),
+    );
     assert!(b2.jar.session_names().is_empty());
     drop((echo, proxy));
 }

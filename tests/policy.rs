@@ -11,8 +11,6 @@ use common::*;
 use portcullis::demo::{DevIdpConfig, DevUser};
 use reqwest::header::{ACCEPT, CONTENT_TYPE, COOKIE};
 use reqwest::StatusCode;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 const CORPUS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -28,38 +26,17 @@ policy = "public"
 /// Sends `GET <target> HTTP/1.1` with `target` exactly as given, anonymously; returns the
 /// status (`None` when no status line came back) and everything the proxy sent.
 async fn raw_get(port: u16, target: &[u8]) -> (Option<u16>, String) {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))
-        .await
-        .expect("connect to the proxy");
     let mut request = b"GET ".to_vec();
     request.extend_from_slice(target);
     request.extend_from_slice(
         format!(" HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n").as_bytes(),
     );
-    stream.write_all(&request).await.expect("send the request");
-    let mut response = Vec::new();
-    let mut chunk = [0u8; 8192];
-    let read_all = async {
-        loop {
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => response.extend_from_slice(&chunk[..n]),
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(20), read_all)
-        .await
-        .unwrap_or_else(|_| {
-            panic!(
-                "no end of response within 20s for {:?}",
-                String::from_utf8_lossy(target)
-            )
-        });
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let status = text
-        .strip_prefix("HTTP/1.1 ")
-        .and_then(|rest| rest.get(..3))
-        .and_then(|code| code.parse().ok());
+    let (status, text, closed) = raw_exchange(port, &request, Duration::from_secs(20)).await;
+    assert!(
+        closed,
+        "no end of response within 20s for {:?}",
+        String::from_utf8_lossy(target)
+    );
     (status, text)
 }
 

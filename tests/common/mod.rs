@@ -131,6 +131,11 @@ impl Proxy {
         format!("{}{path}", self.base)
     }
 
+    /// The proxy process's id (for `/proc/<pid>/…` checks).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
@@ -455,4 +460,39 @@ impl Echoed {
 /// Adds `line` to the `[server]` table of a generated config (e.g. `trusted_proxies = [...]`).
 pub fn server_option(toml: String, line: &str) -> String {
     toml.replacen("[server]\n", &format!("[server]\n{line}\n"), 1)
+}
+
+/// Sends `request` exactly as given and reads until the proxy closes or `within` passes.
+/// Returns the status (`None` when no status line came back), everything read, and whether
+/// the proxy closed the connection within the bound.
+pub async fn raw_exchange(
+    port: u16,
+    request: &[u8],
+    within: Duration,
+) -> (Option<u16>, String, bool) {
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect to the proxy");
+    // The proxy may refuse and close before it has read everything: a failed write is fine.
+    let _ = tokio::io::AsyncWriteExt::write_all(&mut stream, request).await;
+    let mut response = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let read_all = async {
+        loop {
+            match tokio::io::AsyncReadExt::read(&mut stream, &mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => response.extend_from_slice(&chunk[..n]),
+            }
+        }
+    };
+    let closed = tokio::time::timeout(within, read_all).await.is_ok();
+    let text = String::from_utf8_lossy(&response).into_owned();
+    (status_of(&text), text, closed)
+}
+
+pub fn status_of(response: &str) -> Option<u16> {
+    response
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|r| r.get(..3))
+        .and_then(|s| s.parse().ok())
 }

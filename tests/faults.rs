@@ -1,0 +1,649 @@
+//! Faults from the outside: a provider that is missing at start or stalls, an upstream that
+//! refuses, resets or stalls, clients that send too much, too slowly or nonsense. Every case
+//! must end in a bounded, clear answer (never a hang, a panic or a 500), must not leak
+//! connections, and malformed requests must never reach the upstream.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use jsonwebtoken::{Algorithm, Header};
+use portcullis::demo::DevIdp;
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+
+/// Every path is public: the upstream tests need no login.
+const ALL_PUBLIC: &str = r#"
+[[routes]]
+path = "/"
+policy = "public"
+"#;
+
+/// Adds `line` to the `[oidc]` table of a generated config.
+fn oidc_option(toml: String, line: &str) -> String {
+    toml.replacen("[oidc]\n", &format!("[oidc]\n{line}\n"), 1)
+}
+
+/// Adds `line` to the `[upstream]` table of a generated config.
+fn upstream_option(toml: String, line: &str) -> String {
+    toml.replacen("[upstream]\n", &format!("[upstream]\n{line}\n"), 1)
+}
+
+/// How many file descriptors the process holds.
+fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(usize::MAX)
+}
+
+/// A minimal upstream that counts the requests it receives and keeps their raw bytes. Each
+/// connection gets `200 ok` and is closed, so every request is a new connection.
+struct CountingUpstream {
+    addr: std::net::SocketAddr,
+    requests: Arc<AtomicUsize>,
+    seen: Arc<Mutex<Vec<u8>>>,
+}
+
+impl CountingUpstream {
+    async fn start() -> CountingUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let requests = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (r, s) = (requests.clone(), seen.clone());
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let (r, s) = (r.clone(), s.clone());
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    if buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        r.fetch_add(1, Ordering::SeqCst);
+                    }
+                    if let Ok(mut all) = s.lock() {
+                        all.extend_from_slice(&buf);
+                    }
+                    let _ = stream
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                        )
+                        .await;
+                });
+            }
+        });
+        CountingUpstream {
+            addr,
+            requests,
+            seen,
+        }
+    }
+
+    fn count(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+
+    fn seen(&self) -> String {
+        String::from_utf8_lossy(&self.seen.lock().expect("lock")).into_owned()
+    }
+}
+
+/// A proxy (every path public) in front of `upstream`, with `edit` applied to its config.
+async fn proxy_before(upstream: &str, edit: impl FnOnce(String) -> String) -> (DevIdp, Proxy) {
+    let port = free_port();
+    let idp = start_idp(idp_config(port)).await;
+    let toml = edit(config(port, idp.issuer(), upstream, ALL_PUBLIC));
+    let proxy = Proxy::start(port, &toml).await;
+    (idp, proxy)
+}
+
+// ----- the provider -----
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_provider_missing_at_start_is_retried_with_backoff_and_used_once_it_appears() {
+    // The provider's address, reserved: every connection is accepted, noted and dropped, so
+    // discovery fails at once and only portcullis's backoff paces the attempts.
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let issuer = format!("http://{}", listener.local_addr().expect("addr"));
+    let attempts: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let (stop, mut stopped) = oneshot::channel::<()>();
+    let seen = attempts.clone();
+    let refuser = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    if accepted.is_ok() {
+                        seen.lock().expect("lock").push(Instant::now());
+                    }
+                }
+                _ = &mut stopped => return listener,
+            }
+        }
+    });
+
+    let port = free_port();
+    let echo = start_echo().await;
+    let toml = config(port, &issuer, &format!("http://{}", echo.addr()), "");
+    let proxy = Proxy::start(port, &toml).await;
+
+    // It listens and says why it is not ready.
+    let client = plain_client();
+    let ready = client.get(proxy.url("/ready")).send().await.expect("ready");
+    assert_eq!(ready.status(), 503, "/ready before discovery succeeded");
+    let reason = ready.text().await.expect("body");
+    assert!(reason.starts_with("not ready:"), "{reason}");
+    let start = client
+        .get(proxy.url("/oauth2/start?rd=/"))
+        .header(ACCEPT, BROWSER_ACCEPT)
+        .send()
+        .await
+        .expect("start");
+    assert_eq!(
+        start.status(),
+        503,
+        "a login without the provider gets the 503 page"
+    );
+
+    // It keeps trying, with growing pauses: five attempts take 250+500+1000+2000 ms of backoff.
+    wait_until("five discovery attempts", Duration::from_secs(20), || {
+        let n = attempts.lock().expect("lock").len();
+        async move { n >= 5 }
+    })
+    .await;
+    let times = attempts.lock().expect("lock").clone();
+    let gaps: Vec<Duration> = times.windows(2).map(|w| w[1] - w[0]).collect();
+    let first_three_seconds = times
+        .iter()
+        .filter(|t| **t - times[0] < Duration::from_secs(3))
+        .count();
+    assert!(
+        first_three_seconds <= 8,
+        "{first_three_seconds} attempts in 3 s is a hot loop, not a backoff (gaps {gaps:?})"
+    );
+    assert!(
+        times[4] - times[0] >= Duration::from_millis(2500),
+        "five attempts within {:?}: no backoff (gaps {gaps:?})",
+        times[4] - times[0]
+    );
+    let still = client.get(proxy.url("/ready")).send().await.expect("ready");
+    assert_eq!(still.status(), 503, "/ready while the provider is missing");
+
+    // The provider appears on its address: portcullis becomes ready and logs people in,
+    // without a restart.
+    stop.send(()).expect("stop the refuser");
+    let listener = refuser.await.expect("refuser");
+    let idp = start_idp_on(listener, idp_config(port)).await;
+    proxy.wait_ready().await;
+    let mut browser = Browser::new();
+    assert_eq!(browser.login(&proxy, "alice", "/").await, "/");
+    let echoed = Echoed::from(browser.api(&proxy.url("/")).await).await;
+    assert_eq!(echoed.all("x-forwarded-user"), ["alice"]);
+    assert!(idp.stats().discovery_fetches >= 1);
+}
+
+/// Stands in front of a provider: forwards every connection, until `stall` is set; from then on
+/// the request bytes it gets are swallowed and nothing ever comes back (connections already
+/// open included), as from a provider that hangs.
+struct Staller {
+    addr: std::net::SocketAddr,
+    stall: Arc<AtomicBool>,
+}
+
+impl Staller {
+    async fn start(target: std::net::SocketAddr) -> Staller {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let stall = Arc::new(AtomicBool::new(false));
+        let flag = stall.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let flag = flag.clone();
+                tokio::spawn(async move {
+                    let Ok(server) = TcpStream::connect(target).await else {
+                        return;
+                    };
+                    let (mut client_read, mut client_write) = client.into_split();
+                    let (mut server_read, mut server_write) = server.into_split();
+                    let back = tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
+                        client_write
+                    });
+                    let mut chunk = [0u8; 8192];
+                    loop {
+                        match client_read.read(&mut chunk).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => {
+                                if flag.load(Ordering::SeqCst) {
+                                    // Hold the connection open (both halves: a closed
+                                    // half would be an answer) and never answer.
+                                    std::future::pending::<()>().await;
+                                }
+                                if server_write.write_all(&chunk[..n]).await.is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    let _ = back.await;
+                });
+            }
+        });
+        Staller { addr, stall }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_provider_costs_a_bounded_wait_and_a_clear_answer() {
+    let port = free_port();
+    let idp_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let idp_addr = idp_listener.local_addr().expect("addr");
+    let front = Staller::start(idp_addr).await;
+    // The provider's discovery document names the staller's address for every endpoint.
+    let idp =
+        portcullis::demo::DevIdp::start_with_issuer(idp_listener, idp_config(port), front.url())
+            .await
+            .expect("dev idp");
+    let echo = start_echo().await;
+    let toml = oidc_option(
+        config(port, idp.issuer(), &format!("http://{}", echo.addr()), ""),
+        "http_timeout = \"1s\"",
+    );
+    let proxy = Proxy::start(port, &toml).await;
+    proxy.wait_ready().await;
+
+    let mut browser = Browser::new();
+    let authorize = browser.begin_login(&proxy, "/").await;
+    let callback = browser
+        .submit_credentials(&authorize, "alice", "alice")
+        .await;
+
+    front.stall.store(true, Ordering::SeqCst);
+
+    // The code exchange hangs at the provider: the callback answers within the timeout.
+    let started = Instant::now();
+    let resp = tokio::time::timeout(Duration::from_secs(10), browser.callback(&callback))
+        .await
+        .expect("the callback must answer while the token endpoint hangs");
+    let took = started.elapsed();
+    let status = resp.status().as_u16();
+    let body = resp.text().await.unwrap_or_default();
+    assert!(
+        took < Duration::from_secs(5),
+        "the callback took {took:?} with oidc.http_timeout = 1s"
+    );
+    assert!(
+        (502..=504).contains(&status),
+        "callback with a hanging token endpoint: {status} {body}"
+    );
+    assert!(body.contains("Sign-in"), "a clear page: {body}");
+    assert!(
+        browser.jar.session_names().is_empty(),
+        "no session without a code exchange"
+    );
+
+    // A bearer token naming a key we do not know forces a JWKS fetch, which hangs: 401 within
+    // the bound, not a hang.
+    let mut header = Header::new(Algorithm::ES256);
+    header.kid = Some("a-key-nobody-published".into());
+    let claims = idp.id_token_claims_for("alice", None).expect("claims");
+    let token = idp.sign_with_header(&header, &claims).expect("sign");
+    let started = Instant::now();
+    let resp = tokio::time::timeout(
+        Duration::from_secs(10),
+        plain_client()
+            .get(proxy.url("/"))
+            .header(AUTHORIZATION, format!("Bearer {token}"))
+            .header(ACCEPT, "application/json")
+            .send(),
+    )
+    .await
+    .expect("a bearer request must answer while the JWKS endpoint hangs")
+    .expect("response");
+    let took = started.elapsed();
+    assert_eq!(resp.status(), 401, "unknown kid, JWKS unreachable");
+    assert!(
+        took < Duration::from_secs(5),
+        "the bearer check took {took:?} with oidc.http_timeout = 1s"
+    );
+    let challenge = resp
+        .headers()
+        .get("www-authenticate")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    assert!(challenge.contains("invalid_token"), "{challenge}");
+
+    // The proxy itself stays responsive throughout.
+    let ping = plain_client().get(proxy.url("/ping")).send().await;
+    assert!(ping.is_ok_and(|r| r.status() == 200));
+}
+
+// ----- the upstream -----
+
+/// Sends `n` requests through the proxy, each answered with `status` and the given page text.
+async fn expect_failures(proxy: &Proxy, n: usize, status: u16, text: &str, bound: Duration) {
+    let client = plain_client();
+    for i in 0..n {
+        let started = Instant::now();
+        let resp = client
+            .get(proxy.url(&format!("/app/{i}")))
+            .header(ACCEPT, BROWSER_ACCEPT)
+            .send()
+            .await
+            .expect("the proxy answers");
+        let took = started.elapsed();
+        assert_eq!(resp.status(), status, "request {i} after {took:?}");
+        assert!(took < bound, "request {i} took {took:?}");
+        let ctype = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        assert!(ctype.starts_with("text/html"), "a page, not {ctype:?}");
+        let body = resp.text().await.expect("body");
+        assert!(body.contains(text), "the page says what happened: {body}");
+    }
+}
+
+/// Waits until the proxy holds no more descriptors than `baseline` (plus a little slack for
+/// pooled connections to other peers).
+async fn fds_return_to(proxy: &Proxy, baseline: usize) {
+    let pid = proxy.pid();
+    wait_until(
+        "the proxy's descriptors to return to their level",
+        Duration::from_secs(15),
+        || async move { fd_count(pid) <= baseline + 2 },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upstream_refusing_connections_gets_a_502_page_and_leaks_nothing() {
+    // Nothing listens there.
+    let dead = free_port();
+    let (_idp, proxy) = proxy_before(&format!("http://127.0.0.1:{dead}"), |t| t).await;
+    expect_failures(&proxy, 1, 502, "cannot be reached", Duration::from_secs(5)).await;
+    let baseline = fd_count(proxy.pid());
+    expect_failures(&proxy, 30, 502, "cannot be reached", Duration::from_secs(5)).await;
+    fds_return_to(&proxy, baseline).await;
+    assert!(plain_client()
+        .get(proxy.url("/ping"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status() == 200));
+}
+
+/// An upstream that reads each request and then does `what` with the connection: resets it
+/// (`reset`) or keeps it open without a word (otherwise). Held connections stay in `held`.
+async fn misbehaving_upstream(reset: bool) -> (std::net::SocketAddr, Arc<Mutex<Vec<TcpStream>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let held: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+    let keep = held.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let keep = keep.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                if reset {
+                    // SO_LINGER 0: closing sends RST, a crash mid-request. (Deprecated because
+                    // a non-zero linger blocks on drop; a zero one returns at once.)
+                    #[allow(deprecated)]
+                    let _ = stream.set_linger(Some(Duration::ZERO));
+                    drop(stream);
+                } else {
+                    keep.lock().expect("lock").push(stream);
+                }
+            });
+        }
+    });
+    (addr, held)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upstream_resetting_after_the_request_gets_a_502_page_and_leaks_nothing() {
+    let (addr, _held) = misbehaving_upstream(true).await;
+    let (_idp, proxy) = proxy_before(&format!("http://{addr}"), |t| t).await;
+    expect_failures(&proxy, 1, 502, "cannot be reached", Duration::from_secs(5)).await;
+    let baseline = fd_count(proxy.pid());
+    expect_failures(&proxy, 30, 502, "cannot be reached", Duration::from_secs(5)).await;
+    fds_return_to(&proxy, baseline).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upstream_slower_than_read_timeout_gets_a_504_page_and_leaks_nothing() {
+    let (addr, held) = misbehaving_upstream(false).await;
+    let (_idp, proxy) = proxy_before(&format!("http://{addr}"), |t| {
+        upstream_option(t, "read_timeout = \"1s\"")
+    })
+    .await;
+    let started = Instant::now();
+    expect_failures(
+        &proxy,
+        1,
+        504,
+        "did not answer in time",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "504 only after upstream.read_timeout"
+    );
+    let baseline = fd_count(proxy.pid());
+    // Concurrently, so that the test does not take 10 × the timeout.
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let url = proxy.url("/slow");
+        tasks.push(tokio::spawn(async move {
+            let started = Instant::now();
+            let r = plain_client().get(url).send().await.expect("answer");
+            (r.status().as_u16(), started.elapsed())
+        }));
+    }
+    for t in tasks {
+        let (status, took) = t.await.expect("task");
+        assert_eq!(status, 504);
+        assert!(took < Duration::from_secs(5), "took {took:?}");
+    }
+    // The upstream still holds its ends; the proxy must have let go of its own.
+    assert!(held.lock().expect("lock").len() >= 11);
+    fds_return_to(&proxy, baseline).await;
+}
+
+// ----- the client -----
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oversized_headers_and_urls_are_refused_before_the_upstream() {
+    let upstream = CountingUpstream::start().await;
+    let (_idp, proxy) = proxy_before(&format!("http://{}", upstream.addr), |t| t).await;
+    let host = format!("Host: 127.0.0.1:{}\r\n", proxy.port);
+    let bound = Duration::from_secs(10);
+
+    let big_value = "a".repeat(2 * 1024 * 1024);
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "one 2 MiB header",
+            format!("GET / HTTP/1.1\r\n{host}X-Big: {big_value}\r\n\r\n").into_bytes(),
+        ),
+        (
+            "a 2 MiB URL",
+            format!("GET /{big_value} HTTP/1.1\r\n{host}\r\n").into_bytes(),
+        ),
+        (
+            "20 000 small headers",
+            format!(
+                "GET / HTTP/1.1\r\n{host}{}\r\n",
+                (0..20_000)
+                    .map(|i| format!("X-H{i}: v\r\n"))
+                    .collect::<String>()
+            )
+            .into_bytes(),
+        ),
+    ];
+    for (name, request) in cases {
+        let before = upstream.count();
+        let (status, response, closed) = raw_exchange(proxy.port, &request, bound).await;
+        // pingora refuses an oversized header block with 400 before any hook of ours runs
+        // (there is no place to answer 431 from), and closes the connection.
+        assert!(
+            status == Some(400) || (status.is_none() && closed),
+            "{name}: {status:?} {}",
+            response.lines().next().unwrap_or("")
+        );
+        assert!(closed, "{name}: the connection must be closed");
+        assert_eq!(upstream.count(), before, "{name} reached the upstream");
+    }
+    // Still serving.
+    let ok = plain_client()
+        .get(proxy.url("/after"))
+        .send()
+        .await
+        .expect("ok");
+    assert_eq!(ok.status(), 200);
+    assert_eq!(upstream.count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_clients_do_not_stop_the_proxy_serving_others() {
+    let upstream = CountingUpstream::start().await;
+    let (_idp, proxy) = proxy_before(&format!("http://{}", upstream.addr), |t| t).await;
+    // Fifty connections that each send part of a request and then nothing.
+    let mut slow = Vec::new();
+    for _ in 0..50 {
+        let mut s = TcpStream::connect(("127.0.0.1", proxy.port))
+            .await
+            .expect("connect");
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            .await
+            .expect("write");
+        slow.push(s);
+    }
+    for i in 0..5 {
+        let started = Instant::now();
+        let resp = plain_client()
+            .get(proxy.url(&format!("/fast/{i}")))
+            .send()
+            .await
+            .expect("served");
+        assert_eq!(resp.status(), 200);
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+    assert_eq!(
+        upstream.count(),
+        5,
+        "half-sent requests never reach the upstream"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_requests_get_400_or_a_closed_connection_and_never_reach_the_upstream() {
+    let upstream = CountingUpstream::start().await;
+    let (_idp, proxy) = proxy_before(&format!("http://{}", upstream.addr), |t| t).await;
+    let host = format!("127.0.0.1:{}", proxy.port);
+    let cases: Vec<(&str, String)> = vec![
+        ("garbage request line", "GARBAGE\r\n\r\n".into()),
+        ("no version", "GET /\r\n\r\n".into()),
+        ("HTTP/0.9", "GET /smuggled\r\n".into()),
+        (
+            "space in a header name",
+            format!("GET /smuggled HTTP/1.1\r\nHost: {host}\r\nBad Header: v\r\n\r\n"),
+        ),
+        (
+            "a header line without a colon",
+            format!("GET /smuggled HTTP/1.1\r\nHost: {host}\r\nNoColonHere\r\n\r\n"),
+        ),
+        (
+            "space before the colon",
+            format!("GET /smuggled HTTP/1.1\r\nHost: {host}\r\nX-Forwarded-User : mallory\r\n\r\n"),
+        ),
+        (
+            "obs-fold continuation line",
+            format!("GET /smuggled HTTP/1.1\r\nHost: {host}\r\nX-A: a\r\n X-Forwarded-User: mallory\r\n\r\n"),
+        ),
+        (
+            "NUL in a header value",
+            format!("GET /smuggled HTTP/1.1\r\nHost: {host}\r\nX-A: a\0b\r\n\r\n"),
+        ),
+        (
+            "NUL in the path",
+            format!("GET /smug\0gled HTTP/1.1\r\nHost: {host}\r\n\r\n"),
+        ),
+        (
+            "Content-Length and Transfer-Encoding",
+            format!(
+                "POST /smuggled HTTP/1.1\r\nHost: {host}\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled2 HTTP/1.1\r\nHost: {host}\r\n\r\n"
+            ),
+        ),
+        (
+            "two different Content-Lengths",
+            format!(
+                "POST /smuggled HTTP/1.1\r\nHost: {host}\r\nContent-Length: 3\r\nContent-Length: 40\r\n\r\nabc"
+            ),
+        ),
+        (
+            "an unknown Transfer-Encoding",
+            format!(
+                "POST /smuggled HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n"
+            ),
+        ),
+        (
+            "an unknown HTTP version",
+            format!("GET /smuggled HTTP/7.3\r\nHost: {host}\r\n\r\n"),
+        ),
+    ];
+    let mut expected = 0;
+    for (name, request) in &cases {
+        let before = upstream.count();
+        let (status, response, closed) =
+            raw_exchange(proxy.port, request.as_bytes(), Duration::from_secs(10)).await;
+        println!(
+            "{name}: {status:?} closed={closed} {:?}",
+            response.lines().next()
+        );
+        assert!(
+            status == Some(400) || (status.is_none() && closed),
+            "{name}: must get 400 or a closed connection, got {status:?}: {response}"
+        );
+        // A request whose framing is in doubt must end its connection: anything after it
+        // would otherwise be read as a next request.
+        if name.contains("Length") || name.contains("Encoding") {
+            assert!(closed, "{name}: the connection must be closed afterwards");
+        }
+        assert_eq!(upstream.count(), before, "{name}: reached the upstream");
+        // The proxy keeps serving.
+        let ok = plain_client()
+            .get(proxy.url("/still-serving"))
+            .send()
+            .await
+            .expect("still serving");
+        assert_eq!(ok.status(), 200, "after {name}");
+        expected += 1;
+        assert_eq!(upstream.count(), expected);
+    }
+    let seen = upstream.seen();
+    assert!(!seen.contains("smuggled"), "{seen}");
+    assert!(!seen.contains("mallory"), "{seen}");
+}
