@@ -16,6 +16,7 @@ pub mod demo;
 pub mod endpoints;
 pub mod forward;
 pub mod jwt;
+pub mod listener;
 pub mod logging;
 pub mod metrics;
 pub mod oidc;

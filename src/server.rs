@@ -13,6 +13,7 @@ use pingora::services::listening::Service;
 use crate::app::App;
 use crate::config::Config;
 use crate::jwt::remote::RemoteKeys;
+use crate::listener::Listener;
 use crate::proxy::Portcullis;
 
 struct MaintainProvider(Arc<App>);
@@ -53,10 +54,11 @@ pub fn build(config: Config) -> anyhow::Result<Server> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        Portcullis { app: app.clone() },
-        "portcullis",
+    let proxy = pingora::proxy::http_proxy(&server.configuration, Portcullis { app: app.clone() });
+    // Every request head is read by the listener first, within the configured bounds.
+    let mut proxy = Service::new(
+        "portcullis".to_string(),
+        Listener::new(proxy, config.server.head_limits),
     );
     for addr in &config.server.listen {
         proxy.add_tcp(&addr.to_string());

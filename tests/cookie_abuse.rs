@@ -398,8 +398,13 @@ fn raw_get(port: u16, cookie_lines: &[String]) -> Vec<u8> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn oversized_cookies_are_no_session_or_a_clean_400() {
-    let w = World::start(|c| c, "").await;
+async fn oversized_cookies_are_no_session_or_a_clean_431() {
+    // The largest head pingora itself reads, so that the cookie reader sees the most it can.
+    let w = World::start_with(
+        |c| c,
+        |toml| toml.replacen("[server]\n", "[server]\nmax_header_bytes = 1048575\n", 1),
+    )
+    .await;
     let filler = |n: usize| "A".repeat(n);
 
     // Far above MAX_SEALED_LEN (64 KiB) as one value.
@@ -429,9 +434,10 @@ async fn oversized_cookies_are_no_session_or_a_clean_400() {
     let r = get_with(&w.proxy, "application/json", std::slice::from_ref(&crowd)).await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 
-    // pingora reads at most 1 MiB (1,048,575 bytes) of request head and 256 header lines. Just
-    // under that limit the request reaches portcullis and is simply no session; above it pingora
-    // answers 400 itself and closes. Never a 500, never the upstream.
+    // At most `server.max_header_bytes` (here pingora's own limit, 1,048,575 bytes) of request
+    // head and 256 header lines are read. Just under that the request reaches portcullis and
+    // is simply no session; above it the listener answers 431 and closes. Never a 500, never
+    // the upstream.
     let near = format!("{NAME}={}", filler(1_000_000));
     assert_eq!(
         raw_status(w.proxy.port, raw_get(w.proxy.port, &[near])).await,
@@ -441,14 +447,14 @@ async fn oversized_cookies_are_no_session_or_a_clean_400() {
         let above = format!("{NAME}={}", filler(size));
         assert_eq!(
             raw_status(w.proxy.port, raw_get(w.proxy.port, &[above])).await,
-            "HTTP/1.1 400 Bad Request",
+            "HTTP/1.1 431 Request Header Fields Too Large",
             "{size} bytes"
         );
     }
     let lines: Vec<String> = (0..300).map(|i| format!("{NAME}_{}=x", i % 16)).collect();
     assert_eq!(
         raw_status(w.proxy.port, raw_get(w.proxy.port, &lines)).await,
-        "HTTP/1.1 400 Bad Request",
+        "HTTP/1.1 431 Request Header Fields Too Large",
         "300 Cookie header lines"
     );
     // The proxy is still serving afterwards.

@@ -475,55 +475,177 @@ async fn an_upstream_slower_than_read_timeout_gets_a_504_page_and_leaks_nothing(
 
 // ----- the client -----
 
+/// Adds `line` to the `[server]` table of a generated config.
+fn server_option(toml: String, line: &str) -> String {
+    toml.replacen("[server]\n", &format!("[server]\n{line}\n"), 1)
+}
+
+/// A `GET /` head of exactly `size` bytes (one padding field), or with `fields` fields.
+fn head_of(host: &str, size: usize) -> Vec<u8> {
+    let bare = format!("GET / HTTP/1.1\r\n{host}X-Pad: \r\n\r\n");
+    let pad = "p".repeat(size - bare.len());
+    format!("GET / HTTP/1.1\r\n{host}X-Pad: {pad}\r\n\r\n").into_bytes()
+}
+
+fn head_with_fields(host: &str, fields: usize) -> Vec<u8> {
+    // `host` is one of them.
+    let more: String = (1..fields).map(|i| format!("X-H{i}: v\r\n")).collect();
+    format!("GET / HTTP/1.1\r\n{host}{more}\r\n").into_bytes()
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn oversized_headers_and_urls_are_refused_before_the_upstream() {
+async fn oversized_heads_get_431_or_414_before_the_upstream_and_the_limits_are_exact() {
     let upstream = CountingUpstream::start().await;
-    let (_idp, proxy) = proxy_before(&format!("http://{}", upstream.addr), |t| t).await;
+    let (_idp, proxy) = proxy_before(&format!("http://{}", upstream.addr), |t| {
+        server_option(t, "max_header_bytes = 100000")
+    })
+    .await;
     let host = format!("Host: 127.0.0.1:{}\r\n", proxy.port);
     let bound = Duration::from_secs(10);
 
     let big_value = "a".repeat(2 * 1024 * 1024);
-    let cases: Vec<(&str, Vec<u8>)> = vec![
+    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
         (
             "one 2 MiB header",
             format!("GET / HTTP/1.1\r\n{host}X-Big: {big_value}\r\n\r\n").into_bytes(),
+            431,
         ),
         (
             "a 2 MiB URL",
             format!("GET /{big_value} HTTP/1.1\r\n{host}\r\n").into_bytes(),
+            414,
         ),
         (
-            "20 000 small headers",
-            format!(
-                "GET / HTTP/1.1\r\n{host}{}\r\n",
-                (0..20_000)
-                    .map(|i| format!("X-H{i}: v\r\n"))
-                    .collect::<String>()
-            )
-            .into_bytes(),
+            "a 2 MiB request line still being sent",
+            format!("GET /{big_value}").into_bytes(),
+            414,
+        ),
+        ("20 000 small headers", head_with_fields(&host, 20_000), 431),
+        ("one byte over the limit", head_of(&host, 100_001), 431),
+        ("257 fields", head_with_fields(&host, 257), 431),
+        (
+            "2 MiB of empty lines before the request line",
+            "\r\n".repeat(1024 * 1024).into_bytes(),
+            414,
         ),
     ];
-    for (name, request) in cases {
+    for (name, request, expected) in cases {
         let before = upstream.count();
         let (status, response, closed) = raw_exchange(proxy.port, &request, bound).await;
-        // pingora refuses an oversized header block with 400 before any hook of ours runs
-        // (there is no place to answer 431 from), and closes the connection.
-        assert!(
-            status == Some(400) || (status.is_none() && closed),
-            "{name}: {status:?} {}",
+        assert_eq!(
+            status,
+            Some(expected),
+            "{name}: {}",
             response.lines().next().unwrap_or("")
         );
         assert!(closed, "{name}: the connection must be closed");
+        assert!(
+            response.contains("Connection: close") && response.contains("Cache-Control: no-store"),
+            "{name}: {response}"
+        );
         assert_eq!(upstream.count(), before, "{name} reached the upstream");
     }
-    // Still serving.
-    let ok = plain_client()
-        .get(proxy.url("/after"))
-        .send()
+    // At the limits exactly, served.
+    for (name, request) in [
+        ("exactly the limit", head_of(&host, 100_000)),
+        ("256 fields", head_with_fields(&host, 256)),
+    ] {
+        let before = upstream.count();
+        let (status, response, _) = raw_exchange(proxy.port, &request, bound).await;
+        assert_eq!(status, Some(200), "{name}: {response}");
+        assert_eq!(upstream.count(), before + 1, "{name}");
+    }
+    let log = proxy.log();
+    assert!(
+        log.contains(r#""status":431"#) && log.contains(r#""status":414"#),
+        "refusals are in the access log: {log}"
+    );
+    assert!(
+        !log.contains(&"a".repeat(64)),
+        "the refused head is not logged"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_head_arriving_slower_than_header_timeout_gets_408_and_its_connection_back() {
+    let upstream = CountingUpstream::start().await;
+    let (_idp, proxy) = proxy_before(&format!("http://{}", upstream.addr), |t| {
+        server_option(t, r#"header_timeout = "1s""#)
+    })
+    .await;
+    let baseline = fd_count(proxy.pid());
+
+    // Slowloris: one byte every 100 ms, never finishing (each read is well within pingora's
+    // own 60 s per-read timeout, which alone would keep the connection for ever).
+    let mut slow = TcpStream::connect(("127.0.0.1", proxy.port))
         .await
-        .expect("ok");
-    assert_eq!(ok.status(), 200);
-    assert_eq!(upstream.count(), 1);
+        .expect("connect");
+    let started = Instant::now();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("write");
+    let (mut reader, mut writer) = slow.into_split();
+    let dribble = tokio::spawn(async move {
+        while writer.write_all(b"X").await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let mut response = Vec::new();
+    let read =
+        tokio::time::timeout(Duration::from_secs(10), reader.read_to_end(&mut response)).await;
+    let took = started.elapsed();
+    dribble.abort();
+    let response = String::from_utf8_lossy(&response);
+    assert!(read.is_ok(), "the connection must be closed, not held");
+    assert_eq!(status_of(&response), Some(408), "{response}");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "answered after {took:?}, not at the 1 s header timeout"
+    );
+
+    // A connection that never sends a byte is closed at the same bound, without an answer.
+    let mut silent = TcpStream::connect(("127.0.0.1", proxy.port))
+        .await
+        .expect("connect");
+    let started = Instant::now();
+    let mut nothing = Vec::new();
+    let read =
+        tokio::time::timeout(Duration::from_secs(10), silent.read_to_end(&mut nothing)).await;
+    assert!(read.is_ok(), "a silent connection must be closed");
+    assert!(nothing.is_empty(), "{nothing:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    // The timeout bounds a head, not a kept-alive connection's idle time: a second request
+    // sent after more than header_timeout of silence, in two parts, is served (its bound
+    // starts at its first byte).
+    let mut kept = TcpStream::connect(("127.0.0.1", proxy.port))
+        .await
+        .expect("connect");
+    for i in 0..2 {
+        if i == 1 {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+        }
+        kept.write_all(b"GET /again HTTP/1.1\r\n")
+            .await
+            .expect("write");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        kept.write_all(b"Host: x\r\n\r\n").await.expect("write");
+        let mut chunk = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), kept.read(&mut chunk))
+            .await
+            .expect("answered")
+            .expect("read");
+        let text = String::from_utf8_lossy(&chunk[..n]);
+        assert_eq!(status_of(&text), Some(200), "request {i}: {text}");
+    }
+    assert_eq!(
+        upstream.count(),
+        2,
+        "the slow head never reached the upstream"
+    );
+    drop(kept);
+    fds_return_to(&proxy, baseline).await;
+    assert!(proxy.log().contains(r#""status":408"#));
 }
 
 #[tokio::test(flavor = "multi_thread")]

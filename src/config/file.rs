@@ -59,6 +59,10 @@ pub struct ServerFile {
     pub shutdown_grace: Option<String>,
     /// Where Prometheus metrics are served (`/metrics`); off when absent.
     pub metrics_listen: Option<String>,
+    /// How long a whole request head may take to arrive.
+    pub header_timeout: Option<String>,
+    /// The longest request head accepted, in bytes.
+    pub max_header_bytes: Option<usize>,
 }
 
 impl Default for ServerFile {
@@ -69,6 +73,8 @@ impl Default for ServerFile {
             threads: None,
             shutdown_grace: None,
             metrics_listen: None,
+            header_timeout: None,
+            max_header_bytes: None,
         }
     }
 }

@@ -26,6 +26,20 @@ pub const ENV_SESSION_SECRETS: &str = "PORTCULLIS_SESSION_SECRETS";
 /// The smallest session secret accepted: AES-256 wants 32 bytes of key material.
 pub const MIN_SECRET_BYTES: usize = 32;
 
+/// `server.header_timeout` by default: longer than a slow client needs for a head, and longer
+/// than the 10 s Chromium keeps a preconnected socket unused (a shorter bound could close one
+/// just as the browser starts sending on it).
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(20);
+/// `server.max_header_bytes` by default: about twice the largest session cookie portcullis
+/// writes.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 128 * 1024;
+/// The largest session (16 cookies of 4000 bytes) plus 16 KiB for everything else: a smaller
+/// limit would lock out users whose session grew large.
+pub const MIN_HEADER_BYTES: usize =
+    crate::session::chunks::MAX_CHUNKS * crate::session::chunks::MAX_COOKIE_BYTES + 16 * 1024;
+/// pingora refuses larger heads itself.
+pub const MAX_HEADER_BYTES: usize = 1024 * 1024 - 1;
+
 /// A configuration problem, located by file and key path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -89,6 +103,8 @@ pub struct Server {
     /// Where `/metrics` is served: its own address, so that the users the proxy protects
     /// cannot read it through the proxy's port.
     pub metrics_listen: Option<SocketAddr>,
+    /// Bounds on each request head, enforced before pingora parses it.
+    pub head_limits: crate::listener::Limits,
 }
 
 impl Server {
@@ -455,12 +471,32 @@ impl Validator<'_> {
                 Some(addr)
             }
         };
+        let header_timeout = self.duration(
+            "server.header_timeout",
+            s.header_timeout.as_deref(),
+            DEFAULT_HEADER_TIMEOUT,
+            Duration::from_secs(600),
+        )?;
+        let max_header_bytes = s.max_header_bytes.unwrap_or(DEFAULT_MAX_HEADER_BYTES);
+        if !(MIN_HEADER_BYTES..=MAX_HEADER_BYTES).contains(&max_header_bytes) {
+            return Err(self.err(
+                "server.max_header_bytes",
+                format!(
+                    "must be between {MIN_HEADER_BYTES} (the largest session cookie portcullis \
+                     writes, with room for other headers) and {MAX_HEADER_BYTES} (pingora's limit)"
+                ),
+            ));
+        }
         Ok(Server {
             listen,
             trusted_proxies,
             threads,
             shutdown_grace,
             metrics_listen,
+            head_limits: crate::listener::Limits {
+                header_timeout,
+                max_header_bytes,
+            },
         })
     }
 
@@ -1177,6 +1213,40 @@ secrets = ["{SECRET}"]
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, "config.toml", &|_| None)
+    }
+
+    #[test]
+    fn request_head_limits_have_defaults_and_bounds() {
+        let with = |line: &str| {
+            parse(&base().replace(
+                "listen = \"127.0.0.1:4180\"",
+                &format!("listen = \"127.0.0.1:4180\"\n{line}"),
+            ))
+        };
+        let limits = parse(&base()).unwrap().server.head_limits;
+        assert_eq!(limits.header_timeout, Duration::from_secs(20));
+        assert_eq!(limits.max_header_bytes, 128 * 1024);
+        let set = with("header_timeout = \"3s\"\nmax_header_bytes = 200000").unwrap();
+        assert_eq!(
+            set.server.head_limits.header_timeout,
+            Duration::from_secs(3)
+        );
+        assert_eq!(set.server.head_limits.max_header_bytes, 200_000);
+        for bad in [
+            "max_header_bytes = 8192",
+            "max_header_bytes = 2000000",
+            "max_header_bytes = -1",
+        ] {
+            let e = with(bad).unwrap_err();
+            assert_eq!(e.key, "server.max_header_bytes", "{bad}: {e}");
+        }
+        for bad in [
+            "header_timeout = \"0s\"",
+            "header_timeout = \"1h\"",
+            "header_timeout = \"soon\"",
+        ] {
+            assert_eq!(with(bad).unwrap_err().key, "server.header_timeout", "{bad}");
+        }
     }
 
     #[test]

@@ -1,0 +1,279 @@
+//! The listener: the first stage of every request, before pingora parses it.
+//!
+//! pingora 0.9 reads a request head with a timeout on each read (60 s) and a size limit of
+//! 1 MiB, answered with a bare 400. It bounds neither the whole head's duration (a client
+//! sending one byte every 59 s holds a connection, its task and its buffer for ever: slowloris)
+//! nor offers a hook to answer an oversized head with 431. So this stage reads each head itself:
+//! the whole head must arrive within `server.header_timeout` (408 otherwise) and fit in
+//! `server.max_header_bytes` and [`MAX_FIELDS`] fields (414 or 431 otherwise); refused
+//! connections are closed. A head that arrived is handed to pingora as bytes already read
+//! (`set_pipelined_prefix`), so pingora parses exactly what it would have read itself and
+//! makes no extra read or copy; the scanner only finds where the head ends ([`head`]).
+//!
+//! HTTP/1 only: portcullis listens for plain HTTP/1.x (`server.listen`), without h2c.
+
+mod head;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::BytesMut;
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
+use pingora::protocols::http::ServerSession;
+use pingora::protocols::Stream;
+use pingora::server::ShutdownWatch;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::{timeout, timeout_at, Instant};
+
+pub use head::{HeadScan, Oversized, Progress, MAX_FIELDS};
+
+use crate::metrics;
+use crate::outcome::Outcome;
+
+/// The bounds on one request head.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// How long a whole head may take: counted from the accept for a connection's first
+    /// request, from the first byte for the next ones (the wait before is [`IDLE`]).
+    pub header_timeout: Duration,
+    /// The longest head accepted, request line and empty lines before it included.
+    pub max_header_bytes: usize,
+}
+
+/// How long a kept-alive connection may wait for its next request: pingora's keep-alive.
+pub const IDLE: Duration = Duration::from_secs(60);
+/// The first read's buffer: most heads fit (pingora starts with the same size).
+const FIRST_READ: usize = 4096;
+/// After a refusal, what the client still sends is read and dropped for this long (or up to
+/// [`LINGER_BYTES`]), so that it sees the answer rather than a reset from unread data.
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 8 << 20;
+/// Writing a refusal (a few hundred bytes) to a client that does not read.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Wraps the proxy (any HTTP/1 app) so that each request head is read within [`Limits`].
+pub struct Listener<A> {
+    inner: Arc<A>,
+    limits: Limits,
+}
+
+impl<A> Listener<A> {
+    pub fn new(inner: A, limits: Limits) -> Listener<A> {
+        Listener {
+            inner: Arc::new(inner),
+            limits,
+        }
+    }
+}
+
+/// What reading a head came to.
+enum Head {
+    /// A complete head, or one the parser will refuse: pingora takes it from here.
+    Ready(BytesMut),
+    /// The client closed, stayed idle past [`IDLE`] or sent nothing at all, or the server is
+    /// stopping: the connection closes without an answer.
+    Closed,
+    Refused(Refusal),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    Timeout,
+    Oversized(Oversized),
+}
+
+impl Refusal {
+    /// Status, reason phrase, and the name the access log gives it.
+    fn status(self) -> (u16, &'static str, &'static str) {
+        match self {
+            Refusal::Timeout => (408, "Request Timeout", "header_timeout"),
+            Refusal::Oversized(Oversized::RequestLine) => {
+                (414, "URI Too Long", "request_line_too_long")
+            }
+            Refusal::Oversized(Oversized::Head) => {
+                (431, "Request Header Fields Too Large", "header_too_large")
+            }
+            Refusal::Oversized(Oversized::Fields) => {
+                (431, "Request Header Fields Too Large", "too_many_fields")
+            }
+        }
+    }
+
+    fn explanation(self, limits: &Limits) -> String {
+        match self {
+            Refusal::Timeout => format!(
+                "The request head did not arrive within {}.\n",
+                humantime::format_duration(limits.header_timeout)
+            ),
+            Refusal::Oversized(Oversized::RequestLine) => format!(
+                "The request line is longer than {} bytes.\n",
+                limits.max_header_bytes
+            ),
+            Refusal::Oversized(Oversized::Head) => format!(
+                "The request head is longer than {} bytes (too many or too large cookies?).\n",
+                limits.max_header_bytes
+            ),
+            Refusal::Oversized(Oversized::Fields) => {
+                format!("The request has more than {MAX_FIELDS} header fields.\n")
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl<A> ServerApp for Listener<A>
+where
+    A: HttpServerApp + Send + Sync + 'static,
+{
+    async fn process_new(
+        self: &Arc<Self>,
+        mut stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let started = Instant::now();
+        // `None` for the connection's first request; then what pingora hands back for reuse.
+        let mut settings: Option<HttpPersistentSettings> = None;
+        let mut reused = false;
+        loop {
+            let prefix = match read_head(&mut stream, &self.limits, reused, started, shutdown).await
+            {
+                Head::Ready(prefix) => prefix,
+                Head::Closed => return None,
+                Head::Refused(why) => {
+                    refuse(stream, why, &self.limits).await;
+                    return None;
+                }
+            };
+            let mut session = ServerSession::new_http1(stream);
+            match settings.take() {
+                Some(settings) => settings.apply_to_session(&mut session),
+                // As pingora sets up a connection's first session.
+                None => {
+                    let stopping = *shutdown.borrow();
+                    session.set_keepalive((!stopping).then_some(IDLE.as_secs()));
+                    session.set_keepalive_reuses_remaining(
+                        self.inner
+                            .server_options()
+                            .and_then(|o| o.keepalive_request_limit),
+                    );
+                }
+            }
+            // pingora carries no bytes of its own over to the next request: pipelining is off,
+            // so a request read with bytes after it is never reused.
+            session.set_pipelined_prefix(prefix);
+            let next = self.inner.process_new_http(session, shutdown).await?;
+            (stream, settings) = next.consume();
+            reused = true;
+        }
+    }
+
+    async fn cleanup(&self) {
+        self.inner.http_cleanup().await;
+    }
+}
+
+async fn read_head(
+    stream: &mut Stream,
+    limits: &Limits,
+    reused: bool,
+    accepted: Instant,
+    shutdown: &ShutdownWatch,
+) -> Head {
+    let mut buf = BytesMut::with_capacity(FIRST_READ);
+    let deadline = if reused {
+        if *shutdown.borrow() {
+            return Head::Closed;
+        }
+        let mut shutdown = shutdown.clone();
+        let first = tokio::select! {
+            biased;
+            read = timeout(IDLE, stream.read_buf(&mut buf)) => read,
+            _ = shutdown.changed() => return Head::Closed,
+        };
+        if !matches!(first, Ok(Ok(n)) if n > 0) {
+            return Head::Closed;
+        }
+        Instant::now() + limits.header_timeout
+    } else {
+        accepted + limits.header_timeout
+    };
+    let mut scan = HeadScan::default();
+    let mut request_line_checked = false;
+    loop {
+        match scan.advance(&buf, limits.max_header_bytes) {
+            Progress::Complete(_) => return Head::Ready(buf),
+            Progress::Oversized(what) => return Head::Refused(Refusal::Oversized(what)),
+            Progress::Partial => {}
+        }
+        // A request line the parser refuses is answered (400, by pingora) at once rather than
+        // after the client gives up waiting for the rest.
+        if !request_line_checked && scan.request_line_done() {
+            request_line_checked = true;
+            let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
+            if httparse::Request::new(&mut fields).parse(&buf).is_err() {
+                return Head::Ready(buf);
+            }
+        }
+        if buf.capacity() - buf.len() < FIRST_READ / 4 {
+            buf.reserve(buf.len().max(FIRST_READ));
+        }
+        match timeout_at(deadline, stream.read_buf(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            Ok(_) => return Head::Closed,
+            // A connection that never sent a byte is closed without an answer, as after an
+            // idle keep-alive.
+            Err(_) if buf.is_empty() => return Head::Closed,
+            Err(_) => return Head::Refused(Refusal::Timeout),
+        }
+    }
+}
+
+/// Answers a refused head, then closes the connection.
+async fn refuse(mut stream: Stream, why: Refusal, limits: &Limits) {
+    let (status, reason, name) = why.status();
+    metrics::get().request(Outcome::BadRequest);
+    tracing::info!(
+        target: "access",
+        method = "-",
+        path = "-",
+        status,
+        outcome = Outcome::BadRequest.as_str(),
+        user = "-",
+        client = %peer_ip(&stream).map_or_else(|| "-".to_string(), |ip| ip.to_string()),
+        error = name,
+    );
+    let body = why.explanation(limits);
+    let answer = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\n\
+         Content-Length: {}\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let sent = timeout(WRITE_TIMEOUT, async {
+        stream.write_all(answer.as_bytes()).await?;
+        stream.flush().await?;
+        stream.shutdown().await
+    })
+    .await;
+    if !matches!(sent, Ok(Ok(()))) {
+        return;
+    }
+    let drain = async {
+        let mut sink = [0u8; 8192];
+        let mut dropped = 0;
+        while dropped < LINGER_BYTES {
+            match stream.read(&mut sink).await {
+                Ok(n) if n > 0 => dropped += n,
+                _ => break,
+            }
+        }
+    };
+    let _ = timeout(LINGER, drain).await;
+}
+
+fn peer_ip(stream: &Stream) -> Option<IpAddr> {
+    let digest = stream.get_socket_digest()?;
+    digest.peer_addr()?.as_inet().map(|a| a.ip())
+}
