@@ -125,11 +125,20 @@ fn accept_prefers_html(headers: &HeaderMap) -> bool {
 /// or `Content-Length` values that disagree or are not numbers. This is how requests are
 /// smuggled: a proxy and an upstream that pick different readings see different requests in
 /// one byte stream. `None` when the framing is unambiguous.
-pub fn ambiguous_framing(headers: &HeaderMap) -> Option<&'static str> {
+///
+/// `raw_head` gives the header block as the client sent it, for the one case the parsed
+/// headers hide: pingora drops `Content-Length` beside `Transfer-Encoding` (RFC 9112 §6.3) and
+/// goes on. It is only called when `Transfer-Encoding` is present.
+pub fn ambiguous_framing<R: AsRef<[u8]>>(
+    headers: &HeaderMap,
+    raw_head: impl FnOnce() -> Option<R>,
+) -> Option<&'static str> {
     use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
     let has_length = headers.contains_key(CONTENT_LENGTH);
     if headers.contains_key(TRANSFER_ENCODING) {
-        if has_length {
+        if has_length
+            || raw_head().is_some_and(|raw| raw_has_header(raw.as_ref(), "content-length"))
+        {
             return Some("both Content-Length and Transfer-Encoding");
         }
         let mut codings = Vec::new();
@@ -187,7 +196,7 @@ mod tests {
             &[("transfer-encoding", "Chunked")],
         ];
         for h in ok {
-            assert_eq!(ambiguous_framing(&headers(h)), None, "{h:?}");
+            assert_eq!(ambiguous_framing(&headers(h), no_raw), None, "{h:?}");
         }
         let bad: &[&[(&str, &str)]] = &[
             &[("content-length", "3"), ("transfer-encoding", "chunked")],
@@ -202,8 +211,24 @@ mod tests {
             &[("transfer-encoding", "gzip, chunked")],
         ];
         for h in bad {
-            assert!(ambiguous_framing(&headers(h)).is_some(), "{h:?}");
+            assert!(ambiguous_framing(&headers(h), no_raw).is_some(), "{h:?}");
         }
+        // The parser dropped Content-Length beside Transfer-Encoding; the raw head has it.
+        let te = headers(&[("transfer-encoding", "chunked")]);
+        let raw = b"POST / HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert!(ambiguous_framing(&te, || Some(&raw[..])).is_some());
+        let raw = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(ambiguous_framing(&te, || Some(&raw[..])), None);
+        // Without Transfer-Encoding the raw head is not even looked at.
+        let cl = headers(&[("content-length", "3")]);
+        assert_eq!(
+            ambiguous_framing(&cl, || -> Option<&[u8]> { panic!("read") }),
+            None
+        );
+    }
+
+    fn no_raw() -> Option<&'static [u8]> {
+        None
     }
 
     #[test]

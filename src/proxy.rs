@@ -96,18 +96,8 @@ impl ProxyHttp for Portcullis {
         let app = &self.app;
         // Before anything else looks at it: a request whose body could be read two ways is
         // refused, and its connection closed (what follows it cannot be trusted either).
-        let headers = &session.req_header().headers;
-        // pingora drops Content-Length beside Transfer-Encoding (RFC 9112 §6.3) and goes on;
-        // the raw header block still shows that the client sent both.
-        let both = headers.contains_key(http::header::TRANSFER_ENCODING)
-            && session.as_http1().is_some_and(|h1| {
-                classify::raw_has_header(&h1.get_headers_raw_bytes(), "content-length")
-            });
-        let framing = if both {
-            Some("both Content-Length and Transfer-Encoding")
-        } else {
-            classify::ambiguous_framing(headers)
-        };
+        let raw_head = || session.as_http1().map(|h1| h1.get_headers_raw_bytes());
+        let framing = classify::ambiguous_framing(&session.req_header().headers, raw_head);
         if let Some(reason) = framing {
             ctx.outcome = Outcome::BadRequest;
             session.set_keepalive(None);
