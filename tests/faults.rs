@@ -475,11 +475,6 @@ async fn an_upstream_slower_than_read_timeout_gets_a_504_page_and_leaks_nothing(
 
 // ----- the client -----
 
-/// Adds `line` to the `[server]` table of a generated config.
-fn server_option(toml: String, line: &str) -> String {
-    toml.replacen("[server]\n", &format!("[server]\n{line}\n"), 1)
-}
-
 /// A `GET /` head of exactly `size` bytes (one padding field), or with `fields` fields.
 fn head_of(host: &str, size: usize) -> Vec<u8> {
     let bare = format!("GET / HTTP/1.1\r\n{host}X-Pad: \r\n\r\n");

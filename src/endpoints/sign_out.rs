@@ -15,8 +15,9 @@ pub fn sign_out(app: &App, req: &RequestHeader, facts: &Facts) -> Reply {
     let loaded = app.sessions.load(&cookies, now());
     let mut set_cookies = app.sessions.clear(&loaded.present);
     set_cookies.extend(flow::clear_all(&app.sessions, &cookies));
-    if let Some(user) = loaded.session.as_ref().map(|s| &s.identity.user) {
-        tracing::info!(user = %user, "sign-out");
+    if let Some(session) = loaded.session.as_ref() {
+        tracing::info!(user = %session.identity.user, "sign-out");
+        app.refresher.forget(session);
     }
     let end_session = app
         .provider

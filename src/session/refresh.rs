@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 use tokio::sync::watch;
 
 use super::SessionData;
@@ -104,6 +105,41 @@ impl Refresher {
         outcome
     }
 
+    /// After a sign-out: a request that still carries the signed-out session, or a cookie that
+    /// was refreshed into it, gets [`Outcome::Rejected`] when it needs a refresh, for as long
+    /// as refreshes are remembered, instead of the remembered new session or a call to the
+    /// provider. Only this process knows; other replicas ask the provider, which refuses once
+    /// it has ended the login.
+    pub fn forget(&self, signed_out: &SessionData) {
+        let Some(token) = signed_out.refresh_token.as_deref() else {
+            return;
+        };
+        let Ok(mut entries) = self.entries.lock() else {
+            return;
+        };
+        let rejected = || watch::channel(Some(Outcome::Rejected)).1;
+        for entry in entries.values_mut() {
+            let refreshed_into_it = matches!(
+                &*entry.result.borrow(),
+                Some(Outcome::Refreshed(s)) if s.refresh_token.as_deref().is_some_and(|t| {
+                    bool::from(t.as_bytes().ct_eq(token.as_bytes()))
+                })
+            );
+            if refreshed_into_it {
+                entry.result = rejected();
+            }
+        }
+        if entries.len() < MAX_ENTRIES {
+            entries.insert(
+                Sha256::digest(token.as_bytes()).into(),
+                Entry {
+                    started: Instant::now(),
+                    result: rejected(),
+                },
+            );
+        }
+    }
+
     fn paused(&self) -> bool {
         self.paused_until
             .lock()
@@ -165,6 +201,34 @@ mod tests {
         // A different token refreshes on its own.
         let other = r.refresh("another", async { Outcome::Rejected }).await;
         assert!(matches!(other, Outcome::Rejected));
+    }
+
+    #[tokio::test]
+    async fn after_sign_out_neither_the_session_nor_its_predecessor_refreshes() {
+        let r = Refresher::default();
+        let refreshed = r
+            .refresh("old-token", async { Outcome::Refreshed(Arc::new(data())) })
+            .await;
+        assert!(matches!(refreshed, Outcome::Refreshed(_)));
+        // Signing out the refreshed session (refresh token "new").
+        r.forget(&data());
+        let calls = Arc::new(AtomicUsize::new(0));
+        for token in ["old-token", "new"] {
+            let c = calls.clone();
+            let outcome = r
+                .refresh(token, async move {
+                    c.fetch_add(1, Ordering::SeqCst);
+                    Outcome::Refreshed(Arc::new(data()))
+                })
+                .await;
+            assert!(matches!(outcome, Outcome::Rejected), "{token}");
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 0, "the provider is not asked");
+        // Anybody else's refresh is untouched.
+        let other = r
+            .refresh("bob", async { Outcome::Refreshed(Arc::new(data())) })
+            .await;
+        assert!(matches!(other, Outcome::Refreshed(_)));
     }
 
     #[tokio::test]
