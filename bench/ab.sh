@@ -28,6 +28,7 @@ for tool in wrk nginx curl; do
 done
 
 run=$(mktemp -d /tmp/portcullis-ab.XXXXXX)
+chmod 755 "$run" # nginx workers (not root) read the payload from here
 pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
@@ -81,33 +82,48 @@ path = "/public"
 policy = "public"
 TOML
 done
+declare -A pid
 "$a_bin" run --config "$run/a.toml" >"$run/a.log" 2>&1 &
+pid[a]=$!
 pids+=($!)
 "$b_bin" run --config "$run/b.toml" >"$run/b.log" 2>&1 &
+pid[b]=$!
 pids+=($!)
 wait_for "http://127.0.0.1:${port[a]}/public"
 wait_for "http://127.0.0.1:${port[b]}/public"
 
-measure() { # side -> requests/s
-  wrk -t2 -c"$connections" -d"${seconds}s" "http://127.0.0.1:${port[$1]}/public" |
-    awk '/^Requests\/sec/ {print $2}'
+ticks=$(getconf CLK_TCK)
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # user + system, in clock ticks
+measure() { # side -> "requests/s cpu-µs-per-request"
+  local before after out
+  before=$(cpu_ticks "${pid[$1]}")
+  out=$(wrk -t2 -c"$connections" -d"${seconds}s" "http://127.0.0.1:${port[$1]}/public")
+  after=$(cpu_ticks "${pid[$1]}")
+  echo "$out" | awk -v t=$((after - before)) -v hz="$ticks" '
+    / requests in / {n = $1}
+    /^Requests\/sec/ {rps = $2}
+    END {printf "%s %.1f\n", rps, t / hz * 1e6 / n}'
 }
-declare -A results=([a]="" [b]="")
+declare -A rps=([a]="" [b]="") cpu=([a]="" [b]="")
 echo "A: $a_bin"
 echo "B: $b_bin"
-echo "wrk -t2 -c$connections -d${seconds}s, $rounds rounds, interleaved"
+echo "wrk -t2 -c$connections -d${seconds}s on /public, $rounds rounds, interleaved"
 for r in $(seq 1 "$rounds"); do
   order="a b"
   [ $((r % 2)) -eq 0 ] && order="b a"
   for side in $order; do
-    rps=$(measure "$side")
-    results[$side]="${results[$side]} $rps"
-    echo "round $r $side: $rps req/s"
+    read -r one_rps one_cpu < <(measure "$side")
+    rps[$side]="${rps[$side]} $one_rps"
+    cpu[$side]="${cpu[$side]} $one_cpu"
+    echo "round $r $side: $one_rps req/s, $one_cpu CPU µs/request"
   done
 done
 median() { tr ' ' '\n' | grep . | sort -g | awk '{v[NR]=$1} END {print (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
-ma=$(echo "${results[a]}" | median)
-mb=$(echo "${results[b]}" | median)
-echo "median A: $ma req/s"
-echo "median B: $mb req/s"
-awk -v a="$ma" -v b="$mb" 'BEGIN {printf "B/A: %.3f\n", b / a}'
+ra=$(echo "${rps[a]}" | median)
+rb=$(echo "${rps[b]}" | median)
+ca=$(echo "${cpu[a]}" | median)
+cb=$(echo "${cpu[b]}" | median)
+echo "median A: $ra req/s, $ca CPU µs/request"
+echo "median B: $rb req/s, $cb CPU µs/request"
+awk -v ra="$ra" -v rb="$rb" -v ca="$ca" -v cb="$cb" \
+  'BEGIN {printf "B/A: %.3f × the requests/s, %.3f × the CPU per request\n", rb / ra, cb / ca}'
