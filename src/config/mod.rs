@@ -1215,14 +1215,17 @@ secrets = ["{SECRET}"]
         Config::parse(text, "config.toml", &|_| None)
     }
 
+    /// The base config with `line` added to `[server]`.
+    fn with_server_line(line: &str) -> Result<Config, ConfigError> {
+        parse(&base().replace(
+            "listen = \"127.0.0.1:4180\"",
+            &format!("listen = \"127.0.0.1:4180\"\n{line}"),
+        ))
+    }
+
     #[test]
     fn request_head_limits_have_defaults_and_bounds() {
-        let with = |line: &str| {
-            parse(&base().replace(
-                "listen = \"127.0.0.1:4180\"",
-                &format!("listen = \"127.0.0.1:4180\"\n{line}"),
-            ))
-        };
+        let with = with_server_line;
         let limits = parse(&base()).unwrap().server.head_limits;
         assert_eq!(limits.header_timeout, Duration::from_secs(20));
         assert_eq!(limits.max_header_bytes, 128 * 1024);
@@ -1251,12 +1254,7 @@ secrets = ["{SECRET}"]
 
     #[test]
     fn metrics_need_their_own_port() {
-        let with = |addr: &str| {
-            parse(&base().replace(
-                "listen = \"127.0.0.1:4180\"",
-                &format!("listen = \"127.0.0.1:4180\"\nmetrics_listen = \"{addr}\""),
-            ))
-        };
+        let with = |addr: &str| with_server_line(&format!("metrics_listen = \"{addr}\""));
         assert_eq!(parse(&base()).unwrap().server.metrics_listen, None);
         assert_eq!(
             with("127.0.0.1:9180").unwrap().server.metrics_listen,
