@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Two portcullis builds, measured against each other in one run: the same tiny nginx upstream,
-# the same public route, wrk rounds interleaved (A B, B A, A B, …) so that whatever else the
-# machine does falls on both alike. For a change on the request path every request takes (the
-# listener, header hygiene), where the full benchmark (bench/run.sh) would measure one build.
+# wrk rounds interleaved (A B, B A, A B, …) so that whatever else the machine does falls on both
+# alike. Two rows: `public` (a public route, forwarded: the path every request takes) and
+# `expired` (a protected route with an expired RS256 bearer token, refused with 401: what a
+# flood of stale tokens costs). For a change on such a path, where the full benchmark
+# (bench/run.sh) measures one build.
 #
 #   bash bench/ab.sh A_BIN B_BIN [ROUNDS] [SECONDS] [CONNECTIONS]
 #
@@ -20,9 +22,9 @@ b_bin=$(realpath "${2:?B_BIN: the portcullis binary to compare}")
 rounds="${3:-5}"
 seconds="${4:-5}"
 connections="${5:-32}"
-for tool in wrk nginx curl; do
+for tool in wrk nginx curl openssl node; do
   command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || {
-    echo "ab: needs $tool (apt-get install -y wrk nginx curl)" >&2
+    echo "ab: needs $tool (apt-get install -y wrk nginx curl openssl nodejs)" >&2
     exit 2
   }
 done
@@ -57,6 +59,18 @@ pids+=($!)
 wait_for "http://127.0.0.1:$up_port/x"
 
 secret=$(head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
+# A token issuer of our own, and one of its tokens that expired an hour ago.
+openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$run/issuer.key" 2>/dev/null
+openssl pkey -in "$run/issuer.key" -pubout -out "$run/issuer.pub"
+expired=$(node -e '
+  const crypto = require("crypto");
+  const key = crypto.createPrivateKey(require("fs").readFileSync(process.argv[1]));
+  const part = (v) => Buffer.from(JSON.stringify(v)).toString("base64url");
+  const now = Math.floor(Date.now() / 1000);
+  const signed = part({ alg: "RS256", typ: "JWT" }) + "." +
+    part({ iss: "https://ab.local", aud: "https://ab.api", sub: "ab", iat: now - 7200, exp: now - 3600 });
+  console.log(signed + "." + crypto.sign("sha256", Buffer.from(signed), key).toString("base64url"));
+' "$run/issuer.key")
 declare -A port
 for side in a b; do
   port[$side]=$(free_port)
@@ -77,6 +91,10 @@ secrets = ["$secret"]
 secure = false
 [logging]
 level = "error"
+[[bearer.issuers]]
+issuer = "https://ab.local"
+audiences = ["https://ab.api"]
+public_keys = ["$run/issuer.pub"]
 [[routes]]
 path = "/public"
 policy = "public"
@@ -94,36 +112,46 @@ wait_for "http://127.0.0.1:${port[b]}/public"
 
 ticks=$(getconf CLK_TCK)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # user + system, in clock ticks
-measure() { # side -> "requests/s cpu-µs-per-request"
-  local before after out
+measure() { # side row -> "requests/s cpu-µs-per-request"
+  local before after out args=()
+  [ "$2" = expired ] && args=(-H "Authorization: Bearer $expired")
+  local path=/public
+  [ "$2" = expired ] && path=/api
   before=$(cpu_ticks "${pid[$1]}")
-  out=$(wrk -t2 -c"$connections" -d"${seconds}s" "http://127.0.0.1:${port[$1]}/public")
+  out=$(wrk -t2 -c"$connections" -d"${seconds}s" "${args[@]}" "http://127.0.0.1:${port[$1]}$path")
   after=$(cpu_ticks "${pid[$1]}")
   echo "$out" | awk -v t=$((after - before)) -v hz="$ticks" '
     / requests in / {n = $1}
     /^Requests\/sec/ {rps = $2}
     END {printf "%s %.1f\n", rps, t / hz * 1e6 / n}'
 }
-declare -A rps=([a]="" [b]="") cpu=([a]="" [b]="")
+[ "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $expired" "http://127.0.0.1:${port[a]}/api")" = 401 ] || {
+  echo "ab: the expired token was not refused with 401" >&2
+  exit 1
+}
+declare -A rps cpu
 echo "A: $a_bin"
 echo "B: $b_bin"
-echo "wrk -t2 -c$connections -d${seconds}s on /public, $rounds rounds, interleaved"
+echo "wrk -t2 -c$connections -d${seconds}s, $rounds rounds, interleaved"
 for r in $(seq 1 "$rounds"); do
   order="a b"
   [ $((r % 2)) -eq 0 ] && order="b a"
-  for side in $order; do
-    read -r one_rps one_cpu < <(measure "$side")
-    rps[$side]="${rps[$side]} $one_rps"
-    cpu[$side]="${cpu[$side]} $one_cpu"
-    echo "round $r $side: $one_rps req/s, $one_cpu CPU µs/request"
+  for row in public expired; do
+    for side in $order; do
+      read -r one_rps one_cpu < <(measure "$side" "$row")
+      rps[$row$side]="${rps[$row$side]:-} $one_rps"
+      cpu[$row$side]="${cpu[$row$side]:-} $one_cpu"
+      echo "round $r $row $side: $one_rps req/s, $one_cpu CPU µs/request"
+    done
   done
 done
 median() { tr ' ' '\n' | grep . | sort -g | awk '{v[NR]=$1} END {print (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
-ra=$(echo "${rps[a]}" | median)
-rb=$(echo "${rps[b]}" | median)
-ca=$(echo "${cpu[a]}" | median)
-cb=$(echo "${cpu[b]}" | median)
-echo "median A: $ra req/s, $ca CPU µs/request"
-echo "median B: $rb req/s, $cb CPU µs/request"
-awk -v ra="$ra" -v rb="$rb" -v ca="$ca" -v cb="$cb" \
-  'BEGIN {printf "B/A: %.3f × the requests/s, %.3f × the CPU per request\n", rb / ra, cb / ca}'
+for row in public expired; do
+  ra=$(echo "${rps[${row}a]}" | median)
+  rb=$(echo "${rps[${row}b]}" | median)
+  ca=$(echo "${cpu[${row}a]}" | median)
+  cb=$(echo "${cpu[${row}b]}" | median)
+  echo "$row: median A $ra req/s, $ca CPU µs/request; median B $rb req/s, $cb CPU µs/request"
+  awk -v row="$row" -v ra="$ra" -v rb="$rb" -v ca="$ca" -v cb="$cb" \
+    'BEGIN {printf "%s: B/A %.3f × the requests/s, %.3f × the CPU per request\n", row, rb / ra, cb / ca}'
+done

@@ -1457,6 +1457,43 @@ async fn attack_05_a_flood_of_unknown_kids_costs_one_jwks_fetch() {
     assert_eq!(idp.stats().jwks_fetches - before, 1);
 }
 
+/// An expired token is refused before any key is looked up or signature checked: a flood of
+/// expired tokens naming unknown keys costs no JWKS fetch at all.
+#[tokio::test(flavor = "multi_thread")]
+async fn expired_tokens_are_refused_before_any_key_is_looked_up() {
+    let t = Bench::start().await;
+    let idp = t.idp();
+    let t0 = now();
+    let mut claims = access_claims(idp);
+    claims["iat"] = json!(t0 - 7200);
+    claims["exp"] = json!(t0 - 3600);
+    let before = idp.stats().jwks_fetches;
+    let mut cases = t.cases("expired tokens naming unknown keys");
+    for i in 0..5 {
+        let mut h = at_header(idp);
+        h.kid = Some(format!("random-{}", random_id()));
+        let resp = t
+            .navigate("/", &sign_with(idp, &h, &claims))
+            .send()
+            .await
+            .expect("request");
+        let challenge = resp
+            .headers()
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        assert!(challenge.contains("expired"), "#{i}: {challenge}");
+        cases.refused_response(&format!("expired #{i}"), resp).await;
+    }
+    cases.finish();
+    assert_eq!(
+        idp.stats().jwks_fetches - before,
+        0,
+        "an expired token must not cost a JWKS fetch"
+    );
+}
+
 /// Class 6: time claims.
 #[tokio::test(flavor = "multi_thread")]
 async fn attack_06_time_claims() {

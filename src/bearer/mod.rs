@@ -203,6 +203,16 @@ impl BearerAuth {
             .enumerate()
             .find(|(_, i)| i.issuer == iss)
             .ok_or(BearerError::UnknownIssuer)?;
+        // An expired token is refused before any key is looked up or signature checked: no
+        // signature could make it acceptable, and a flood of expired tokens (or of expired
+        // tokens naming unknown keys, which would ask for the JWKS) then costs a parse each.
+        // The full verification below checks `exp` again, with the same leeway.
+        if let Some(exp) = unverified.get("exp").and_then(Value::as_u64) {
+            let now = jsonwebtoken::get_current_timestamp();
+            if exp.saturating_add(self.leeway.as_secs()) < now {
+                return Err(BearerError::Expired);
+            }
+        }
         let header = verify::header(token)?;
         let keys = issuer
             .keys_for(header.kid.as_deref())
