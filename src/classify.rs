@@ -174,7 +174,7 @@ pub fn ambiguous_framing<R: AsRef<[u8]>>(
 /// Whether a raw HTTP/1 header block (request line first) has a header line named `name`,
 /// ignoring case. For headers the HTTP parser drops before we see them: pingora removes
 /// `Content-Length` when `Transfer-Encoding` is present.
-pub fn raw_has_header(raw: &[u8], name: &str) -> bool {
+fn raw_has_header(raw: &[u8], name: &str) -> bool {
     raw.split(|&b| b == b'\n').skip(1).any(|line| {
         line.iter()
             .position(|&b| b == b':')

@@ -41,6 +41,22 @@ fn fd_count(pid: u32) -> usize {
         .unwrap_or(usize::MAX)
 }
 
+/// Reads from `stream` until a request head has arrived (or the peer stops): the bytes read,
+/// and whether they hold a whole head.
+async fn read_request_head(stream: &mut TcpStream) -> (Vec<u8>, bool) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            return (buf, true);
+        }
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return (buf, false),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
 /// A minimal upstream that counts the requests it receives and keeps their raw bytes. Each
 /// connection gets `200 ok` and is closed, so every request is a new connection.
 struct CountingUpstream {
@@ -60,15 +76,8 @@ impl CountingUpstream {
             while let Ok((mut stream, _)) = listener.accept().await {
                 let (r, s) = (r.clone(), s.clone());
                 tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 4096];
-                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match stream.read(&mut chunk).await {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    }
-                    if buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let (buf, complete) = read_request_head(&mut stream).await;
+                    if complete {
                         r.fetch_add(1, Ordering::SeqCst);
                     }
                     if let Ok(mut all) = s.lock() {
@@ -399,13 +408,8 @@ async fn misbehaving_upstream(reset: bool) -> (std::net::SocketAddr, Arc<Mutex<V
         while let Ok((mut stream, _)) = listener.accept().await {
             let keep = keep.clone();
             tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
+                if !read_request_head(&mut stream).await.1 {
+                    return;
                 }
                 if reset {
                     // SO_LINGER 0: closing sends RST, a crash mid-request. (Deprecated because
