@@ -68,24 +68,16 @@ pub struct Target<'a> {
 }
 
 impl<'a> Target<'a> {
-    /// The request itself.
-    pub fn of(req: &'a RequestHeader) -> Target<'a> {
+    /// The request itself, for the host [`crate::host::of_request`] found.
+    pub fn of(req: &'a RequestHeader, host: Option<&'a str>) -> Target<'a> {
         let raw = req.raw_path();
         let path = raw.split(|b| *b == b'?').next().unwrap_or(raw);
         Target {
             method: Some(&req.method),
-            host: host(req),
+            host,
             path: Some(path),
         }
     }
-}
-
-/// The `Host` header, or the authority of an absolute-form target (HTTP/2 `:authority`).
-pub fn host(req: &RequestHeader) -> Option<&str> {
-    req.headers
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri.authority().map(|a| a.as_str()))
 }
 
 /// The token of `Authorization: Bearer <token>`: `None` when the request carries no bearer

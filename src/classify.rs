@@ -56,6 +56,12 @@ pub fn classify(path: &str, callback_path: &str) -> Route {
     Route::Protected
 }
 
+/// Health checks answer without a `Host` (load balancers' HTTP/1.0 probes often send none);
+/// everything else depends on the host, or may send the browser somewhere by it.
+pub fn needs_no_host(route: Route) -> bool {
+    matches!(route, Route::Endpoint(Endpoint::Ping | Endpoint::Ready))
+}
+
 /// A callback path must not shadow another built-in endpoint.
 pub fn is_reserved_non_callback(path: &str) -> bool {
     FIXED.iter().any(|(p, _)| *p == path)

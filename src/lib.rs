@@ -15,6 +15,7 @@ pub mod config;
 pub mod demo;
 pub mod endpoints;
 pub mod forward;
+pub mod host;
 pub mod jwt;
 pub mod listener;
 pub mod logging;

@@ -35,6 +35,15 @@ pub struct RequestCtx {
     upstream_sent: Option<Instant>,
 }
 
+/// Answers 400 and closes the connection: the request cannot be read one way only, so what
+/// follows it on the connection cannot be trusted either.
+async fn refuse(session: &mut Session, ctx: &mut RequestCtx, reason: &str) -> Result<bool> {
+    ctx.outcome = Outcome::BadRequest;
+    session.set_keepalive(None);
+    respond::bad_request(reason).send(session).await?;
+    Ok(true)
+}
+
 /// The first address `host:port` resolves to; a failed lookup is a connect error (502).
 async fn resolve(address: &str) -> Result<std::net::SocketAddr> {
     match tokio::net::lookup_host(address).await {
@@ -99,18 +108,24 @@ impl ProxyHttp for Portcullis {
         let raw_head = || session.as_http1().map(|h1| h1.get_headers_raw_bytes());
         let framing = classify::ambiguous_framing(&session.req_header().headers, raw_head);
         if let Some(reason) = framing {
-            ctx.outcome = Outcome::BadRequest;
-            session.set_keepalive(None);
-            respond::bad_request(reason).send(session).await?;
-            return Ok(true);
+            return refuse(session, ctx, reason).await;
         }
         let route = classify::classify(
             session.req_header().uri.path(),
             &app.config.oidc.callback_path,
         );
+        // One host per request, checked before anything depends on it: the routes, the
+        // endpoints and the upstream all see the same one. Only health checks need none.
+        let trusted = self.trusted(session);
+        let host = match crate::host::of_request(session.req_header(), trusted) {
+            Ok(Some(host)) => Some(host),
+            Ok(None) if classify::needs_no_host(route) => None,
+            Ok(None) => return refuse(session, ctx, "a request without a Host header").await,
+            Err(e) => return refuse(session, ctx, &e.to_string()).await,
+        };
         if let Route::Endpoint(endpoint) = route {
             let facts = Facts {
-                trusted_proxy: self.trusted(session),
+                trusted_proxy: trusted,
             };
             let answer = endpoints::handle(app, endpoint, session.req_header(), &facts).await;
             ctx.outcome = Outcome::Endpoint;
@@ -121,7 +136,7 @@ impl ProxyHttp for Portcullis {
 
         let req = session.req_header();
         let deciding = Instant::now();
-        let decided = app.decide(req, &Target::of(req)).await;
+        let decided = app.decide(req, &Target::of(req, host)).await;
         metrics::get().decision(deciding.elapsed());
         let set_cookies = decided.set_cookies;
         let reply = match decided.verdict {

@@ -478,3 +478,71 @@ async fn with_strict_cookies_the_callback_continues_with_a_page_of_its_own() {
         StatusCode::OK
     );
 }
+
+/// A callback's code exchange speaks for one browser, not for the provider: a crafted `code`
+/// that a WAF in front of the provider answers with an HTML 413 page fails that callback only.
+/// `/ready` stays OK and everyone else can still sign in (before, one such request every
+/// health interval switched sign-in off for everybody).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crafted_code_that_the_providers_waf_refuses_does_not_take_sign_in_down() {
+    let port = free_port();
+    let waf_port = free_port();
+    let echo = start_echo().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let idp_addr = listener.local_addr().unwrap();
+    // The provider as browsers and portcullis see it: behind nginx, which refuses bodies over
+    // 2 KiB with its own HTML page (a WAF or a load balancer does the same).
+    let issuer = format!("http://127.0.0.1:{waf_port}");
+    let idp =
+        portcullis::demo::DevIdp::start_with_issuer(listener, idp_config(port), issuer.clone())
+            .await
+            .unwrap();
+    let waf = Nginx::start(
+        &format!(
+            "server {{ listen 127.0.0.1:{waf_port}; client_max_body_size 2k;\n\
+             location / {{ proxy_pass http://{idp_addr}; proxy_set_header Host $http_host; }} }}"
+        ),
+        &format!("{issuer}/.well-known/openid-configuration"),
+    )
+    .await;
+    let toml = config(port, &issuer, &format!("http://{}", echo.addr()), "");
+    let proxy = Proxy::start(port, &toml).await;
+    proxy.wait_ready().await;
+
+    let client = plain_client();
+    let ready = || async { client.get(proxy.url("/ready")).send().await.unwrap() };
+    for attempt in 0..3 {
+        let mut mallory = Browser::new();
+        let authorize = mallory.start_login(&proxy, "/").await;
+        let state = url::Url::parse(&authorize)
+            .unwrap()
+            .query_pairs()
+            .find(|(k, _)| k == "state")
+            .map(|(_, v)| v.into_owned())
+            .unwrap();
+        let code = "A".repeat(4000);
+        let r = mallory
+            .callback(&proxy.url(&format!(
+                "/oauth2/callback?code={code}&state={state}&iss={}",
+                url::form_urlencoded::byte_serialize(issuer.as_bytes()).collect::<String>()
+            )))
+            .await;
+        // The exchange failed: this browser's sign-in fails, with a page saying so.
+        assert!(
+            !r.status().is_success() && !r.status().is_redirection(),
+            "{}",
+            r.status()
+        );
+        let r = ready().await;
+        assert_eq!(r.status(), StatusCode::OK);
+        let text = r.text().await.unwrap();
+        assert!(
+            text.starts_with("OK"),
+            "attempt {attempt}: /ready says {text:?}"
+        );
+    }
+    // Sign-in still works for everyone else, at once.
+    let mut alice = Browser::new();
+    assert_eq!(alice.login(&proxy, "alice", "/after").await, "/after");
+    drop((waf, idp));
+}

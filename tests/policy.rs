@@ -782,3 +782,145 @@ async fn a_session_cookie_replayed_from_python_reaches_the_application_as_its_us
     assert!(stderr.starts_with("401"), "{stderr}");
     assert!(out.stdout.is_empty());
 }
+
+const HOST_ROUTES: &str = r#"
+[[routes]]
+path = "/public/"
+policy = "public"
+
+[[routes]]
+path = "/"
+host = "admin.local"
+groups = ["sre"]
+"#;
+
+/// Sends `head` (request line and headers, without the final empty line) from `from` and
+/// returns the status and whether the echo upstream answered.
+async fn raw_head_from(from: [u8; 4], port: u16, head: &str) -> (Option<u16>, bool) {
+    let request = format!("{head}\r\nConnection: close\r\n\r\n");
+    let (status, text, closed) = raw_exchange_from(
+        from.into(),
+        port,
+        request.as_bytes(),
+        Duration::from_secs(20),
+    )
+    .await;
+    assert!(closed, "no end of response within 20s for {head:?}");
+    (status, from_upstream(&text))
+}
+
+/// Every request names one plain host, or none only for health checks: anything else is a
+/// 400 before any rule is chosen, so no upstream can read the request as another host (or
+/// another path) than the one the rules were applied to. The same grammar holds for the
+/// `X-Forwarded-Host` of a trusted proxy, which then names the request's host.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_is_read_as_one_plain_host_or_refused() {
+    const CLIENT: [u8; 4] = [127, 0, 0, 1];
+    const TRUSTED: [u8; 4] = [127, 0, 0, 2];
+    let w = World::start_with(
+        |c| c,
+        |t| server_option(t + HOST_ROUTES, r#"trusted_proxies = ["127.0.0.2"]"#),
+    )
+    .await;
+    let port = w.proxy.port;
+    let get = |target: &str, lines: &[&str]| {
+        let mut head = vec![format!("GET {target} HTTP/1.1")];
+        head.extend(lines.iter().map(|l| l.to_string()));
+        head.join("\r\n")
+    };
+    // A plain host reaches the public route; admin.local is a virtual server of its own.
+    let own = format!("Host: 127.0.0.1:{port}");
+    let public = raw_head_from(CLIENT, port, &get("/public/x", &[&own])).await;
+    assert_eq!(public, (Some(200), true));
+    for host in ["admin.local", "ADMIN.local:80", "admin.local."] {
+        let line = format!("Host: {host}");
+        let answer = raw_head_from(CLIENT, port, &get("/public/x", &[&line])).await;
+        assert_eq!(answer, (Some(401), false), "{host}");
+    }
+    let mut failures = Vec::new();
+    let mut expect_400 = |what: String, answer: (Option<u16>, bool)| {
+        if answer != (Some(400), false) {
+            failures.push(format!("{what}: {answer:?}"));
+        }
+    };
+    for host in [
+        "app/admin/secret?",
+        "admin.local/",
+        "admin.local?",
+        "admin.local#",
+        "admin.local\\",
+        "admin.local,x",
+        "admin.local;x",
+        "admin.local\"",
+        "<admin.local>",
+        "user@admin.local",
+        "admin.local:",
+        "admin.local:99999",
+        "[::1",
+        "",
+    ] {
+        let line = format!("Host: {host}");
+        for from in [CLIENT, TRUSTED] {
+            let answer = raw_head_from(from, port, &get("/public/x", &[&line])).await;
+            expect_400(format!("Host {host:?} from {from:?}"), answer);
+        }
+        // A trusted proxy's X-Forwarded-Host is held to the same grammar.
+        let forwarded = format!("X-Forwarded-Host: {host}");
+        let answer = raw_head_from(TRUSTED, port, &get("/public/x", &[&own, &forwarded])).await;
+        expect_400(format!("X-Forwarded-Host {host:?}"), answer);
+    }
+    let cases: [(&str, String); 5] = [
+        (
+            "two Host headers",
+            get("/public/x", &["Host: a.example", "Host: admin.local"]),
+        ),
+        ("no Host (HTTP/1.1)", get("/public/x", &[])),
+        ("no Host (HTTP/1.0)", "GET /public/x HTTP/1.0".into()),
+        (
+            "an absolute target naming another host",
+            get("http://admin.local/public/x", &[&own]),
+        ),
+        (
+            "two X-Forwarded-Host from a trusted proxy",
+            get(
+                "/public/x",
+                &[
+                    &own,
+                    "X-Forwarded-Host: a.example",
+                    "X-Forwarded-Host: admin.local",
+                ],
+            ),
+        ),
+    ];
+    for (what, head) in cases {
+        let from = if what.contains("trusted") {
+            TRUSTED
+        } else {
+            CLIENT
+        };
+        expect_400(what.into(), raw_head_from(from, port, &head).await);
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // A trusted proxy's X-Forwarded-Host names the request's host (the routes of admin.local
+    // apply); a client's means nothing and is replaced.
+    let to_admin = get("/public/x", &[&own, "X-Forwarded-Host: admin.local"]);
+    assert_eq!(
+        raw_head_from(TRUSTED, port, &to_admin).await,
+        (Some(401), false)
+    );
+    assert_eq!(
+        raw_head_from(CLIENT, port, &to_admin).await,
+        (Some(200), true)
+    );
+    let junk = get("/public/x", &[&own, "X-Forwarded-Host: admin.local,x"]);
+    assert_eq!(raw_head_from(CLIENT, port, &junk).await, (Some(200), true));
+    // Health checks need no host.
+    for path in ["/ping", "/ready"] {
+        let head = format!("GET {path} HTTP/1.0");
+        assert_eq!(
+            raw_head_from(CLIENT, port, &head).await.0,
+            Some(200),
+            "{path}"
+        );
+    }
+}

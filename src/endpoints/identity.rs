@@ -8,6 +8,7 @@ use serde_json::json;
 use super::{Answer, Facts};
 use crate::access::{Caller, Target, Verdict};
 use crate::app::App;
+use crate::host::HostKey;
 use crate::respond::{self, unauthorized_api, Reply};
 use crate::session::SessionData;
 
@@ -154,33 +155,34 @@ fn url_path_and_query(v: &str) -> Option<String> {
     Some(uri.path_and_query()?.as_str().to_string())
 }
 
-/// ... and the host is its authority.
+/// ... and the host is its authority, a plain host like any other ([`crate::host`]).
 fn url_authority(v: &str) -> Option<String> {
     let uri: http::Uri = v.parse().ok()?;
     uri.scheme()?;
-    Some(uri.authority()?.as_str().to_string())
+    as_host(uri.authority()?.as_str())
+}
+
+/// A reported host: only a plain `host[:port]`; anything else is no reading at all.
+fn as_host(v: &str) -> Option<String> {
+    crate::host::parse_authority(v).ok()?;
+    Some(v.to_string())
 }
 
 /// A host as compared between readings: case-insensitive, port ignored (route matching
-/// ignores the port too).
-fn host_key(h: &str) -> String {
-    let h = h.to_ascii_lowercase();
-    match h.rfind(':') {
-        // `[::1]:443` → `[::1]`; a bare `[::1]` keeps its colons.
-        Some(i) if !h[i..].contains(']') => h[..i].to_string(),
-        _ => h,
-    }
+/// ignores the port too). Readings were checked by [`as_host`].
+fn host_key(h: &str) -> Option<HostKey> {
+    crate::host::parse_authority(h).ok().map(|a| a.host.key())
 }
 
 /// What a trusted front proxy reports about one fact through any of `readings`: nothing, one
 /// value (possibly reported identically by several headers), or — several different values,
 /// or a malformed one — ambiguity. `key` decides which values are the same. From anyone else
 /// these headers mean nothing.
-fn reported_by(
+fn reported_by<K: PartialEq>(
     req: &RequestHeader,
     facts: &Facts,
     readings: &[Reading],
-    key: fn(&str) -> String,
+    key: fn(&str) -> K,
 ) -> Result<Option<String>, Ambiguous> {
     if !facts.trusted_proxy {
         return Ok(None);
@@ -233,7 +235,7 @@ fn original_host(req: &RequestHeader, facts: &Facts) -> Result<Option<String>, A
         req,
         facts,
         &[
-            ("x-forwarded-host", as_is),
+            ("x-forwarded-host", as_host),
             ("x-original-url", url_authority),
         ],
         host_key,
@@ -300,7 +302,13 @@ mod tests {
             let r = req(&[("x-original-url", bad)]);
             assert_eq!(original_uri(&r, &trusted), Err(Ambiguous), "{bad}");
         }
-        assert_eq!(host_key("[::1]:8443"), "[::1]");
-        assert_eq!(host_key("[::1]"), "[::1]");
+        assert_eq!(host_key("[::1]:8443"), host_key("[0::1]"));
+        // A reported host is held to the grammar of Host.
+        for bad in ["app.example.com/", "app.example.com,x", "a b", "user@app"] {
+            let r = req(&[("x-forwarded-host", bad)]);
+            assert_eq!(original_host(&r, &trusted), Err(Ambiguous), "{bad}");
+        }
+        let r = req(&[("x-original-url", "https://user@app.example.com/x")]);
+        assert_eq!(original_host(&r, &trusted), Err(Ambiguous));
     }
 }

@@ -1,8 +1,12 @@
 //! Whether the identity provider answers right now, as last observed.
 //!
-//! Every outbound call reports here (the periodic probe, key refreshes, token requests), so an
-//! outage is noticed by whichever call meets it first, and its end by the next call that
-//! succeeds. It decides two things: `/ready` says "degraded" (still 200: signed-in users and
+//! Only portcullis' own calls decide it: the periodic probe of the discovery document and the
+//! key refreshes. A token request made for one browser (a login's code exchange, a refresh) is
+//! that browser's request: its `code` is whatever the browser sent, and a crafted one can make
+//! the provider, or a WAF in front of it, answer with a 403 or 413 page. Such an answer fails
+//! that request only. A token request that could not reach the provider at all only asks the
+//! probe to look now ([`Health::suspect`]), so a real outage still shows within moments. It
+//! decides two things: `/ready` says "degraded" (still 200: signed-in users and
 //! verified bearer tokens keep working, so taking the pod out of service would only turn a
 //! partial outage into a full one), and `/oauth2/start` shows a 503 page instead of sending the
 //! browser to a provider that will not answer.
@@ -10,12 +14,16 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
+use tokio::sync::Notify;
+
 #[derive(Debug)]
 pub struct Health {
     up: AtomicBool,
     /// Why the provider was last seen down; kept for `/ready` (never holds secrets: it is
     /// built from URLs and transport errors).
     reason: Mutex<String>,
+    /// Wakes the probe early: a request could not reach the provider.
+    recheck: Notify,
 }
 
 impl Default for Health {
@@ -23,6 +31,7 @@ impl Default for Health {
         Health {
             up: AtomicBool::new(true),
             reason: Mutex::new(String::new()),
+            recheck: Notify::new(),
         }
     }
 }
@@ -48,6 +57,17 @@ impl Health {
                 "identity provider unreachable: new sign-ins wait for it"
             );
         }
+    }
+
+    /// A request on a user's behalf could not reach the provider: the probe looks now rather
+    /// than at its next interval. Many of these at once make one probe.
+    pub fn suspect(&self) {
+        self.recheck.notify_one();
+    }
+
+    /// Resolves when [`Health::suspect`] was called since the last time.
+    pub async fn suspected(&self) {
+        self.recheck.notified().await
     }
 
     pub fn reason(&self) -> String {

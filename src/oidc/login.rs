@@ -135,14 +135,12 @@ impl Provider {
         }
     }
 
-    /// Tells the health tracker what a token request said about the provider.
+    /// What a token request made for one browser says about the provider: nothing that
+    /// another user's sign-in depends on (see [`super::health`]). One that could not reach it
+    /// has the probe look at once.
     fn observed<T>(&self, result: Result<T, client::TokenError>) -> Result<T, client::TokenError> {
-        match &result {
-            Err(client::TokenError::Unreachable(reason)) => self.health.down(reason),
-            Err(client::TokenError::BadResponse) => self
-                .health
-                .down("the token endpoint answered with something other than OAuth"),
-            _ => self.health.up(),
+        if let Err(client::TokenError::Unreachable(_)) = &result {
+            self.health.suspect();
         }
         result
     }

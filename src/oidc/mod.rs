@@ -35,6 +35,11 @@ pub enum Readiness {
     NotReady(String),
 }
 
+/// The probe's first retry after a failure; it doubles up to `oidc.health_check_interval`.
+const PROBE_BACKOFF_START: Duration = Duration::from_millis(250);
+/// The shortest time between two probes woken by requests that could not reach the provider.
+const PROBE_MIN_GAP: Duration = Duration::from_secs(1);
+
 pub struct Provider {
     config: Arc<Config>,
     http: reqwest::Client,
@@ -169,22 +174,40 @@ impl Provider {
             result
         });
         let every = self.config.oidc.health_check_interval;
-        let probe = keep_fresh(shutdown, every, || async move {
-            if self.metadata().is_none() {
-                // Still loading: the loop above reports for itself.
-                return Ok(every);
-            }
-            match discovery::fetch_metadata(&self.http, &self.config.oidc.issuer).await {
-                Ok(_) => {
-                    self.health.up();
-                    Ok(every)
+        let probe = async move {
+            let mut shutdown = shutdown;
+            let mut backoff = PROBE_BACKOFF_START;
+            loop {
+                let wait = if self.metadata().is_none() {
+                    // Still loading: the loop above reports for itself.
+                    every
+                } else {
+                    match discovery::fetch_metadata(&self.http, &self.config.oidc.issuer).await {
+                        Ok(_) => {
+                            self.health.up();
+                            backoff = PROBE_BACKOFF_START;
+                            every
+                        }
+                        Err(e) => {
+                            self.health.down(&e.to_string());
+                            let wait = backoff.min(every);
+                            backoff = backoff.saturating_mul(2);
+                            wait
+                        }
+                    }
+                };
+                // At most one probe per PROBE_MIN_GAP, however often a request suspects.
+                let earliest = tokio::time::Instant::now() + PROBE_MIN_GAP;
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = self.health.suspected() => tokio::time::sleep_until(earliest).await,
+                    _ = shutdown.changed() => return,
                 }
-                Err(e) => {
-                    self.health.down(&e.to_string());
-                    Err(e)
+                if *shutdown.borrow() {
+                    return;
                 }
             }
-        });
+        };
         tokio::join!(keys, probe);
     }
 }

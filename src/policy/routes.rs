@@ -6,7 +6,7 @@
 //! [`NormalPath`], byte for byte, so letter case matters; an application that treats `/ADMIN` as
 //! `/admin` must not rely on a route for `/admin` being stricter than its parent.
 
-use std::net::Ipv6Addr;
+use crate::host::{parse_authority, parse_host, Host, HostError, HostKey};
 
 use http::Method;
 
@@ -60,7 +60,7 @@ pub struct Route {
     shape: Shape,
     /// Empty for all methods. Never lists a method twice.
     methods: Vec<Method>,
-    host: Option<RouteHost>,
+    host: Option<HostKey>,
     access: Access,
     token_kind: TokenKind,
 }
@@ -69,15 +69,6 @@ pub struct Route {
 enum Shape {
     Exact,
     Subtree,
-}
-
-/// A route's host, in the form it is compared in.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum RouteHost {
-    /// A lowercase name or IPv4 address, without a trailing dot.
-    Name(String),
-    /// Compared as an address, so `[::1]` and `[0:0::1]` are one host.
-    Ip6(Ipv6Addr),
 }
 
 impl Route {
@@ -169,14 +160,11 @@ impl Route {
             || other.methods.iter().any(|m| self.fits_method(Some(m)))
     }
 
-    fn fits_host(&self, host: Option<&RequestHost<'_>>) -> bool {
+    fn fits_host(&self, host: Option<&Host<'_>>) -> bool {
         match (&self.host, host) {
             (None, _) => true,
-            (Some(RouteHost::Name(own)), Some(RequestHost::Name(name))) => {
-                own.eq_ignore_ascii_case(name)
-            }
-            (Some(RouteHost::Ip6(own)), Some(RequestHost::Ip6(addr))) => own == addr,
-            _ => false,
+            (Some(own), Some(host)) => host.is(own),
+            (Some(_), None) => false,
         }
     }
 
@@ -256,7 +244,7 @@ impl RouteTable {
         host: Option<&str>,
         path: &NormalPath,
     ) -> Result<Option<&Route>, BadHost> {
-        let parsed = host.and_then(RequestHost::parse);
+        let parsed = host.and_then(|h| parse_authority(h).ok()).map(|a| a.host);
         if host.is_some() && parsed.is_none() && self.routes.iter().any(|r| r.host.is_some()) {
             return Err(BadHost);
         }
@@ -279,73 +267,31 @@ impl RouteTable {
     }
 }
 
-/// A configured host: a DNS name or IPv4 address (lowercased), or an IPv6 literal in brackets.
-fn parse_route_host(s: &str) -> Result<RouteHost, String> {
+/// A configured host: a DNS name or IPv4 address, or an IPv6 literal in brackets, in the
+/// grammar requests are held to ([`crate::host`]), without a port or a trailing dot.
+fn parse_route_host(s: &str) -> Result<HostKey, String> {
     if s.contains("://") {
         return Err(format!("host {s:?}: no scheme, only the host name"));
     }
-    if let Some(inner) = s.strip_prefix('[') {
-        return inner
-            .strip_suffix(']')
-            .and_then(|a| a.parse::<Ipv6Addr>().ok())
-            .map(RouteHost::Ip6)
-            .ok_or_else(|| format!("host {s:?}: not an IPv6 address in brackets"));
-    }
-    if s.contains(':') {
-        return Err(format!(
-            "host {s:?}: no port (IPv6 addresses go in brackets)"
-        ));
-    }
-    if s.is_empty() || s.len() > 253 {
-        return Err(format!("host {s:?}: must have 1 to 253 characters"));
-    }
-    if !s
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
-    {
-        return Err(format!(
-            "host {s:?}: only letters, digits, '-', '_' and '.' are allowed \
-             (no path, userinfo, wildcard or non-ASCII; write IDNs as xn--)"
-        ));
-    }
-    if s.split('.').any(str::is_empty) {
+    if s.ends_with('.') {
         return Err(format!(
             "host {s:?}: empty label (no leading, trailing or double dot)"
         ));
     }
-    Ok(RouteHost::Name(s.to_ascii_lowercase()))
-}
-
-/// The host part of a request's `Host` header, borrowed.
-enum RequestHost<'a> {
-    Name(&'a str),
-    Ip6(Ipv6Addr),
-}
-
-impl<'a> RequestHost<'a> {
-    /// `host`, `host:port`, `[v6]` or `[v6]:port`; `None` for anything else.
-    fn parse(raw: &'a str) -> Option<RequestHost<'a>> {
-        if let Some(rest) = raw.strip_prefix('[') {
-            let (addr, after) = rest.split_once(']')?;
-            if !(after.is_empty() || after.strip_prefix(':').is_some_and(is_port)) {
-                return None;
-            }
-            return addr.parse().ok().map(RequestHost::Ip6);
+    parse_host(s).map(|h| h.key()).map_err(|e| match e {
+        HostError::Port => format!("host {s:?}: no port (IPv6 addresses go in brackets)"),
+        HostError::Ipv6 => format!("host {s:?}: not an IPv6 address in brackets"),
+        HostError::Characters => format!(
+            "host {s:?}: only letters, digits, '-', '_' and '.' are allowed \
+             (no path, userinfo, wildcard or non-ASCII; write IDNs as xn--)"
+        ),
+        HostError::Empty | HostError::TooLong => {
+            format!("host {s:?}: must have 1 to 253 characters")
         }
-        let name = match raw.split_once(':') {
-            Some((name, port)) if is_port(port) => name,
-            Some(_) => return None,
-            None => raw,
-        };
-        let name = name.strip_suffix('.').unwrap_or(name);
-        (!name.is_empty()).then_some(RequestHost::Name(name))
-    }
-}
-
-/// 1 to 5 digits. An empty port (`host:`), which RFC 3986 allows, is refused as one more
-/// spelling of the same host.
-fn is_port(port: &str) -> bool {
-    (1..=5).contains(&port.len()) && port.bytes().all(|b| b.is_ascii_digit())
+        HostError::EmptyLabel => {
+            format!("host {s:?}: empty label (no leading, trailing or double dot)")
+        }
+    })
 }
 
 #[cfg(test)]

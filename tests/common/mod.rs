@@ -470,7 +470,20 @@ pub async fn raw_exchange(
     request: &[u8],
     within: Duration,
 ) -> (Option<u16>, String, bool) {
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+    raw_exchange_from(std::net::Ipv4Addr::LOCALHOST, port, request, within).await
+}
+
+/// [`raw_exchange`] from the loopback address `from` (say a trusted proxy's, 127.0.0.2).
+pub async fn raw_exchange_from(
+    from: std::net::Ipv4Addr,
+    port: u16,
+    request: &[u8],
+    within: Duration,
+) -> (Option<u16>, String, bool) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.bind((from, 0).into()).expect("bind the client side");
+    let mut stream = socket
+        .connect((std::net::Ipv4Addr::LOCALHOST, port).into())
         .await
         .expect("connect to the proxy");
     // The proxy may refuse and close before it has read everything: a failed write is fine.
@@ -495,4 +508,50 @@ pub fn status_of(response: &str) -> Option<u16> {
         .strip_prefix("HTTP/1.1 ")
         .and_then(|r| r.get(..3))
         .and_then(|s| s.parse().ok())
+}
+
+/// Debian's nginx with a configuration of the test's, in the foreground; killed (by PID) on
+/// drop. `http` is the body of the `http {}` block; it listens where it says.
+pub struct Nginx {
+    child: Child,
+    pub dir: PathBuf,
+}
+
+impl Nginx {
+    /// Starts nginx and waits until `ready_url` answers at all.
+    pub async fn start(http: &str, ready_url: &str) -> Nginx {
+        let dir = scratch("nginx");
+        std::fs::create_dir_all(&dir).expect("nginx dir");
+        let d = dir.display();
+        let conf = format!(
+            "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\n\
+             error_log {d}/error.log;\nevents {{}}\nhttp {{\naccess_log off;\n\
+             client_body_temp_path {d}/body;\nproxy_temp_path {d}/proxy;\n\
+             fastcgi_temp_path {d}/fastcgi;\nuwsgi_temp_path {d}/uwsgi;\nscgi_temp_path {d}/scgi;\n\
+             {http}\n}}\n"
+        );
+        let conf_path = dir.join("nginx.conf");
+        std::fs::write(&conf_path, conf).expect("nginx.conf");
+        let child = Command::new("nginx")
+            .args(["-p", &d.to_string(), "-c", &conf_path.display().to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nginx (apt-get install nginx-light)");
+        let nginx = Nginx { child, dir };
+        let client = plain_client();
+        wait_until("nginx to answer", Duration::from_secs(10), || {
+            let req = client.get(ready_url);
+            async move { req.send().await.is_ok() }
+        })
+        .await;
+        nginx
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
