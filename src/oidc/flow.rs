@@ -20,6 +20,9 @@ pub const FLOW_TTL: Duration = Duration::from_secs(600);
 pub const MAX_FLOWS: usize = 4;
 /// Characters of `state` carried in the cookie name.
 const NAME_STATE_CHARS: usize = 12;
+/// Flow cookies looked at in one request. A browser holds at most [`MAX_FLOWS`]; more are
+/// someone's invention, and each would cost an unsealing and a `Set-Cookie` line.
+const MAX_FLOWS_READ: usize = 2 * MAX_FLOWS;
 
 #[derive(Serialize, Deserialize)]
 pub struct FlowState {
@@ -53,6 +56,24 @@ fn cookie_name(store: &SessionStore, state: &str) -> Option<String> {
     Some(format!("{}{part}", store.flow_prefix()))
 }
 
+/// The request's flow cookies in names portcullis could have set (the prefix, then
+/// [`NAME_STATE_CHARS`] state characters), the first [`MAX_FLOWS_READ`] of them.
+fn flow_cookies<'a>(
+    store: &'a SessionStore,
+    cookie_headers: &'a [&'a [u8]],
+) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+    chunks::cookie_pairs(cookie_headers)
+        .filter(|(n, _)| {
+            n.strip_prefix(store.flow_prefix()).is_some_and(|part| {
+                part.len() == NAME_STATE_CHARS
+                    && part
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            })
+        })
+        .take(MAX_FLOWS_READ)
+}
+
 fn attrs(store: &SessionStore) -> chunks::CookieAttrs {
     let mut attrs = store.attrs().clone();
     // The callback is a top-level cross-site navigation from the provider: Lax is the strictest
@@ -69,8 +90,8 @@ pub fn begin(store: &SessionStore, flow: &FlowState, cookie_headers: &[&[u8]]) -
     let attrs = attrs(store);
     let mut out = Vec::new();
     // Existing flows, oldest first; unreadable ones count as oldest.
-    let mut existing: Vec<(u64, String)> = chunks::cookie_pairs(cookie_headers)
-        .filter(|(n, _)| n.starts_with(store.flow_prefix()) && *n != name)
+    let mut existing: Vec<(u64, String)> = flow_cookies(store, cookie_headers)
+        .filter(|(n, _)| *n != name)
         .map(|(n, v)| {
             let created = open(store, n, v).map_or(0, |f| f.created_us);
             (created, n.to_string())
@@ -132,8 +153,7 @@ pub fn now_us() -> u64 {
 /// `Set-Cookie` values expiring every flow cookie the request carried (sign-out).
 pub fn clear_all(store: &SessionStore, cookie_headers: &[&[u8]]) -> Vec<String> {
     let attrs = attrs(store);
-    chunks::cookie_pairs(cookie_headers)
-        .filter(|(n, _)| n.starts_with(store.flow_prefix()))
+    flow_cookies(store, cookie_headers)
         .flat_map(|(n, _)| chunks::clear_cookies(n, &attrs, &[]).unwrap_or_default())
         .collect()
 }

@@ -76,8 +76,9 @@ pub struct ReadCookie {
     /// The plain value, or the chunks concatenated; `None` when absent or when one of the cookies
     /// had a value that is not a valid cookie value (the whole value is then unusable).
     pub value: Option<String>,
-    /// Names of our cookies the request carried (`name` and `name_N`), in request order: pass to
-    /// [`set_cookies`] / [`clear_cookies`] so stale ones get expired.
+    /// Names portcullis sets (`name`, then `name_0` … `name_15`) that the request carried, each
+    /// once: pass to [`set_cookies`] / [`clear_cookies`] so stale ones get expired. Other
+    /// `name_…` cookies portcullis never set are not listed, so they cost no `Set-Cookie`.
     pub present: Vec<String>,
 }
 
@@ -177,8 +178,12 @@ pub fn clear_cookies(
 /// `value: None` when absent. A `name_` suffix that does not start with a digit is someone else's
 /// cookie (`session_id` next to our `session`) and is left alone.
 pub fn read_cookie(cookie_headers: &[&[u8]], name: &str) -> Result<ReadCookie, Ambiguous> {
+    let name_str = name;
     let name = name.as_bytes();
-    let mut present: Vec<String> = Vec::new();
+    // Which of the names portcullis sets came: the plain name (bit MAX_CHUNKS) and each chunk.
+    // Only these are reported for expiry, each once: a request with thousands of made-up
+    // `name_<digits>` cookies costs one pass over its header and at most 17 Set-Cookie lines.
+    let mut seen: u32 = 0;
     let mut plain: Option<&[u8]> = None;
     let mut chunks: [Option<&[u8]>; MAX_CHUNKS] = [None; MAX_CHUNKS];
     let mut any_chunk = false;
@@ -192,18 +197,13 @@ pub fn read_cookie(cookie_headers: &[&[u8]], name: &str) -> Result<ReadCookie, A
             let Some(kind) = classify(cookie_name, name) else {
                 continue;
             };
-            // Only names that can appear in a Set-Cookie are worth reporting: those are the ones
-            // the caller can expire. (A malformed one still makes the read ambiguous below.)
-            if cookie_name.iter().copied().all(is_token_char) {
-                if let Ok(n) = std::str::from_utf8(cookie_name) {
-                    if !present.iter().any(|p| p == n) {
-                        present.push(n.to_owned());
-                    }
-                }
-            }
             let slot = match kind {
-                Ours::Plain => &mut plain,
+                Ours::Plain => {
+                    seen |= 1 << MAX_CHUNKS;
+                    &mut plain
+                }
                 Ours::Chunk(Some(index)) => {
+                    seen |= 1 << index;
                     any_chunk = true;
                     &mut chunks[index]
                 }
@@ -225,6 +225,15 @@ pub fn read_cookie(cookie_headers: &[&[u8]], name: &str) -> Result<ReadCookie, A
     if chunks[count..].iter().any(Option::is_some) {
         note(AmbiguityReason::ChunkGap);
     }
+    let mut present = Vec::with_capacity(seen.count_ones() as usize);
+    if seen & (1 << MAX_CHUNKS) != 0 {
+        present.push(name_str.to_owned());
+    }
+    present.extend(
+        (0..MAX_CHUNKS)
+            .filter(|i| seen & (1 << i) != 0)
+            .map(|i| format!("{name_str}_{i}")),
+    );
     if let Some(reason) = problem {
         return Err(Ambiguous { reason, present });
     }
@@ -829,13 +838,28 @@ mod tests {
 
     #[test]
     fn ambiguity_reports_names_to_expire() {
-        let err = read(&format!("{NAME}=a; x=1; {NAME}_0=b; {NAME}_007=c")).unwrap_err();
-        assert_eq!(
-            err.present,
-            vec![NAME.to_owned(), format!("{NAME}_0"), format!("{NAME}_007")]
-        );
+        let err = read(&format!("{NAME}_0=b; x=1; {NAME}=a; {NAME}_007=c")).unwrap_err();
+        // Only names portcullis could have set: `_007` is none of them.
+        assert_eq!(err.present, vec![NAME.to_owned(), format!("{NAME}_0")]);
         let set = clear_cookies(NAME, &attrs(), &err.present).unwrap();
-        assert_eq!(set.len(), 3);
+        assert_eq!(set.len(), 2);
+    }
+
+    #[test]
+    fn thousands_of_made_up_chunks_cost_one_pass_and_at_most_17_names() {
+        let mut header = String::new();
+        for i in 0..5500 {
+            header.push_str(&format!("{NAME}_{i}=x; "));
+        }
+        header.push_str(&format!("{NAME}=y; {NAME}_3=z"));
+        let err = read(&header).unwrap_err();
+        assert_eq!(err.present.len(), MAX_CHUNKS + 1);
+        assert_eq!(err.present[0], NAME);
+        assert_eq!(err.present[16], format!("{NAME}_15"));
+        assert_eq!(
+            clear_cookies(NAME, &attrs(), &err.present).unwrap().len(),
+            17
+        );
     }
 
     #[test]
