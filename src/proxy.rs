@@ -126,6 +126,7 @@ impl ProxyHttp for Portcullis {
         if let Route::Endpoint(endpoint) = route {
             let facts = Facts {
                 trusted_proxy: trusted,
+                host,
             };
             let answer = endpoints::handle(app, endpoint, session.req_header(), &facts).await;
             ctx.outcome = Outcome::Endpoint;

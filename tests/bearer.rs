@@ -411,6 +411,7 @@ fn bearer_extra(es384_jwk: &Path) -> String {
         r#"
 [bearer]
 audiences = ["{API_AUDIENCE}"]
+accept_id_tokens = true
 
 [[bearer.issuers]]
 issuer = "{DEALER}"
@@ -987,6 +988,28 @@ async fn an_id_token_of_the_login_issuer_identifies_its_user() {
     assert_eq!(seen.all("x-forwarded-preferred-username"), ["alice"]);
     t.accepted("ID token as a browser navigation", "/", &token, "alice")
         .await;
+}
+
+/// An ID token is a statement to this client about a login, not a credential: it travels in
+/// sign-out URLs and provider logs. Unless `accept_id_tokens` is turned on, a valid one is
+/// refused as a bearer token, inline and at forward auth.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_id_token_is_no_bearer_credential_unless_turned_on() {
+    let w = World::start(|c| c, "").await;
+    let token = w.idp.sign_claims(&id_token_claims(&w.idp));
+    for path in ["/app", "/oauth2/auth"] {
+        let r = plain_client()
+            .get(w.proxy.url(path))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{path}");
+        assert!(
+            header_str(&r, WWW_AUTHENTICATE).contains(r#"error="invalid_token""#),
+            "{path}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -730,19 +730,24 @@ async fn a_planted_login_flow_cannot_finish_or_hijack_the_victims_login() {
 // ---------------------------------------------------------------------------------------------
 // Replay after sign-out
 
-/// Signs the browser out here and at the provider (following the redirect to its logout).
+/// Signs the browser out here and at the provider (posting the form to its logout, as the
+/// page portcullis answers with does).
 async fn sign_out_everywhere(w: &World, b: &mut Browser) {
     let logouts = w.idp.stats().logouts;
-    let r = b
-        .get(&w.proxy.url("/oauth2/sign_out"), BROWSER_ACCEPT)
-        .await;
-    assert_eq!(r.status(), StatusCode::FOUND);
+    let at_provider = b.sign_out(&w.proxy.url("/oauth2/sign_out")).await;
     assert!(b.jar.session_names().is_empty(), "cookies cleared here");
-    let at_provider = location(&r);
     assert!(at_provider.starts_with(w.idp.issuer()), "{at_provider}");
-    assert!(at_provider.contains("id_token_hint="), "{at_provider}");
+    let url = url::Url::parse(&at_provider).expect("logout URL");
+    let fields: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+    assert!(
+        fields.iter().any(|(k, _)| k == "id_token_hint"),
+        "{at_provider}"
+    );
+    let mut action = url.clone();
+    action.set_query(None);
     let r = plain_client()
-        .get(&at_provider)
+        .post(action)
+        .form(&fields)
         .send()
         .await
         .expect("logout");
@@ -870,7 +875,7 @@ async fn with_a_host_prefix_every_cookie_portcullis_sets_is_host_only() {
             .all("x-forwarded-user"),
         ["alice"]
     );
-    let out = b.get(&w.proxy.url("/oauth2/sign_out"), "text/html").await;
+    let out = b.sign_out_response(&w.proxy.url("/oauth2/sign_out")).await;
     keep(&mut b, &out);
 
     assert!(

@@ -409,7 +409,8 @@ async fn no_open_redirect_after_sign_out() {
     }
 }
 
-/// The `Location` of a sign-out request; it must be a 302.
+/// Where a sign-out request from a page of the site sends the browser: a 302's `Location`,
+/// or the provider's logout with the fields of the form posted there.
 async fn sign_out_location(
     client: &reqwest::Client,
     method: &'static str,
@@ -419,13 +420,11 @@ async fn sign_out_location(
     let resp = client
         .request(method, url.clone())
         .header(reqwest::header::ACCEPT, BROWSER_ACCEPT)
+        .header("sec-fetch-site", "same-origin")
         .send()
         .await
         .map_err(|e| format!("sign-out request: {e}"))?;
-    if resp.status() != StatusCode::FOUND {
-        return Err(format!("sign-out answered {}", resp.status()));
-    }
-    Ok(location(&resp))
+    sign_out_destination(resp).await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -647,6 +646,7 @@ async fn spoofing_world() -> (World, String, String) {
         |toml| {
             server_option(toml, "trusted_proxies = [\"127.0.0.2/32\"]")
                 + "\n[headers]\npass_access_token = true\n"
+                + "\n[bearer]\naccept_id_tokens = true\n"
                 + "\n[[routes]]\npath = \"/public/\"\npolicy = \"public\"\n"
         },
     )

@@ -244,10 +244,7 @@ async fn sign_out_clears_cookies_and_ends_the_session_at_the_provider() {
     let mut b = Browser::new();
     b.login(&w.proxy, "alice", "/").await;
     let r = b
-        .get(
-            &w.proxy.url("/oauth2/sign_out?rd=%2Fgoodbye"),
-            BROWSER_ACCEPT,
-        )
+        .sign_out_response(&w.proxy.url("/oauth2/sign_out?rd=%2Fgoodbye"))
         .await;
     assert_eq!(r.status(), StatusCode::FOUND);
     assert!(b.jar.session_names().is_empty(), "session cookies cleared");
@@ -261,6 +258,102 @@ async fn sign_out_clears_cookies_and_ends_the_session_at_the_provider() {
         b.api(&w.proxy.url("/")).await.status(),
         StatusCode::UNAUTHORIZED
     );
+
+    // With end_session_method = "post" the ID token goes to the provider in a form the page
+    // posts, never in a URL.
+    let w = World::start_with(
+        |c| c,
+        |t| t.replacen("[oidc]\n", "[oidc]\nend_session_method = \"post\"\n", 1),
+    )
+    .await;
+    let mut b = Browser::new();
+    b.login(&w.proxy, "alice", "/").await;
+    let r = b
+        .sign_out_response(&w.proxy.url("/oauth2/sign_out?rd=%2Fgoodbye"))
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.headers().get("location").is_none());
+    assert!(b.jar.session_names().is_empty(), "session cookies cleared");
+    let to = sign_out_destination(r).await.unwrap();
+    assert!(
+        to.starts_with(&format!("{}/logout?", w.idp.issuer())),
+        "{to}"
+    );
+    let u = url::Url::parse(&to).unwrap();
+    let q: std::collections::HashMap<_, _> = u.query_pairs().into_owned().collect();
+    assert!(q.contains_key("id_token_hint"));
+    assert_eq!(q["post_logout_redirect_uri"], w.proxy.url("/goodbye"));
+}
+
+/// A sign-out that another site starts (a link, an image, a posted form) must not end the
+/// session: a GET the browser does not mark as same-origin gets a page with a button, a
+/// cross-site POST is refused. The button's POST, from the site itself, signs out.
+#[tokio::test(flavor = "multi_thread")]
+async fn another_site_cannot_sign_the_user_out() {
+    let w = World::start(|c| c, "").await;
+    let mut b = Browser::new();
+    b.login(&w.proxy, "alice", "/").await;
+    let cookies = b.jar.header();
+    let client = plain_client();
+    let url = w.proxy.url("/oauth2/sign_out?rd=%2Fbye");
+    for (what, headers) in [
+        ("cross-site link", vec![("sec-fetch-site", "cross-site")]),
+        ("sibling subdomain", vec![("sec-fetch-site", "same-site")]),
+        ("a browser that says nothing", vec![]),
+    ] {
+        let mut req = client.get(&url).header("cookie", &cookies);
+        for (k, v) in &headers {
+            req = req.header(*k, *v);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{what}");
+        assert!(
+            r.headers().get("set-cookie").is_none(),
+            "{what}: cookies touched"
+        );
+        let csp = r.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(csp.contains("frame-ancestors 'none'"), "{what}: {csp}");
+        let page = r.text().await.unwrap();
+        assert!(
+            page.contains("<form method=\"post\" action=\"/oauth2/sign_out?rd=%2Fbye\">"),
+            "{what}: {page}"
+        );
+        assert_eq!(b.api(&w.proxy.url("/")).await.status(), 200, "{what}");
+    }
+    for (what, header) in [
+        ("cross-site form", ("sec-fetch-site", "cross-site")),
+        ("foreign Origin", ("origin", "https://evil.example")),
+    ] {
+        let r = client
+            .post(&url)
+            .header("cookie", &cookies)
+            .header(header.0, header.1)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{what}");
+        assert!(r.headers().get("set-cookie").is_none(), "{what}");
+        assert_eq!(b.api(&w.proxy.url("/")).await.status(), 200, "{what}");
+    }
+    // The confirmation button: a POST from the site's own page.
+    let origin = w.proxy.url("");
+    let r = client
+        .post(&url)
+        .header("cookie", &cookies)
+        .header("origin", origin.trim_end_matches('/'))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FOUND);
+    assert!(r.headers().get("set-cookie").is_some());
+    let to = sign_out_destination(r).await.unwrap();
+    assert!(to.starts_with(w.idp.issuer()), "{to}");
+    // Other methods are not sign-out.
+    let r = client.delete(&url).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
 }
 
 #[tokio::test(flavor = "multi_thread")]

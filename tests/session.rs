@@ -221,8 +221,7 @@ async fn no_secret_token_or_cookie_reaches_the_log() {
         .unwrap();
     b.callback(&cb).await;
     b.api(&w.proxy.url("/")).await;
-    b.get(&w.proxy.url("/oauth2/sign_out"), BROWSER_ACCEPT)
-        .await;
+    b.sign_out(&w.proxy.url("/oauth2/sign_out")).await;
     let log = w.proxy.log();
     assert!(
         log.contains("\"outcome\""),

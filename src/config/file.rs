@@ -114,6 +114,8 @@ pub struct OidcFile {
     pub leeway: Option<String>,
     /// How often the provider is probed while it is up (while it is down: sooner).
     pub health_check_interval: Option<String>,
+    /// How the browser is sent to the provider's `end_session_endpoint`.
+    pub end_session_method: Option<super::EndSessionMethod>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -172,6 +172,25 @@ pub struct Oidc {
     /// How often the provider's discovery document is fetched to notice an outage (and the
     /// end of one) before a user does.
     pub health_check_interval: Duration,
+    pub end_session_method: EndSessionMethod,
+}
+
+/// How sign-out sends the browser on to the provider's `end_session_endpoint` with the
+/// `id_token_hint`.
+///
+/// RP-Initiated Logout 1.0 says providers take both, but not all do (oidc-provider 9 only
+/// with `enableHttpPostMethods`), and a provider whose session cookie is `SameSite=Lax`
+/// never sees it on a POST from another site, so it could not end its session. Hence GET
+/// stays the default and POST is for providers known to take it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EndSessionMethod {
+    /// A redirect with the parameters in the query: works with every provider.
+    #[default]
+    Get,
+    /// A form the page submits itself: the ID token travels in a request body, never in a URL
+    /// (browser history, the provider's access logs).
+    Post,
 }
 
 #[derive(Debug)]
@@ -644,6 +663,7 @@ impl Validator<'_> {
                 Duration::from_secs(15),
                 Duration::from_secs(3600),
             )?,
+            end_session_method: o.end_session_method.unwrap_or_default(),
         })
     }
 
@@ -953,7 +973,7 @@ impl Validator<'_> {
         }
         Ok(Bearer {
             audiences: b.audiences,
-            accept_id_tokens: b.accept_id_tokens.unwrap_or(true),
+            accept_id_tokens: b.accept_id_tokens.unwrap_or(false),
             leeway,
             cache_entries,
             issuers,

@@ -52,7 +52,7 @@ async fn with_session(
 /// makes, applied to the original request a trusted front proxy reports (method, host, URI).
 /// 202 with `X-Auth-Request-*` to let it through, 401 to ask for credentials, 403 to refuse.
 /// (nginx treats any other status as an error, so an ambiguous path is a 403 here.)
-pub async fn forward_auth(app: &App, req: &RequestHeader, facts: &Facts) -> Answer {
+pub async fn forward_auth(app: &App, req: &RequestHeader, facts: &Facts<'_>) -> Answer {
     // Each fact about the original request must be reported once, or with one value: two
     // readings (say X-Forwarded-Uri next to X-Original-URI) are refused like an ambiguous path.
     let (Ok(original), Ok(method), Ok(forwarded_host)) = (
@@ -215,7 +215,7 @@ fn reported(
 /// recipes set `X-Original-URI`, Traefik `X-Forwarded-Uri`, ingress-nginx `X-Original-URL`;
 /// whichever arrive must agree, so a client's own copy of a name the proxy does not set
 /// cannot steer the decision.
-pub fn original_uri(req: &RequestHeader, facts: &Facts) -> Result<Option<String>, Ambiguous> {
+pub fn original_uri(req: &RequestHeader, facts: &Facts<'_>) -> Result<Option<String>, Ambiguous> {
     reported_by(
         req,
         facts,
@@ -230,7 +230,7 @@ pub fn original_uri(req: &RequestHeader, facts: &Facts) -> Result<Option<String>
 
 /// The host the user asked the front proxy for, from `X-Forwarded-Host` or the authority of
 /// `X-Original-URL`, which must agree.
-fn original_host(req: &RequestHeader, facts: &Facts) -> Result<Option<String>, Ambiguous> {
+fn original_host(req: &RequestHeader, facts: &Facts<'_>) -> Result<Option<String>, Ambiguous> {
     reported_by(
         req,
         facts,
@@ -258,9 +258,11 @@ mod tests {
     fn the_original_uri_is_believed_only_from_trusted_proxies() {
         let trusted = Facts {
             trusted_proxy: true,
+            host: None,
         };
         let stranger = Facts {
             trusted_proxy: false,
+            host: None,
         };
         let r = req(&[("x-original-uri", "/admin?x=1")]);
         assert_eq!(original_uri(&r, &trusted), Ok(Some("/admin?x=1".into())));
@@ -278,6 +280,7 @@ mod tests {
     fn ingress_nginx_original_url_is_one_more_reading_that_must_agree() {
         let trusted = Facts {
             trusted_proxy: true,
+            host: None,
         };
         let url = ("x-original-url", "https://App.example.com:443/admin?x=1");
         let r = req(&[url]);

@@ -17,7 +17,7 @@ fn provider_unavailable() -> Reply {
     .header("Retry-After", "5")
 }
 
-pub fn start(app: &App, req: &RequestHeader, facts: &Facts) -> Reply {
+pub fn start(app: &App, req: &RequestHeader, facts: &Facts<'_>) -> Reply {
     let return_to = return_target(app, req, facts);
     // A provider known to be down would leave the browser on a connection error page.
     if !app.provider.health().is_up() {

@@ -13,9 +13,11 @@ use crate::classify::Endpoint;
 use crate::respond::Reply;
 
 /// Request facts an endpoint may need besides the header.
-pub struct Facts {
+pub struct Facts<'a> {
     /// The peer is a configured trusted proxy.
     pub trusted_proxy: bool,
+    /// The request's host, as [`crate::host::of_request`] read it.
+    pub host: Option<&'a str>,
 }
 
 /// What an endpoint answered, and who it was about (for the access log).
@@ -30,7 +32,12 @@ impl From<Reply> for Answer {
     }
 }
 
-pub async fn handle(app: &App, endpoint: Endpoint, req: &RequestHeader, facts: &Facts) -> Answer {
+pub async fn handle(
+    app: &App,
+    endpoint: Endpoint,
+    req: &RequestHeader,
+    facts: &Facts<'_>,
+) -> Answer {
     match endpoint {
         Endpoint::Ping => health::ping().into(),
         Endpoint::Ready => health::ready(app).into(),
@@ -67,7 +74,7 @@ fn query_param(req: &RequestHeader, name: &str) -> Result<Option<String>, ()> {
 /// Where to send the browser afterwards: `rd`, or — when there is no `rd` — the original URI a
 /// trusted front proxy reports (nginx `error_page 401 = /oauth2/start` cannot URL-encode
 /// `$request_uri` into `rd` itself). Falls back to `/` when absent, ambiguous or refused.
-fn return_target(app: &App, req: &RequestHeader, facts: &Facts) -> String {
+fn return_target(app: &App, req: &RequestHeader, facts: &Facts<'_>) -> String {
     let original = identity::original_uri(req, facts).ok().flatten();
     // nginx's `error_page 401 = /oauth2/start?rd=$request_uri` cannot URL-encode the URI: its
     // query arrives cut at the first `&`, and a `+` or `%xx` in it would be decoded once too
@@ -113,9 +120,11 @@ mod tests {
         .unwrap();
         let trusted = Facts {
             trusted_proxy: true,
+            host: None,
         };
         let stranger = Facts {
             trusted_proxy: false,
+            host: None,
         };
         // What nginx sends for `error_page 401 = /oauth2/start?rd=$request_uri`.
         let cut = start_request(

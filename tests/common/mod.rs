@@ -555,3 +555,74 @@ impl Drop for Nginx {
         let _ = self.child.wait();
     }
 }
+
+/// Undoes `respond::escape_html`.
+fn unescape_html(s: &str) -> String {
+    s.replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+/// Where a sign-out answer sends the browser: the `Location` of a 302, or, for the page that
+/// posts a form to the provider (`oidc.end_session_method = "post"`), the form's action with
+/// its fields as a query: what the same sign-out would put in a URL with "get".
+pub async fn sign_out_destination(resp: Response) -> Result<String, String> {
+    match resp.status() {
+        StatusCode::FOUND => Ok(location(&resp)),
+        StatusCode::OK => {
+            let csp = resp
+                .headers()
+                .get("content-security-policy")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned();
+            let body = resp.text().await.map_err(|e| e.to_string())?;
+            let action = body
+                .split("<form method=\"post\" action=\"")
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .ok_or_else(|| format!("neither a redirect nor a form: {body}"))?;
+            if !csp.contains("script-src 'sha256-") {
+                return Err(format!("the form page's CSP allows no script: {csp:?}"));
+            }
+            let mut url = url::Url::parse(&unescape_html(action)).map_err(|e| e.to_string())?;
+            for input in body.split("<input type=\"hidden\" name=\"").skip(1) {
+                let (name, rest) = input.split_once('"').ok_or("input name")?;
+                let value = rest
+                    .strip_prefix(" value=\"")
+                    .and_then(|v| v.split('"').next())
+                    .ok_or("input value")?;
+                url.query_pairs_mut()
+                    .append_pair(&unescape_html(name), &unescape_html(value));
+            }
+            Ok(url.to_string())
+        }
+        other => Err(format!("sign-out answered {other}")),
+    }
+}
+
+impl Browser {
+    /// Signs out from a page of the proxy's own site (`Sec-Fetch-Site: same-origin`); returns
+    /// where the answer sends the browser (see [`sign_out_destination`]).
+    pub async fn sign_out(&mut self, url: &str) -> String {
+        let resp = self.sign_out_response(url).await;
+        sign_out_destination(resp).await.expect("a sign-out answer")
+    }
+
+    /// The answer to [`Browser::sign_out`] itself.
+    pub async fn sign_out_response(&mut self, url: &str) -> Response {
+        let mut req = self
+            .client
+            .get(url)
+            .header(ACCEPT, BROWSER_ACCEPT)
+            .header("sec-fetch-site", "same-origin");
+        if !self.jar.cookies.is_empty() {
+            req = req.header(COOKIE, self.jar.header());
+        }
+        let resp = req.send().await.expect("request");
+        self.jar.absorb(resp.headers());
+        resp
+    }
+}
