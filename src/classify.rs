@@ -128,7 +128,7 @@ fn accept_prefers_html(headers: &HeaderMap) -> bool {
 
 /// Why a request's body framing could be read two ways (RFC 9112 §6.1, §6.3), if it could:
 /// `Transfer-Encoding` beside `Content-Length`, a transfer coding other than a lone `chunked`,
-/// or `Content-Length` values that disagree or are not numbers. This is how requests are
+/// or a `Content-Length` that is repeated (even with equal values) or not a number. This is how requests are
 /// smuggled: a proxy and an upstream that pick different readings see different requests in
 /// one byte stream. `None` when the framing is unambiguous.
 ///
@@ -159,20 +159,18 @@ pub fn ambiguous_framing<R: AsRef<[u8]>>(
         }
         return None;
     }
-    let mut length: Option<&str> = None;
-    for value in headers.get_all(CONTENT_LENGTH) {
-        let Ok(value) = value.to_str() else {
-            return Some("an unreadable Content-Length");
-        };
-        for part in value.split(',').map(str::trim) {
-            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
-                return Some("a Content-Length that is not a number");
-            }
-            match length {
-                Some(seen) if seen != part => return Some("conflicting Content-Length values"),
-                _ => length = Some(part),
-            }
-        }
+    // One Content-Length with one value. RFC 9110 §8.6 lets a recipient fold `41, 41` or two
+    // equal headers into one; an upstream that does not would read the list differently, so
+    // it is refused rather than forwarded verbatim.
+    let mut lengths = headers.get_all(CONTENT_LENGTH).iter();
+    let (Some(value), more) = (lengths.next(), lengths.next()) else {
+        return None;
+    };
+    if more.is_some() || value.as_bytes().contains(&b',') {
+        return Some("a repeated Content-Length");
+    }
+    if value.is_empty() || !value.as_bytes().iter().all(u8::is_ascii_digit) {
+        return Some("a Content-Length that is not a number");
     }
     None
 }
@@ -198,7 +196,7 @@ mod tests {
         let ok: &[&[(&str, &str)]] = &[
             &[],
             &[("content-length", "3")],
-            &[("content-length", "3"), ("content-length", "3")],
+            &[("content-length", "0")],
             &[("transfer-encoding", "Chunked")],
         ];
         for h in ok {
@@ -207,7 +205,10 @@ mod tests {
         let bad: &[&[(&str, &str)]] = &[
             &[("content-length", "3"), ("transfer-encoding", "chunked")],
             &[("content-length", "3"), ("content-length", "4")],
+            &[("content-length", "3"), ("content-length", "3")],
+            &[("content-length", "41,41")],
             &[("content-length", "3, 4")],
+            &[("content-length", "")],
             &[("content-length", "+3")],
             &[("transfer-encoding", "xchunked")],
             &[

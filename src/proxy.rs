@@ -101,6 +101,19 @@ impl ProxyHttp for Portcullis {
         }
     }
 
+    /// The listener marks a request whose end it could not find before pingora reads it, with
+    /// more bytes behind it: the answer closes the connection.
+    fn on_connection_reuse(
+        &self,
+        session: &mut Session,
+        _ctx: &mut RequestCtx,
+        mark: Box<dyn std::any::Any + Send + Sync>,
+    ) {
+        if mark.is::<crate::listener::LastOnConnection>() {
+            session.set_keepalive(None);
+        }
+    }
+
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let app = &self.app;
         // Before anything else looks at it: a request whose body could be read two ways is
@@ -296,6 +309,19 @@ impl ProxyHttp for Portcullis {
             error_code: code,
             can_reuse_downstream: false,
         }
+    }
+
+    /// A request the client got wrong (unreadable, a bad body, gone midway) is the client's
+    /// business: its access-log line records the status and the error kind at INFO, like any
+    /// request, and nothing more is written, so no client can fill the log with ERROR lines.
+    /// Failures of the upstream or of portcullis itself are still logged as errors.
+    fn suppress_error_log(
+        &self,
+        _session: &Session,
+        _ctx: &RequestCtx,
+        e: &pingora::Error,
+    ) -> bool {
+        respond::proxy_failure_status(e) < 500
     }
 
     /// pingora's error log describes a request with this: the path only, since a query may

@@ -725,6 +725,18 @@ async fn malformed_requests_get_400_or_a_closed_connection_and_never_reach_the_u
             ),
         ),
         (
+            "a repeated Content-Length (41,41)",
+            format!(
+                "POST /smuggled HTTP/1.1\r\nHost: {host}\r\nContent-Length: 3,3\r\n\r\nabc"
+            ),
+        ),
+        (
+            "two equal Content-Lengths",
+            format!(
+                "POST /smuggled HTTP/1.1\r\nHost: {host}\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc"
+            ),
+        ),
+        (
             "an unknown Transfer-Encoding",
             format!(
                 "POST /smuggled HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n"
@@ -767,4 +779,132 @@ async fn malformed_requests_get_400_or_a_closed_connection_and_never_reach_the_u
     let seen = upstream.seen();
     assert!(!seen.contains("smuggled"), "{seen}");
     assert!(!seen.contains("mallory"), "{seen}");
+}
+
+/// Requests a client sends before reading the answers (HTTP/1.1 pipelining, RFC 9112 §9.3.2)
+/// are each answered, in order: a GET, a POST with its body, another GET, all in one write.
+/// When the end of a request cannot be told before its body is read (chunked), its answer says
+/// `Connection: close`, so the client knows the rest was not served. Before, everything after
+/// the first request was dropped without a word.
+#[tokio::test(flavor = "multi_thread")]
+async fn pipelined_requests_are_answered_in_order_or_refused_clearly() {
+    let upstream = CountingUpstream::start().await;
+    let (_idp, proxy) = proxy_before(&format!("http://{}", upstream.addr), |t| t).await;
+    let host = format!("127.0.0.1:{}", proxy.port);
+    let burst = format!(
+        "GET /one HTTP/1.1\r\nHost: {host}\r\n\r\n\
+         POST /two HTTP/1.1\r\nHost: {host}\r\nContent-Length: 5\r\n\r\nhello\
+         GET /three HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    );
+    let (status, text, closed) =
+        raw_exchange(proxy.port, burst.as_bytes(), Duration::from_secs(10)).await;
+    assert!(closed, "{text}");
+    assert_eq!(status, Some(200), "{text}");
+    assert_eq!(
+        text.matches("HTTP/1.1 200 OK").count(),
+        3,
+        "{text}\n{}",
+        proxy.log()
+    );
+    assert_eq!(upstream.count(), 3);
+    let seen = upstream.seen();
+    let order: Vec<usize> = ["GET /one ", "POST /two ", "GET /three "]
+        .iter()
+        .map(|r| {
+            seen.find(r)
+                .unwrap_or_else(|| panic!("{r} not seen: {seen}"))
+        })
+        .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{seen}");
+
+    // A chunked body with a request behind it: the first is answered and says the connection
+    // ends; the second never reaches the upstream.
+    let burst = format!(
+        "POST /four HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n\
+         GET /five HTTP/1.1\r\nHost: {host}\r\n\r\n"
+    );
+    let (status, text, closed) =
+        raw_exchange(proxy.port, burst.as_bytes(), Duration::from_secs(10)).await;
+    assert!(closed, "{text}");
+    assert_eq!(status, Some(200), "{text}");
+    assert_eq!(text.matches("HTTP/1.1 ").count(), 1, "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("connection: close"),
+        "{text}"
+    );
+    assert!(!upstream.seen().contains("/five"));
+}
+
+/// A client's mistakes are INFO access-log lines like any request, never WARN or ERROR lines
+/// an attacker could write at will; and no level, however verbose, logs a credential (pingora
+/// dumps whole headers at debug).
+#[tokio::test(flavor = "multi_thread")]
+async fn client_mistakes_and_debug_logging_write_no_errors_and_no_credentials() {
+    let echo = start_echo().await;
+    let port = free_port();
+    let idp = start_idp(idp_config(port)).await;
+    let public_a = "\n[[routes]]\npath = \"/a\"\npolicy = \"public\"\n";
+    let toml = config(
+        port,
+        idp.issuer(),
+        &format!("http://{}", echo.addr()),
+        public_a,
+    )
+    .replace("[logging]\n", "[logging]\nlevel = \"debug\"\n")
+        + "\n[headers]\npass_access_token = true\n\n[bearer]\naccept_id_tokens = true\n";
+    let proxy = Proxy::start_logging(port, &toml, "trace").await;
+    let host = format!("127.0.0.1:{port}");
+    let mistakes = [
+        format!("GET /a HTTP/1.1\r\nHost: {host}\r\nConnection: X-Forwarded-For\r\n\r\n"),
+        format!("GET /a HTTP/1.1\r\nHost: {host}\r\nConnection: :authority\r\n\r\n"),
+        format!(
+            "POST /a HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n"
+        ),
+        format!("GET /a HTTP/1.1\r\nHost: {host}\r\nBad Header: v\r\nCookie: secretcookie\r\n\r\n"),
+        format!("POST /a HTTP/1.1\r\nHost: {host}\r\nContent-Length: 41,41\r\n\r\n"),
+    ];
+    for round in 0..3 {
+        for m in &mistakes {
+            let (status, text, _) = raw_exchange(port, m.as_bytes(), Duration::from_secs(10)).await;
+            assert!(
+                status.is_none_or(|s| (400..500).contains(&s) || s == 200),
+                "round {round}: {m:?}: {text}"
+            );
+        }
+    }
+    // A signed-in request whose tokens travel upstream, and a bearer one.
+    let mut alice = Browser::new();
+    alice.login(&proxy, "alice", "/app").await;
+    let seen = Echoed::from(alice.api(&proxy.url("/app")).await).await;
+    let access_token = seen.all("x-forwarded-access-token")[0].to_string();
+    let bearer = idp.sign_claims(&idp.id_token_claims_for("bob", None).unwrap());
+    let r = plain_client()
+        .get(proxy.url("/app"))
+        .bearer_auth(&bearer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // The access log has caught up once the last request's line is there.
+    wait_until("the access log", Duration::from_secs(5), || {
+        let log = proxy.log();
+        async move { log.matches("\"target\":\"access\"").count() >= 15 + 3 }
+    })
+    .await;
+    let log = proxy.log();
+    let loud: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("\"level\":\"ERROR\"") || l.contains("\"level\":\"WARN\""))
+        .collect();
+    assert!(loud.is_empty(), "{}", loud.join("\n"));
+    let session_cookie = alice.jar.cookies.values().next().unwrap().clone();
+    for (what, secret) in [
+        ("access token", access_token.as_str()),
+        ("bearer token", bearer.as_str()),
+        ("session cookie", session_cookie.as_str()),
+        ("cookie in an unparsable head", "secretcookie"),
+    ] {
+        assert!(!log.contains(secret), "the {what} reached the log");
+    }
+    assert!(log.contains("\"level\":\"DEBUG\""), "debug logging is on");
 }

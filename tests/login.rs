@@ -639,3 +639,27 @@ async fn a_crafted_code_that_the_providers_waf_refuses_does_not_take_sign_in_dow
     assert_eq!(alice.login(&proxy, "alice", "/after").await, "/after");
     drop((waf, idp));
 }
+
+/// Only the provider's GET completes a login: a HEAD to the callback URL (a link checker, a
+/// prefetch) gets 405 and leaves the flow for the real GET.
+#[tokio::test(flavor = "multi_thread")]
+async fn only_a_get_completes_a_login_at_the_callback() {
+    let w = World::start(|c| c, "").await;
+    let mut b = Browser::new();
+    let authorize = b.begin_login(&w.proxy, "/landing").await;
+    let cb = b.submit_credentials(&authorize, "alice", "alice").await;
+    for method in [reqwest::Method::HEAD, reqwest::Method::POST] {
+        let r = plain_client()
+            .request(method.clone(), &cb)
+            .header("cookie", b.jar.header())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED, "{method}");
+        assert!(r.headers().get("set-cookie").is_none(), "{method}");
+    }
+    let r = b.callback(&cb).await;
+    assert_eq!(r.status(), StatusCode::FOUND);
+    assert_eq!(location(&r), "/landing");
+    assert_eq!(w.idp.stats().authorization_code_grants, 1);
+}

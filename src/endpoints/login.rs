@@ -53,6 +53,13 @@ fn login_failed(status: u16, detail: &str) -> Reply {
 }
 
 pub async fn callback(app: &App, req: &RequestHeader) -> Answer {
+    // The provider sends the browser back with a GET (response_mode=query). Anything else,
+    // a HEAD from a link checker or a prefetch included, must not spend the login flow.
+    if req.method != http::Method::GET {
+        return Reply::text(405, "method not allowed\n")
+            .header("Allow", "GET")
+            .into();
+    }
     let (Ok(state), Ok(code), Ok(error), Ok(iss)) = (
         query_param(req, "state"),
         query_param(req, "code"),

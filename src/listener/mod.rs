@@ -10,6 +10,9 @@
 //! (`set_pipelined_prefix`), so pingora parses exactly what it would have read itself and
 //! makes no extra read or copy; the scanner only finds where the head ends ([`head`]).
 //!
+//! Requests a client pipelines (sends before the answer to the previous one) are answered in
+//! order: bytes after the end of a request are kept here as the start of the next head.
+//!
 //! HTTP/1 only: portcullis listens for plain HTTP/1.x (`server.listen`), without h2c.
 
 mod head;
@@ -71,7 +74,7 @@ impl<A> Listener<A> {
 /// What reading a head came to.
 enum Head {
     /// A complete head, or one the parser will refuse: pingora takes it from here.
-    Ready(BytesMut),
+    Ready(Request),
     /// The client closed, stayed idle past [`IDLE`] or sent nothing at all, or the server is
     /// stopping: the connection closes without an answer.
     Closed,
@@ -136,16 +139,24 @@ where
         // `None` for the connection's first request; then what pingora hands back for reuse.
         let mut settings: Option<HttpPersistentSettings> = None;
         let mut reused = false;
+        // Bytes of the next request, read together with this one (pipelining).
+        let mut carry = BytesMut::new();
         loop {
-            let prefix = match read_head(&mut stream, &self.limits, reused, started, shutdown).await
-            {
-                Head::Ready(prefix) => prefix,
+            let head = read_head(&mut stream, &self.limits, carry, reused, started, shutdown);
+            let request = match head.await {
+                Head::Ready(request) => request,
                 Head::Closed => return None,
                 Head::Refused(why) => {
                     refuse(stream, why, &self.limits).await;
                     return None;
                 }
             };
+            let Request {
+                bytes: prefix,
+                next,
+                last,
+            } = request;
+            carry = next;
             let mut session = ServerSession::new_http1(stream);
             match settings.take() {
                 Some(settings) => settings.apply_to_session(&mut session),
@@ -160,8 +171,16 @@ where
                     );
                 }
             }
-            // pingora carries no bytes of its own over to the next request: pipelining is off,
-            // so a request read with bytes after it is never reused.
+            // pingora is handed this request's bytes only: those of a pipelined next request
+            // stay here, so that it is read within the same bounds and answered in turn. When
+            // the end of this request cannot be told before pingora reads it (a chunked body
+            // with more bytes behind it), the answer says `Connection: close`: the client
+            // learns that what it sent after this request was not served and must be resent.
+            if last {
+                // pingora decides keep-alive from the request once it has read it; the proxy
+                // overrides that when it sees this mark (`ProxyHttp::on_connection_reuse`).
+                session.set_connection_user_context(Some(Box::new(LastOnConnection)));
+            }
             session.set_pipelined_prefix(prefix);
             let next = self.inner.process_new_http(session, shutdown).await?;
             (stream, settings) = next.consume();
@@ -174,15 +193,94 @@ where
     }
 }
 
+/// Marks a request after which the connection must end (see [`Request::last`]).
+pub struct LastOnConnection;
+
+/// One request's bytes as far as they were read, and what came after them.
+struct Request {
+    /// The head, and as much of the body as arrived with it.
+    bytes: BytesMut,
+    /// Bytes after the end of this request: the start of the next one.
+    next: BytesMut,
+    /// More bytes arrived after the head, but where this request ends is not known before its
+    /// body is read (chunked): the connection ends after this request.
+    last: bool,
+}
+
+impl Request {
+    /// Splits what was read at the end of the request whose head ends at `head_len`.
+    fn split(mut bytes: BytesMut, head_len: usize) -> Request {
+        if bytes.len() == head_len {
+            return Request {
+                bytes,
+                next: BytesMut::new(),
+                last: false,
+            };
+        }
+        match body_length(&bytes[..head_len]) {
+            Some(body) => {
+                let end = head_len.saturating_add(body);
+                let next = if end < bytes.len() {
+                    bytes.split_off(end)
+                } else {
+                    BytesMut::new()
+                };
+                Request {
+                    bytes,
+                    next,
+                    last: false,
+                }
+            }
+            None => Request {
+                bytes,
+                next: BytesMut::new(),
+                last: true,
+            },
+        }
+    }
+}
+
+/// How long the body of the request with this head is, when the head alone says so: 0 without
+/// `Content-Length` and `Transfer-Encoding`, the one `Content-Length` otherwise. `None` for a
+/// chunked body, and for framing the proxy refuses anyway (it closes the connection then).
+fn body_length(head: &[u8]) -> Option<usize> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
+    let mut req = httparse::Request::new(&mut fields);
+    if !matches!(req.parse(head), Ok(httparse::Status::Complete(_))) {
+        return None;
+    }
+    let mut length = None;
+    for h in req.headers.iter() {
+        if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            return None;
+        }
+        if h.name.eq_ignore_ascii_case("content-length") {
+            if length.is_some() || h.value.is_empty() || !h.value.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            length = std::str::from_utf8(h.value).ok()?.parse::<usize>().ok();
+            length?;
+        }
+    }
+    Some(length.unwrap_or(0))
+}
+
 async fn read_head(
     stream: &mut Stream,
     limits: &Limits,
+    carry: BytesMut,
     reused: bool,
     accepted: Instant,
     shutdown: &ShutdownWatch,
 ) -> Head {
-    let mut buf = BytesMut::with_capacity(FIRST_READ);
-    let deadline = if reused {
+    let mut buf = carry;
+    if buf.capacity() < FIRST_READ {
+        buf.reserve(FIRST_READ - buf.len());
+    }
+    let deadline = if !buf.is_empty() {
+        // A pipelined request: its first bytes are here, the clock starts now.
+        Instant::now() + limits.header_timeout
+    } else if reused {
         if *shutdown.borrow() {
             return Head::Closed;
         }
@@ -203,7 +301,7 @@ async fn read_head(
     let mut request_line_checked = false;
     loop {
         match scan.advance(&buf, limits.max_header_bytes) {
-            Progress::Complete(_) => return Head::Ready(buf),
+            Progress::Complete(end) => return Head::Ready(Request::split(buf, end)),
             Progress::Oversized(what) => return Head::Refused(Refusal::Oversized(what)),
             Progress::Partial => {}
         }
@@ -213,7 +311,11 @@ async fn read_head(
             request_line_checked = true;
             let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
             if httparse::Request::new(&mut fields).parse(&buf).is_err() {
-                return Head::Ready(buf);
+                return Head::Ready(Request {
+                    bytes: buf,
+                    next: BytesMut::new(),
+                    last: true,
+                });
             }
         }
         if buf.capacity() - buf.len() < FIRST_READ / 4 {

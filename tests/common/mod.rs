@@ -91,22 +91,36 @@ pub fn binary() -> &'static str {
 impl Proxy {
     /// Starts `portcullis run` on `port` and waits until `/ping` answers.
     pub async fn start(port: u16, toml: &str) -> Proxy {
+        Proxy::start_logging(port, toml, "info").await
+    }
+
+    /// [`Proxy::start`] with `RUST_LOG` set to `rust_log`.
+    pub async fn start_logging(port: u16, toml: &str, rust_log: &str) -> Proxy {
         let config_path = write_config(toml);
         let args = [
             "run".to_string(),
             "--config".into(),
             config_path.display().to_string(),
         ];
-        Proxy::spawn(port, &args, config_path).await
+        Proxy::spawn_logging(port, &args, config_path, rust_log).await
     }
 
     /// Starts `portcullis <args>` serving on `port` and waits until `/ping` answers.
     pub async fn spawn(port: u16, args: &[String], config_path: PathBuf) -> Proxy {
+        Proxy::spawn_logging(port, args, config_path, "info").await
+    }
+
+    async fn spawn_logging(
+        port: u16,
+        args: &[String],
+        config_path: PathBuf,
+        rust_log: &str,
+    ) -> Proxy {
         let log_path = scratch("proxy.log");
         let log = std::fs::File::create(&log_path).expect("log file");
         let child = Command::new(binary())
             .args(args)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", rust_log)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
