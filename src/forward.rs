@@ -22,7 +22,9 @@ pub const X_FORWARDED_PREFERRED_USERNAME: &str = "x-forwarded-preferred-username
 pub const X_FORWARDED_ACCESS_TOKEN: &str = "x-forwarded-access-token";
 
 /// Names (normalised: lower case, `_` as `-`) that claim an identity, a token, a client
-/// certificate or an original URL. A client copy is never forwarded, whoever the peer is.
+/// certificate, an original URL, method or host. A client copy is never forwarded, whoever
+/// the peer is: applications and their frameworks read these as facts (Grafana's auth proxy
+/// reads `X-WEBAUTH-USER`, Authelia-style set-ups `Remote-User`, Symfony `X-Original-URL`).
 const IDENTITY_HEADERS: &[&str] = &[
     X_FORWARDED_USER,
     X_FORWARDED_EMAIL,
@@ -30,15 +32,25 @@ const IDENTITY_HEADERS: &[&str] = &[
     X_FORWARDED_PREFERRED_USERNAME,
     X_FORWARDED_ACCESS_TOKEN,
     "x-forwarded-id-token",
+    "x-forwarded-username",
+    "x-forwarded-login",
+    "x-forwarded-user-id",
     "x-forwarded-client-cert",
     "x-forwarded-uri",
+    "x-forwarded-path",
+    "x-forwarded-method",
     "x-client-cert",
     "x-remote-user",
-    "remote-user",
     "x-user",
     "x-email",
+    "x-auth-user",
+    "x-username",
+    "x-authenticated-user",
     "x-original-uri",
     "x-original-url",
+    "x-original-method",
+    "x-original-host",
+    "x-host",
     "x-rewrite-url",
     // Method overrides would let a request matched as GET act as DELETE in the application.
     "x-http-method-override",
@@ -46,8 +58,80 @@ const IDENTITY_HEADERS: &[&str] = &[
     "x-method-override",
 ];
 
-/// Prefixes of identity-bearing header families (normalised).
-const IDENTITY_PREFIXES: &[&str] = &["x-auth-request-", "x-amzn-oidc-"];
+/// Prefixes of identity-bearing header families (normalised): oauth2-proxy's answers, ALB's,
+/// Grafana's auth proxy (`X-WEBAUTH-USER`, `-EMAIL`, `-NAME`, `-ROLE`, `-GROUPS`) and the
+/// `Remote-User`, `Remote-Groups`, `Remote-Email`, `Remote-Name` family.
+const IDENTITY_PREFIXES: &[&str] = &["x-auth-request-", "x-amzn-oidc-", "x-webauth-", "remote-"];
+
+/// Headers that HTTP itself, or portcullis' own decisions, depend on: they can be neither an
+/// identity header's name nor stripped by configuration.
+pub fn is_reserved_name(name: &str) -> bool {
+    const RESERVED: &[&str] = &[
+        "host",
+        "authorization",
+        "cookie",
+        "content-length",
+        "content-type",
+        "transfer-encoding",
+        "connection",
+        "upgrade",
+        "te",
+        "trailer",
+        "keep-alive",
+        "proxy-connection",
+        "expect",
+    ];
+    let n = name.to_ascii_lowercase().replace('_', "-");
+    RESERVED.contains(&n.as_str()) || FORWARDING_HEADERS.contains(&n.as_str()) || n.starts_with(':')
+}
+
+/// What the identity headers portcullis sets are called (`headers.names`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityNames {
+    pub user: HeaderName,
+    pub email: HeaderName,
+    pub groups: HeaderName,
+    pub preferred_username: HeaderName,
+    pub access_token: HeaderName,
+}
+
+impl Default for IdentityNames {
+    fn default() -> Self {
+        IdentityNames {
+            user: HeaderName::from_static(X_FORWARDED_USER),
+            email: HeaderName::from_static(X_FORWARDED_EMAIL),
+            groups: HeaderName::from_static(X_FORWARDED_GROUPS),
+            preferred_username: HeaderName::from_static(X_FORWARDED_PREFERRED_USERNAME),
+            access_token: HeaderName::from_static(X_FORWARDED_ACCESS_TOKEN),
+        }
+    }
+}
+
+impl IdentityNames {
+    pub fn all(&self) -> [&HeaderName; 5] {
+        [
+            &self.user,
+            &self.email,
+            &self.groups,
+            &self.preferred_username,
+            &self.access_token,
+        ]
+    }
+
+    /// A client's copy of one of these names (any case, `_` for `-`) is never forwarded.
+    fn claims(&self, normalised: &str) -> bool {
+        self.all()
+            .iter()
+            .any(|n| n.as_str().replace('_', "-") == normalised)
+    }
+}
+
+/// The header names a deployment adds to the defaults: renamed identity headers, and names
+/// of its own to strip (`headers.strip`, normalised).
+pub struct Hygiene<'a> {
+    pub names: &'a IdentityNames,
+    pub strip: &'a [String],
+}
 
 /// Forwarding headers: believed from trusted proxies, replaced for everyone else.
 const FORWARDING_HEADERS: &[&str] = &[
@@ -61,6 +145,7 @@ const FORWARDING_HEADERS: &[&str] = &[
     "x-forwarded-server",
     "x-real-ip",
     "x-client-ip",
+    "client-ip",
     "x-cluster-client-ip",
     "true-client-ip",
     "cf-connecting-ip",
@@ -104,16 +189,22 @@ pub fn prepare(
     req: &mut RequestHeader,
     vouch: &Vouch<'_>,
     peer: &Peer,
+    hygiene: &Hygiene<'_>,
     replace_authorization: bool,
     is_ours: impl Fn(&str) -> bool,
 ) {
-    strip_client_headers(req, peer.trusted, replace_authorization);
+    strip_client_headers(req, peer.trusted, hygiene, replace_authorization);
     strip_our_cookies(req, is_ours);
     set_forwarding(req, peer);
-    set_identity(req, vouch);
+    set_identity(req, vouch, hygiene.names);
 }
 
-fn strip_client_headers(req: &mut RequestHeader, trusted: bool, strip_authorization: bool) {
+fn strip_client_headers(
+    req: &mut RequestHeader,
+    trusted: bool,
+    hygiene: &Hygiene<'_>,
+    strip_authorization: bool,
+) {
     let doomed: Vec<HeaderName> = req
         .headers
         .keys()
@@ -123,6 +214,8 @@ fn strip_client_headers(req: &mut RequestHeader, trusted: bool, strip_authorizat
             // would collide with it in CGI-style applications.
             let forwarding = FORWARDING_HEADERS.contains(&n);
             is_identity_header(n)
+                || hygiene.names.claims(n)
+                || hygiene.strip.iter().any(|s| s == n)
                 || (forwarding && (!trusted || name.as_str().contains('_')))
                 || (strip_authorization && n == "authorization")
         })
@@ -185,28 +278,28 @@ fn set_forwarding(req: &mut RequestHeader, peer: &Peer) {
     }
 }
 
-fn set_identity(req: &mut RequestHeader, vouch: &Vouch<'_>) {
-    let mut set = |name: &'static str, value: &str| {
+fn set_identity(req: &mut RequestHeader, vouch: &Vouch<'_>, names: &IdentityNames) {
+    let mut set = |name: &HeaderName, value: &str| {
         // Values were checked for control characters when the session was made; a value that
         // still cannot be a header is dropped rather than forwarded mangled.
         if let Ok(v) = HeaderValue::from_str(value) {
-            let _ = req.insert_header(name, v);
+            let _ = req.insert_header(name.clone(), v);
         }
     };
     if let Some(id) = vouch.identity {
-        set(X_FORWARDED_USER, &id.user);
+        set(&names.user, &id.user);
         if let Some(email) = &id.email {
-            set(X_FORWARDED_EMAIL, email);
+            set(&names.email, email);
         }
         if !id.groups.is_empty() {
-            set(X_FORWARDED_GROUPS, &id.groups.join(","));
+            set(&names.groups, &id.groups.join(","));
         }
         if let Some(u) = &id.preferred_username {
-            set(X_FORWARDED_PREFERRED_USERNAME, u);
+            set(&names.preferred_username, u);
         }
     }
     if let Some(t) = vouch.access_token {
-        set(X_FORWARDED_ACCESS_TOKEN, t);
+        set(&names.access_token, t);
     }
     if let Some(t) = vouch.id_token_as_bearer {
         if let Ok(v) = HeaderValue::from_str(&format!("Bearer {t}")) {
@@ -244,6 +337,16 @@ mod tests {
         }
     }
 
+    static NAMES: std::sync::LazyLock<IdentityNames> =
+        std::sync::LazyLock::new(IdentityNames::default);
+
+    fn defaults() -> Hygiene<'static> {
+        Hygiene {
+            names: &NAMES,
+            strip: &[],
+        }
+    }
+
     fn peer(trusted: bool) -> Peer {
         Peer {
             ip: Some("192.0.2.7".parse().unwrap()),
@@ -266,6 +369,22 @@ mod tests {
             "Remote-User",
             "X-Forwarded-Access-Token",
             "X-Original-URI",
+            "Remote-Groups",
+            "Remote-Email",
+            "Remote-Name",
+            "X-Webauth-User",
+            "X-WEBAUTH-ROLE",
+            "X-Auth-User",
+            "X-Username",
+            "X-Authenticated-User",
+            "X-Forwarded-Username",
+            "X-Forwarded-Login",
+            "X-Forwarded-User-Id",
+            "X-Forwarded-Method",
+            "X-Original-Method",
+            "X-Forwarded-Path",
+            "X-Original-Host",
+            "X-Host",
         ];
         let mut headers: Vec<(&str, &str)> = corpus.iter().map(|n| (*n, "mallory")).collect();
         headers.push(("X-Forwarded-User", "mallory2"));
@@ -276,7 +395,7 @@ mod tests {
             access_token: None,
             id_token_as_bearer: None,
         };
-        prepare(&mut r, &vouch, &peer(true), false, |_| false);
+        prepare(&mut r, &vouch, &peer(true), &defaults(), false, |_| false);
         for (name, value) in r.headers.iter() {
             assert_ne!(value, "mallory", "{name} survived");
             assert_ne!(value, "mallory2", "{name} survived");
@@ -294,7 +413,7 @@ mod tests {
             access_token: None,
             id_token_as_bearer: None,
         };
-        prepare(&mut r, &vouch, &peer(false), false, |_| false);
+        prepare(&mut r, &vouch, &peer(false), &defaults(), false, |_| false);
         assert!(values(&r, "x-forwarded-user").is_empty());
     }
 
@@ -307,6 +426,7 @@ mod tests {
             ("x-forwarded-host", "evil.example"),
             ("x_forwarded_for", "1.2.3.4"),
             ("true-client-ip", "1.2.3.4"),
+            ("client-ip", "1.2.3.4"),
         ];
         let vouch = Vouch {
             identity: None,
@@ -314,14 +434,15 @@ mod tests {
             id_token_as_bearer: None,
         };
         let mut r = request(&hdrs);
-        prepare(&mut r, &vouch, &peer(false), false, |_| false);
+        prepare(&mut r, &vouch, &peer(false), &defaults(), false, |_| false);
         assert_eq!(values(&r, "x-forwarded-for"), ["192.0.2.7"]);
         assert_eq!(values(&r, "x-forwarded-proto"), ["http"]);
         assert_eq!(values(&r, "x-forwarded-host"), ["app.example.com"]);
         assert!(values(&r, "x_forwarded_for").is_empty());
         assert!(values(&r, "true-client-ip").is_empty());
+        assert!(values(&r, "client-ip").is_empty());
         let mut r = request(&hdrs);
-        prepare(&mut r, &vouch, &peer(true), false, |_| false);
+        prepare(&mut r, &vouch, &peer(true), &defaults(), false, |_| false);
         assert_eq!(values(&r, "x-forwarded-for"), ["203.0.113.9, 192.0.2.7"]);
         assert_eq!(values(&r, "x-forwarded-proto"), ["https"]);
         assert_eq!(values(&r, "x-forwarded-host"), ["evil.example"]);
@@ -343,15 +464,80 @@ mod tests {
             access_token: None,
             id_token_as_bearer: Some("idt"),
         };
-        prepare(&mut r, &vouch, &peer(false), true, |n| {
+        prepare(&mut r, &vouch, &peer(false), &defaults(), true, |n| {
             n.starts_with("_portcullis")
         });
         assert_eq!(values(&r, "cookie"), ["theme=dark"]);
         assert_eq!(values(&r, "authorization"), ["Bearer idt"]);
         let mut r = request(&[("cookie", "_portcullis=sealed")]);
-        prepare(&mut r, &vouch, &peer(false), true, |n| {
+        prepare(&mut r, &vouch, &peer(false), &defaults(), true, |n| {
             n.starts_with("_portcullis")
         });
         assert!(values(&r, "cookie").is_empty());
+    }
+}
+
+#[cfg(test)]
+mod renamed {
+    use super::*;
+
+    #[test]
+    fn renamed_identity_headers_and_the_deployments_own_names_are_stripped_and_set() {
+        let names = IdentityNames {
+            user: HeaderName::from_static("x-webauth-user"),
+            groups: HeaderName::from_static("x-app-groups"),
+            ..IdentityNames::default()
+        };
+        let strip = vec!["x-app-role".to_string()];
+        let hygiene = Hygiene {
+            names: &names,
+            strip: &strip,
+        };
+        let mut r = RequestHeader::build("GET", b"/", None).unwrap();
+        for (k, v) in [
+            ("X-App-Groups", "admin"),
+            ("x_app_groups", "admin"),
+            ("X-App-Role", "admin"),
+            ("X_App_Role", "admin"),
+            ("X-Forwarded-User", "mallory"),
+        ] {
+            r.append_header(k.to_string(), v).unwrap();
+        }
+        let id = Identity {
+            user: "alice".into(),
+            email: None,
+            groups: vec!["dev".into()],
+            preferred_username: None,
+        };
+        let vouch = Vouch {
+            identity: Some(&id),
+            access_token: None,
+            id_token_as_bearer: None,
+        };
+        let peer = Peer {
+            ip: None,
+            trusted: true,
+            scheme: "http",
+        };
+        prepare(&mut r, &vouch, &peer, &hygiene, false, |_| false);
+        let got: Vec<(String, String)> = r
+            .headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_string()))
+            .collect();
+        assert!(
+            got.contains(&("x-webauth-user".into(), "alice".into())),
+            "{got:?}"
+        );
+        assert!(
+            got.contains(&("x-app-groups".into(), "dev".into())),
+            "{got:?}"
+        );
+        assert!(
+            !got.iter().any(|(_, v)| v == "admin" || v == "mallory"),
+            "{got:?}"
+        );
+        assert!(is_reserved_name("Cookie") && is_reserved_name("x_forwarded_for"));
+        assert!(!is_reserved_name("x-webauth-user"));
     }
 }

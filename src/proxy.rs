@@ -246,10 +246,15 @@ impl ProxyHttp for Portcullis {
             scheme: "http",
         };
         let sessions = &self.app.sessions;
+        let hygiene = forward::Hygiene {
+            names: &headers.names,
+            strip: &headers.strip,
+        };
         forward::prepare(
             upstream_request,
             &vouch,
             &peer,
+            &hygiene,
             // With pass_id_token_as_bearer the upstream trusts Authorization as identity: only
             // a verified bearer caller's own token, or ours, ever reaches it.
             headers.pass_id_token_as_bearer && !matches!(ctx.caller, Some(Caller::Bearer(_))),

@@ -967,3 +967,61 @@ async fn forwarding_headers_and_reports_are_believed_only_from_trusted_proxies()
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// The identity and routing headers applications trust (Grafana's `X-WEBAUTH-USER`, the
+/// `Remote-*` family, `X-Forwarded-Method`, `X-Original-Host`…) never pass from a client, nor
+/// do the names a deployment adds (`headers.strip`); a renamed identity header
+/// (`headers.names`) is set under its new name only, and a client's copy of it is removed.
+#[tokio::test(flavor = "multi_thread")]
+async fn application_identity_headers_are_stripped_and_can_be_renamed() {
+    let w = World::start(
+        |c| c,
+        "\n[headers]\nstrip = [\"X-App-Role\"]\n[headers.names]\nuser = \"X-WEBAUTH-USER\"\n",
+    )
+    .await;
+    let mut alice = Browser::new();
+    alice.login(&w.proxy, "alice", "/").await;
+    let forged = [
+        "Remote-Groups",
+        "Remote-Email",
+        "Remote-Name",
+        "X-Webauth-User",
+        "X_WEBAUTH_USER",
+        "X-Webauth-Role",
+        "X-Auth-User",
+        "X-Username",
+        "X-Authenticated-User",
+        "X-Forwarded-Username",
+        "X-Forwarded-Login",
+        "X-Forwarded-User-Id",
+        "X-Forwarded-Method",
+        "X-Original-Method",
+        "X-Forwarded-Path",
+        "X-Original-Host",
+        "X-Host",
+        "Client-IP",
+        "X-App-Role",
+        "X_App_Role",
+    ];
+    let mut req = plain_client()
+        .get(w.proxy.url("/app"))
+        .header(reqwest::header::ACCEPT, "application/json")
+        .header(reqwest::header::COOKIE, alice.jar.header());
+    for name in forged {
+        req = req.header(name, "mallory");
+    }
+    let seen = Echoed::from(req.send().await.unwrap()).await;
+    for name in forged {
+        let n = name.replace('_', "-");
+        let got: Vec<&str> = seen
+            .headers
+            .iter()
+            .filter(|(k, _)| k.replace('_', "-").eq_ignore_ascii_case(&n))
+            .map(|(_, v)| v.as_str())
+            .collect();
+        assert!(!got.contains(&"mallory"), "{name} reached the upstream: {got:?}");
+    }
+    assert_eq!(seen.all("x-webauth-user"), ["alice"]);
+    assert!(seen.all("x-forwarded-user").is_empty(), "renamed, not doubled");
+    assert_eq!(seen.all("x-forwarded-groups"), ["sre,dev"]);
+}

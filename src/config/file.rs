@@ -144,6 +144,22 @@ pub struct HeadersFile {
     pub pass_access_token: bool,
     #[serde(default)]
     pub pass_id_token_as_bearer: bool,
+    /// More request headers to remove from every client request (the application's own).
+    #[serde(default)]
+    pub strip: Vec<String>,
+    #[serde(default)]
+    pub names: HeaderNamesFile,
+}
+
+/// The names of the identity headers portcullis sets.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderNamesFile {
+    pub user: Option<String>,
+    pub email: Option<String>,
+    pub groups: Option<String>,
+    pub preferred_username: Option<String>,
+    pub access_token: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

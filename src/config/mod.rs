@@ -252,10 +252,14 @@ impl fmt::Debug for IssuerKeys {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Headers {
     pub pass_access_token: bool,
     pub pass_id_token_as_bearer: bool,
+    /// What the identity headers portcullis sets are called.
+    pub names: crate::forward::IdentityNames,
+    /// More names removed from every client request, normalised (lower case, `-` for `_`).
+    pub strip: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -393,10 +397,7 @@ impl Validator<'_> {
         let oidc = self.oidc(f.oidc)?;
         let session = self.session(f.session)?;
         let redirects = self.redirects(f.redirects)?;
-        let headers = Headers {
-            pass_access_token: f.headers.pass_access_token,
-            pass_id_token_as_bearer: f.headers.pass_id_token_as_bearer,
-        };
+        let headers = self.headers(f.headers)?;
         let logging = self.logging(f.logging)?;
         let bearer = self.bearer(f.bearer, &oidc)?;
         let routes = self.routes(f.routes)?;
@@ -571,6 +572,63 @@ impl Validator<'_> {
             address,
             tls,
             sni,
+        })
+    }
+
+    fn headers(&self, h: file::HeadersFile) -> Result<Headers, ConfigError> {
+        use crate::forward::IdentityNames;
+        let defaults = IdentityNames::default();
+        let n = h.names;
+        let name = |key: &str, value: Option<String>, default: &http::HeaderName| {
+            let Some(value) = value else {
+                return Ok(default.clone());
+            };
+            let key = format!("headers.names.{key}");
+            let parsed = http::HeaderName::from_bytes(value.as_bytes())
+                .map_err(|_| self.err(&key, "not a header name"))?;
+            if crate::forward::is_reserved_name(parsed.as_str()) {
+                return Err(self.err(
+                    &key,
+                    format!("`{value}` is a header HTTP or portcullis itself relies on"),
+                ));
+            }
+            Ok(parsed)
+        };
+        let names = IdentityNames {
+            user: name("user", n.user, &defaults.user)?,
+            email: name("email", n.email, &defaults.email)?,
+            groups: name("groups", n.groups, &defaults.groups)?,
+            preferred_username: name(
+                "preferred_username",
+                n.preferred_username,
+                &defaults.preferred_username,
+            )?,
+            access_token: name("access_token", n.access_token, &defaults.access_token)?,
+        };
+        let all = names.all();
+        for (i, a) in all.iter().enumerate() {
+            if all[..i].contains(a) {
+                return Err(self.err("headers.names", format!("`{a}` names two headers")));
+            }
+        }
+        let mut strip = Vec::with_capacity(h.strip.len());
+        for (i, value) in h.strip.iter().enumerate() {
+            let key = format!("headers.strip[{i}]");
+            let parsed = http::HeaderName::from_bytes(value.as_bytes())
+                .map_err(|_| self.err(&key, "not a header name"))?;
+            if crate::forward::is_reserved_name(parsed.as_str()) {
+                return Err(self.err(
+                    &key,
+                    format!("`{value}` is a header HTTP or portcullis itself relies on"),
+                ));
+            }
+            strip.push(parsed.as_str().replace('_', "-"));
+        }
+        Ok(Headers {
+            pass_access_token: h.pass_access_token,
+            pass_id_token_as_bearer: h.pass_id_token_as_bearer,
+            names,
+            strip,
         })
     }
 
@@ -1319,6 +1377,28 @@ secrets = ["{SECRET}"]
         let text = base().replace("[session]", "[session]\nsecure = \"yes\"");
         let e = parse(&text).unwrap_err();
         assert_eq!(e.key, "session.secure");
+    }
+
+    #[test]
+    fn header_names_and_strips_are_checked_and_name_their_key() {
+        let with = |table: &str| format!("{}\n{table}\n", base());
+        let c = parse(&with(
+            "[headers]\nstrip = [\"X_App_Role\"]\n[headers.names]\nuser = \"X-WEBAUTH-USER\"",
+        ))
+        .unwrap();
+        assert_eq!(c.headers.names.user.as_str(), "x-webauth-user");
+        assert_eq!(c.headers.names.email.as_str(), "x-forwarded-email");
+        assert_eq!(c.headers.strip, ["x-app-role"]);
+        for (table, key) in [
+            ("[headers.names]\nuser = \"Cookie\"", "headers.names.user"),
+            ("[headers.names]\ngroups = \"bad name\"", "headers.names.groups"),
+            ("[headers.names]\nemail = \"x-forwarded-user\"", "headers.names"),
+            ("[headers]\nstrip = [\"ok\", \"Host\"]", "headers.strip[1]"),
+            ("[headers]\nstrip = [\"X-Forwarded-For\"]", "headers.strip[0]"),
+        ] {
+            let e = parse(&with(table)).unwrap_err().to_string();
+            assert!(e.contains(key), "{table}: {e}");
+        }
     }
 
     #[test]
