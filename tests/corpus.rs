@@ -1019,9 +1019,62 @@ async fn application_identity_headers_are_stripped_and_can_be_renamed() {
             .filter(|(k, _)| k.replace('_', "-").eq_ignore_ascii_case(&n))
             .map(|(_, v)| v.as_str())
             .collect();
-        assert!(!got.contains(&"mallory"), "{name} reached the upstream: {got:?}");
+        assert!(
+            !got.contains(&"mallory"),
+            "{name} reached the upstream: {got:?}"
+        );
     }
     assert_eq!(seen.all("x-webauth-user"), ["alice"]);
-    assert!(seen.all("x-forwarded-user").is_empty(), "renamed, not doubled");
+    assert!(
+        seen.all("x-forwarded-user").is_empty(),
+        "renamed, not doubled"
+    );
     assert_eq!(seen.all("x-forwarded-groups"), ["sre,dev"]);
+}
+
+/// With `headers.pass_access_token`, `/oauth2/auth` hands the access token to a forward-auth
+/// subrequest only: from a trusted proxy reporting an original request for the application.
+/// A page's own `fetch('/oauth2/auth')` that the proxy passes on (nginx's `location /oauth2/`
+/// reports the request itself) gets the identity, never the token.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_access_token_goes_only_to_a_forward_auth_subrequest() {
+    let (w, cookie, _) = spoofing_world().await;
+    let port = w.proxy.port;
+    let ask = |original: Option<&str>| {
+        let mut head = vec![
+            "GET /oauth2/auth HTTP/1.1".to_string(),
+            format!("Host: 127.0.0.1:{port}"),
+            cookie.clone(),
+        ];
+        head.extend(original.map(|o| format!("X-Original-URI: {o}")));
+        head.join("\r\n")
+    };
+    let r = exchange(TRUSTED_PROXY, port, &ask(Some("/app?x=1"))).await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    assert_eq!(
+        r.header("x-auth-request-access-token").len(),
+        1,
+        "{}",
+        r.text
+    );
+    for own in [
+        "/oauth2/auth",
+        "/%6Fauth2/auth",
+        "/oauth2/userinfo",
+        "/oauth2/callback",
+    ] {
+        let r = exchange(TRUSTED_PROXY, port, &ask(Some(own))).await;
+        assert!(
+            r.header("x-auth-request-access-token").is_empty(),
+            "{own}: {}",
+            r.text
+        );
+    }
+    // The same subrequest from anyone but the trusted proxy: no original request, no token.
+    let r = exchange(CLIENT, port, &ask(Some("/app"))).await;
+    assert!(
+        r.header("x-auth-request-access-token").is_empty(),
+        "{}",
+        r.text
+    );
 }

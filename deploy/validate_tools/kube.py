@@ -256,15 +256,24 @@ def reference_errors(objs: list[Obj], namespace: str | None) -> list[str]:
         return False
 
     ingresses = by_kind.get("Ingress", {})
-    oauth2_routes: dict[str, set[str]] = {}  # host -> Services serving /oauth2
+    # host -> path -> Services serving it, for portcullis' own paths
+    oauth2_routes: dict[str, dict[str, set[str]]] = {}
     for ing in ingresses.values():
         for rule in (ing.doc.get("spec") or {}).get("rules", []) or []:
             for path in (rule.get("http") or {}).get("paths", []) or []:
                 svc = (path.get("backend") or {}).get("service") or {}
                 if not service_port(svc.get("name"), svc.get("port") or {}):
                     errors.append(f"{ing.label}: backend {svc.get('name')}:{svc.get('port')} is not a Service port of the set")
-                if path.get("path", "").rstrip("/") == "/oauth2":
-                    oauth2_routes.setdefault(rule.get("host"), set()).add(svc.get("name"))
+                p = path.get("path", "").rstrip("/")
+                if not p.startswith("/oauth2"):
+                    continue
+                oauth2_routes.setdefault(rule.get("host"), {}).setdefault(p, set()).add(svc.get("name"))
+                prefix = path.get("pathType") in ("Prefix", "ImplementationSpecific")
+                if p == "/oauth2/auth" or (prefix and "/oauth2/auth".startswith(p + "/")):
+                    errors.append(
+                        f"{ing.label}: path {path.get('path')} routes /oauth2/auth from outside; only the "
+                        "ingress controller may call it (a page script would get the identity and any access token)"
+                    )
     for ing in ingresses.values():
         ann = (ing.doc.get("metadata") or {}).get("annotations") or {}
         auth_url = ann.get("nginx.ingress.kubernetes.io/auth-url")
@@ -287,8 +296,10 @@ def reference_errors(objs: list[Obj], namespace: str | None) -> list[str]:
             if h.lower() not in passed:
                 errors.append(f"{ing.label}: auth-response-headers lacks {h}")
         for rule in ing.doc["spec"].get("rules", []):
-            if svc_name not in oauth2_routes.get(rule.get("host"), set()):
-                errors.append(f"{ing.label}: host {rule.get('host')}: no Ingress routes /oauth2 to {svc_name}")
+            routed = oauth2_routes.get(rule.get("host"), {})
+            for needed in ("/oauth2/start", "/oauth2/callback", "/oauth2/sign_out"):
+                if svc_name not in routed.get(needed, set()):
+                    errors.append(f"{ing.label}: host {rule.get('host')}: no Ingress routes {needed} to {svc_name}")
     return errors
 
 

@@ -1391,10 +1391,19 @@ secrets = ["{SECRET}"]
         assert_eq!(c.headers.strip, ["x-app-role"]);
         for (table, key) in [
             ("[headers.names]\nuser = \"Cookie\"", "headers.names.user"),
-            ("[headers.names]\ngroups = \"bad name\"", "headers.names.groups"),
-            ("[headers.names]\nemail = \"x-forwarded-user\"", "headers.names"),
+            (
+                "[headers.names]\ngroups = \"bad name\"",
+                "headers.names.groups",
+            ),
+            (
+                "[headers.names]\nemail = \"x-forwarded-user\"",
+                "headers.names",
+            ),
             ("[headers]\nstrip = [\"ok\", \"Host\"]", "headers.strip[1]"),
-            ("[headers]\nstrip = [\"X-Forwarded-For\"]", "headers.strip[0]"),
+            (
+                "[headers]\nstrip = [\"X-Forwarded-For\"]",
+                "headers.strip[0]",
+            ),
         ] {
             let e = parse(&with(table)).unwrap_err().to_string();
             assert!(e.contains(key), "{table}: {e}");

@@ -90,7 +90,21 @@ pub async fn forward_auth(app: &App, req: &RequestHeader, facts: &Facts<'_>) -> 
     let deciding = std::time::Instant::now();
     let decided = app.decide(req, &target).await;
     crate::metrics::get().decision(deciding.elapsed());
-    let pass_access_token = app.config.headers.pass_access_token && facts.trusted_proxy;
+    // The access token goes to a forward-auth subrequest only: from a trusted proxy that
+    // reports an original request for the application. A page's own `fetch('/oauth2/auth')`
+    // that a front proxy passes on reports no original request, or reports itself (nginx's
+    // `location /oauth2/` sets `X-Original-URI` to the request's own URI), and gets the
+    // identity without the token.
+    // The path is compared decoded (`/%6Fauth2/auth` is nginx's `/oauth2/auth` too).
+    let subrequest = facts.trusted_proxy
+        && target
+            .path
+            .and_then(|p| crate::policy::normalise(p).ok())
+            .is_some_and(|p| {
+                crate::classify::classify(p.as_str(), &app.config.oidc.callback_path)
+                    == crate::classify::Route::Protected
+            });
+    let pass_access_token = app.config.headers.pass_access_token && subrequest;
     let (reply, user) = match decided.verdict {
         Verdict::Public => (Reply::text(202, ""), None),
         Verdict::Allow(caller) => {
