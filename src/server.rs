@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use pingora::apps::http_app::HttpServer;
+use pingora::listeners::{L4BufferSettings, ListenerConfig, DEFAULT_L4_WRITE_BUFFER_SIZE};
 use pingora::server::configuration::ServerConf;
 use pingora::server::{Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
@@ -13,7 +14,7 @@ use pingora::services::listening::Service;
 use crate::app::App;
 use crate::config::Config;
 use crate::jwt::remote::RemoteKeys;
-use crate::listener::Listener;
+use crate::listener::{Admission, Listener};
 use crate::proxy::Portcullis;
 
 struct MaintainProvider(Arc<App>);
@@ -56,12 +57,24 @@ pub fn build(config: Config) -> anyhow::Result<Server> {
 
     let proxy = pingora::proxy::http_proxy(&server.configuration, Portcullis { app: app.clone() });
     // Every request head is read by the listener first, within the configured bounds.
+    let admission = Admission::new(config.server.connection_limits);
+    let trusting = config.clone();
+    let counts_per_address = Arc::new(move |ip| !trusting.server.is_trusted_proxy(ip));
     let mut proxy = Service::new(
         "portcullis".to_string(),
-        Listener::new(proxy, config.server.head_limits),
+        Listener::new(
+            proxy,
+            config.server.head_limits,
+            admission,
+            counts_per_address,
+        ),
     );
     for addr in &config.server.listen {
-        proxy.add_tcp(&addr.to_string());
+        // No L4 read buffer: the listener reads each head into its own buffer and pingora
+        // reads bodies into its own, so pingora's default 64 KiB per connection would only
+        // sit there, for every idle connection, and be copied through on every read.
+        let buffers = L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE);
+        proxy.add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(buffers));
     }
     server.add_service(proxy);
     for (issuer, keys) in app.bearer.remote_keys() {

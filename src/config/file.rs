@@ -63,6 +63,10 @@ pub struct ServerFile {
     pub header_timeout: Option<String>,
     /// The longest request head accepted, in bytes.
     pub max_header_bytes: Option<usize>,
+    /// Connections open at once, in all.
+    pub max_connections: Option<usize>,
+    /// Connections open at once from one client address (0: no bound).
+    pub max_connections_per_client: Option<usize>,
 }
 
 impl Default for ServerFile {
@@ -75,6 +79,8 @@ impl Default for ServerFile {
             metrics_listen: None,
             header_timeout: None,
             max_header_bytes: None,
+            max_connections: None,
+            max_connections_per_client: None,
         }
     }
 }

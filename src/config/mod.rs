@@ -30,6 +30,13 @@ pub const MIN_SECRET_BYTES: usize = 32;
 /// than the 10 s Chromium keeps a preconnected socket unused (a shorter bound could close one
 /// just as the browser starts sending on it).
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(20);
+/// `server.max_connections` by default: about 100 MiB of idle connections (25 KiB each), well
+/// inside the Helm chart's 256 MiB limit.
+const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// `server.max_connections_per_client` by default: a browser opens 6 per host, so this leaves
+/// room for some 80 people behind one NAT address. Trusted proxies are not bound per address.
+const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 512;
+
 /// `server.max_header_bytes` by default: about twice the largest session cookie portcullis
 /// writes.
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 128 * 1024;
@@ -105,6 +112,8 @@ pub struct Server {
     pub metrics_listen: Option<SocketAddr>,
     /// Bounds on each request head, enforced before pingora parses it.
     pub head_limits: crate::listener::Limits,
+    /// Bounds on open connections, enforced at accept.
+    pub connection_limits: crate::listener::ConnectionLimits,
 }
 
 impl Server {
@@ -507,6 +516,19 @@ impl Validator<'_> {
                 ),
             ));
         }
+        let total = s.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+        if !(1..=1_000_000).contains(&total) {
+            return Err(self.err("server.max_connections", "must be between 1 and 1000000"));
+        }
+        let per_client = s
+            .max_connections_per_client
+            .unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_CLIENT);
+        if per_client > total {
+            return Err(self.err(
+                "server.max_connections_per_client",
+                "must be at most server.max_connections (0 for no bound per address)",
+            ));
+        }
         Ok(Server {
             listen,
             trusted_proxies,
@@ -516,6 +538,10 @@ impl Validator<'_> {
             head_limits: crate::listener::Limits {
                 header_timeout,
                 max_header_bytes,
+            },
+            connection_limits: crate::listener::ConnectionLimits {
+                total,
+                per_client: per_client.min(total),
             },
         })
     }
@@ -1299,6 +1325,31 @@ secrets = ["{SECRET}"]
             "listen = \"127.0.0.1:4180\"",
             &format!("listen = \"127.0.0.1:4180\"\n{line}"),
         ))
+    }
+
+    #[test]
+    fn connection_limits_have_defaults_and_bounds() {
+        let limits = parse(&base()).unwrap().server.connection_limits;
+        assert_eq!((limits.total, limits.per_client), (4096, 512));
+        let with = |lines: &str| base().replace("[server]", &format!("[server]\n{lines}"));
+        let l = parse(&with(
+            "max_connections = 100\nmax_connections_per_client = 0",
+        ))
+        .unwrap()
+        .server
+        .connection_limits;
+        assert_eq!((l.total, l.per_client), (100, 0));
+        for (lines, key) in [
+            ("max_connections = 0", "server.max_connections"),
+            ("max_connections = 100", "server.max_connections_per_client"),
+            (
+                "max_connections = 10\nmax_connections_per_client = 11",
+                "server.max_connections_per_client",
+            ),
+        ] {
+            let e = parse(&with(lines)).unwrap_err().to_string();
+            assert!(e.contains(key), "{lines}: {e}");
+        }
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //!
 //! HTTP/1 only: portcullis listens for plain HTTP/1.x (`server.listen`), without h2c.
 
+mod admission;
 mod head;
 
 use std::net::IpAddr;
@@ -30,6 +31,7 @@ use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{timeout, timeout_at, Instant};
 
+pub use admission::{Admission, Admitted, ConnectionLimits, Crowded};
 pub use head::{HeadScan, Oversized, Progress, MAX_FIELDS};
 
 use crate::metrics;
@@ -49,24 +51,42 @@ pub struct Limits {
 pub const IDLE: Duration = Duration::from_secs(60);
 /// The first read's buffer: most heads fit (pingora starts with the same size).
 const FIRST_READ: usize = 4096;
+/// What the wait for a connection's first bytes reads: most heads without large cookies.
+const FIRST_WAIT: usize = 1024;
 /// After a refusal, what the client still sends is read and dropped for this long (or up to
 /// [`LINGER_BYTES`]), so that it sees the answer rather than a reset from unread data.
 const LINGER: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 8 << 20;
 /// Writing a refusal (a few hundred bytes) to a client that does not read.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Writing the answer to a connection over the bounds: one short try.
+const TURN_AWAY_WRITE: Duration = Duration::from_millis(200);
 
-/// Wraps the proxy (any HTTP/1 app) so that each request head is read within [`Limits`].
+/// Whether a peer's connections are counted per address (not a trusted proxy's, which carry
+/// many users' connections).
+pub type CountsPerAddress = Arc<dyn Fn(IpAddr) -> bool + Send + Sync>;
+
+/// Wraps the proxy (any HTTP/1 app) so that connections are admitted within
+/// [`ConnectionLimits`] and each request head is read within [`Limits`].
 pub struct Listener<A> {
     inner: Arc<A>,
     limits: Limits,
+    admission: Arc<Admission>,
+    counts_per_address: CountsPerAddress,
 }
 
 impl<A> Listener<A> {
-    pub fn new(inner: A, limits: Limits) -> Listener<A> {
+    pub fn new(
+        inner: A,
+        limits: Limits,
+        admission: Arc<Admission>,
+        counts_per_address: CountsPerAddress,
+    ) -> Listener<A> {
         Listener {
             inner: Arc::new(inner),
             limits,
+            admission,
+            counts_per_address,
         }
     }
 }
@@ -136,6 +156,16 @@ where
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let started = Instant::now();
+        let peer = peer_ip(&stream);
+        let counted = peer.filter(|ip| (self.counts_per_address)(*ip));
+        // Held for as long as the connection is open.
+        let _admitted = match self.admission.admit(counted) {
+            Ok(admitted) => admitted,
+            Err(crowded) => {
+                turn_away(stream, crowded, peer).await;
+                return None;
+            }
+        };
         // `None` for the connection's first request; then what pingora hands back for reuse.
         let mut settings: Option<HttpPersistentSettings> = None;
         let mut reused = false;
@@ -273,13 +303,9 @@ async fn read_head(
     accepted: Instant,
     shutdown: &ShutdownWatch,
 ) -> Head {
-    let mut buf = carry;
-    if buf.capacity() < FIRST_READ {
-        buf.reserve(FIRST_READ - buf.len());
-    }
-    let deadline = if !buf.is_empty() {
+    let (mut buf, deadline) = if !carry.is_empty() {
         // A pipelined request: its first bytes are here, the clock starts now.
-        Instant::now() + limits.header_timeout
+        (carry, Instant::now() + limits.header_timeout)
     } else if reused {
         if *shutdown.borrow() {
             return Head::Closed;
@@ -287,16 +313,24 @@ async fn read_head(
         let mut shutdown = shutdown.clone();
         let first = tokio::select! {
             biased;
-            read = timeout(IDLE, stream.read_buf(&mut buf)) => read,
+            read = timeout(IDLE, first_bytes(stream)) => read,
             _ = shutdown.changed() => return Head::Closed,
         };
-        if !matches!(first, Ok(Ok(n)) if n > 0) {
-            return Head::Closed;
+        match first {
+            Ok(Ok(buf)) if !buf.is_empty() => (buf, Instant::now() + limits.header_timeout),
+            _ => return Head::Closed,
         }
-        Instant::now() + limits.header_timeout
     } else {
-        accepted + limits.header_timeout
+        let deadline = accepted + limits.header_timeout;
+        match timeout_at(deadline, first_bytes(stream)).await {
+            Ok(Ok(buf)) if !buf.is_empty() => (buf, deadline),
+            // Closed, or silent until the bound: closed without an answer.
+            _ => return Head::Closed,
+        }
     };
+    if buf.capacity() - buf.len() < FIRST_READ / 4 {
+        buf.reserve(FIRST_READ);
+    }
     let mut scan = HeadScan::default();
     let mut request_line_checked = false;
     loop {
@@ -324,12 +358,64 @@ async fn read_head(
         match timeout_at(deadline, stream.read_buf(&mut buf)).await {
             Ok(Ok(n)) if n > 0 => {}
             Ok(_) => return Head::Closed,
-            // A connection that never sent a byte is closed without an answer, as after an
-            // idle keep-alive.
-            Err(_) if buf.is_empty() => return Head::Closed,
             Err(_) => return Head::Refused(Refusal::Timeout),
         }
     }
+}
+
+/// Answers a connection over the bounds and closes it at once: nothing is read, and the
+/// answer gets one short try, so a flood of them holds nothing.
+async fn turn_away(mut stream: Stream, crowded: Crowded, peer: Option<IpAddr>) {
+    let (status, reason, name, text) = match crowded {
+        Crowded::Total => (
+            503,
+            "Service Unavailable",
+            "too_many_connections",
+            "The server has too many open connections; try again in a moment.\n",
+        ),
+        Crowded::Client => (
+            429,
+            "Too Many Requests",
+            "too_many_connections_from_client",
+            "Too many open connections from your address; close some and try again.\n",
+        ),
+    };
+    metrics::get().request(Outcome::BadRequest);
+    tracing::info!(
+        target: "access",
+        method = "-",
+        path = "-",
+        status,
+        outcome = Outcome::BadRequest.as_str(),
+        user = "-",
+        client = %peer.map_or_else(|| "-".to_string(), |ip| ip.to_string()),
+        error = name,
+    );
+    let answer = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\n\
+         Content-Length: {}\r\nRetry-After: 1\r\nCache-Control: no-store\r\n\
+         Connection: close\r\n\r\n{text}",
+        text.len()
+    );
+    let _ = timeout(TURN_AWAY_WRITE, async {
+        stream.write_all(answer.as_bytes()).await?;
+        stream.flush().await?;
+        stream.shutdown().await
+    })
+    .await;
+}
+
+/// Waits for a connection's first bytes without a heap buffer: until it sends something, an
+/// idle connection costs its socket and its task, not [`FIRST_READ`] bytes more.
+async fn first_bytes(stream: &mut Stream) -> std::io::Result<BytesMut> {
+    let mut first = [0u8; FIRST_WAIT];
+    let n = stream.read(&mut first).await?;
+    if n == 0 {
+        return Ok(BytesMut::new());
+    }
+    let mut buf = BytesMut::with_capacity(FIRST_READ.max(n));
+    buf.extend_from_slice(&first[..n]);
+    Ok(buf)
 }
 
 /// Answers a refused head, then closes the connection.
