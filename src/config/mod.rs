@@ -605,20 +605,9 @@ impl Validator<'_> {
         use crate::forward::IdentityNames;
         let defaults = IdentityNames::default();
         let n = h.names;
-        let name = |key: &str, value: Option<String>, default: &http::HeaderName| {
-            let Some(value) = value else {
-                return Ok(default.clone());
-            };
-            let key = format!("headers.names.{key}");
-            let parsed = http::HeaderName::from_bytes(value.as_bytes())
-                .map_err(|_| self.err(&key, "not a header name"))?;
-            if crate::forward::is_reserved_name(parsed.as_str()) {
-                return Err(self.err(
-                    &key,
-                    format!("`{value}` is a header HTTP or portcullis itself relies on"),
-                ));
-            }
-            Ok(parsed)
+        let name = |key: &str, value: Option<String>, default: &http::HeaderName| match value {
+            Some(value) => self.header_name(&format!("headers.names.{key}"), &value),
+            None => Ok(default.clone()),
         };
         let names = IdentityNames {
             user: name("user", n.user, &defaults.user)?,
@@ -639,15 +628,7 @@ impl Validator<'_> {
         }
         let mut strip = Vec::with_capacity(h.strip.len());
         for (i, value) in h.strip.iter().enumerate() {
-            let key = format!("headers.strip[{i}]");
-            let parsed = http::HeaderName::from_bytes(value.as_bytes())
-                .map_err(|_| self.err(&key, "not a header name"))?;
-            if crate::forward::is_reserved_name(parsed.as_str()) {
-                return Err(self.err(
-                    &key,
-                    format!("`{value}` is a header HTTP or portcullis itself relies on"),
-                ));
-            }
+            let parsed = self.header_name(&format!("headers.strip[{i}]"), value)?;
             strip.push(parsed.as_str().replace('_', "-"));
         }
         Ok(Headers {
@@ -656,6 +637,20 @@ impl Validator<'_> {
             names,
             strip,
         })
+    }
+
+    /// A header name a deployment may choose: well-formed, and none that HTTP or portcullis'
+    /// own decisions depend on.
+    fn header_name(&self, key: &str, value: &str) -> Result<http::HeaderName, ConfigError> {
+        let parsed = http::HeaderName::from_bytes(value.as_bytes())
+            .map_err(|_| self.err(key, "not a header name"))?;
+        if crate::forward::is_reserved_name(parsed.as_str()) {
+            return Err(self.err(
+                key,
+                format!("`{value}` is a header HTTP or portcullis itself relies on"),
+            ));
+        }
+        Ok(parsed)
     }
 
     fn oidc(&self, o: file::OidcFile) -> Result<Oidc, ConfigError> {

@@ -380,6 +380,21 @@ async fn turn_away(mut stream: Stream, crowded: Crowded, peer: Option<IpAddr>) {
             "Too many open connections from your address; close some and try again.\n",
         ),
     };
+    log_refusal(peer, status, name);
+    let _ = answer(
+        &mut stream,
+        status,
+        reason,
+        "Retry-After: 1\r\n",
+        text,
+        TURN_AWAY_WRITE,
+    )
+    .await;
+}
+
+/// The access-log line of a connection answered here rather than by the proxy: never the
+/// head's contents.
+fn log_refusal(peer: Option<IpAddr>, status: u16, name: &str) {
     metrics::get().request(Outcome::BadRequest);
     tracing::info!(
         target: "access",
@@ -391,18 +406,31 @@ async fn turn_away(mut stream: Stream, crowded: Crowded, peer: Option<IpAddr>) {
         client = %peer.map_or_else(|| "-".to_string(), |ip| ip.to_string()),
         error = name,
     );
+}
+
+/// Writes a plain-text answer that closes the connection (`extra` is more header lines, each
+/// ending in CRLF) within `within`; whether it was all written.
+async fn answer(
+    stream: &mut Stream,
+    status: u16,
+    reason: &str,
+    extra: &str,
+    body: &str,
+    within: Duration,
+) -> bool {
     let answer = format!(
         "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\n\
-         Content-Length: {}\r\nRetry-After: 1\r\nCache-Control: no-store\r\n\
-         Connection: close\r\n\r\n{text}",
-        text.len()
+         Content-Length: {}\r\n{extra}Cache-Control: no-store\r\n\
+         X-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n{body}",
+        body.len()
     );
-    let _ = timeout(TURN_AWAY_WRITE, async {
+    let sent = timeout(within, async {
         stream.write_all(answer.as_bytes()).await?;
         stream.flush().await?;
         stream.shutdown().await
     })
     .await;
+    matches!(sent, Ok(Ok(())))
 }
 
 /// Waits for a connection's first bytes without a heap buffer: until it sends something, an
@@ -421,31 +449,9 @@ async fn first_bytes(stream: &mut Stream) -> std::io::Result<BytesMut> {
 /// Answers a refused head, then closes the connection.
 async fn refuse(mut stream: Stream, why: Refusal, limits: &Limits) {
     let (status, reason, name) = why.status();
-    metrics::get().request(Outcome::BadRequest);
-    tracing::info!(
-        target: "access",
-        method = "-",
-        path = "-",
-        status,
-        outcome = Outcome::BadRequest.as_str(),
-        user = "-",
-        client = %peer_ip(&stream).map_or_else(|| "-".to_string(), |ip| ip.to_string()),
-        error = name,
-    );
+    log_refusal(peer_ip(&stream), status, name);
     let body = why.explanation(limits);
-    let answer = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\n\
-         Content-Length: {}\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n\
-         Connection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let sent = timeout(WRITE_TIMEOUT, async {
-        stream.write_all(answer.as_bytes()).await?;
-        stream.flush().await?;
-        stream.shutdown().await
-    })
-    .await;
-    if !matches!(sent, Ok(Ok(()))) {
+    if !answer(&mut stream, status, reason, "", &body, WRITE_TIMEOUT).await {
         return;
     }
     let drain = async {
