@@ -24,7 +24,7 @@ use crate::session::now;
 const SUBMIT_SCRIPT: &str = "document.forms[0].submit();";
 
 pub fn sign_out(app: &App, req: &RequestHeader, facts: &Facts<'_>) -> Reply {
-    let from_our_pages = same_origin(req, facts.host);
+    let from_our_pages = same_origin(req, facts.host, &app.config.oidc.redirect_url);
     match (&req.method, from_our_pages) {
         (&Method::GET, Some(true)) | (&Method::POST, Some(true) | None) => {}
         (&Method::GET, _) => return confirmation(req),
@@ -83,16 +83,21 @@ pub fn sign_out(app: &App, req: &RequestHeader, facts: &Facts<'_>) -> Reply {
 
 /// Whether the browser says the request comes from a page of this site: `Sec-Fetch-Site`
 /// (`same-origin`, or `none` for an address typed or bookmarked), else `Origin` against the
-/// request's host. `None` when the request says neither (a program, or a browser too old to).
-fn same_origin(req: &RequestHeader, host: Option<&str>) -> Option<bool> {
+/// request's host or the application's public origin (that of `oidc.redirect_url`, for a
+/// front proxy that sends another `Host`). `None` when the request says neither (a program,
+/// or a browser too old to).
+fn same_origin(req: &RequestHeader, host: Option<&str>, public: &url::Url) -> Option<bool> {
     if let Some(site) = req.headers.get("sec-fetch-site") {
         return Some(matches!(site.as_bytes(), b"same-origin" | b"none"));
     }
     let origin = req.headers.get(http::header::ORIGIN)?;
-    let same = origin
-        .to_str()
-        .ok()
-        .and_then(|o| url::Url::parse(o).ok())
+    let Some(origin) = origin.to_str().ok().and_then(|o| url::Url::parse(o).ok()) else {
+        return Some(false);
+    };
+    if origin.origin() == public.origin() {
+        return Some(true);
+    }
+    let same = Some(origin)
         .zip(host.and_then(|h| crate::host::parse_authority(h).ok()))
         .is_some_and(|(origin, ours)| {
             let port = ours.port.or(match origin.scheme() {
@@ -191,15 +196,24 @@ mod tests {
             (&[("origin", "null")], Some(false)),
             (&[], None),
         ];
+        let public = url::Url::parse("https://public.example/oauth2/callback").unwrap();
         for (headers, want) in cases {
-            assert_eq!(
-                same_origin(&req("GET", headers), host),
-                *want,
-                "{headers:?}"
-            );
+            let got = same_origin(&req("GET", headers), host, &public);
+            assert_eq!(got, *want, "{headers:?}");
         }
         let with_port = Some("app.example.com:8443");
         let r = req("POST", &[("origin", "https://app.example.com:8443")]);
-        assert_eq!(same_origin(&r, with_port), Some(true));
+        assert_eq!(same_origin(&r, with_port, &public), Some(true));
+        // A front proxy that sends its own Host: the public origin still counts.
+        let r = req("POST", &[("origin", "https://public.example")]);
+        assert_eq!(
+            same_origin(&r, Some("portcullis:4180"), &public),
+            Some(true)
+        );
+        let r = req("POST", &[("origin", "http://public.example")]);
+        assert_eq!(
+            same_origin(&r, Some("portcullis:4180"), &public),
+            Some(false)
+        );
     }
 }
