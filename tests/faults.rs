@@ -986,8 +986,10 @@ async fn idle_connections_cost_a_bounded_amount_and_give_it_back() {
         "{per_connection} KiB per idle connection (budget {IDLE_CONNECTION_BUDGET_KIB})"
     );
     drop(idle);
-    // Given back: within a quarter of what they took, over the level before them.
-    let back_to = base + (held - base) / 4;
+    // Given back: at least a third of what they took. The allocator keeps some partly used
+    // pages (here 15-50 % of the growth stayed, varying from run to run); before, it kept all
+    // of it: 292 of 295 MiB after 3,000 connections closed, in a release build.
+    let back_to = held - (held - base) / 3;
     wait_until(
         "the memory to come back",
         Duration::from_secs(20),
