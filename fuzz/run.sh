@@ -25,18 +25,17 @@ if ! command -v cargo-fuzz >/dev/null 2>&1; then
   cargo install cargo-fuzz --locked
 fi
 
-# Seeds from the shared security corpora (one input per line), on first use.
-shared=../../shared/corpus
-[ -d "$shared" ] || shared=/work/shared/corpus
+# Seeds from the project's security corpora (tests/corpus/, one input per line), on first use.
+corpora=../tests/corpus
 seed_lines() { # target file
   local dir="corpus/$1" n=0 line
-  [ -f "$shared/$2" ] || return 0
+  [ -f "$corpora/$2" ] || return 0
   [ -z "$(ls -A "$dir" 2>/dev/null)" ] || return 0
   mkdir -p "$dir"
   while IFS= read -r line || [ -n "$line" ]; do
     n=$((n + 1))
     printf '%s' "$line" >"$dir/shared-$n"
-  done <"$shared/$2"
+  done <"$corpora/$2"
 }
 seed_lines path path-confusion.txt
 seed_lines redirect open-redirects.txt

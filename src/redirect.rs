@@ -306,16 +306,9 @@ mod tests {
         .unwrap()
     }
 
-    /// `shared/corpus` beside the project; falls back to the absolute location for builds from a
-    /// scratch crate elsewhere.
+    /// The project's copy of the security corpora (`tests/corpus/`, see its README).
     fn corpus(file: &str) -> PathBuf {
-        let relative = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/corpus"));
-        let dir = if relative.is_dir() {
-            relative
-        } else {
-            PathBuf::from("/work/shared/corpus")
-        };
-        dir.join(file)
+        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/corpus")).join(file)
     }
 
     /// Decodes a query value the way a form-urlencoded parser does: `+` is a space, then one

@@ -1,7 +1,7 @@
 //! Bearer tokens for API clients, over HTTP against the real binary, the development provider,
 //! two static-key issuers and the echo upstream: acceptance and identity, route scopes, the
 //! verified-token cache, forward auth, and every attack class of
-//! `../shared/corpus/jwt-attacks.md`. Each forged token is built from the real keys (or an
+//! `tests/corpus/jwt-attacks.md`. Each forged token is built from the real keys (or an
 //! attacker's) so that its only defect is the one its case names, and every refusal must be a
 //! 401 with `WWW-Authenticate: Bearer error="invalid_token"`, never a login redirect.
 
@@ -1013,7 +1013,7 @@ async fn an_id_token_is_no_bearer_credential_unless_turned_on() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// 4: every class of ../shared/corpus/jwt-attacks.md
+// 4: every class of tests/corpus/jwt-attacks.md
 // ---------------------------------------------------------------------------------------------
 
 /// Class 1: `alg: none` in any spelling.

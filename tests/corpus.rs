@@ -1,4 +1,4 @@
-//! The security corpora of `../shared/corpus/` end to end, against the real binary:
+//! The security corpora of `tests/corpus/` end to end, against the real binary:
 //!
 //! * `open-redirects.txt`: every line as the `rd` of `/oauth2/start` (carried through a real
 //!   login at the dev provider to the callback's final `Location`), of `/oauth2/sign_out` (with
@@ -25,11 +25,11 @@ use url::Url;
 
 const OPEN_REDIRECTS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../shared/corpus/open-redirects.txt"
+    "/tests/corpus/open-redirects.txt"
 );
 const HEADER_SPOOFING: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../shared/corpus/header-spoofing.txt"
+    "/tests/corpus/header-spoofing.txt"
 );
 
 /// The allow list the open-redirect corpus is written against (its README).

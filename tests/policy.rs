@@ -14,7 +14,7 @@ use reqwest::StatusCode;
 
 const CORPUS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../shared/corpus/path-confusion.txt"
+    "/tests/corpus/path-confusion.txt"
 );
 
 const PUBLIC_ROUTE: &str = r#"

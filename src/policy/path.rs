@@ -261,13 +261,11 @@ mod tests {
     }
 
     fn corpus() -> Vec<u8> {
-        let in_tree = concat!(
+        let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../shared/corpus/path-confusion.txt"
+            "/tests/corpus/path-confusion.txt"
         );
-        std::fs::read(in_tree)
-            .or_else(|_| std::fs::read("/work/shared/corpus/path-confusion.txt"))
-            .expect("shared/corpus/path-confusion.txt")
+        std::fs::read(path).expect("tests/corpus/path-confusion.txt")
     }
 
     /// The corpus oracle: with `/public/` public and everything else protected, no line may
