@@ -639,6 +639,17 @@ impl Validator<'_> {
         })
     }
 
+    /// The contents of a secret file, without the line ending editors and `echo` leave at its
+    /// end (`\n` or `\r\n`, repeated or not): the same rule for every secret file.
+    fn secret_file(&self, key: &str, path: &str) -> Result<Vec<u8>, ConfigError> {
+        let mut bytes =
+            std::fs::read(path).map_err(|e| self.err(key, format!("cannot read `{path}`: {e}")))?;
+        while bytes.last().is_some_and(|b| matches!(b, b'\n' | b'\r')) {
+            bytes.pop();
+        }
+        Ok(bytes)
+    }
+
     /// A header name a deployment may choose: well-formed, and none that HTTP or portcullis'
     /// own decisions depend on.
     fn header_name(&self, key: &str, value: &str) -> Result<http::HeaderName, ConfigError> {
@@ -811,15 +822,9 @@ impl Validator<'_> {
         let secret = if let Some(s) = &o.client_secret {
             s.clone()
         } else if let Some(path) = &o.client_secret_file {
-            std::fs::read_to_string(path)
-                .map_err(|e| {
-                    self.err(
-                        "oidc.client_secret_file",
-                        format!("cannot read `{path}`: {e}"),
-                    )
-                })?
-                .trim_end_matches(['\n', '\r'])
-                .to_string()
+            let bytes = self.secret_file("oidc.client_secret_file", path)?;
+            String::from_utf8(bytes)
+                .map_err(|_| self.err("oidc.client_secret_file", "is not UTF-8 text"))?
         } else if let Some(s) = from_env {
             s
         } else {
@@ -1023,15 +1028,9 @@ impl Validator<'_> {
                     self.shared_secret(&at("shared_secret"), secret.into_bytes())?,
                 ))
             } else if let Some(path) = f.shared_secret_file {
-                let bytes = std::fs::read(&path).map_err(|e| {
-                    self.err(
-                        at("shared_secret_file"),
-                        format!("cannot read `{path}`: {e}"),
-                    )
-                })?;
-                let trimmed = bytes.strip_suffix(b"\n").unwrap_or(&bytes).to_vec();
+                let bytes = self.secret_file(&at("shared_secret_file"), &path)?;
                 IssuerKeys::Static(std::sync::Arc::new(
-                    self.shared_secret(&at("shared_secret_file"), trimmed)?,
+                    self.shared_secret(&at("shared_secret_file"), bytes)?,
                 ))
             } else {
                 self.check_scheme(&at("issuer"), &url, f.insecure_allow_http)?;
@@ -1423,6 +1422,39 @@ secrets = ["{SECRET}"]
         let text = base().replace("[session]", "[session]\nsecure = \"yes\"");
         let e = parse(&text).unwrap_err();
         assert_eq!(e.key, "session.secure");
+    }
+
+    #[test]
+    fn secret_files_lose_their_trailing_line_ending_alike() {
+        let dir = std::env::temp_dir().join(format!("portcullis-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let client = dir.join("client");
+        std::fs::write(&client, "s3cr3t\r\n").unwrap();
+        let text = base().replace(
+            "client_secret = \"s3cr3t-value\"",
+            &format!("client_secret_file = \"{}\"", client.display()),
+        );
+        assert_eq!(parse(&text).unwrap().oidc.client_secret.expose(), "s3cr3t");
+        // The same rule for a shared-secret file: `\r\n` at the end is no part of the key, so
+        // a key written on Windows opens what the one written with `echo` does.
+        let key = "0123456789abcdef0123456789abcdef";
+        for (name, contents) in [("crlf", format!("{key}\r\n")), ("lf", format!("{key}\n"))] {
+            let path = dir.join(name);
+            std::fs::write(&path, contents).unwrap();
+            let issuer = format!(
+                "[[bearer.issuers]]\nissuer = \"https://dealer\"\naudiences = [\"x\"]\nshared_secret_file = \"{}\"\n",
+                path.display()
+            );
+            assert!(parse(&(base() + &issuer)).is_ok(), "{name}");
+        }
+        let bad = dir.join("missing");
+        let issuer = format!(
+            "[[bearer.issuers]]\nissuer = \"https://dealer\"\naudiences = [\"x\"]\nshared_secret_file = \"{}\"\n",
+            bad.display()
+        );
+        let e = parse(&(base() + &issuer)).unwrap_err().to_string();
+        assert!(e.contains("shared_secret_file"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
