@@ -71,6 +71,18 @@ impl Host<'_> {
     }
 }
 
+impl Authority<'_> {
+    /// The same host (letter case aside) and the same port, or both without one.
+    pub fn same_as(&self, other: &Authority<'_>) -> bool {
+        let host = match (self.host, other.host) {
+            (Host::Name(a), Host::Name(b)) => a.eq_ignore_ascii_case(b),
+            (Host::Ip6(a), Host::Ip6(b)) => a == b,
+            _ => false,
+        };
+        host && self.port == other.port
+    }
+}
+
 /// `host`, `host:port`, `[v6]` or `[v6]:port`, as a `Host` header or `X-Forwarded-Host` holds it.
 pub fn parse_authority(raw: &str) -> Result<Authority<'_>, HostError> {
     if let Some(rest) = raw.strip_prefix('[') {
@@ -167,13 +179,13 @@ pub fn of_request(
     if hosts.next().is_some() {
         return Err(RequestHostError::SeveralHosts);
     }
+    // Each value is parsed once; only the raw text is handed on.
     let host = match host {
         Some(v) => {
             let s = v
                 .to_str()
                 .map_err(|_| RequestHostError::Host(HostError::Characters))?;
-            parse_authority(s).map_err(RequestHostError::Host)?;
-            Some(s)
+            Some((s, parse_authority(s).map_err(RequestHostError::Host)?))
         }
         None => None,
     };
@@ -181,16 +193,14 @@ pub fn of_request(
         Some(a) => {
             let s = a.as_str();
             let parsed = parse_authority(s).map_err(RequestHostError::Host)?;
-            if let Some(h) = host.map(parse_authority).transpose().ok().flatten() {
-                if h.host.key() != parsed.host.key() || h.port != parsed.port {
-                    return Err(RequestHostError::TargetDisagrees);
-                }
+            if host.is_some_and(|(_, h)| !h.same_as(&parsed)) {
+                return Err(RequestHostError::TargetDisagrees);
             }
             Some(s)
         }
         None => None,
     };
-    let own = host.or(target);
+    let own = host.map(|(s, _)| s).or(target);
     if !trusted_proxy {
         return Ok(own);
     }

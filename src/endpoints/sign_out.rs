@@ -97,19 +97,21 @@ fn same_origin(req: &RequestHeader, host: Option<&str>, public: &url::Url) -> Op
     if origin.origin() == public.origin() {
         return Some(true);
     }
-    let same = Some(origin)
-        .zip(host.and_then(|h| crate::host::parse_authority(h).ok()))
-        .is_some_and(|(origin, ours)| {
-            let port = ours.port.or(match origin.scheme() {
-                "https" => Some(443),
-                "http" => Some(80),
-                _ => None,
-            });
+    // The origin's authority, its default port spelt out for the comparison when the
+    // request's host names one.
+    let same = host
+        .and_then(|h| crate::host::parse_authority(h).ok())
+        .zip(
             origin
                 .host_str()
-                .and_then(|h| crate::host::parse_authority(h).ok())
-                .is_some_and(|h| h.host.key() == ours.host.key())
-                && origin.port_or_known_default() == port
+                .and_then(|h| crate::host::parse_authority(h).ok()),
+        )
+        .is_some_and(|(ours, theirs)| {
+            let port = match ours.port {
+                Some(_) => origin.port_or_known_default(),
+                None => origin.port(),
+            };
+            ours.same_as(&crate::host::Authority { port, ..theirs })
         });
     Some(same)
 }
