@@ -12,7 +12,7 @@ use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
 
 use crate::app::App;
-use crate::config::Config;
+use crate::config::{Config, ListenerKind};
 use crate::jwt::remote::RemoteKeys;
 use crate::listener::{Admission, Listener};
 use crate::proxy::Portcullis;
@@ -69,12 +69,18 @@ pub fn build(config: Config) -> anyhow::Result<Server> {
             counts_per_address,
         ),
     );
-    for addr in &config.server.listen {
-        // No L4 read buffer: the listener reads each head into its own buffer and pingora
-        // reads bodies into its own, so pingora's default 64 KiB per connection would only
-        // sit there, for every idle connection, and be copied through on every read.
-        let buffers = L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE);
-        proxy.add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(buffers));
+    for listener in &config.server.listeners {
+        match listener.kind {
+            ListenerKind::Plain => {
+                // No L4 read buffer: the listener reads each head into its own buffer and
+                // pingora reads bodies into its own, so pingora's default 64 KiB per
+                // connection would only sit there, for every idle connection, and be copied
+                // through on every read.
+                let buffers = L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE);
+                let address = listener.address.to_string();
+                proxy.add_listener(ListenerConfig::tcp(address).l4_buffer(buffers));
+            }
+        }
     }
     server.add_service(proxy);
     for (issuer, keys) in app.bearer.remote_keys() {

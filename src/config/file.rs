@@ -1,8 +1,10 @@
 //! The configuration file as written: plain serde types, every table closed to unknown keys.
 //!
-//! Nothing here is trusted or interpreted; [`super::validate`] turns it into [`super::Config`].
-//! Keeping the two apart means a value is checked in exactly one place, and the rest of the
-//! program only ever sees the validated form.
+//! Nothing here is trusted or interpreted beyond its type: each section's module
+//! (`server.rs`, `oidc.rs`, …) turns its table into the validated form, and [`super::Config`]
+//! gathers them. Keeping the two apart means a value is checked in exactly one place, and the
+//! rest of the program only ever sees the validated form. A closed set of words (`same_site`,
+//! `policy`, …) is an enum here, so serde names the key, the line and the words allowed.
 
 use serde::Deserialize;
 
@@ -38,9 +40,9 @@ pub enum OneOrMany {
 }
 
 impl OneOrMany {
-    pub fn into_vec(self) -> Vec<String> {
+    pub fn as_slice(&self) -> &[String] {
         match self {
-            OneOrMany::One(s) => vec![s],
+            OneOrMany::One(s) => std::slice::from_ref(s),
             OneOrMany::Many(v) => v,
         }
     }
@@ -110,7 +112,7 @@ pub struct OidcFile {
     pub email_claim: Option<String>,
     pub groups_claim: Option<String>,
     /// `client_secret_basic` or `client_secret_post`; default: what discovery advertises.
-    pub token_endpoint_auth_method: Option<String>,
+    pub token_endpoint_auth_method: Option<super::ClientAuthMethod>,
     /// Timeout of every call to the identity provider.
     pub http_timeout: Option<String>,
     /// Allow a plain-http issuer that is not on loopback (a lab set-up; never production).
@@ -132,8 +134,17 @@ pub struct SessionFile {
     pub secrets: Vec<String>,
     pub lifetime: Option<String>,
     pub secure: Option<bool>,
-    pub same_site: Option<String>,
+    pub same_site: Option<SameSiteFile>,
     pub domain: Option<String>,
+}
+
+/// `session.same_site`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SameSiteFile {
+    Lax,
+    Strict,
+    None,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -173,7 +184,7 @@ pub struct HeaderNamesFile {
 pub struct LoggingFile {
     pub level: Option<String>,
     /// `auto` (JSON unless stderr is a terminal), `json` or `text`.
-    pub format: Option<String>,
+    pub format: Option<super::LogFormat>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -220,7 +231,7 @@ pub struct RouteFile {
     pub methods: Vec<String>,
     pub host: Option<String>,
     /// `public` or `authenticated` (the default).
-    pub policy: Option<String>,
+    pub policy: Option<RoutePolicyFile>,
     #[serde(default)]
     pub scopes: Vec<String>,
     #[serde(default)]
@@ -230,7 +241,24 @@ pub struct RouteFile {
     #[serde(default)]
     pub email_domains: Vec<String>,
     /// `any` (default), `access` (RFC 9068 access tokens only) or `id` (ID tokens only).
-    pub token_type: Option<String>,
+    pub token_type: Option<TokenTypeFile>,
+}
+
+/// `routes[].policy`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RoutePolicyFile {
+    Public,
+    Authenticated,
+}
+
+/// `routes[].token_type`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenTypeFile {
+    Any,
+    Access,
+    Id,
 }
 
 /// `[authorization]`: rules for every authenticated request.

@@ -1,0 +1,162 @@
+//! `[bearer]`: which tokens API clients may present, from the login issuer and from others.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use url::Url;
+
+use super::check::{Check, Source};
+use super::file::{BearerFile, IssuerFile};
+use super::{ClaimNames, ConfigError, Oidc};
+use crate::jwt::keys::KeySet;
+
+/// The validated `[bearer]`.
+#[derive(Debug)]
+pub struct Bearer {
+    /// Audiences accepted on the login issuer's access tokens.
+    pub audiences: Vec<String>,
+    pub accept_id_tokens: bool,
+    pub leeway: Duration,
+    pub cache_entries: usize,
+    pub issuers: Vec<BearerIssuer>,
+}
+
+/// One `[[bearer.issuers]]`.
+#[derive(Debug)]
+pub struct BearerIssuer {
+    /// Exactly as configured; compared to `iss` byte for byte.
+    pub issuer: String,
+    pub audiences: Vec<String>,
+    pub keys: IssuerKeys,
+    pub claims: ClaimNames,
+}
+
+/// Where an extra issuer's verification keys come from.
+pub enum IssuerKeys {
+    Discovery,
+    JwksUrl(String),
+    /// Public keys from files, or an HMAC shared secret.
+    Static(Arc<KeySet>),
+}
+
+impl fmt::Debug for IssuerKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IssuerKeys::Discovery => f.write_str("Discovery"),
+            IssuerKeys::JwksUrl(u) => write!(f, "JwksUrl({u})"),
+            IssuerKeys::Static(k) => write!(f, "Static({} key(s))", k.len()),
+        }
+    }
+}
+
+/// The most verified tokens `bearer.cache_entries` may ask to remember.
+const MAX_CACHE_ENTRIES: usize = 10_000_000;
+
+pub(super) fn validate(check: &Check, b: BearerFile, oidc: &Oidc) -> Result<Bearer, ConfigError> {
+    check.audiences("bearer.audiences", &b.audiences, false)?;
+    if let Some(i) = b.audiences.iter().position(|a| *a == oidc.client_id) {
+        return Err(check.err(
+            format!("bearer.audiences[{i}]"),
+            "is the client id: ID tokens are governed by bearer.accept_id_tokens",
+        ));
+    }
+    let leeway = check.leeway("bearer.leeway", b.leeway.as_deref())?;
+    let cache_entries = match b.cache_entries {
+        Some(n) if n > MAX_CACHE_ENTRIES => {
+            return Err(check.err(
+                "bearer.cache_entries",
+                format!("must be at most {MAX_CACHE_ENTRIES}"),
+            ))
+        }
+        Some(n) => n,
+        None => 10_000,
+    };
+    let mut issuers: Vec<BearerIssuer> = Vec::new();
+    for (i, f) in b.issuers.into_iter().enumerate() {
+        let table = format!("bearer.issuers[{i}]");
+        if f.issuer == oidc.issuer || issuers.iter().any(|other| other.issuer == f.issuer) {
+            return Err(check.err(
+                format!("{table}.issuer"),
+                "appears twice (the login issuer is configured by [oidc] and [bearer] audiences)",
+            ));
+        }
+        issuers.push(issuer(check, &table, f)?);
+    }
+    Ok(Bearer {
+        audiences: b.audiences,
+        accept_id_tokens: b.accept_id_tokens.unwrap_or(false),
+        leeway,
+        cache_entries,
+        issuers,
+    })
+}
+
+/// Where `[[bearer.issuers]]` says its keys are.
+enum KeySource {
+    JwksUrl(String),
+    PublicKeys(Vec<String>),
+    SharedSecret(String),
+    SharedSecretFile(String),
+}
+
+fn issuer(check: &Check, table: &str, f: IssuerFile) -> Result<BearerIssuer, ConfigError> {
+    let at = |k: &str| format!("{table}.{k}");
+    let url =
+        Url::parse(&f.issuer).map_err(|e| check.err(at("issuer"), format!("not a URL ({e})")))?;
+    check.audiences(&at("audiences"), &f.audiences, true)?;
+    let sources = vec![
+        Source::new("jwks_url", f.jwks_url.map(KeySource::JwksUrl)),
+        Source::new("public_keys", f.public_keys.map(KeySource::PublicKeys)),
+        Source::new(
+            "shared_secret",
+            f.shared_secret.map(KeySource::SharedSecret),
+        ),
+        Source::new(
+            "shared_secret_file",
+            f.shared_secret_file.map(KeySource::SharedSecretFile),
+        ),
+    ];
+    // None of them means discovery.
+    let keys = match check.exactly_one(&at("jwks_url"), sources)? {
+        None => {
+            check.scheme(&at("issuer"), &url, f.insecure_allow_http)?;
+            IssuerKeys::Discovery
+        }
+        Some(KeySource::JwksUrl(u)) => {
+            let parsed = Url::parse(&u)
+                .map_err(|e| check.err(at("jwks_url"), format!("not a URL ({e})")))?;
+            check.scheme(&at("jwks_url"), &parsed, f.insecure_allow_http)?;
+            IssuerKeys::JwksUrl(u)
+        }
+        Some(KeySource::PublicKeys(paths)) => {
+            if paths.is_empty() {
+                return Err(check.err(at("public_keys"), "lists no file"));
+            }
+            let paths: Vec<std::path::PathBuf> = paths.iter().map(Into::into).collect();
+            let set = KeySet::from_files(&paths).map_err(|e| check.err(at("public_keys"), e))?;
+            IssuerKeys::Static(Arc::new(set))
+        }
+        Some(KeySource::SharedSecret(secret)) => {
+            shared_secret(check, &at("shared_secret"), secret.into_bytes())?
+        }
+        Some(KeySource::SharedSecretFile(path)) => {
+            let key = at("shared_secret_file");
+            shared_secret(check, &key, check.secret_file(&key, &path)?)?
+        }
+    };
+    Ok(BearerIssuer {
+        claims: check.claim_names(table, f.user_claim, f.email_claim, f.groups_claim)?,
+        issuer: f.issuer,
+        audiences: f.audiences,
+        keys,
+    })
+}
+
+/// HMAC keys shorter than the hash are guessable; RFC 7518 §3.2 asks for at least 256 bits.
+fn shared_secret(check: &Check, key: &str, secret: Vec<u8>) -> Result<IssuerKeys, ConfigError> {
+    if secret.len() < 32 {
+        return Err(check.err(key, "must be at least 32 bytes"));
+    }
+    Ok(IssuerKeys::Static(Arc::new(KeySet::shared_secret(&secret))))
+}

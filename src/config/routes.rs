@@ -1,0 +1,176 @@
+//! `[[routes]]` and `[authorization]`: who may reach which paths.
+
+use super::check::Check;
+use super::file::{AuthorizationFile, RouteFile, RoutePolicyFile, TokenTypeFile};
+use super::ConfigError;
+use crate::policy::{Access, DomainRule, Requirements, RouteSpec, RouteTable, TokenKind};
+
+pub(super) fn routes(check: &Check, routes: Vec<RouteFile>) -> Result<RouteTable, ConfigError> {
+    let specs = routes
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| route(check, &format!("routes[{i}]"), r))
+        .collect::<Result<Vec<_>, _>>()?;
+    RouteTable::new(specs).map_err(|(i, reason)| check.err(format!("routes[{i}]"), reason))
+}
+
+pub(super) fn authorization(
+    check: &Check,
+    a: AuthorizationFile,
+) -> Result<Requirements, ConfigError> {
+    let lists = Lists {
+        scopes: Vec::new(),
+        groups: a.allowed_groups,
+        emails: a.allowed_emails,
+        domains: a.allowed_email_domains,
+    };
+    requirements(
+        check,
+        "authorization",
+        lists,
+        [
+            "",
+            "allowed_groups",
+            "allowed_emails",
+            "allowed_email_domains",
+        ],
+    )
+}
+
+fn route(check: &Check, table: &str, r: RouteFile) -> Result<RouteSpec, ConfigError> {
+    let at = |k: &str| format!("{table}.{k}");
+    let methods = r
+        .methods
+        .iter()
+        .enumerate()
+        .map(|(j, m)| {
+            http::Method::from_bytes(m.to_ascii_uppercase().as_bytes()).map_err(|_| {
+                check.err(
+                    format!("{table}.methods[{j}]"),
+                    format!("`{m}` is not an HTTP method"),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let token_kind = match r.token_type.unwrap_or(TokenTypeFile::Any) {
+        TokenTypeFile::Any => TokenKind::Any,
+        TokenTypeFile::Access => TokenKind::Access,
+        TokenTypeFile::Id => TokenKind::Id,
+    };
+    if token_kind == TokenKind::Id && !r.scopes.is_empty() {
+        return Err(check.err(
+            at("scopes"),
+            "ID tokens carry no scopes: token_type = \"id\" with scopes can never be met",
+        ));
+    }
+    let lists = Lists {
+        scopes: r.scopes,
+        groups: r.groups,
+        emails: r.emails,
+        domains: r.email_domains,
+    };
+    let access = match r.policy.unwrap_or(RoutePolicyFile::Authenticated) {
+        RoutePolicyFile::Public if !lists.is_empty() => {
+            return Err(check.err(
+                at("policy"),
+                "a public route cannot also require scopes, groups or emails",
+            ))
+        }
+        RoutePolicyFile::Public => Access::Public,
+        RoutePolicyFile::Authenticated => Access::Authenticated(requirements(
+            check,
+            table,
+            lists,
+            ["scopes", "groups", "emails", "email_domains"],
+        )?),
+    };
+    if r.path.starts_with(crate::classify::RESERVED_PREFIX) {
+        return Err(check.err(
+            at("path"),
+            "/oauth2/ belongs to portcullis; no route applies there",
+        ));
+    }
+    Ok(RouteSpec {
+        path: r.path,
+        exact: r.exact,
+        methods,
+        host: r.host,
+        access,
+        token_kind,
+    })
+}
+
+/// The rule lists of a route or of `[authorization]`, as written.
+struct Lists {
+    scopes: Vec<String>,
+    groups: Vec<String>,
+    emails: Vec<String>,
+    domains: Vec<String>,
+}
+
+impl Lists {
+    fn is_empty(&self) -> bool {
+        self.scopes.is_empty()
+            && self.groups.is_empty()
+            && self.emails.is_empty()
+            && self.domains.is_empty()
+    }
+}
+
+/// Requirements from lists; `names` are the keys of scopes, groups, emails, domains in `table`.
+fn requirements(
+    check: &Check,
+    table: &str,
+    lists: Lists,
+    names: [&str; 4],
+) -> Result<Requirements, ConfigError> {
+    let Lists {
+        scopes,
+        groups,
+        emails,
+        domains,
+    } = lists;
+    let key = |n: usize, i: usize| format!("{table}.{}[{i}]", names[n]);
+    if let Some(i) = scopes
+        .iter()
+        .position(|v| v.trim().is_empty() || v.chars().any(char::is_whitespace))
+    {
+        return Err(check.err(key(0, i), "must be one word, not empty"));
+    }
+    // RFC 6749 §3.3 scope-token: printable ASCII without `"` and `\` (they are quoted into
+    // WWW-Authenticate).
+    if let Some(i) = scopes.iter().position(|s| {
+        !s.bytes()
+            .all(|b| (0x21..=0x7e).contains(&b) && b != b'"' && b != b'\\')
+    }) {
+        return Err(check.err(key(0, i), "is not a valid scope"));
+    }
+    // Group names may have spaces ("Domain Admins") but travel comma-joined: one with a
+    // comma could never match (it is dropped from identities for that reason).
+    if let Some(i) = groups
+        .iter()
+        .position(|g| g.trim().is_empty() || g.contains(',') || g.chars().any(char::is_control))
+    {
+        return Err(check.err(key(1, i), "must be a group name: not empty, no comma"));
+    }
+    let emails = emails
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            crate::policy::parse_email(e)
+                .map(|(address, _)| address)
+                .ok_or_else(|| check.err(key(2, i), "is not an email address"))
+        })
+        .collect::<Result<_, _>>()?;
+    let email_domains = domains
+        .iter()
+        .enumerate()
+        .map(|(i, d)| DomainRule::parse(d).map_err(|e| check.err(key(3, i), e)))
+        .collect::<Result<_, _>>()?;
+    Ok(Requirements {
+        scopes,
+        groups,
+        emails,
+        email_domains,
+    })
+}

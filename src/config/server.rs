@@ -1,0 +1,222 @@
+//! `[server]`: where portcullis listens, whom it trusts to forward, and its bounds.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use super::check::Check;
+use super::file::ServerFile;
+use super::ConfigError;
+use crate::listener::{ConnectionLimits, Limits};
+
+/// `server.header_timeout` by default: longer than a slow client needs for a head, and longer
+/// than the 10 s Chromium keeps a preconnected socket unused (a shorter bound could close one
+/// just as the browser starts sending on it).
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(20);
+/// `server.max_connections` by default: about 100 MiB of idle connections (25 KiB each), well
+/// inside the Helm chart's 256 MiB limit.
+const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// `server.max_connections_per_client` by default: a browser opens 6 per host, so this leaves
+/// room for some 80 people behind one NAT address. Trusted proxies are not bound per address.
+const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 512;
+
+/// `server.max_header_bytes` by default: about twice the largest session cookie portcullis
+/// writes.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 128 * 1024;
+/// The largest session (16 cookies of 4000 bytes) plus 16 KiB for everything else: a smaller
+/// limit would lock out users whose session grew large.
+pub const MIN_HEADER_BYTES: usize =
+    crate::session::chunks::MAX_CHUNKS * crate::session::chunks::MAX_COOKIE_BYTES + 16 * 1024;
+/// pingora refuses larger heads itself.
+pub const MAX_HEADER_BYTES: usize = 1024 * 1024 - 1;
+
+/// The validated `[server]`.
+#[derive(Debug)]
+pub struct Server {
+    /// Where requests are accepted, each with how it speaks.
+    pub listeners: Vec<Listener>,
+    /// Peers whose forwarding headers (`X-Forwarded-*`, `X-Original-URI`) are believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Worker threads of the proxy service.
+    pub threads: usize,
+    /// How long a stopping server keeps serving after it stops listening.
+    pub shutdown_grace: Duration,
+    /// Where `/metrics` is served: its own address, so that the users the proxy protects
+    /// cannot read it through the proxy's port.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Bounds on each request head, enforced before pingora parses it.
+    pub head_limits: Limits,
+    /// Bounds on open connections, enforced at accept.
+    pub connection_limits: ConnectionLimits,
+}
+
+/// One address portcullis accepts connections on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    pub address: SocketAddr,
+    pub kind: ListenerKind,
+}
+
+/// How a listener speaks to its clients. A closed set: the server stage matches on it, so a
+/// new kind (TLS with its certificates) cannot be configured without being served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenerKind {
+    /// Plain HTTP/1.x (`server.listen`).
+    Plain,
+}
+
+impl Server {
+    /// Whether a peer's forwarding headers (`X-Forwarded-*`, `X-Original-URI`) may be believed.
+    pub fn is_trusted_proxy(&self, peer: IpAddr) -> bool {
+        let peer = canonical_ip(peer);
+        self.trusted_proxies.iter().any(|net| net.contains(&peer))
+    }
+}
+
+/// `::ffff:10.0.0.1` and `10.0.0.1` are one peer.
+fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    }
+}
+
+pub(super) fn validate(check: &Check, s: ServerFile) -> Result<Server, ConfigError> {
+    let listeners = listeners(check, s.listen.as_slice())?;
+    let trusted_proxies = trusted_proxies(check, &s.trusted_proxies)?;
+    let threads = match s.threads {
+        Some(0) => return Err(check.err("server.threads", "must be at least 1")),
+        Some(n) => n,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    let shutdown_grace = check.duration(
+        "server.shutdown_grace",
+        s.shutdown_grace.as_deref(),
+        Duration::from_secs(5),
+        Duration::from_secs(3600),
+    )?;
+    let metrics_listen = match s.metrics_listen.as_deref() {
+        None => None,
+        Some(a) => Some(metrics_listen(check, a, &listeners)?),
+    };
+    Ok(Server {
+        listeners,
+        trusted_proxies,
+        threads,
+        shutdown_grace,
+        metrics_listen,
+        head_limits: head_limits(check, &s)?,
+        connection_limits: connection_limits(check, &s)?,
+    })
+}
+
+fn listeners(check: &Check, addresses: &[String]) -> Result<Vec<Listener>, ConfigError> {
+    if addresses.is_empty() {
+        return Err(check.err("server.listen", "needs at least one address"));
+    }
+    addresses
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let address = a.parse().map_err(|_| {
+                check.err(
+                    format!("server.listen[{i}]"),
+                    format!("`{a}` is not an address like 127.0.0.1:4180 or [::1]:4180"),
+                )
+            })?;
+            Ok(Listener {
+                address,
+                kind: ListenerKind::Plain,
+            })
+        })
+        .collect()
+}
+
+fn trusted_proxies(check: &Check, list: &[String]) -> Result<Vec<IpNet>, ConfigError> {
+    list.iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let net = p
+                .parse::<IpNet>()
+                .or_else(|_| p.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    check.err(
+                        format!("server.trusted_proxies[{i}]"),
+                        format!("`{p}` is not a CIDR like 10.0.0.0/8 or an IP address"),
+                    )
+                })?;
+            Ok(net.trunc())
+        })
+        .collect()
+}
+
+fn metrics_listen(
+    check: &Check,
+    a: &str,
+    listeners: &[Listener],
+) -> Result<SocketAddr, ConfigError> {
+    let addr: SocketAddr = a.parse().map_err(|_| {
+        check.err(
+            "server.metrics_listen",
+            format!("`{a}` is not an address like 127.0.0.1:9180 or [::1]:9180"),
+        )
+    })?;
+    let overlaps = |l: &SocketAddr| {
+        l.port() == addr.port()
+            && (l.ip() == addr.ip() || l.ip().is_unspecified() || addr.ip().is_unspecified())
+    };
+    if listeners.iter().any(|l| overlaps(&l.address)) {
+        return Err(check.err(
+            "server.metrics_listen",
+            format!("`{a}` overlaps server.listen: metrics need their own port"),
+        ));
+    }
+    Ok(addr)
+}
+
+fn head_limits(check: &Check, s: &ServerFile) -> Result<Limits, ConfigError> {
+    let header_timeout = check.duration(
+        "server.header_timeout",
+        s.header_timeout.as_deref(),
+        DEFAULT_HEADER_TIMEOUT,
+        Duration::from_secs(600),
+    )?;
+    let max_header_bytes = s.max_header_bytes.unwrap_or(DEFAULT_MAX_HEADER_BYTES);
+    if !(MIN_HEADER_BYTES..=MAX_HEADER_BYTES).contains(&max_header_bytes) {
+        return Err(check.err(
+            "server.max_header_bytes",
+            format!(
+                "must be between {MIN_HEADER_BYTES} (the largest session cookie portcullis \
+                 writes, with room for other headers) and {MAX_HEADER_BYTES} (pingora's limit)"
+            ),
+        ));
+    }
+    Ok(Limits {
+        header_timeout,
+        max_header_bytes,
+    })
+}
+
+fn connection_limits(check: &Check, s: &ServerFile) -> Result<ConnectionLimits, ConfigError> {
+    let total = s.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+    if !(1..=1_000_000).contains(&total) {
+        return Err(check.err("server.max_connections", "must be between 1 and 1000000"));
+    }
+    let per_client = s
+        .max_connections_per_client
+        .unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_CLIENT);
+    if per_client > total {
+        return Err(check.err(
+            "server.max_connections_per_client",
+            "must be at most server.max_connections (0 for no bound per address)",
+        ));
+    }
+    Ok(ConnectionLimits {
+        total,
+        per_client: per_client.min(total),
+    })
+}

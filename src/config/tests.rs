@@ -1,0 +1,425 @@
+//! The configuration's checks, each through the file text a user would write.
+use super::*;
+use std::time::Duration;
+
+const SECRET: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY"; // 32 bytes
+
+fn base() -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:4180"
+[upstream]
+url = "http://127.0.0.1:8080"
+[oidc]
+issuer = "https://idp.example.com"
+client_id = "portcullis"
+client_secret = "s3cr3t-value"
+redirect_url = "https://app.example.com/oauth2/callback"
+[session]
+secrets = ["{SECRET}"]
+"#
+    )
+}
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, "config.toml", &|_| None)
+}
+
+/// The base config with `line` added to `[server]`.
+fn with_server_line(line: &str) -> Result<Config, ConfigError> {
+    parse(&base().replace(
+        "listen = \"127.0.0.1:4180\"",
+        &format!("listen = \"127.0.0.1:4180\"\n{line}"),
+    ))
+}
+
+#[test]
+fn connection_limits_have_defaults_and_bounds() {
+    let limits = parse(&base()).unwrap().server.connection_limits;
+    assert_eq!((limits.total, limits.per_client), (4096, 512));
+    let with = |lines: &str| base().replace("[server]", &format!("[server]\n{lines}"));
+    let l = parse(&with(
+        "max_connections = 100\nmax_connections_per_client = 0",
+    ))
+    .unwrap()
+    .server
+    .connection_limits;
+    assert_eq!((l.total, l.per_client), (100, 0));
+    for (lines, key) in [
+        ("max_connections = 0", "server.max_connections"),
+        ("max_connections = 100", "server.max_connections_per_client"),
+        (
+            "max_connections = 10\nmax_connections_per_client = 11",
+            "server.max_connections_per_client",
+        ),
+    ] {
+        let e = parse(&with(lines)).unwrap_err().to_string();
+        assert!(e.contains(key), "{lines}: {e}");
+    }
+}
+
+#[test]
+fn request_head_limits_have_defaults_and_bounds() {
+    let with = with_server_line;
+    let limits = parse(&base()).unwrap().server.head_limits;
+    assert_eq!(limits.header_timeout, Duration::from_secs(20));
+    assert_eq!(limits.max_header_bytes, 128 * 1024);
+    let set = with("header_timeout = \"3s\"\nmax_header_bytes = 200000").unwrap();
+    assert_eq!(
+        set.server.head_limits.header_timeout,
+        Duration::from_secs(3)
+    );
+    assert_eq!(set.server.head_limits.max_header_bytes, 200_000);
+    for bad in [
+        "max_header_bytes = 8192",
+        "max_header_bytes = 2000000",
+        "max_header_bytes = -1",
+    ] {
+        let e = with(bad).unwrap_err();
+        assert_eq!(e.key, "server.max_header_bytes", "{bad}: {e}");
+    }
+    for bad in [
+        "header_timeout = \"0s\"",
+        "header_timeout = \"1h\"",
+        "header_timeout = \"soon\"",
+    ] {
+        assert_eq!(with(bad).unwrap_err().key, "server.header_timeout", "{bad}");
+    }
+}
+
+#[test]
+fn metrics_need_their_own_port() {
+    let with = |addr: &str| with_server_line(&format!("metrics_listen = \"{addr}\""));
+    assert_eq!(parse(&base()).unwrap().server.metrics_listen, None);
+    assert_eq!(
+        with("127.0.0.1:9180").unwrap().server.metrics_listen,
+        Some("127.0.0.1:9180".parse().unwrap())
+    );
+    for bad in ["127.0.0.1:4180", "0.0.0.0:4180", "localhost:9180"] {
+        assert_eq!(with(bad).unwrap_err().key, "server.metrics_listen", "{bad}");
+    }
+}
+
+#[test]
+fn minimal_config_is_valid_with_defaults() {
+    let c = parse(&base()).unwrap();
+    assert_eq!(c.session.cookie_name, "_portcullis");
+    assert_eq!(c.session.lifetime, Duration::from_secs(43200));
+    assert!(c.session.secure);
+    assert_eq!(c.oidc.callback_path, "/oauth2/callback");
+    assert_eq!(c.oidc.scopes, ["openid", "email", "profile"]);
+    assert_eq!(c.upstream.address, "127.0.0.1:8080");
+}
+
+#[test]
+fn short_secret_names_file_and_key() {
+    let text = base().replace(SECRET, "c2hvcnQ");
+    let e = parse(&text).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "config.toml: session.secrets[0]: must decode to at least 32 bytes"
+    );
+}
+
+#[test]
+fn unknown_key_is_an_error_with_its_path() {
+    let text = base().replace("[session]", "[session]\ncookie_nme = \"x\"");
+    let e = parse(&text).unwrap_err();
+    assert_eq!(e.key, "session.cookie_nme");
+    assert!(e.message.starts_with("unknown key"), "{e}");
+}
+
+#[test]
+fn type_errors_carry_the_path() {
+    let text = base().replace("[session]", "[session]\nsecure = \"yes\"");
+    let e = parse(&text).unwrap_err();
+    assert_eq!(e.key, "session.secure");
+}
+
+#[test]
+fn secret_files_lose_their_trailing_line_ending_alike() {
+    let dir = std::env::temp_dir().join(format!("portcullis-secret-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let client = dir.join("client");
+    std::fs::write(&client, "s3cr3t\r\n").unwrap();
+    let text = base().replace(
+        "client_secret = \"s3cr3t-value\"",
+        &format!("client_secret_file = \"{}\"", client.display()),
+    );
+    assert_eq!(parse(&text).unwrap().oidc.client_secret.expose(), "s3cr3t");
+    // The same rule for a shared-secret file: `\r\n` at the end is no part of the key, so
+    // a key written on Windows opens what the one written with `echo` does.
+    let key = "0123456789abcdef0123456789abcdef";
+    for (name, contents) in [("crlf", format!("{key}\r\n")), ("lf", format!("{key}\n"))] {
+        let path = dir.join(name);
+        std::fs::write(&path, contents).unwrap();
+        let issuer = format!(
+            "[[bearer.issuers]]\nissuer = \"https://dealer\"\naudiences = [\"x\"]\nshared_secret_file = \"{}\"\n",
+            path.display()
+        );
+        assert!(parse(&(base() + &issuer)).is_ok(), "{name}");
+    }
+    let bad = dir.join("missing");
+    let issuer = format!(
+        "[[bearer.issuers]]\nissuer = \"https://dealer\"\naudiences = [\"x\"]\nshared_secret_file = \"{}\"\n",
+        bad.display()
+    );
+    let e = parse(&(base() + &issuer)).unwrap_err().to_string();
+    assert!(e.contains("shared_secret_file"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn header_names_and_strips_are_checked_and_name_their_key() {
+    let with = |table: &str| format!("{}\n{table}\n", base());
+    let c = parse(&with(
+        "[headers]\nstrip = [\"X_App_Role\"]\n[headers.names]\nuser = \"X-WEBAUTH-USER\"",
+    ))
+    .unwrap();
+    assert_eq!(c.headers.names.user.as_str(), "x-webauth-user");
+    assert_eq!(c.headers.names.email.as_str(), "x-forwarded-email");
+    assert_eq!(c.headers.strip, ["x-app-role"]);
+    for (table, key) in [
+        ("[headers.names]\nuser = \"Cookie\"", "headers.names.user"),
+        (
+            "[headers.names]\ngroups = \"bad name\"",
+            "headers.names.groups",
+        ),
+        (
+            "[headers.names]\nemail = \"x-forwarded-user\"",
+            "headers.names",
+        ),
+        ("[headers]\nstrip = [\"ok\", \"Host\"]", "headers.strip[1]"),
+        (
+            "[headers]\nstrip = [\"X-Forwarded-For\"]",
+            "headers.strip[0]",
+        ),
+    ] {
+        let e = parse(&with(table)).unwrap_err().to_string();
+        assert!(e.contains(key), "{table}: {e}");
+    }
+}
+
+#[test]
+fn secrets_never_appear_in_errors_or_debug() {
+    let text = base().replace("[session]", "[session]\nsame_site = \"bogus\"");
+    let e = parse(&text).unwrap_err();
+    assert!(!e.to_string().contains("s3cr3t-value"));
+    let c = parse(&base()).unwrap();
+    let dbg = format!("{c:?}");
+    assert!(!dbg.contains("s3cr3t-value"));
+    assert!(!dbg.contains(SECRET));
+    assert!(!c.summary().contains("s3cr3t-value"));
+}
+
+#[test]
+fn client_secret_from_env_and_conflicts() {
+    let text = base().replace("client_secret = \"s3cr3t-value\"\n", "");
+    let c = Config::parse(&text, "c.toml", &|k| {
+        (k == ENV_CLIENT_SECRET).then(|| "from-env".to_string())
+    })
+    .unwrap();
+    assert_eq!(c.oidc.client_secret.expose(), "from-env");
+    let e = Config::parse(&base(), "c.toml", &|k| {
+        (k == ENV_CLIENT_SECRET).then(|| "x".to_string())
+    })
+    .unwrap_err();
+    assert_eq!(e.key, "oidc.client_secret");
+    let e = parse(&text).unwrap_err();
+    assert!(e.message.starts_with("missing"));
+}
+
+#[test]
+fn session_secrets_from_env() {
+    let text = base().replace(&format!("secrets = [\"{SECRET}\"]"), "");
+    let c = Config::parse(&text, "c.toml", &|k| {
+        (k == ENV_SESSION_SECRETS).then(|| format!("{SECRET}, {}", generate_secret()))
+    })
+    .unwrap();
+    assert_eq!(c.session.secrets.len(), 2);
+    let e = Config::parse(&text, "c.toml", &|k| {
+        (k == ENV_SESSION_SECRETS).then(|| "tooshort".to_string())
+    })
+    .unwrap_err();
+    assert_eq!(e.key, "PORTCULLIS_SESSION_SECRETS[0]");
+}
+
+#[test]
+fn plain_http_issuer_only_on_loopback() {
+    let text = base().replace("https://idp.example.com", "http://idp.example.com");
+    assert_eq!(parse(&text).unwrap_err().key, "oidc.issuer");
+    let text = base().replace("https://idp.example.com", "http://127.0.0.1:9000");
+    assert!(parse(&text).is_ok());
+}
+
+#[test]
+fn listen_accepts_a_list_and_trusted_proxies_cidrs() {
+    let text = base().replace(
+        "listen = \"127.0.0.1:4180\"",
+        "listen = [\"127.0.0.1:4180\", \"[::1]:4180\"]\ntrusted_proxies = [\"10.0.0.0/8\", \"192.168.1.1\"]",
+    );
+    let c = parse(&text).unwrap();
+    assert_eq!(c.server.listeners.len(), 2);
+    assert!(c
+        .server
+        .listeners
+        .iter()
+        .all(|l| l.kind == ListenerKind::Plain));
+    assert!(c.server.is_trusted_proxy("10.1.2.3".parse().unwrap()));
+    assert!(c
+        .server
+        .is_trusted_proxy("::ffff:10.1.2.3".parse().unwrap()));
+    assert!(!c.server.is_trusted_proxy("192.168.1.2".parse().unwrap()));
+    let bad = base().replace("listen = \"127.0.0.1:4180\"", "listen = [\"nope\"]");
+    assert_eq!(parse(&bad).unwrap_err().key, "server.listen[0]");
+}
+
+#[test]
+fn absurd_durations_and_cookie_names_are_refused() {
+    let text = base().replace("[session]", "[session]\nlifetime = \"100years\"");
+    assert_eq!(parse(&text).unwrap_err().key, "session.lifetime");
+    let text = base().replace("[oidc]", "[oidc]\nleeway = \"30years\"");
+    assert_eq!(parse(&text).unwrap_err().key, "oidc.leeway");
+    let long = "c".repeat(101);
+    let text = base().replace("[session]", &format!("[session]\ncookie_name = \"{long}\""));
+    assert_eq!(parse(&text).unwrap_err().key, "session.cookie_name");
+    let text = base().replace(
+        "[session]",
+        "[session]\ncookie_name = \"__Host-p\"\nsecure = false",
+    );
+    assert_eq!(parse(&text).unwrap_err().key, "session.cookie_name");
+    let text = base().replace("[session]", "[session]\ncookie_name = \"__Host-p\"");
+    assert!(parse(&text).is_ok());
+}
+
+#[test]
+fn routes_and_authorization_are_checked() {
+    let ok = base()
+        + "[[routes]]\npath = \"/public/\"\npolicy = \"public\"\n\
+           [[routes]]\npath = \"/ops\"\ngroups = [\"sre\"]\nmethods = [\"get\"]\n\
+           [authorization]\nallowed_email_domains = [\".example.com\"]\n";
+    let c = parse(&ok).unwrap();
+    assert_eq!(c.routes.routes().len(), 2);
+    let bad = base() + "[[routes]]\npath = \"/p\"\npolicy = \"public\"\ngroups = [\"x\"]\n";
+    assert_eq!(parse(&bad).unwrap_err().key, "routes[0].policy");
+    let bad = base() + "[[routes]]\npath = \"/p\"\nscopes = [\"a\\\"b\"]\n";
+    assert_eq!(parse(&bad).unwrap_err().key, "routes[0].scopes[0]");
+    let bad = base() + "[[routes]]\npath = \"/a/../b\"\n";
+    assert_eq!(parse(&bad).unwrap_err().key, "routes[0]");
+    let bad = base() + "[authorization]\nallowed_emails = [\"a@b@c\"]\n";
+    assert_eq!(
+        parse(&bad).unwrap_err().key,
+        "authorization.allowed_emails[0]"
+    );
+    let bad = base() + "[[routes]]\npath = \"/p\"\nmethods = [\"G T\"]\n";
+    assert_eq!(parse(&bad).unwrap_err().key, "routes[0].methods[0]");
+}
+
+#[test]
+fn bearer_issuers_are_checked() {
+    let ok = base() + "[bearer]\naudiences = [\"api\"]\n[[bearer.issuers]]\nissuer = \"https://dealer\"\naudiences = [\"x\"]\njwks_url = \"https://dealer/jwks\"\n";
+    assert_eq!(parse(&ok).unwrap().bearer.issuers.len(), 1);
+    let none = base() + "[[bearer.issuers]]\nissuer = \"https://dealer\"\n";
+    assert_eq!(parse(&none).unwrap_err().key, "bearer.issuers[0].audiences");
+    let two = base() + "[[bearer.issuers]]\nissuer = \"https://dealer\"\naudiences = [\"x\"]\njwks_url = \"https://d/j\"\nshared_secret = \"0123456789abcdef0123456789abcdef\"\n";
+    assert_eq!(parse(&two).unwrap_err().key, "bearer.issuers[0].jwks_url");
+    let short = base() + "[[bearer.issuers]]\nissuer = \"https://dealer\"\naudiences = [\"x\"]\nshared_secret = \"short\"\n";
+    assert_eq!(
+        parse(&short).unwrap_err().key,
+        "bearer.issuers[0].shared_secret"
+    );
+    let login =
+        base() + "[[bearer.issuers]]\nissuer = \"https://idp.example.com\"\naudiences = [\"x\"]\n";
+    assert_eq!(parse(&login).unwrap_err().key, "bearer.issuers[0].issuer");
+    let weak = base()
+        + &format!(
+            "[[bearer.issuers]]\nissuer = \"https://weak\"\naudiences = [\"x\"]\npublic_keys = [\"{}/tests/fixtures/weak-rsa1024.pub.pem\"]\n",
+            env!("CARGO_MANIFEST_DIR")
+        );
+    let e = parse(&weak).unwrap_err();
+    assert_eq!(e.key, "bearer.issuers[0].public_keys");
+    assert!(e.message.contains("1024"), "{e}");
+}
+
+#[test]
+fn the_documented_example_is_valid() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let c = Config::parse(&text, "config.example.toml", &|_| None).unwrap();
+    assert_eq!(c.session.cookie_name, "_portcullis");
+}
+
+#[test]
+fn generated_secret_is_accepted() {
+    let s = generate_secret();
+    assert_eq!(decode_secret(&s).map(|b| b.len()), Some(32));
+}
+
+#[test]
+fn closed_word_sets_name_their_key_and_the_words_allowed() {
+    let cases = [
+        (
+            "[session]",
+            "same_site = \"bogus\"",
+            "session.same_site",
+            "strict",
+        ),
+        (
+            "[oidc]",
+            "token_endpoint_auth_method = \"private\"",
+            "oidc.token_endpoint_auth_method",
+            "client_secret_post",
+        ),
+        (
+            "[oidc]",
+            "end_session_method = \"put\"",
+            "oidc.end_session_method",
+            "post",
+        ),
+    ];
+    for (table, line, key, allowed) in cases {
+        let e = parse(&base().replace(table, &format!("{table}\n{line}"))).unwrap_err();
+        assert_eq!(e.key, key, "{e}");
+        assert!(e.message.contains(allowed), "{e}");
+    }
+    let appended = [
+        ("[logging]\nformat = \"yaml\"\n", "logging.format", "json"),
+        (
+            "[[routes]]\npath = \"/x\"\npolicy = \"private\"\n",
+            "routes[0].policy",
+            "authenticated",
+        ),
+        (
+            "[[routes]]\npath = \"/x\"\ntoken_type = \"refresh\"\n",
+            "routes[0].token_type",
+            "access",
+        ),
+    ];
+    for (tail, key, allowed) in appended {
+        let e = parse(&(base() + tail)).unwrap_err();
+        assert_eq!(e.key, key, "{e}");
+        assert!(e.message.contains(allowed), "{e}");
+    }
+}
+
+#[test]
+fn each_value_comes_from_exactly_one_source() {
+    let two = base()
+        + "[[bearer.issuers]]\nissuer = \"https://dealer\"\naudiences = [\"x\"]\n\
+           public_keys = [\"/k.pem\"]\nshared_secret_file = \"/s\"\n";
+    let e = parse(&two).unwrap_err();
+    assert_eq!(e.key, "bearer.issuers[0].jwks_url");
+    assert!(
+        e.message.contains("public_keys") && e.message.contains("shared_secret_file"),
+        "{e}"
+    );
+    // A conflict is named before any file is read (the files here do not exist).
+    let text = base().replace(
+        "client_secret = \"s3cr3t-value\"",
+        "client_secret = \"s3cr3t-value\"\nclient_secret_file = \"/nonexistent\"",
+    );
+    let e = parse(&text).unwrap_err();
+    assert_eq!(e.key, "oidc.client_secret");
+    assert!(e.message.starts_with("set more than once"), "{e}");
+}

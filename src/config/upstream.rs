@@ -1,0 +1,80 @@
+//! `[upstream]`: the application portcullis stands in front of.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use url::Url;
+
+use super::check::Check;
+use super::file::UpstreamFile;
+use super::ConfigError;
+
+/// The validated `[upstream]`.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub url: Url,
+    /// `host:port` to connect to.
+    pub address: String,
+    /// The address itself when the host is an IP literal: no lookup per request.
+    pub ip: Option<SocketAddr>,
+    pub tls: bool,
+    /// Server name for TLS.
+    pub sni: String,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+}
+
+pub(super) fn validate(check: &Check, u: UpstreamFile) -> Result<Upstream, ConfigError> {
+    let url =
+        Url::parse(&u.url).map_err(|e| check.err("upstream.url", format!("not a URL ({e})")))?;
+    let tls = match url.scheme() {
+        "http" => false,
+        "https" => true,
+        other => {
+            return Err(check.err(
+                "upstream.url",
+                format!("scheme `{other}` is not supported; use http or https"),
+            ))
+        }
+    };
+    let host = url
+        .host_str()
+        .ok_or_else(|| check.err("upstream.url", "has no host"))?
+        .to_string();
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(check.err("upstream.url", "must not carry credentials"));
+    }
+    if url.path() != "/" || url.query().is_some() {
+        return Err(check.err(
+            "upstream.url",
+            "must be scheme://host[:port] only; paths are forwarded as requested",
+        ));
+    }
+    let port = url
+        .port_or_known_default()
+        .unwrap_or(if tls { 443 } else { 80 });
+    let address = format!("{host}:{port}");
+    let sni = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    Ok(Upstream {
+        connect_timeout: check.duration(
+            "upstream.connect_timeout",
+            u.connect_timeout.as_deref(),
+            Duration::from_secs(5),
+            Duration::from_secs(300),
+        )?,
+        read_timeout: check.duration(
+            "upstream.read_timeout",
+            u.read_timeout.as_deref(),
+            Duration::from_secs(60),
+            Duration::from_secs(3600),
+        )?,
+        url,
+        ip: address.parse().ok(),
+        address,
+        tls,
+        sni,
+    })
+}
