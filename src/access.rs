@@ -3,6 +3,7 @@
 //! route → authenticate (bearer token or session cookie) → authorize (global rules, then the
 //! route's). Used by the proxy and, for the original request, by `/oauth2/auth`.
 
+use crate::session::chunks::SetCookie;
 use std::sync::Arc;
 
 use http::Method;
@@ -55,7 +56,7 @@ pub enum Verdict {
 /// The verdict, with the cookies authentication wants set either way.
 pub struct Decided {
     pub verdict: Verdict,
-    pub set_cookies: Vec<String>,
+    pub set_cookies: Vec<SetCookie>,
 }
 
 /// The request being decided on. For `/oauth2/auth` this is the original request a front

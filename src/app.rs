@@ -7,47 +7,70 @@ use std::sync::Arc;
 use pingora::http::RequestHeader;
 
 use crate::bearer::BearerAuth;
+use crate::clock::SharedClock;
 use crate::config::Config;
-use crate::oidc::Provider;
+use crate::oidc::flow::LoginFlows;
+use crate::oidc::providers::Providers;
+use crate::session::chunks::SetCookie;
 use crate::session::refresh::{Outcome, Refresher};
-use crate::session::{now, SessionData, SessionStore};
+use crate::session::{CookieStore, SessionData, SessionStore};
 
 pub struct App {
     pub config: Arc<Config>,
-    pub provider: Arc<Provider>,
-    pub sessions: SessionStore,
+    /// The identity providers; browsers sign in with [`Providers::login`].
+    pub providers: Providers,
+    /// Where sessions live between requests.
+    pub sessions: Box<dyn SessionStore>,
+    /// Logins in progress.
+    pub flows: LoginFlows,
     pub refresher: Refresher,
     pub bearer: BearerAuth,
+    /// The time every expiry is compared with.
+    pub clock: SharedClock,
 }
 
 /// What authentication concluded, with the cookies to set on the response either way
 /// (a refreshed session, or the clearing of an unusable one).
 pub struct Authentication {
     pub session: Option<Arc<SessionData>>,
-    pub set_cookies: Vec<String>,
+    pub set_cookies: Vec<SetCookie>,
 }
 
 impl App {
     pub fn new(config: Arc<Config>) -> anyhow::Result<App> {
-        let provider = Arc::new(Provider::new(config.clone())?);
-        let bearer = BearerAuth::new(&config, provider.clone(), provider.http());
+        App::with_clock(config, crate::clock::system())
+    }
+
+    /// With another clock than the system's: for tests that need time to pass.
+    pub fn with_clock(config: Arc<Config>, clock: SharedClock) -> anyhow::Result<App> {
+        let providers = Providers::new(&config)?;
+        let login = providers.login();
+        let bearer = BearerAuth::new(&config, login.clone(), login.http(), clock.clone());
         Ok(App {
-            provider,
-            sessions: SessionStore::new(&config.session)?,
+            providers,
+            sessions: Box::new(CookieStore::new(&config.session)?),
+            flows: LoginFlows::new(&config.session)?,
             refresher: Refresher::default(),
             bearer,
+            clock,
             config,
         })
+    }
+
+    /// Whether a cookie of this name is portcullis' own (a session's or a login flow's): it
+    /// never reaches the upstream.
+    pub fn owns_cookie(&self, name: &str) -> bool {
+        self.sessions.is_ours(name) || self.flows.is_ours(name)
     }
 
     /// Reads the session cookie; refreshes expired tokens (single-flight).
     pub async fn authenticate(&self, req: &RequestHeader) -> Authentication {
         let cookies = cookie_headers(req);
-        let now = now();
-        let loaded = self.sessions.load(&cookies, now);
+        let now = self.clock.now();
+        let loaded = self.sessions.load(&cookies, now).await;
         let Some(session) = loaded.session else {
             let set_cookies = if loaded.unusable {
-                self.sessions.clear(&loaded.present)
+                self.sessions.clear(&loaded.present).await
             } else {
                 Vec::new()
             };
@@ -69,14 +92,14 @@ impl App {
                 set_cookies: Vec::new(),
             };
         };
-        let provider = self.provider.clone();
+        let provider = self.providers.login().clone();
         let old = session.clone();
         let refreshed = self
             .refresher
             .refresh(&refresh_token, async move {
                 // Counted here, once per call to the provider, not per request that shares it.
                 let metrics = crate::metrics::get();
-                match provider.refresh_session(&old).await {
+                match provider.refresh_session(&old, now).await {
                     Ok(s) => {
                         metrics.refresh(RefreshResult::Refreshed);
                         Outcome::Refreshed(Arc::new(s))
@@ -96,7 +119,7 @@ impl App {
             .await;
         match refreshed {
             Outcome::Refreshed(new) => Authentication {
-                set_cookies: self.sessions.save(&new, &loaded.present, now),
+                set_cookies: self.sessions.save(&new, &loaded.present, now).await,
                 session: Some(new),
             },
             Outcome::ProviderDown => Authentication {
@@ -105,7 +128,7 @@ impl App {
             },
             Outcome::Rejected => Authentication {
                 session: None,
-                set_cookies: self.sessions.clear(&loaded.present),
+                set_cookies: self.sessions.clear(&loaded.present).await,
             },
         }
     }
@@ -118,4 +141,20 @@ pub fn cookie_headers(req: &RequestHeader) -> Vec<&[u8]> {
         .iter()
         .map(|v| v.as_bytes())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_proxy_keeps_its_own_cookies_from_the_upstream() {
+        let config = crate::config::for_tests("\"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY\"");
+        let app = App::new(Arc::new(config)).unwrap();
+        assert!(app.owns_cookie("_portcullis"));
+        assert!(app.owns_cookie("_portcullis_0"));
+        assert!(app.owns_cookie("_portcullis_flow_abc"));
+        assert!(!app.owns_cookie("_portcullis_pref"));
+        assert!(!app.owns_cookie("session"));
+    }
 }

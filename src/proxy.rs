@@ -17,6 +17,7 @@ use crate::forward::{self, Peer, Vouch};
 use crate::metrics;
 use crate::outcome::Outcome;
 use crate::respond::{self, Reply};
+use crate::session::chunks::SetCookie;
 
 pub struct Portcullis {
     pub app: Arc<App>,
@@ -27,7 +28,7 @@ pub struct RequestCtx {
     started: Instant,
     caller: Option<Caller>,
     /// Cookies to set on the upstream's response (a refreshed session).
-    set_cookies: Vec<String>,
+    set_cookies: Vec<SetCookie>,
     /// For the access log.
     user: Option<String>,
     outcome: Outcome,
@@ -245,7 +246,7 @@ impl ProxyHttp for Portcullis {
             trusted: self.trusted(session),
             scheme: "http",
         };
-        let sessions = &self.app.sessions;
+        let app = &self.app;
         let hygiene = forward::Hygiene {
             names: &headers.names,
             strip: &headers.strip,
@@ -258,7 +259,7 @@ impl ProxyHttp for Portcullis {
             // With pass_id_token_as_bearer the upstream trusts Authorization as identity: only
             // a verified bearer caller's own token, or ours, ever reaches it.
             headers.pass_id_token_as_bearer && !matches!(ctx.caller, Some(Caller::Bearer(_))),
-            |name| sessions.is_ours(name),
+            |name| app.owns_cookie(name),
         );
         ctx.upstream_sent = Some(Instant::now());
         Ok(())
@@ -284,7 +285,7 @@ impl ProxyHttp for Portcullis {
             return Ok(());
         }
         for cookie in ctx.set_cookies.drain(..) {
-            upstream_response.append_header("Set-Cookie", cookie)?;
+            upstream_response.append_header("Set-Cookie", cookie.into_string())?;
         }
         // A response carrying a user's session must never be stored by a shared cache.
         upstream_response.insert_header("Cache-Control", "private, no-store")?;

@@ -5,6 +5,8 @@ use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 
+use crate::session::chunks::SetCookie;
+
 pub struct Reply {
     status: u16,
     headers: Vec<(&'static str, String)>,
@@ -66,9 +68,9 @@ impl Reply {
         self
     }
 
-    pub fn cookies(mut self, set_cookies: Vec<String>) -> Reply {
+    pub fn cookies(mut self, set_cookies: Vec<SetCookie>) -> Reply {
         for c in set_cookies {
-            self.headers.push(("Set-Cookie", c));
+            self.headers.push(("Set-Cookie", c.into_string()));
         }
         self
     }

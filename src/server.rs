@@ -15,14 +15,16 @@ use crate::app::App;
 use crate::config::{Config, ListenerKind};
 use crate::jwt::remote::RemoteKeys;
 use crate::listener::{Admission, Listener};
+use crate::oidc::Provider;
 use crate::proxy::Portcullis;
 
-struct MaintainProvider(Arc<App>);
+/// Keeps one identity provider's metadata and keys loaded.
+struct MaintainProvider(Arc<Provider>);
 
 #[async_trait]
 impl BackgroundService for MaintainProvider {
     async fn start(&self, shutdown: ShutdownWatch) {
-        self.0.provider.maintain(shutdown).await;
+        self.0.maintain(shutdown).await;
     }
 }
 
@@ -89,10 +91,12 @@ pub fn build(config: Config) -> anyhow::Result<Server> {
             MaintainKeys(issuer, keys),
         ));
     }
-    server.add_service(background_service(
-        "identity provider",
-        MaintainProvider(app),
-    ));
+    for provider in app.providers.iter() {
+        server.add_service(background_service(
+            &format!("identity provider {}", provider.oidc().issuer),
+            MaintainProvider(provider.clone()),
+        ));
+    }
     // Built now, so that a metric definition could only ever fail at start, not on a request.
     let _ = crate::metrics::get();
     if let Some(addr) = config.server.metrics_listen {

@@ -15,9 +15,11 @@ use std::time::{Duration, Instant};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use common::*;
+use portcullis::clock::{Clock, SystemClock};
 use portcullis::config::Config;
 use portcullis::demo::{DevIdpConfig, DevUser};
-use portcullis::session::{now, SessionStore};
+use portcullis::oidc::flow::LoginFlows;
+use portcullis::session::CookieStore;
 use reqwest::header::{ACCEPT, COOKIE, SET_COOKIE};
 use reqwest::{Response, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -25,9 +27,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const NAME: &str = "_portcullis";
 
 /// The session store of a running proxy, built from the very config file it was started with.
-fn store_of(proxy: &Proxy) -> SessionStore {
+fn store_of(proxy: &Proxy) -> CookieStore {
     let cfg = Config::load(&proxy.config_path).expect("the proxy's config");
-    SessionStore::new(&cfg.session).expect("session store")
+    CookieStore::new(&cfg.session).expect("session store")
+}
+
+/// The login flows of a running proxy, likewise.
+fn flows_of(proxy: &Proxy) -> LoginFlows {
+    let cfg = Config::load(&proxy.config_path).expect("the proxy's config");
+    LoginFlows::new(&cfg.session).expect("login flows")
 }
 
 /// A GET of `/probe` whose `Cookie` headers are exactly `cookie_lines` (one header each).
@@ -199,7 +207,7 @@ async fn no_bit_flip_truncation_or_reencoding_of_a_real_session_opens() {
     b.login(&w.proxy, "alice", "/").await;
     let value = b.jar.cookies[NAME].clone();
     let store = store_of(&w.proxy);
-    let t = now();
+    let t = SystemClock.now();
     let load = |v: &str| store.load(&[format!("{NAME}={v}").as_bytes()], t);
 
     // The control: the untouched value opens with the proxy's own configuration.
@@ -336,7 +344,7 @@ async fn sealing_the_same_session_never_repeats_a_nonce() {
 
     // The same session data sealed again and again, in the same second.
     let store = store_of(&w.proxy);
-    let t = now();
+    let t = SystemClock.now();
     let line = format!("{NAME}={}", first.jar.cookies[NAME]);
     let session = store.load(&[line.as_bytes()], t).session.expect("session");
     let mut nonces = BTreeSet::new();
@@ -921,7 +929,7 @@ async fn thousands_of_cookies_named_like_ours_get_a_bounded_answer() {
     // The same with 3,500 login-flow cookies at /oauth2/start (what fits in the default
     // server.max_header_bytes): the first 8 are looked at, and the 5 oldest of those expired so
     // that the new flow makes 4.
-    let prefix = store_of(&w.proxy).flow_prefix().to_owned();
+    let prefix = flows_of(&w.proxy).prefix().to_owned();
     let mut line = String::new();
     for i in 0..3500 {
         line.push_str(&format!("{prefix}{i:012}=x; "));

@@ -9,6 +9,7 @@
 
 mod issuer;
 
+use crate::clock::{SharedClock, UnixTime};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -99,10 +100,16 @@ pub struct BearerAuth {
     issuers: Vec<Issuer>,
     leeway: Duration,
     verified: Cache<[u8; 32], Remembered>,
+    clock: SharedClock,
 }
 
 impl BearerAuth {
-    pub fn new(config: &Config, provider: Arc<Provider>, http: &reqwest::Client) -> BearerAuth {
+    pub fn new(
+        config: &Config,
+        provider: Arc<Provider>,
+        http: &reqwest::Client,
+        clock: SharedClock,
+    ) -> BearerAuth {
         let mut issuers = vec![Issuer::login(config, provider)];
         issuers.extend(
             config
@@ -115,6 +122,7 @@ impl BearerAuth {
             issuers,
             leeway: config.bearer.leeway,
             verified: Cache::new(config.bearer.cache_entries.max(1)),
+            clock,
         }
     }
 
@@ -148,7 +156,7 @@ impl BearerAuth {
     pub fn remembered(&self, token: &str) -> Option<Arc<Principal>> {
         let hash = token_hash(token);
         let hit = self.verified.get(&hash)?;
-        let now = jsonwebtoken::get_current_timestamp();
+        let now = self.clock.now().secs();
         let fresh = now
             <= hit
                 .principal
@@ -170,7 +178,7 @@ impl BearerAuth {
         if !verify::well_formed(token) {
             return Err(BearerError::Malformed);
         }
-        let (index, principal, keys) = self.verify_fully(token).await?;
+        let (index, principal, keys) = self.verify_fully(token, self.clock.now()).await?;
         let principal = Arc::new(principal);
         // Memory stays bounded by entries × size: unusually large tokens (and so principals)
         // are verified every time rather than remembered.
@@ -191,6 +199,7 @@ impl BearerAuth {
     async fn verify_fully(
         &self,
         token: &str,
+        now: UnixTime,
     ) -> Result<(usize, Principal, Arc<KeySet>), BearerError> {
         let unverified = verify::unverified_claims(token)?;
         let iss = unverified
@@ -208,8 +217,7 @@ impl BearerAuth {
         // tokens naming unknown keys, which would ask for the JWKS) then costs a parse each.
         // The full verification below checks `exp` again, with the same leeway.
         if let Some(exp) = unverified.get("exp").and_then(Value::as_u64) {
-            let now = jsonwebtoken::get_current_timestamp();
-            if exp.saturating_add(self.leeway.as_secs()) < now {
+            if exp.saturating_add(self.leeway.as_secs()) < now.secs() {
                 return Err(BearerError::Expired);
             }
         }
@@ -225,9 +233,10 @@ impl BearerAuth {
                 issuer: &issuer.issuer,
                 audiences: &issuer.audiences,
                 leeway: self.leeway,
+                now,
             },
         )?;
-        let token_type = token_type(&verified.header, &verified.claims, issuer)?;
+        let token_type = token_type(&verified.header, &verified.claims, issuer, now)?;
         let identity = crate::oidc::identity::from_claims(&verified.claims, &issuer.claims)
             .map_err(|_| BearerError::Invalid)?;
         let expires_at = verified
@@ -257,6 +266,7 @@ fn token_type(
     header: &jsonwebtoken::Header,
     claims: &Map<String, Value>,
     issuer: &Issuer,
+    now: UnixTime,
 ) -> Result<TokenType, BearerError> {
     let typ = header.typ.as_deref().map(str::to_ascii_lowercase);
     // Back-channel logout tokens (OIDC Back-Channel Logout §2.4) are not credentials.
@@ -279,6 +289,7 @@ fn token_type(
                 client_id: id_audience,
                 nonce: None,
                 leeway: Duration::ZERO,
+                now,
             };
             crate::oidc::id_token::check_claims(claims.clone(), &expect)
                 .map_err(|_| BearerError::Invalid)?;

@@ -43,7 +43,7 @@ pub enum ClientAuthMethod {
 }
 
 /// The validated `[oidc]`.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Oidc {
     /// Exactly as configured; compared to `iss` byte for byte.
     pub issuer: String,

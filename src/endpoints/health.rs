@@ -9,7 +9,7 @@ pub fn ping() -> Reply {
 }
 
 pub fn ready(app: &App) -> Reply {
-    match app.provider.readiness() {
+    match app.providers.readiness() {
         Readiness::Ready => Reply::text(200, "OK"),
         // Still 200: taking every replica out of service would also cut off everyone who is
         // signed in or holds a verified bearer token, who are still served.

@@ -6,7 +6,6 @@ use super::{query_param, return_target, Answer, Facts};
 use crate::app::{cookie_headers, App};
 use crate::oidc::{client, flow};
 use crate::respond::Reply;
-use crate::session::now;
 
 fn provider_unavailable() -> Reply {
     Reply::page(
@@ -20,10 +19,10 @@ fn provider_unavailable() -> Reply {
 pub fn start(app: &App, req: &RequestHeader, facts: &Facts<'_>) -> Reply {
     let return_to = return_target(app, req, facts);
     // A provider known to be down would leave the browser on a connection error page.
-    if !app.provider.health().is_up() {
+    if !app.providers.login().health().is_up() {
         return provider_unavailable();
     }
-    let Some(meta) = app.provider.metadata() else {
+    let Some(meta) = app.providers.login().metadata() else {
         return provider_unavailable();
     };
     let auth = match client::authorization(&app.config.oidc, &meta) {
@@ -38,9 +37,9 @@ pub fn start(app: &App, req: &RequestHeader, facts: &Facts<'_>) -> Reply {
         nonce: auth.nonce,
         pkce_verifier: auth.pkce_verifier,
         return_to,
-        created_us: flow::now_us(),
+        created_us: app.clock.now().micros(),
     };
-    let cookies = flow::begin(&app.sessions, &state, &cookie_headers(req));
+    let cookies = app.flows.begin(&state, &cookie_headers(req));
     Reply::redirect(auth.url.as_str()).cookies(cookies)
 }
 
@@ -72,14 +71,13 @@ pub async fn callback(app: &App, req: &RequestHeader) -> Answer {
     let Some(state) = state else {
         return login_failed(400, "The sign-in response has no state.").into();
     };
-    let (flow, mut set_cookies) =
-        match flow::finish(&app.sessions, &cookies, &state, flow::now_us()) {
-            Ok(found) => found,
-            Err(e) => {
-                tracing::info!(reason = %e, "callback without a matching login");
-                return login_failed(400, &format!("{}.", capitalise(&e.to_string()))).into();
-            }
-        };
+    let (flow, mut set_cookies) = match app.flows.finish(&cookies, &state, app.clock.now()) {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::info!(reason = %e, "callback without a matching login");
+            return login_failed(400, &format!("{}.", capitalise(&e.to_string()))).into();
+        }
+    };
     if let Some(error) = error {
         let description = query_param(req, "error_description")
             .ok()
@@ -97,7 +95,8 @@ pub async fn callback(app: &App, req: &RequestHeader) -> Answer {
     // RFC 9207: when the provider names itself, it must be the one we sent the browser to; a
     // provider that promises to always name itself must have done so.
     let iss_promised = app
-        .provider
+        .providers
+        .login()
         .metadata()
         .is_some_and(|m| m.authorization_response_iss_parameter_supported);
     let iss_ok = match &iss {
@@ -115,14 +114,16 @@ pub async fn callback(app: &App, req: &RequestHeader) -> Answer {
             .into();
     };
     match app
-        .provider
-        .complete_login(&code, &flow.pkce_verifier, &flow.nonce)
+        .providers
+        .login()
+        .complete_login(&code, &flow.pkce_verifier, &flow.nonce, app.clock.now())
         .await
     {
         Ok(session) => {
             // Always a brand-new session: whatever cookie came in before login is replaced.
-            let present = app.sessions.load(&cookies, now()).present;
-            set_cookies.extend(app.sessions.save(&session, &present, now()));
+            let now = app.clock.now();
+            let present = app.sessions.load(&cookies, now).await.present;
+            set_cookies.extend(app.sessions.save(&session, &present, now).await);
             tracing::info!(user = %session.identity.user, "login");
             let reply = if app.config.session.same_site == cookie::SameSite::Strict {
                 Reply::continue_to(&flow.return_to)

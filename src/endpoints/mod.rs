@@ -43,7 +43,7 @@ pub async fn handle(
         Endpoint::Ready => health::ready(app).into(),
         Endpoint::Start => login::start(app, req, facts).into(),
         Endpoint::Callback => login::callback(app, req).await,
-        Endpoint::SignOut => sign_out::sign_out(app, req, facts).into(),
+        Endpoint::SignOut => sign_out::sign_out(app, req, facts).await.into(),
         Endpoint::UserInfo => identity::userinfo(app, req).await,
         Endpoint::Auth => {
             let answer = identity::forward_auth(app, req, facts).await;

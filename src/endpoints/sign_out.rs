@@ -16,14 +16,12 @@ use sha2::{Digest, Sha256};
 use super::{return_target, Facts};
 use crate::app::{cookie_headers, App};
 use crate::config::EndSessionMethod;
-use crate::oidc::flow;
 use crate::respond::{escape_html, Reply};
-use crate::session::now;
 
 /// Submits the form to the provider as soon as the page loads; allowed by its hash in the CSP.
 const SUBMIT_SCRIPT: &str = "document.forms[0].submit();";
 
-pub fn sign_out(app: &App, req: &RequestHeader, facts: &Facts<'_>) -> Reply {
+pub async fn sign_out(app: &App, req: &RequestHeader, facts: &Facts<'_>) -> Reply {
     let from_our_pages = same_origin(req, facts.host, &app.config.oidc.redirect_url);
     match (&req.method, from_our_pages) {
         (&Method::GET, Some(true)) | (&Method::POST, Some(true) | None) => {}
@@ -40,15 +38,16 @@ pub fn sign_out(app: &App, req: &RequestHeader, facts: &Facts<'_>) -> Reply {
     }
     let target = return_target(app, req, facts);
     let cookies = cookie_headers(req);
-    let loaded = app.sessions.load(&cookies, now());
-    let mut set_cookies = app.sessions.clear(&loaded.present);
-    set_cookies.extend(flow::clear_all(&app.sessions, &cookies));
+    let loaded = app.sessions.load(&cookies, app.clock.now()).await;
+    let mut set_cookies = app.sessions.clear(&loaded.present).await;
+    set_cookies.extend(app.flows.clear_all(&cookies));
     if let Some(session) = loaded.session.as_ref() {
         tracing::info!(user = %session.identity.user, "sign-out");
         app.refresher.forget(session);
     }
     let end_session = app
-        .provider
+        .providers
+        .login()
         .metadata()
         .and_then(|m| m.end_session_endpoint.clone())
         .and_then(|e| url::Url::parse(&e).ok());

@@ -17,6 +17,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::keys::KeySet;
+use crate::clock::UnixTime;
 
 /// Tokens over this size are refused before any parsing.
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
@@ -55,6 +56,9 @@ pub struct Expect<'a> {
     /// At least one of these must be in `aud`.
     pub audiences: &'a [String],
     pub leeway: Duration,
+    /// The time `exp`, `nbf` and `iat` are compared with (the injected clock's, not
+    /// jsonwebtoken's own reading of the system clock).
+    pub now: UnixTime,
 }
 
 pub struct Verified {
@@ -121,8 +125,10 @@ pub fn verify(token: &str, keys: &KeySet, expect: &Expect<'_>) -> Result<Verifie
     validation.set_issuer(&[expect.issuer]);
     validation.aud = Some(expect.audiences.iter().cloned().collect::<HashSet<_>>());
     validation.set_required_spec_claims(&["exp", "iss", "aud"]);
-    validation.leeway = expect.leeway.as_secs();
-    validation.validate_nbf = true;
+    // Times are checked below against the injected clock; `exp` stays a required claim,
+    // which jsonwebtoken only counts as present when it is a whole number of seconds.
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
 
     let mut candidates = keys.candidates(kid, header.alg).peekable();
     if candidates.peek().is_none() {
@@ -143,24 +149,39 @@ pub fn verify(token: &str, keys: &KeySet, expect: &Expect<'_>) -> Result<Verifie
         }
     }
     let claims = result?;
-    check_iat(&claims, expect.leeway)?;
+    check_times(&claims, expect.now, expect.leeway)?;
     Ok(Verified { header, claims })
 }
 
-fn check_iat(claims: &Map<String, Value>, leeway: Duration) -> Result<(), VerifyError> {
-    match claims.get("iat") {
-        None => Ok(()),
-        Some(v) => {
-            let iat = v
+/// `exp` (required), `nbf` and `iat` (when present), each a whole number of seconds, against
+/// `now` with `leeway` either way.
+fn check_times(
+    claims: &Map<String, Value>,
+    now: UnixTime,
+    leeway: Duration,
+) -> Result<(), VerifyError> {
+    let now = now.secs();
+    let leeway = leeway.as_secs();
+    let time = |name: &str| -> Result<Option<u64>, VerifyError> {
+        match claims.get(name) {
+            None => Ok(None),
+            Some(v) => v
                 .as_u64()
-                .ok_or_else(|| VerifyError::Invalid("iat is not a number".into()))?;
-            if iat > jsonwebtoken::get_current_timestamp() + leeway.as_secs() {
-                Err(VerifyError::IssuedInFuture)
-            } else {
-                Ok(())
-            }
+                .map(Some)
+                .ok_or_else(|| VerifyError::Invalid(format!("{name} is not a number"))),
         }
+    };
+    let exp = time("exp")?.ok_or_else(|| VerifyError::MissingClaim("exp".into()))?;
+    if exp.saturating_add(leeway) < now {
+        return Err(VerifyError::Expired);
     }
+    if time("nbf")?.is_some_and(|nbf| nbf > now.saturating_add(leeway)) {
+        return Err(VerifyError::NotYetValid);
+    }
+    if time("iat")?.is_some_and(|iat| iat > now.saturating_add(leeway)) {
+        return Err(VerifyError::IssuedInFuture);
+    }
+    Ok(())
 }
 
 fn map_error(kind: &ErrorKind) -> VerifyError {

@@ -11,8 +11,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
-use crate::session::chunks;
-use crate::session::SessionStore;
+use crate::clock::UnixTime;
+use crate::config;
+use crate::session::chunks::{self, CookieAttrs, SetCookie};
+use crate::session::seal::{SealKeyError, SealKeys};
 
 /// How long a login may take between leaving for the provider and coming back.
 pub const FLOW_TTL: Duration = Duration::from_secs(600);
@@ -45,115 +47,133 @@ pub enum FlowError {
     Expired,
 }
 
-fn cookie_name(store: &SessionStore, state: &str) -> Option<String> {
-    let part = state.get(..NAME_STATE_CHARS)?;
-    if !part
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
-        return None;
-    }
-    Some(format!("{}{part}", store.flow_prefix()))
+/// The login flows of browsers: one sealed cookie per login in progress, named
+/// `<session.cookie_name>_flow_<start of state>`. Sealed with keys of its own, derived from
+/// the session secrets, so it does not depend on how sessions are stored.
+pub struct LoginFlows {
+    keys: SealKeys,
+    prefix: String,
+    attrs: CookieAttrs,
 }
 
-/// The request's flow cookies in names portcullis could have set (the prefix, then
-/// [`NAME_STATE_CHARS`] state characters), the first [`MAX_FLOWS_READ`] of them.
-fn flow_cookies<'a>(
-    store: &'a SessionStore,
-    cookie_headers: &'a [&'a [u8]],
-) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
-    chunks::cookie_pairs(cookie_headers)
-        .filter(|(n, _)| {
-            n.strip_prefix(store.flow_prefix()).is_some_and(|part| {
-                part.len() == NAME_STATE_CHARS
-                    && part
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+impl LoginFlows {
+    pub fn new(cfg: &config::Session) -> Result<LoginFlows, SealKeyError> {
+        let mut attrs = CookieAttrs::from_config(cfg);
+        // The callback is a top-level cross-site navigation from the provider: Lax is the
+        // strictest setting under which the browser still sends the cookie there.
+        attrs.same_site = cookie::SameSite::Lax;
+        Ok(LoginFlows {
+            keys: SealKeys::from_config(cfg)?,
+            prefix: format!("{}_flow_", cfg.cookie_name),
+            attrs,
+        })
+    }
+
+    /// What every flow cookie's name starts with.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Whether a cookie of this name is a login flow's (never forwarded upstream).
+    pub fn is_ours(&self, cookie_name: &str) -> bool {
+        cookie_name.starts_with(&self.prefix)
+    }
+
+    fn cookie_name(&self, state: &str) -> Option<String> {
+        let part = state.get(..NAME_STATE_CHARS)?;
+        if !part
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return None;
+        }
+        Some(format!("{}{part}", self.prefix))
+    }
+
+    /// The request's flow cookies in names portcullis could have set (the prefix, then
+    /// [`NAME_STATE_CHARS`] state characters), the first [`MAX_FLOWS_READ`] of them.
+    fn cookies<'a>(
+        &'a self,
+        cookie_headers: &'a [&'a [u8]],
+    ) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+        chunks::cookie_pairs(cookie_headers)
+            .filter(|(n, _)| {
+                n.strip_prefix(self.prefix.as_str()).is_some_and(|part| {
+                    part.len() == NAME_STATE_CHARS
+                        && part
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                })
             })
-        })
-        .take(MAX_FLOWS_READ)
-}
-
-fn attrs(store: &SessionStore) -> chunks::CookieAttrs {
-    let mut attrs = store.attrs().clone();
-    // The callback is a top-level cross-site navigation from the provider: Lax is the strictest
-    // setting under which the browser still sends the cookie there.
-    attrs.same_site = cookie::SameSite::Lax;
-    attrs
-}
-
-/// `Set-Cookie` values that start `flow`, expiring the oldest flows beyond the cap.
-pub fn begin(store: &SessionStore, flow: &FlowState, cookie_headers: &[&[u8]]) -> Vec<String> {
-    let Some(name) = cookie_name(store, &flow.state) else {
-        return Vec::new();
-    };
-    let attrs = attrs(store);
-    let mut out = Vec::new();
-    // Existing flows, oldest first; unreadable ones count as oldest.
-    let mut existing: Vec<(u64, String)> = flow_cookies(store, cookie_headers)
-        .filter(|(n, _)| *n != name)
-        .map(|(n, v)| {
-            let created = open(store, n, v).map_or(0, |f| f.created_us);
-            (created, n.to_string())
-        })
-        .collect();
-    existing.sort();
-    let excess = (existing.len() + 1).saturating_sub(MAX_FLOWS);
-    for (_, old) in existing.into_iter().take(excess) {
-        out.extend(chunks::clear_cookies(&old, &attrs, &[]).unwrap_or_default());
+            .take(MAX_FLOWS_READ)
     }
-    let sealed = serde_json::to_vec(flow)
-        .ok()
-        .and_then(|plain| store.keys().seal(&name, &plain).ok());
-    match sealed.and_then(|s| chunks::set_cookies(&name, &s, &attrs, FLOW_TTL, &[]).ok()) {
-        Some(set) => out.extend(set),
-        None => tracing::error!("cannot seal the login state cookie"),
+
+    /// `Set-Cookie` values that start `flow`, expiring the oldest flows beyond the cap.
+    pub fn begin(&self, flow: &FlowState, cookie_headers: &[&[u8]]) -> Vec<SetCookie> {
+        let Some(name) = self.cookie_name(&flow.state) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        // Existing flows, oldest first; unreadable ones count as oldest.
+        let mut existing: Vec<(u64, String)> = self
+            .cookies(cookie_headers)
+            .filter(|(n, _)| *n != name)
+            .map(|(n, v)| {
+                let created = self.open(n, v).map_or(0, |f| f.created_us);
+                (created, n.to_string())
+            })
+            .collect();
+        existing.sort();
+        let excess = (existing.len() + 1).saturating_sub(MAX_FLOWS);
+        for (_, old) in existing.into_iter().take(excess) {
+            out.extend(chunks::clear_cookies(&old, &self.attrs, &[]).unwrap_or_default());
+        }
+        let sealed = serde_json::to_vec(flow)
+            .ok()
+            .and_then(|plain| self.keys.seal(&name, &plain).ok());
+        match sealed.and_then(|s| chunks::set_cookies(&name, &s, &self.attrs, FLOW_TTL, &[]).ok()) {
+            Some(set) => out.extend(set),
+            None => tracing::error!("cannot seal the login state cookie"),
+        }
+        out
     }
-    out
-}
 
-fn open(store: &SessionStore, name: &str, value: &str) -> Option<FlowState> {
-    let plain = store.keys().open(name, value)?;
-    serde_json::from_slice(&plain).ok()
-}
-
-/// Finds and checks the flow for the `state` of a callback. Returns it with the `Set-Cookie`
-/// value that ends it (a flow is used once, whatever the outcome).
-pub fn finish(
-    store: &SessionStore,
-    cookie_headers: &[&[u8]],
-    state: &str,
-    now_us: u64,
-) -> Result<(FlowState, Vec<String>), FlowError> {
-    let name = cookie_name(store, state).ok_or(FlowError::BadState)?;
-    let clear = chunks::clear_cookies(&name, &attrs(store), &[]).unwrap_or_default();
-    let mut found = chunks::cookie_pairs(cookie_headers).filter(|(n, _)| *n == name);
-    let (first, second) = (found.next(), found.next());
-    let value = match (first, second) {
-        (Some((_, v)), None) => v,
-        _ => return Err(FlowError::NoFlow),
-    };
-    let flow = open(store, &name, value).ok_or(FlowError::NoFlow)?;
-    if !bool::from(flow.state.as_bytes().ct_eq(state.as_bytes())) {
-        return Err(FlowError::NoFlow);
+    fn open(&self, name: &str, value: &str) -> Option<FlowState> {
+        let plain = self.keys.open(name, value)?;
+        serde_json::from_slice(&plain).ok()
     }
-    if now_us > flow.created_us.saturating_add(FLOW_TTL.as_micros() as u64) {
-        return Err(FlowError::Expired);
+
+    /// Finds and checks the flow for the `state` of a callback. Returns it with the
+    /// `Set-Cookie` value that ends it (a flow is used once, whatever the outcome).
+    pub fn finish(
+        &self,
+        cookie_headers: &[&[u8]],
+        state: &str,
+        now: UnixTime,
+    ) -> Result<(FlowState, Vec<SetCookie>), FlowError> {
+        let name = self.cookie_name(state).ok_or(FlowError::BadState)?;
+        let clear = chunks::clear_cookies(&name, &self.attrs, &[]).unwrap_or_default();
+        let mut found = chunks::cookie_pairs(cookie_headers).filter(|(n, _)| *n == name);
+        let (first, second) = (found.next(), found.next());
+        let value = match (first, second) {
+            (Some((_, v)), None) => v,
+            _ => return Err(FlowError::NoFlow),
+        };
+        let flow = self.open(&name, value).ok_or(FlowError::NoFlow)?;
+        if !bool::from(flow.state.as_bytes().ct_eq(state.as_bytes())) {
+            return Err(FlowError::NoFlow);
+        }
+        let ttl = u64::try_from(FLOW_TTL.as_micros()).unwrap_or(u64::MAX);
+        if now.micros() > flow.created_us.saturating_add(ttl) {
+            return Err(FlowError::Expired);
+        }
+        Ok((flow, clear))
     }
-    Ok((flow, clear))
-}
 
-/// Microseconds since the Unix epoch.
-pub fn now_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
-}
-
-/// `Set-Cookie` values expiring every flow cookie the request carried (sign-out).
-pub fn clear_all(store: &SessionStore, cookie_headers: &[&[u8]]) -> Vec<String> {
-    let attrs = attrs(store);
-    flow_cookies(store, cookie_headers)
-        .flat_map(|(n, _)| chunks::clear_cookies(n, &attrs, &[]).unwrap_or_default())
-        .collect()
+    /// `Set-Cookie` values expiring every flow cookie the request carried (sign-out).
+    pub fn clear_all(&self, cookie_headers: &[&[u8]]) -> Vec<SetCookie> {
+        self.cookies(cookie_headers)
+            .flat_map(|(n, _)| chunks::clear_cookies(n, &self.attrs, &[]).unwrap_or_default())
+            .collect()
+    }
 }

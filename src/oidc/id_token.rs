@@ -26,6 +26,8 @@ pub struct Expectations<'a> {
     /// The nonce sent in the authorization request; `None` for tokens from a refresh.
     pub nonce: Option<&'a str>,
     pub leeway: Duration,
+    /// The time token times are compared with.
+    pub now: crate::clock::UnixTime,
 }
 
 /// Verifies `token` against `keys` and returns its claims.
@@ -42,6 +44,7 @@ pub fn verify(
             issuer: expect.issuer,
             audiences: &audiences,
             leeway: expect.leeway,
+            now: expect.now,
         },
     )?;
     check_claims(verified.claims, expect)
@@ -126,12 +129,44 @@ mod tests {
             client_id: "portcullis",
             nonce: Some("n-123"),
             leeway: Duration::from_secs(5),
+            now: crate::clock::Clock::now(&crate::clock::SystemClock),
         }
     }
 
     fn check(s: &Signer, token: &str) -> Result<Map<String, Value>, IdTokenError> {
         let (keys, _) = KeySet::from_jwks(&s.jwks);
         verify(token, &keys, &expect())
+    }
+
+    /// Token times are compared with the clock the caller passes, never the system's: the
+    /// same token is valid, expired or issued in the future by that clock alone.
+    #[test]
+    fn token_times_are_read_on_the_injected_clock() {
+        use crate::clock::UnixTime;
+        use crate::jwt::verify::VerifyError;
+        let s = signer("k1");
+        let issued = jsonwebtoken::get_current_timestamp();
+        let mut c = claims();
+        c["iat"] = json!(issued);
+        c["exp"] = json!(issued + 300);
+        let token = sign(&s, "k1", &c);
+        let (keys, _) = KeySet::from_jwks(&s.jwks);
+        let at = |secs: u64| Expectations {
+            now: UnixTime::from_secs(secs),
+            ..expect()
+        };
+        assert!(
+            verify(&token, &keys, &at(issued + 305)).is_ok(),
+            "within the leeway"
+        );
+        assert_eq!(
+            verify(&token, &keys, &at(issued + 306)).unwrap_err(),
+            IdTokenError::Jwt(VerifyError::Expired)
+        );
+        assert_eq!(
+            verify(&token, &keys, &at(issued - 6)).unwrap_err(),
+            IdTokenError::Jwt(VerifyError::IssuedInFuture)
+        );
     }
 
     #[test]

@@ -3,7 +3,8 @@
 use super::client::{self, Tokens};
 use super::id_token::IdTokenError;
 use super::{identity, Provider};
-use crate::session::{now, SessionData};
+use crate::clock::UnixTime;
+use crate::session::SessionData;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoginError {
@@ -44,25 +45,31 @@ impl Provider {
         code: &str,
         pkce_verifier: &str,
         nonce: &str,
+        now: UnixTime,
     ) -> Result<SessionData, LoginError> {
         let meta = self
             .metadata()
             .ok_or_else(|| LoginError::Unavailable(self.not_ready_reason()))?;
         let tokens = self.observed(
-            client::exchange_code(self.http(), &self.config.oidc, &meta, code, pkce_verifier).await,
+            client::exchange_code(self.http(), &self.settings.oidc, &meta, code, pkce_verifier)
+                .await,
         )?;
         let id_token = tokens.id_token.clone().ok_or(LoginError::NoIdToken)?;
-        let claims = self.verify_id_token(&id_token, Some(nonce)).await?;
-        let identity = identity::from_claims(&claims, &self.config.oidc.claims)
+        let claims = self.verify_id_token(&id_token, Some(nonce), now).await?;
+        let identity = identity::from_claims(&claims, &self.settings.oidc.claims)
             .map_err(LoginError::Identity)?;
-        let created = now();
-        let expires_at = created + self.config.session.lifetime.as_secs();
-        Ok(self.session_from(identity, tokens, None, created, expires_at))
+        let created = now.secs();
+        let expires_at = created + self.settings.session_lifetime.as_secs();
+        Ok(self.session_from(identity, tokens, None, now, expires_at))
     }
 
     /// Spends the session's refresh token for fresh tokens; the session keeps its identity
     /// (a refreshed ID token must name the same user) and its absolute expiry.
-    pub async fn refresh_session(&self, old: &SessionData) -> Result<SessionData, LoginError> {
+    pub async fn refresh_session(
+        &self,
+        old: &SessionData,
+        now: UnixTime,
+    ) -> Result<SessionData, LoginError> {
         let refresh_token = old
             .refresh_token
             .as_deref()
@@ -71,12 +78,12 @@ impl Provider {
             .metadata()
             .ok_or_else(|| LoginError::Unavailable(self.not_ready_reason()))?;
         let tokens = self.observed(
-            client::refresh(self.http(), &self.config.oidc, &meta, refresh_token).await,
+            client::refresh(self.http(), &self.settings.oidc, &meta, refresh_token).await,
         )?;
         let identity = match &tokens.id_token {
             Some(t) => {
-                let claims = self.verify_id_token(t, None).await?;
-                let fresh = identity::from_claims(&claims, &self.config.oidc.claims)
+                let claims = self.verify_id_token(t, None, now).await?;
+                let fresh = identity::from_claims(&claims, &self.settings.oidc.claims)
                     .map_err(LoginError::Identity)?;
                 if fresh.user != old.identity.user {
                     return Err(LoginError::UserChanged);
@@ -85,7 +92,7 @@ impl Provider {
             }
             None => old.identity.clone(),
         };
-        Ok(self.session_from(identity, tokens, Some(old), old.created_at, old.expires_at))
+        Ok(self.session_from(identity, tokens, Some(old), now, old.expires_at))
     }
 
     fn session_from(
@@ -93,16 +100,18 @@ impl Provider {
         identity: crate::session::Identity,
         tokens: Tokens,
         previous: Option<&SessionData>,
-        created_at: u64,
+        now: UnixTime,
         expires_at: u64,
     ) -> SessionData {
-        let keep_id_token = self.config.headers.pass_id_token_as_bearer
+        // A refreshed session keeps the time its login happened.
+        let created_at = previous.map_or(now.secs(), |p| p.created_at);
+        let keep_id_token = self.settings.keep_id_token
             || self
                 .metadata()
                 .is_some_and(|m| m.end_session_endpoint.is_some());
         let tokens_expire_at = tokens
             .expires_in
-            .map(|s| now().saturating_add(s))
+            .map(|s| now.secs().saturating_add(s))
             .filter(|t| *t < expires_at);
         SessionData {
             identity,
@@ -121,9 +130,8 @@ impl Provider {
                 None
             },
             access_token: self
-                .config
-                .headers
-                .pass_access_token
+                .settings
+                .keep_access_token
                 .then_some(tokens.access_token),
         }
     }

@@ -13,6 +13,7 @@ pub mod health;
 pub mod id_token;
 pub mod identity;
 pub mod login;
+pub mod providers;
 
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -20,7 +21,8 @@ use std::time::Duration;
 use pingora::server::ShutdownWatch;
 use serde_json::{Map, Value};
 
-use crate::config::Config;
+use crate::clock::UnixTime;
+use crate::config::{Config, Oidc};
 use crate::jwt::remote::{keep_fresh, JwksSource, RemoteKeys, BACKOFF_MAX};
 use discovery::{FetchError, Metadata};
 use id_token::{Expectations, IdTokenError};
@@ -35,13 +37,49 @@ pub enum Readiness {
     NotReady(String),
 }
 
+impl Readiness {
+    /// Ready < degraded < not ready: the set of providers is as ready as its worst.
+    fn severity(&self) -> u8 {
+        match self {
+            Readiness::Ready => 0,
+            Readiness::Degraded(_) => 1,
+            Readiness::NotReady(_) => 2,
+        }
+    }
+}
+
+/// What a provider needs from the configuration: its own `[oidc]` table, and what the rest of
+/// the file says a session made from its tokens keeps.
+#[derive(Debug, Clone)]
+pub struct ProviderSettings {
+    pub oidc: Oidc,
+    /// `session.lifetime`: a session ends then, whatever its tokens say.
+    pub session_lifetime: Duration,
+    /// `headers.pass_access_token`: the session keeps the access token.
+    pub keep_access_token: bool,
+    /// `headers.pass_id_token_as_bearer`: the session keeps the ID token even when the
+    /// provider has no sign-out endpoint to send it to.
+    pub keep_id_token: bool,
+}
+
+impl ProviderSettings {
+    pub fn from_config(config: &Config) -> ProviderSettings {
+        ProviderSettings {
+            oidc: config.oidc.clone(),
+            session_lifetime: config.session.lifetime,
+            keep_access_token: config.headers.pass_access_token,
+            keep_id_token: config.headers.pass_id_token_as_bearer,
+        }
+    }
+}
+
 /// The probe's first retry after a failure; it doubles up to `oidc.health_check_interval`.
 const PROBE_BACKOFF_START: Duration = Duration::from_millis(250);
 /// The shortest time between two probes woken by requests that could not reach the provider.
 const PROBE_MIN_GAP: Duration = Duration::from_secs(1);
 
 pub struct Provider {
-    config: Arc<Config>,
+    settings: ProviderSettings,
     http: reqwest::Client,
     metadata: RwLock<Option<Arc<Metadata>>>,
     keys: RemoteKeys,
@@ -50,22 +88,27 @@ pub struct Provider {
 }
 
 impl Provider {
-    pub fn new(config: Arc<Config>) -> reqwest::Result<Provider> {
-        let http = discovery::http_client(config.oidc.http_timeout)?;
+    pub fn new(settings: ProviderSettings) -> reqwest::Result<Provider> {
+        let http = discovery::http_client(settings.oidc.http_timeout)?;
         let keys = RemoteKeys::new(
             JwksSource::Discovery {
-                issuer: config.oidc.issuer.clone(),
+                issuer: settings.oidc.issuer.clone(),
             },
             http.clone(),
         );
         Ok(Provider {
-            config,
+            settings,
             http,
             metadata: RwLock::new(None),
             keys,
             last_error: Mutex::new("identity provider metadata not loaded yet".into()),
             health: health::Health::default(),
         })
+    }
+
+    /// This provider's `[oidc]` table.
+    pub fn oidc(&self) -> &Oidc {
+        &self.settings.oidc
     }
 
     pub fn http(&self) -> &reqwest::Client {
@@ -111,7 +154,7 @@ impl Provider {
 
     /// Discovery then JWKS. Returns how long the keys may be cached.
     pub async fn load(&self) -> Result<Duration, FetchError> {
-        let metadata = discovery::fetch_metadata(&self.http, &self.config.oidc.issuer).await?;
+        let metadata = discovery::fetch_metadata(&self.http, &self.settings.oidc.issuer).await?;
         self.keys.set_uri(&metadata.jwks_uri);
         let every = self.keys.refresh().await?;
         if let Ok(mut slot) = self.metadata.write() {
@@ -126,12 +169,14 @@ impl Provider {
         &self,
         token: &str,
         nonce: Option<&str>,
+        now: UnixTime,
     ) -> Result<Map<String, Value>, IdTokenError> {
         let expect = Expectations {
-            issuer: &self.config.oidc.issuer,
-            client_id: &self.config.oidc.client_id,
+            issuer: &self.settings.oidc.issuer,
+            client_id: &self.settings.oidc.client_id,
             nonce,
-            leeway: self.config.oidc.leeway,
+            leeway: self.settings.oidc.leeway,
+            now,
         };
         let kid = crate::jwt::verify::header(token)
             .map_err(IdTokenError::Jwt)?
@@ -160,7 +205,7 @@ impl Provider {
             };
             match &result {
                 Ok(_) if !loaded => {
-                    tracing::info!(issuer = %self.config.oidc.issuer, "identity provider loaded")
+                    tracing::info!(issuer = %self.settings.oidc.issuer, "identity provider loaded")
                 }
                 Ok(_) => self.health.up(),
                 Err(e) => {
@@ -173,7 +218,7 @@ impl Provider {
             }
             result
         });
-        let every = self.config.oidc.health_check_interval;
+        let every = self.settings.oidc.health_check_interval;
         let probe = async move {
             let mut shutdown = shutdown;
             let mut backoff = PROBE_BACKOFF_START;
@@ -182,7 +227,7 @@ impl Provider {
                     // Still loading: the loop above reports for itself.
                     every
                 } else {
-                    match discovery::fetch_metadata(&self.http, &self.config.oidc.issuer).await {
+                    match discovery::fetch_metadata(&self.http, &self.settings.oidc.issuer).await {
                         Ok(_) => {
                             self.health.up();
                             backoff = PROBE_BACKOFF_START;

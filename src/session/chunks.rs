@@ -45,6 +45,20 @@ pub struct CookieAttrs {
     pub http_only: bool,
 }
 
+impl CookieAttrs {
+    /// The attributes `[session]` asks for: `Path=/`, `HttpOnly`, and its `Secure`,
+    /// `SameSite` and `Domain`.
+    pub fn from_config(cfg: &crate::config::Session) -> CookieAttrs {
+        CookieAttrs {
+            secure: cfg.secure,
+            same_site: cfg.same_site,
+            domain: cfg.domain.clone(),
+            path: "/".into(),
+            http_only: true,
+        }
+    }
+}
+
 /// Why Set-Cookie values could not be produced. Each of these would otherwise give a header the
 /// browser rejects or misreads, so it is refused outright.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -68,6 +82,35 @@ pub enum CookieError {
     /// without `Secure`, or a `__Secure-`/`__Host-` prefix without what it demands.
     #[error("cookie attributes a browser would reject")]
     Attributes,
+}
+
+/// One `Set-Cookie` header value, built here from a checked name, value and attributes: the
+/// only way portcullis makes one, so every cookie it sets went through the same checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetCookie(String);
+
+impl SetCookie {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+impl std::fmt::Display for SetCookie {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::ops::Deref for SetCookie {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
 }
 
 /// What a request carries under one cookie name.
@@ -120,7 +163,7 @@ pub fn set_cookies(
     attrs: &CookieAttrs,
     max_age: Duration,
     present: &[String],
-) -> Result<Vec<String>, CookieError> {
+) -> Result<Vec<SetCookie>, CookieError> {
     check_name(name)?;
     check_attrs(name, attrs)?;
     if value.is_empty() || !value.bytes().all(is_cookie_octet) {
@@ -149,7 +192,7 @@ pub fn set_cookies(
         }
     }
 
-    let mut out: Vec<String> = parts
+    let mut out: Vec<SetCookie> = parts
         .iter()
         .map(|(cookie_name, part)| build(cookie_name, part, attrs, max_age))
         .collect();
@@ -163,7 +206,7 @@ pub fn clear_cookies(
     name: &str,
     attrs: &CookieAttrs,
     present: &[String],
-) -> Result<Vec<String>, CookieError> {
+) -> Result<Vec<SetCookie>, CookieError> {
     check_name(name)?;
     check_attrs(name, attrs)?;
     let mut out = vec![build(name, "", attrs, cookie::time::Duration::ZERO)];
@@ -426,7 +469,12 @@ fn check_attrs(name: &str, attrs: &CookieAttrs) -> Result<(), CookieError> {
 }
 
 /// Expiring cookies for our names in `present` not in `keep`, each once.
-fn expire_stale(name: &str, attrs: &CookieAttrs, present: &[String], keep: &[&str]) -> Vec<String> {
+fn expire_stale(
+    name: &str,
+    attrs: &CookieAttrs,
+    present: &[String],
+    keep: &[&str],
+) -> Vec<SetCookie> {
     let mut expired: Vec<&str> = Vec::new();
     for stale in present.iter().map(String::as_str) {
         let ours = is_session_cookie_name(stale, name) && stale.bytes().all(is_token_char);
@@ -440,7 +488,12 @@ fn expire_stale(name: &str, attrs: &CookieAttrs, present: &[String], keep: &[&st
         .collect()
 }
 
-fn build(name: &str, value: &str, attrs: &CookieAttrs, max_age: cookie::time::Duration) -> String {
+fn build(
+    name: &str,
+    value: &str,
+    attrs: &CookieAttrs,
+    max_age: cookie::time::Duration,
+) -> SetCookie {
     let mut builder = Cookie::build((name, value))
         .path(attrs.path.as_str())
         .secure(attrs.secure)
@@ -450,7 +503,7 @@ fn build(name: &str, value: &str, attrs: &CookieAttrs, max_age: cookie::time::Du
     if let Some(domain) = &attrs.domain {
         builder = builder.domain(domain.as_str());
     }
-    builder.build().to_string()
+    SetCookie(builder.build().to_string())
 }
 
 #[cfg(test)]
@@ -487,7 +540,7 @@ mod tests {
     }
 
     /// What a browser would send back after receiving `set`: the live cookies, in order.
-    fn browser_header(set: &[String]) -> String {
+    fn browser_header(set: &[SetCookie]) -> String {
         set.iter()
             .filter(|c| max_age(c) != "0")
             .map(|c| {

@@ -98,6 +98,13 @@ impl fmt::Debug for SealKeys {
 }
 
 impl SealKeys {
+    /// The keys of `session.secrets`: the session cookie and the login-flow cookies each
+    /// derive their own from the same secrets (and seal under their own names).
+    pub fn from_config(cfg: &crate::config::Session) -> Result<SealKeys, SealKeyError> {
+        let secrets: Vec<Vec<u8>> = cfg.secrets.iter().map(|s| s.0.clone()).collect();
+        SealKeys::new(&secrets)
+    }
+
     /// Derives one AES-256-GCM key per secret (HKDF-SHA256), in order.
     ///
     /// `secrets`: raw secret bytes, each at least [`MIN_SECRET_LEN`] bytes; at least one. The first

@@ -1,0 +1,44 @@
+//! The identity providers portcullis knows, as one set.
+//!
+//! Today the set holds one provider, the one browsers sign in with (`[oidc]`). Everything
+//! that needs "the provider" asks the set, so a second one is a new entry here (and its
+//! configuration), not a change to every caller.
+
+use std::sync::Arc;
+
+use super::{Provider, ProviderSettings, Readiness};
+use crate::config::Config;
+
+pub struct Providers {
+    /// Never empty; the first is the one browsers sign in with.
+    all: Vec<Arc<Provider>>,
+}
+
+impl Providers {
+    /// One provider for `[oidc]`.
+    pub fn new(config: &Config) -> reqwest::Result<Providers> {
+        let login = Provider::new(ProviderSettings::from_config(config))?;
+        Ok(Providers {
+            all: vec![Arc::new(login)],
+        })
+    }
+
+    /// The provider browsers sign in with.
+    pub fn login(&self) -> &Arc<Provider> {
+        &self.all[0]
+    }
+
+    /// Every provider, for their upkeep in the background.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Provider>> {
+        self.all.iter()
+    }
+
+    /// How ready the set is: as ready as its least ready provider.
+    pub fn readiness(&self) -> Readiness {
+        self.all
+            .iter()
+            .map(|p| p.readiness())
+            .max_by_key(Readiness::severity)
+            .unwrap_or(Readiness::Ready)
+    }
+}
