@@ -44,13 +44,26 @@ pub enum Verdict {
     Allow(Caller),
     /// The path (or the method, or the host) could be read two ways: refused before any rule
     /// was chosen.
-    BadRequest(String),
+    BadRequest(Ambiguity),
     /// No credentials, or a session that is gone.
     Unauthenticated,
     InvalidToken(BearerError),
     /// Authenticated, but the rules say no.
     Forbidden(Caller),
     InsufficientScope(Vec<String>),
+}
+
+/// Why a request could be read two ways.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Ambiguity {
+    /// Methods are case-sensitive tokens: `post` is not `POST` to a route matcher, but some
+    /// frameworks upper-case it again.
+    #[error("method names are upper case")]
+    LowercaseMethod,
+    #[error("ambiguous path refused: {0}")]
+    Path(#[from] policy::PathError),
+    #[error("{0}")]
+    Host(#[from] policy::BadHost),
 }
 
 /// The verdict, with the cookies authentication wants set either way.
@@ -100,27 +113,32 @@ fn bearer_token(req: &RequestHeader) -> Option<Result<&str, BearerError>> {
 }
 
 impl App {
+    /// The decision for `target`, timed for `portcullis_decision_seconds`.
     pub async fn decide(&self, req: &RequestHeader, target: &Target<'_>) -> Decided {
-        // Methods are case-sensitive tokens: `post` is not `POST` to a route matcher, but some
-        // frameworks upper-case it again. Refuse rather than guess.
+        let started = std::time::Instant::now();
+        let decided = self.decide_untimed(req, target).await;
+        crate::metrics::get().decision(started.elapsed());
+        decided
+    }
+
+    async fn decide_untimed(&self, req: &RequestHeader, target: &Target<'_>) -> Decided {
+        // Refuse rather than guess which method was meant.
         if target
             .method
             .is_some_and(|m| m.as_str().bytes().any(|b| b.is_ascii_lowercase()))
         {
-            return decided(Verdict::BadRequest("method names are upper case".into()));
+            return decided(Verdict::BadRequest(Ambiguity::LowercaseMethod));
         }
         let (access, token_kind) = match target.path {
             Some(raw) => {
                 let path = match policy::normalise(raw) {
                     Ok(p) => p,
-                    Err(e) => {
-                        return decided(Verdict::BadRequest(format!("ambiguous path refused: {e}")))
-                    }
+                    Err(e) => return decided(Verdict::BadRequest(e.into())),
                 };
                 match self.config.routes.lookup(target.method, target.host, &path) {
                     Ok(Some(route)) => (route.access(), route.token_kind()),
                     Ok(None) => (&DEFAULT_ACCESS, TokenKind::Any),
-                    Err(e) => return decided(Verdict::BadRequest(e.to_string())),
+                    Err(e) => return decided(Verdict::BadRequest(e.into())),
                 }
             }
             None => (&DEFAULT_ACCESS, TokenKind::Any),

@@ -108,6 +108,40 @@ impl Default for IdentityNames {
 }
 
 impl IdentityNames {
+    /// The names `/oauth2/auth` answers with: oauth2-proxy's, which nginx and Traefik recipes
+    /// copy onward (fixed, whatever `headers.names` says about the upstream's).
+    pub fn forward_auth() -> IdentityNames {
+        IdentityNames {
+            user: HeaderName::from_static("x-auth-request-user"),
+            email: HeaderName::from_static("x-auth-request-email"),
+            groups: HeaderName::from_static("x-auth-request-groups"),
+            preferred_username: HeaderName::from_static("x-auth-request-preferred-username"),
+            access_token: HeaderName::from_static("x-auth-request-access-token"),
+        }
+    }
+
+    /// Each identity header to send for `id`, under these names, with the access token when
+    /// one is to be passed on: the one place identity becomes headers.
+    pub fn values<'a>(
+        &'a self,
+        id: &'a Identity,
+        access_token: Option<&'a str>,
+    ) -> impl Iterator<Item = (&'a HeaderName, Cow<'a, str>)> + 'a {
+        let groups = (!id.groups.is_empty()).then(|| Cow::Owned(id.groups.join(",")));
+        [
+            (&self.user, Some(Cow::Borrowed(id.user.as_str()))),
+            (&self.email, id.email.as_deref().map(Cow::Borrowed)),
+            (&self.groups, groups),
+            (
+                &self.preferred_username,
+                id.preferred_username.as_deref().map(Cow::Borrowed),
+            ),
+            (&self.access_token, access_token.map(Cow::Borrowed)),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| Some((name, value?)))
+    }
+
     pub fn all(&self) -> [&HeaderName; 5] {
         [
             &self.user,
@@ -292,20 +326,17 @@ fn set_identity(req: &mut RequestHeader, vouch: &Vouch<'_>, names: &IdentityName
             let _ = req.insert_header(name.clone(), v);
         }
     };
-    if let Some(id) = vouch.identity {
-        set(&names.user, &id.user);
-        if let Some(email) = &id.email {
-            set(&names.email, email);
+    match vouch.identity {
+        Some(id) => {
+            for (name, value) in names.values(id, vouch.access_token) {
+                set(name, &value);
+            }
         }
-        if !id.groups.is_empty() {
-            set(&names.groups, &id.groups.join(","));
+        None => {
+            if let Some(t) = vouch.access_token {
+                set(&names.access_token, t);
+            }
         }
-        if let Some(u) = &id.preferred_username {
-            set(&names.preferred_username, u);
-        }
-    }
-    if let Some(t) = vouch.access_token {
-        set(&names.access_token, t);
     }
     if let Some(t) = vouch.id_token_as_bearer {
         if let Ok(v) = HeaderValue::from_str(&format!("Bearer {t}")) {

@@ -7,6 +7,8 @@
 //! [`session`], redirect-target checks in [`redirect`].
 
 pub mod access;
+pub mod access_log;
+pub mod answer;
 pub mod app;
 pub mod bearer;
 pub mod classify;

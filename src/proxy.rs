@@ -9,14 +9,16 @@ use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 
-use crate::access::{Caller, Target, Verdict};
+use crate::access::{Caller, Target};
+use crate::access_log;
+use crate::answer::{self, Asker, Then};
 use crate::app::App;
 use crate::classify::{self, Route};
 use crate::endpoints::{self, Facts};
 use crate::forward::{self, Peer, Vouch};
 use crate::metrics;
 use crate::outcome::Outcome;
-use crate::respond::{self, Reply};
+use crate::respond;
 use crate::session::chunks::SetCookie;
 
 pub struct Portcullis {
@@ -75,15 +77,6 @@ fn peer_ip(session: &Session) -> Option<std::net::IpAddr> {
 impl Portcullis {
     fn trusted(&self, session: &Session) -> bool {
         peer_ip(session).is_some_and(|ip| self.app.config.server.is_trusted_proxy(ip))
-    }
-
-    /// The target to come back to after login: the request's own path and query.
-    fn login_redirect(&self, session: &Session) -> String {
-        let uri = &session.req_header().uri;
-        let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
-        let mut location = String::from("/oauth2/start?rd=");
-        location.extend(url::form_urlencoded::byte_serialize(target.as_bytes()));
-        location
     }
 }
 
@@ -150,55 +143,26 @@ impl ProxyHttp for Portcullis {
         }
 
         let req = session.req_header();
-        let deciding = Instant::now();
         let decided = app.decide(req, &Target::of(req, host)).await;
-        metrics::get().decision(deciding.elapsed());
-        let set_cookies = decided.set_cookies;
-        let reply = match decided.verdict {
-            Verdict::Public => {
-                ctx.outcome = Outcome::Public;
-                ctx.set_cookies = set_cookies;
-                return Ok(false);
-            }
-            Verdict::Allow(caller) => {
-                ctx.outcome = match caller {
-                    Caller::Session(_) => Outcome::Cookie,
-                    Caller::Bearer(_) => Outcome::Bearer,
-                };
-                ctx.user = Some(caller.identity().user.clone());
-                ctx.caller = Some(caller);
-                ctx.set_cookies = set_cookies;
-                return Ok(false);
-            }
-            Verdict::BadRequest(reason) => {
-                ctx.outcome = Outcome::BadRequest;
-                respond::bad_request(&reason)
-            }
-            Verdict::Unauthenticated => {
-                if classify::is_browser_navigation(&req.method, &req.headers) {
-                    ctx.outcome = Outcome::LoginRedirect;
-                    Reply::redirect(&self.login_redirect(session))
-                } else {
-                    ctx.outcome = Outcome::Unauthenticated;
-                    respond::unauthorized_api("authentication required")
-                }
-            }
-            Verdict::InvalidToken(e) => {
-                ctx.outcome = Outcome::InvalidToken;
-                respond::invalid_token(&e)
-            }
-            Verdict::Forbidden(caller) => {
-                ctx.outcome = Outcome::Forbidden;
-                ctx.user = Some(caller.identity().user.clone());
-                respond::forbidden(classify::is_browser_navigation(&req.method, &req.headers))
-            }
-            Verdict::InsufficientScope(needed) => {
-                ctx.outcome = Outcome::InsufficientScope;
-                respond::insufficient_scope(&needed)
-            }
+        let return_to = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let asker = Asker::Client {
+            browser_navigation: classify::is_browser_navigation(&req.method, &req.headers),
+            return_to,
         };
-        reply.cookies(set_cookies).send(session).await?;
-        Ok(true)
+        let settled = answer::settle(decided.verdict, &asker);
+        ctx.outcome = settled.outcome;
+        ctx.user = settled.user;
+        match settled.then {
+            Then::Forward(caller) => {
+                ctx.caller = caller;
+                ctx.set_cookies = decided.set_cookies;
+                Ok(false)
+            }
+            Then::Answer(reply) => {
+                reply.cookies(decided.set_cookies).send(session).await?;
+                Ok(true)
+            }
+        }
     }
 
     async fn upstream_peer(
@@ -301,9 +265,9 @@ impl ProxyHttp for Portcullis {
         e: &pingora::Error,
         _ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        let code = respond::proxy_failure_status(e);
+        let status = respond::proxy_failure_status(e);
         // Once a response has started, nothing more can be said: the connection is closed.
-        if code > 0 && session.response_written().is_none() {
+        if let Some(code) = status.filter(|_| session.response_written().is_none()) {
             // The request body may be unread: say so, so that the client does not send its
             // next request on a connection about to be closed.
             session.set_keepalive(None);
@@ -312,7 +276,8 @@ impl ProxyHttp for Portcullis {
             }
         }
         FailToProxy {
-            error_code: code,
+            // pingora's "no status": the client is gone.
+            error_code: status.map_or(0, |s| s.as_u16()),
             can_reuse_downstream: false,
         }
     }
@@ -327,7 +292,7 @@ impl ProxyHttp for Portcullis {
         _ctx: &RequestCtx,
         e: &pingora::Error,
     ) -> bool {
-        respond::proxy_failure_status(e) < 500
+        respond::proxy_failure_status(e).is_none_or(|s| s.as_u16() < 500)
     }
 
     /// pingora's error log describes a request with this: the path only, since a query may
@@ -343,24 +308,20 @@ impl ProxyHttp for Portcullis {
         e: Option<&pingora::Error>,
         ctx: &mut RequestCtx,
     ) {
-        let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        let m = metrics::get();
-        m.request(ctx.outcome);
         // Sent upstream but no response header came back (refused, reset, timed out).
         if ctx.upstream_sent.is_some() {
-            m.upstream(None, None);
+            metrics::get().upstream(None, None);
         }
         let req = session.req_header();
-        tracing::info!(
-            target: "access",
-            method = %req.method,
-            path = %req.uri.path(),
-            status,
-            outcome = ctx.outcome.as_str(),
-            user = ctx.user.as_deref().unwrap_or("-"),
-            client = %peer_ip(session).map_or_else(|| "-".to_string(), |ip| ip.to_string()),
-            duration_us = ctx.started.elapsed().as_micros() as u64,
-            error = e.map(|e| e.etype().as_str()),
-        );
+        access_log::record(&access_log::Entry {
+            method: req.method.as_str(),
+            path: req.uri.path(),
+            status: session.response_written().map(|r| r.status.as_u16()),
+            outcome: ctx.outcome,
+            user: ctx.user.as_deref(),
+            client: peer_ip(session),
+            duration: Some(ctx.started.elapsed()),
+            error: e.map(|e| e.etype().as_str()),
+        });
     }
 }

@@ -2,6 +2,7 @@
 //! marked `no-store`: none may be cached by a shared cache, since they carry cookies or identity.
 
 use bytes::Bytes;
+use http::StatusCode;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 
@@ -9,15 +10,21 @@ use crate::session::chunks::SetCookie;
 
 pub struct Reply {
     status: u16,
-    headers: Vec<(&'static str, String)>,
+    headers: Vec<(Name, String)>,
     body: Bytes,
+}
+
+/// A header name as written here (kept in its spelling) or as configured.
+enum Name {
+    Static(&'static str),
+    Header(http::HeaderName),
 }
 
 impl Reply {
     pub fn new(status: u16, content_type: &'static str, body: impl Into<Bytes>) -> Reply {
         Reply {
             status,
-            headers: vec![("Content-Type", content_type.to_string())],
+            headers: vec![(Name::Static("Content-Type"), content_type.to_string())],
             body: body.into(),
         }
     }
@@ -64,13 +71,20 @@ impl Reply {
     }
 
     pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Reply {
-        self.headers.push((name, value.into()));
+        self.headers.push((Name::Static(name), value.into()));
+        self
+    }
+
+    /// A header whose name is data (configured, or one of a set).
+    pub fn header_named(mut self, name: http::HeaderName, value: String) -> Reply {
+        self.headers.push((Name::Header(name), value));
         self
     }
 
     pub fn cookies(mut self, set_cookies: Vec<SetCookie>) -> Reply {
         for c in set_cookies {
-            self.headers.push(("Set-Cookie", c.into_string()));
+            self.headers
+                .push((Name::Static("Set-Cookie"), c.into_string()));
         }
         self
     }
@@ -84,7 +98,10 @@ impl Reply {
         resp.insert_header("Cache-Control", "no-store")?;
         resp.insert_header("X-Content-Type-Options", "nosniff")?;
         for (name, value) in self.headers {
-            resp.append_header(name, value)?;
+            match name {
+                Name::Static(name) => resp.append_header(name, value)?,
+                Name::Header(name) => resp.append_header(name, value)?,
+            };
         }
         resp.insert_header("Content-Length", self.body.len().to_string())?;
         let head_only = session.req_header().method == http::Method::HEAD;
@@ -167,32 +184,36 @@ pub fn forbidden(browser: bool) -> Reply {
 
 /// The status for a request that could not be proxied: 504 when the upstream did not answer in
 /// time, 502 when it refused, reset or spoke nonsense, 400 for a client that sent something
-/// unreadable, 0 when the client is gone (nothing can be written). Never a panic, never a guess
-/// that hides an upstream failure behind a 500.
-pub fn proxy_failure_status(e: &pingora::Error) -> u16 {
+/// unreadable, `None` when the client is gone (nothing can be written). Never a panic, never a
+/// guess that hides an upstream failure behind a 500.
+pub fn proxy_failure_status(e: &pingora::Error) -> Option<StatusCode> {
     use pingora::{ErrorSource, ErrorType};
     if let ErrorType::HTTPStatus(code) = e.etype() {
-        return *code;
+        // pingora's own statuses are valid ones; anything else reads as an internal error.
+        return Some(StatusCode::from_u16(*code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR));
     }
-    match e.esource() {
+    let status = match e.esource() {
         ErrorSource::Upstream => match e.etype() {
             ErrorType::ConnectTimedout
             | ErrorType::ReadTimedout
             | ErrorType::WriteTimedout
-            | ErrorType::TLSHandshakeTimedout => 504,
-            _ => 502,
+            | ErrorType::TLSHandshakeTimedout => StatusCode::GATEWAY_TIMEOUT,
+            _ => StatusCode::BAD_GATEWAY,
         },
         ErrorSource::Downstream => match e.etype() {
-            ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
-            _ => 400,
+            ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => {
+                return None
+            }
+            _ => StatusCode::BAD_REQUEST,
         },
-        ErrorSource::Internal | ErrorSource::Unset => 500,
-    }
+        ErrorSource::Internal | ErrorSource::Unset => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    Some(status)
 }
 
 /// The page for a request that could not be proxied (see [`proxy_failure_status`]).
-pub fn proxy_failure(status: u16) -> Reply {
-    match status {
+pub fn proxy_failure(status: StatusCode) -> Reply {
+    match status.as_u16() {
         504 => Reply::page(
             504,
             "The application did not answer in time",

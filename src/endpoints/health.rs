@@ -9,14 +9,15 @@ pub fn ping() -> Reply {
 }
 
 pub fn ready(app: &App) -> Reply {
-    match app.providers.readiness() {
+    let readiness = app.providers.readiness();
+    match readiness {
         Readiness::Ready => Reply::text(200, "OK"),
         // Still 200: taking every replica out of service would also cut off everyone who is
         // signed in or holds a verified bearer token, who are still served.
-        Readiness::Degraded(reason) => Reply::text(
+        Readiness::Degraded(_) => Reply::text(
             200,
-            &format!("degraded: identity provider unreachable ({reason}); signed-in users and verified bearer tokens are served, new sign-ins wait\n"),
+            &format!("degraded: identity provider unreachable ({readiness}); signed-in users and verified bearer tokens are served, new sign-ins wait\n"),
         ),
-        Readiness::NotReady(reason) => Reply::text(503, &format!("not ready: {reason}\n")),
+        Readiness::NotReady(_) => Reply::text(503, &format!("not ready: {readiness}\n")),
     }
 }

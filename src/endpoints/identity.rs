@@ -6,7 +6,8 @@ use pingora::http::RequestHeader;
 use serde_json::json;
 
 use super::{Answer, Facts};
-use crate::access::{Caller, Target, Verdict};
+use crate::access::Target;
+use crate::answer::{self, Asker, Then};
 use crate::app::App;
 use crate::host::HostKey;
 use crate::respond::{self, unauthorized_api, Reply};
@@ -87,9 +88,7 @@ pub async fn forward_auth(app: &App, req: &RequestHeader, facts: &Facts<'_>) -> 
             .as_deref()
             .map(|u| u.split('?').next().unwrap_or(u).as_bytes()),
     };
-    let deciding = std::time::Instant::now();
     let decided = app.decide(req, &target).await;
-    crate::metrics::get().decision(deciding.elapsed());
     // The access token goes to a forward-auth subrequest only: from a trusted proxy that
     // reports an original request for the application. A page's own `fetch('/oauth2/auth')`
     // that a front proxy passes on reports no original request, or reports itself (nginx's
@@ -104,46 +103,18 @@ pub async fn forward_auth(app: &App, req: &RequestHeader, facts: &Facts<'_>) -> 
                 crate::classify::classify(p.as_str(), &app.config.oidc.callback_path)
                     == crate::classify::Route::Protected
             });
-    let pass_access_token = app.config.headers.pass_access_token && subrequest;
-    let (reply, user) = match decided.verdict {
-        Verdict::Public => (Reply::text(202, ""), None),
-        Verdict::Allow(caller) => {
-            let user = caller.identity().user.clone();
-            (allowed(&caller, pass_access_token), Some(user))
-        }
-        Verdict::Unauthenticated => (unauthorized_api("no valid session"), None),
-        Verdict::InvalidToken(e) => (respond::invalid_token(&e), None),
-        Verdict::BadRequest(_) => (respond::forbidden(false), None),
-        Verdict::Forbidden(caller) => (
-            respond::forbidden(false),
-            Some(caller.identity().user.clone()),
-        ),
-        Verdict::InsufficientScope(needed) => (respond::insufficient_scope(&needed), None),
+    let asker = Asker::FrontProxy {
+        pass_access_token: app.config.headers.pass_access_token && subrequest,
+    };
+    let settled = answer::settle(decided.verdict, &asker);
+    let reply = match settled.then {
+        Then::Answer(reply) => reply,
+        // A front proxy is always answered; it forwards the request itself.
+        Then::Forward(_) => Reply::text(202, ""),
     };
     Answer {
         reply: reply.cookies(decided.set_cookies),
-        user,
-    }
-}
-
-fn allowed(caller: &Caller, pass_access_token: bool) -> Reply {
-    let id = caller.identity();
-    let mut reply = Reply::text(202, "").header("X-Auth-Request-User", id.user.clone());
-    if let Some(email) = &id.email {
-        reply = reply.header("X-Auth-Request-Email", email.clone());
-    }
-    if !id.groups.is_empty() {
-        reply = reply.header("X-Auth-Request-Groups", id.groups.join(","));
-    }
-    if let Some(u) = &id.preferred_username {
-        reply = reply.header("X-Auth-Request-Preferred-Username", u.clone());
-    }
-    match caller {
-        Caller::Session(s) if pass_access_token => match &s.access_token {
-            Some(t) => reply.header("X-Auth-Request-Access-Token", t.clone()),
-            None => reply,
-        },
-        _ => reply,
+        user: settled.user,
     }
 }
 

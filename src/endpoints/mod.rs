@@ -54,8 +54,12 @@ pub async fn handle(
     }
 }
 
+/// A query parameter given more than once: which one was meant is ambiguous.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Repeated;
+
 /// The single value of a query parameter. A parameter given twice is ambiguous and refused.
-fn query_param(req: &RequestHeader, name: &str) -> Result<Option<String>, ()> {
+fn query_param(req: &RequestHeader, name: &str) -> Result<Option<String>, Repeated> {
     let Some(query) = req.uri.query() else {
         return Ok(None);
     };
@@ -63,7 +67,7 @@ fn query_param(req: &RequestHeader, name: &str) -> Result<Option<String>, ()> {
     for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
         if k == name {
             if found.is_some() {
-                return Err(());
+                return Err(Repeated);
             }
             found = Some(v.into_owned());
         }
@@ -85,7 +89,7 @@ fn return_target(app: &App, req: &RequestHeader, facts: &Facts<'_>) -> String {
         (Some(full), _) if raw_rd == Some(full.as_str()) => original,
         (_, Ok(Some(rd))) => Some(rd),
         (_, Ok(None)) => original,
-        (_, Err(())) => None,
+        (_, Err(Repeated)) => None,
     };
     candidate
         .and_then(|target| app.config.redirects.validate(&target))

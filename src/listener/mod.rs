@@ -34,7 +34,6 @@ use tokio::time::{timeout, timeout_at, Instant};
 pub use admission::{Admission, Admitted, ConnectionLimits, Crowded};
 pub use head::{HeadScan, Oversized, Progress, MAX_FIELDS};
 
-use crate::metrics;
 use crate::outcome::Outcome;
 
 /// The bounds on one request head.
@@ -395,17 +394,16 @@ async fn turn_away(mut stream: Stream, crowded: Crowded, peer: Option<IpAddr>) {
 /// The access-log line of a connection answered here rather than by the proxy: never the
 /// head's contents.
 fn log_refusal(peer: Option<IpAddr>, status: u16, name: &str) {
-    metrics::get().request(Outcome::BadRequest);
-    tracing::info!(
-        target: "access",
-        method = "-",
-        path = "-",
-        status,
-        outcome = Outcome::BadRequest.as_str(),
-        user = "-",
-        client = %peer.map_or_else(|| "-".to_string(), |ip| ip.to_string()),
-        error = name,
-    );
+    crate::access_log::record(&crate::access_log::Entry {
+        method: "-",
+        path: "-",
+        status: Some(status),
+        outcome: Outcome::BadRequest,
+        user: None,
+        client: peer,
+        duration: None,
+        error: Some(name),
+    });
 }
 
 /// Writes a plain-text answer that closes the connection (`extra` is more header lines, each

@@ -48,7 +48,7 @@ impl Metadata {
 }
 
 /// Why a fetch failed, in words fit for `/ready` and logs (no secrets involved).
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FetchError {
     #[error("{url}: {reason}")]
     Http { url: String, reason: String },

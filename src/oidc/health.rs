@@ -16,12 +16,14 @@ use std::sync::Mutex;
 
 use tokio::sync::Notify;
 
+use super::discovery::FetchError;
+
 #[derive(Debug)]
 pub struct Health {
     up: AtomicBool,
     /// Why the provider was last seen down; kept for `/ready` (never holds secrets: it is
     /// built from URLs and transport errors).
-    reason: Mutex<String>,
+    reason: Mutex<Option<FetchError>>,
     /// Wakes the probe early: a request could not reach the provider.
     recheck: Notify,
 }
@@ -30,7 +32,7 @@ impl Default for Health {
     fn default() -> Self {
         Health {
             up: AtomicBool::new(true),
-            reason: Mutex::new(String::new()),
+            reason: Mutex::new(None),
             recheck: Notify::new(),
         }
     }
@@ -47,13 +49,13 @@ impl Health {
         }
     }
 
-    pub fn down(&self, reason: &str) {
+    pub fn down(&self, reason: &FetchError) {
         if let Ok(mut r) = self.reason.lock() {
-            reason.clone_into(&mut r);
+            *r = Some(reason.clone());
         }
         if self.up.swap(false, Ordering::AcqRel) {
             tracing::warn!(
-                reason,
+                reason = %reason,
                 "identity provider unreachable: new sign-ins wait for it"
             );
         }
@@ -70,11 +72,9 @@ impl Health {
         self.recheck.notified().await
     }
 
-    pub fn reason(&self) -> String {
-        self.reason
-            .lock()
-            .map(|r| r.clone())
-            .unwrap_or_else(|_| "unknown".into())
+    /// Why the provider was last seen down, if it ever was.
+    pub fn reason(&self) -> Option<FetchError> {
+        self.reason.lock().ok().and_then(|r| r.clone())
     }
 }
 
@@ -86,9 +86,16 @@ mod tests {
     fn down_keeps_the_reason_and_up_clears_the_state() {
         let h = Health::default();
         assert!(h.is_up());
-        h.down("http://idp/.well-known/openid-configuration: connection refused");
+        h.down(&FetchError::Http {
+            url: "http://idp/.well-known/openid-configuration".into(),
+            reason: "connection refused".into(),
+        });
         assert!(!h.is_up());
-        assert!(h.reason().contains("connection refused"));
+        assert!(h
+            .reason()
+            .unwrap()
+            .to_string()
+            .contains("connection refused"));
         h.up();
         assert!(h.is_up());
     }

@@ -137,10 +137,7 @@ impl Provider {
     }
 
     pub fn not_ready_reason(&self) -> String {
-        match self.readiness() {
-            super::Readiness::Ready => "ready".into(),
-            super::Readiness::Degraded(r) | super::Readiness::NotReady(r) => r,
-        }
+        self.readiness().to_string()
     }
 
     /// What a token request made for one browser says about the provider: nothing that

@@ -32,9 +32,23 @@ use id_token::{Expectations, IdTokenError};
 pub enum Readiness {
     Ready,
     /// Loaded once, but not answering now: what was cached keeps working, new logins wait.
-    Degraded(String),
-    /// Never loaded: nothing that needs the provider works.
-    NotReady(String),
+    /// The failure it was last seen down with, when known.
+    Degraded(Option<FetchError>),
+    /// Never loaded: nothing that needs the provider works. The last attempt's failure, or
+    /// `None` before the first attempt ended.
+    NotReady(Option<FetchError>),
+}
+
+impl std::fmt::Display for Readiness {
+    /// The reason, in the words `/ready` and sign-in errors use.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Readiness::Ready => f.write_str("ready"),
+            Readiness::Degraded(Some(e)) | Readiness::NotReady(Some(e)) => write!(f, "{e}"),
+            Readiness::Degraded(None) => f.write_str("unknown"),
+            Readiness::NotReady(None) => f.write_str("identity provider metadata not loaded yet"),
+        }
+    }
 }
 
 impl Readiness {
@@ -83,7 +97,7 @@ pub struct Provider {
     http: reqwest::Client,
     metadata: RwLock<Option<Arc<Metadata>>>,
     keys: RemoteKeys,
-    last_error: Mutex<String>,
+    last_error: Mutex<Option<FetchError>>,
     health: health::Health,
 }
 
@@ -101,7 +115,7 @@ impl Provider {
             http,
             metadata: RwLock::new(None),
             keys,
-            last_error: Mutex::new("identity provider metadata not loaded yet".into()),
+            last_error: Mutex::new(None),
             health: health::Health::default(),
         })
     }
@@ -122,12 +136,7 @@ impl Provider {
             }
             return Readiness::Degraded(self.health.reason());
         }
-        let reason = self
-            .last_error
-            .lock()
-            .map(|e| e.clone())
-            .unwrap_or_else(|_| "unknown".into());
-        Readiness::NotReady(reason)
+        Readiness::NotReady(self.last_error.lock().ok().and_then(|e| e.clone()))
     }
 
     /// Where outbound calls report whether the provider answered.
@@ -148,7 +157,7 @@ impl Provider {
 
     fn set_error(&self, e: &FetchError) {
         if let Ok(mut last) = self.last_error.lock() {
-            *last = e.to_string();
+            *last = Some(e.clone());
         }
     }
 
@@ -212,7 +221,7 @@ impl Provider {
                     tracing::warn!(error = %e, "identity provider not reachable");
                     self.set_error(e);
                     if loaded {
-                        self.health.down(&e.to_string());
+                        self.health.down(e);
                     }
                 }
             }
@@ -234,7 +243,7 @@ impl Provider {
                             every
                         }
                         Err(e) => {
-                            self.health.down(&e.to_string());
+                            self.health.down(&e);
                             let wait = backoff.min(every);
                             backoff = backoff.saturating_mul(2);
                             wait

@@ -19,5 +19,5 @@ pub mod routes;
 pub mod rules;
 
 pub use path::{normalise, NormalPath, PathError};
-pub use routes::{Access, Route, RouteSpec, RouteTable, TokenKind};
+pub use routes::{Access, BadHost, Route, RouteSpec, RouteTable, TokenKind};
 pub use rules::{parse_email, Decision, DomainRule, Requirements, Subject};

@@ -1,0 +1,139 @@
+//! What a decision becomes: the one mapping from a [`Verdict`] to the access log's
+//! [`Outcome`] and to what the asker is told. The inline proxy and `/oauth2/auth` both go
+//! through [`settle`]; they differ only in who is asking ([`Asker`]).
+
+use crate::access::{Caller, Verdict};
+use crate::forward::IdentityNames;
+use crate::outcome::Outcome;
+use crate::respond::{self, Reply};
+
+/// Who the decision is for.
+pub enum Asker<'a> {
+    /// A client of the inline proxy: an allowed request goes on to the upstream, a person's
+    /// browser without a session is sent to log in and comes back to `return_to`.
+    Client {
+        browser_navigation: bool,
+        return_to: &'a str,
+    },
+    /// A front proxy's auth subrequest (nginx `auth_request`, Traefik `forwardAuth`): the
+    /// answer is 202 with the identity, 401 or 403; never a redirect, and never a 400 (nginx
+    /// takes any other status for an error of its own).
+    FrontProxy { pass_access_token: bool },
+}
+
+/// What happens next.
+pub enum Then {
+    /// On to the upstream, as this caller (none on a public route).
+    Forward(Option<Caller>),
+    /// Answered here.
+    Answer(Reply),
+}
+
+/// A verdict settled for its asker.
+pub struct Settled {
+    pub outcome: Outcome,
+    /// Who the request was from, for the access log.
+    pub user: Option<String>,
+    pub then: Then,
+}
+
+pub fn settle(verdict: Verdict, asker: &Asker<'_>) -> Settled {
+    let answer = |outcome, reply| Settled {
+        outcome,
+        user: None,
+        then: Then::Answer(reply),
+    };
+    let front = matches!(asker, Asker::FrontProxy { .. });
+    match verdict {
+        Verdict::Public => match asker {
+            Asker::Client { .. } => Settled {
+                outcome: Outcome::Public,
+                user: None,
+                then: Then::Forward(None),
+            },
+            Asker::FrontProxy { .. } => answer(Outcome::Public, Reply::text(202, "")),
+        },
+        Verdict::Allow(caller) => {
+            let outcome = match caller {
+                Caller::Session(_) => Outcome::Cookie,
+                Caller::Bearer(_) => Outcome::Bearer,
+            };
+            let user = Some(caller.identity().user.clone());
+            let then = match asker {
+                Asker::Client { .. } => Then::Forward(Some(caller)),
+                Asker::FrontProxy { pass_access_token } => {
+                    Then::Answer(allowed(&caller, *pass_access_token))
+                }
+            };
+            Settled {
+                outcome,
+                user,
+                then,
+            }
+        }
+        Verdict::BadRequest(_) if front => answer(Outcome::BadRequest, respond::forbidden(false)),
+        Verdict::BadRequest(reason) => answer(
+            Outcome::BadRequest,
+            respond::bad_request(&reason.to_string()),
+        ),
+        Verdict::Unauthenticated => match asker {
+            Asker::Client {
+                browser_navigation: true,
+                return_to,
+            } => answer(
+                Outcome::LoginRedirect,
+                Reply::redirect(&login_redirect(return_to)),
+            ),
+            Asker::Client { .. } => answer(
+                Outcome::Unauthenticated,
+                respond::unauthorized_api("authentication required"),
+            ),
+            Asker::FrontProxy { .. } => answer(
+                Outcome::Unauthenticated,
+                respond::unauthorized_api("no valid session"),
+            ),
+        },
+        Verdict::InvalidToken(e) => answer(Outcome::InvalidToken, respond::invalid_token(&e)),
+        Verdict::Forbidden(caller) => {
+            let browser = matches!(
+                asker,
+                Asker::Client {
+                    browser_navigation: true,
+                    ..
+                }
+            );
+            Settled {
+                outcome: Outcome::Forbidden,
+                user: Some(caller.identity().user.clone()),
+                then: Then::Answer(respond::forbidden(browser)),
+            }
+        }
+        Verdict::InsufficientScope(needed) => answer(
+            Outcome::InsufficientScope,
+            respond::insufficient_scope(&needed),
+        ),
+    }
+}
+
+/// Where a browser without a session goes: the login, coming back to `return_to` (the
+/// request's own path and query).
+fn login_redirect(return_to: &str) -> String {
+    let mut location = String::from("/oauth2/start?rd=");
+    location.extend(url::form_urlencoded::byte_serialize(return_to.as_bytes()));
+    location
+}
+
+/// 202 for a front proxy, with the identity in oauth2-proxy's `X-Auth-Request-*` headers
+/// (what nginx and Traefik recipes copy onward) and the session's access token when allowed.
+fn allowed(caller: &Caller, pass_access_token: bool) -> Reply {
+    let access_token = match caller {
+        Caller::Session(s) if pass_access_token => s.access_token.as_deref(),
+        _ => None,
+    };
+    let names = IdentityNames::forward_auth();
+    names
+        .values(caller.identity(), access_token)
+        .fold(Reply::text(202, ""), |reply, (name, value)| {
+            reply.header_named(name.clone(), value.into_owned())
+        })
+}
