@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{Config, LogFormat};
+use crate::config::Config;
 
 #[derive(Parser)]
 #[command(
@@ -72,17 +72,26 @@ pub fn main() -> ExitCode {
             println!("{}", crate::config::generate_secret());
             ExitCode::SUCCESS
         }
-        Command::Demo { listen } => {
-            crate::logging::init("info", LogFormat::Text);
-            match crate::demo::launch::run(listen) {
-                Ok(never) => match never {},
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::from(1)
-                }
-            }
+        Command::Demo { listen } => demo(listen),
+    }
+}
+
+#[cfg(feature = "demo")]
+fn demo(listen: std::net::SocketAddr) -> ExitCode {
+    crate::logging::init("info", crate::config::LogFormat::Text);
+    match crate::demo::launch::run(listen) {
+        Ok(never) => match never {},
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
         }
     }
+}
+
+#[cfg(not(feature = "demo"))]
+fn demo(_listen: std::net::SocketAddr) -> ExitCode {
+    eprintln!("error: this portcullis was built without the `demo` feature");
+    ExitCode::from(2)
 }
 
 fn check(path: &std::path::Path, offline: bool) -> ExitCode {

@@ -15,6 +15,7 @@ pub mod classify;
 pub mod cli;
 pub mod clock;
 pub mod config;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod endpoints;
 pub mod forward;
