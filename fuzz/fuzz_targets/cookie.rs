@@ -1,4 +1,4 @@
-//! Session cookies: `session::chunks::read_cookie`, `SessionStore::load` and
+//! Session cookies: `session::chunks::read_cookie`, `CookieStore::load` and
 //! `session::seal::SealKeys::open` on arbitrary Cookie headers, and the seal/chunk round trip on
 //! arbitrary plaintexts (which also feeds arbitrary bytes to the session payload decoder, the
 //! part an attacker reaches only with the key).
@@ -15,16 +15,25 @@
 
 use libfuzzer_sys::fuzz_target;
 use portcullis::config::Config;
-use portcullis::session::chunks::{read_cookie, set_cookies};
-use portcullis::session::SessionStore;
+use portcullis::clock::{Clock, SystemClock};
+use portcullis::session::chunks::{read_cookie, set_cookies, CookieAttrs, SetCookie};
+use portcullis::session::seal::SealKeys;
+use portcullis::session::CookieStore;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 const NAME: &str = "_portcullis";
 
-fn store() -> &'static SessionStore {
-    static STORE: OnceLock<SessionStore> = OnceLock::new();
-    STORE.get_or_init(|| {
+/// The session store under test, with the keys and cookie attributes it was built from.
+struct Fixture {
+    store: CookieStore,
+    keys: SealKeys,
+    attrs: CookieAttrs,
+}
+
+fn fixture() -> &'static Fixture {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
         // Two secrets (32 bytes each, base64): the current one seals, both open.
         let text = r#"
 [upstream]
@@ -38,13 +47,17 @@ redirect_url = "https://app.test/oauth2/callback"
 secrets = ["MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY", "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA"]
 "#;
         let config = Config::parse(text, "<fuzz>", &|_| None).expect("fixed config");
-        SessionStore::new(&config.session).expect("fixed secrets")
+        Fixture {
+            store: CookieStore::new(&config.session).expect("fixed secrets"),
+            keys: SealKeys::from_config(&config.session).expect("fixed secrets"),
+            attrs: CookieAttrs::from_config(&config.session),
+        }
     })
 }
 
 /// The Cookie header a browser sends back for these Set-Cookie values (`name=value` of each
 /// one that is not an expiry).
-fn cookie_header(set_cookies: &[String]) -> String {
+fn cookie_header(set_cookies: &[SetCookie]) -> String {
     set_cookies
         .iter()
         .filter(|c| !c.contains("Max-Age=0"))
@@ -57,8 +70,8 @@ fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };
-    let store = store();
-    let now = portcullis::session::now();
+    let Fixture { store, keys, attrs } = fixture();
+    let now = SystemClock.now();
     match mode % 3 {
         0 => {
             let headers: Vec<&[u8]> = rest.split(|&b| b == b'\n').collect();
@@ -66,7 +79,7 @@ fuzz_target!(|data: &[u8]| {
                 if let Some(value) = &read.value {
                     assert!(!value.is_empty());
                     assert!(
-                        store.keys().open(NAME, value).is_none(),
+                        keys.open(NAME, value).is_none(),
                         "forged: {value:?}"
                     );
                 }
@@ -75,7 +88,7 @@ fuzz_target!(|data: &[u8]| {
             assert!(loaded.session.is_none(), "a cookie we never sealed opened");
             for header in &headers {
                 let text = String::from_utf8_lossy(header);
-                assert!(store.keys().open(NAME, &text).is_none());
+                assert!(keys.open(NAME, &text).is_none());
             }
         }
         mode => {
@@ -84,7 +97,6 @@ fuzz_target!(|data: &[u8]| {
                 (2, None) => return,
                 _ => (None, rest),
             };
-            let keys = store.keys();
             let sealed = keys.seal(NAME, plaintext).expect("sealing");
             assert_eq!(keys.open(NAME, &sealed).as_deref(), Some(plaintext));
             assert!(
@@ -107,7 +119,7 @@ fuzz_target!(|data: &[u8]| {
             }
 
             let Ok(cookies) =
-                set_cookies(NAME, &sealed, store.attrs(), Duration::from_secs(3600), &[])
+                set_cookies(NAME, &sealed, attrs, Duration::from_secs(3600), &[])
             else {
                 return; // too large for the chunk limit: refused, not truncated
             };
