@@ -14,8 +14,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use portcullis::config::Config;
 use portcullis::clock::{Clock, SystemClock};
+use portcullis::config::Config;
 use portcullis::session::chunks::{read_cookie, set_cookies, CookieAttrs, SetCookie};
 use portcullis::session::seal::SealKeys;
 use portcullis::session::CookieStore;
@@ -78,10 +78,7 @@ fuzz_target!(|data: &[u8]| {
             if let Ok(read) = read_cookie(&headers, NAME) {
                 if let Some(value) = &read.value {
                     assert!(!value.is_empty());
-                    assert!(
-                        keys.open(NAME, value).is_none(),
-                        "forged: {value:?}"
-                    );
+                    assert!(keys.open(NAME, value).is_none(), "forged: {value:?}");
                 }
             }
             let loaded = store.load(&headers, now);
@@ -118,8 +115,7 @@ fuzz_target!(|data: &[u8]| {
                 return;
             }
 
-            let Ok(cookies) =
-                set_cookies(NAME, &sealed, attrs, Duration::from_secs(3600), &[])
+            let Ok(cookies) = set_cookies(NAME, &sealed, attrs, Duration::from_secs(3600), &[])
             else {
                 return; // too large for the chunk limit: refused, not truncated
             };
