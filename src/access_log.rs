@@ -12,7 +12,7 @@ use crate::metrics;
 use crate::outcome::Outcome;
 
 /// What one line says.
-pub struct Entry<'a> {
+pub(crate) struct Entry<'a> {
     /// `-` when no request could be read.
     pub method: &'a str,
     /// The path only, never the query; `-` when no request could be read.
@@ -29,7 +29,7 @@ pub struct Entry<'a> {
 }
 
 /// Writes `entry`'s line and counts its outcome.
-pub fn record(entry: &Entry<'_>) {
+pub(crate) fn record(entry: &Entry<'_>) {
     metrics::get().request(entry.outcome);
     tracing::info!(
         target: "access",

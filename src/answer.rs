@@ -8,7 +8,7 @@ use crate::outcome::Outcome;
 use crate::respond::{self, Reply};
 
 /// Who the decision is for.
-pub enum Asker<'a> {
+pub(crate) enum Asker<'a> {
     /// A client of the inline proxy: an allowed request goes on to the upstream, a person's
     /// browser without a session is sent to log in and comes back to `return_to`.
     Client {
@@ -22,7 +22,7 @@ pub enum Asker<'a> {
 }
 
 /// What happens next.
-pub enum Then {
+pub(crate) enum Then {
     /// On to the upstream, as this caller (none on a public route).
     Forward(Option<Caller>),
     /// Answered here.
@@ -30,14 +30,14 @@ pub enum Then {
 }
 
 /// A verdict settled for its asker.
-pub struct Settled {
+pub(crate) struct Settled {
     pub outcome: Outcome,
     /// Who the request was from, for the access log.
     pub user: Option<String>,
     pub then: Then,
 }
 
-pub fn settle(verdict: Verdict, asker: &Asker<'_>) -> Settled {
+pub(crate) fn settle(verdict: Verdict, asker: &Asker<'_>) -> Settled {
     let answer = |outcome, reply| Settled {
         outcome,
         user: None,

@@ -15,7 +15,10 @@ use crate::session::chunks::SetCookie;
 use crate::session::refresh::{Outcome, Refresher};
 use crate::session::{CookieStore, SessionData, SessionStore};
 
+/// The shared state of a running portcullis: its configuration and every stage a request
+/// goes through, built once at start.
 pub struct App {
+    /// The validated configuration.
     pub config: Arc<Config>,
     /// The identity providers; browsers sign in with [`Providers::login`].
     pub providers: Providers,
@@ -23,7 +26,9 @@ pub struct App {
     pub sessions: Box<dyn SessionStore>,
     /// Logins in progress.
     pub flows: LoginFlows,
+    /// Refreshes expired sessions, one call to the provider per session at a time.
     pub refresher: Refresher,
+    /// Verifies bearer tokens, remembering the verified ones.
     pub bearer: BearerAuth,
     /// The time every expiry is compared with.
     pub clock: SharedClock,
@@ -32,11 +37,14 @@ pub struct App {
 /// What authentication concluded, with the cookies to set on the response either way
 /// (a refreshed session, or the clearing of an unusable one).
 pub struct Authentication {
+    /// The usable session, if there is one.
     pub session: Option<Arc<SessionData>>,
+    /// What the response must set (a refreshed or a cleared session).
     pub set_cookies: Vec<SetCookie>,
 }
 
 impl App {
+    /// Builds every stage for `config`, on the system clock.
     pub fn new(config: Arc<Config>) -> anyhow::Result<App> {
         App::with_clock(config, crate::clock::system())
     }

@@ -9,10 +9,10 @@ use http::header::{HeaderMap, ACCEPT};
 use http::Method;
 
 /// Everything below this prefix belongs to portcullis.
-pub const RESERVED_PREFIX: &str = "/oauth2/";
+pub(crate) const RESERVED_PREFIX: &str = "/oauth2/";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Endpoint {
+pub(crate) enum Endpoint {
     Start,
     Callback,
     SignOut,
@@ -25,7 +25,7 @@ pub enum Endpoint {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Route {
+pub(crate) enum Route {
     Endpoint(Endpoint),
     /// Application traffic: authentication required.
     Protected,
@@ -43,7 +43,7 @@ const FIXED: &[(&str, Endpoint)] = &[
 
 /// Classifies a request by its path (the part before `?`). `callback_path` comes from
 /// `oidc.redirect_url` and may live outside `/oauth2/`.
-pub fn classify(path: &str, callback_path: &str) -> Route {
+pub(crate) fn classify(path: &str, callback_path: &str) -> Route {
     if path == callback_path {
         return Route::Endpoint(Endpoint::Callback);
     }
@@ -58,19 +58,19 @@ pub fn classify(path: &str, callback_path: &str) -> Route {
 
 /// Health checks answer without a `Host` (load balancers' HTTP/1.0 probes often send none);
 /// everything else depends on the host, or may send the browser somewhere by it.
-pub fn needs_no_host(route: Route) -> bool {
+pub(crate) fn needs_no_host(route: Route) -> bool {
     matches!(route, Route::Endpoint(Endpoint::Ping | Endpoint::Ready))
 }
 
 /// A callback path must not shadow another built-in endpoint.
-pub fn is_reserved_non_callback(path: &str) -> bool {
+pub(crate) fn is_reserved_non_callback(path: &str) -> bool {
     FIXED.iter().any(|(p, _)| *p == path)
 }
 
 /// Whether an unauthenticated request should be redirected to the login page rather than
 /// refused with 401: only page navigations of a browser. `fetch()`/XHR calls, scripts and
 /// anything that is not GET/HEAD get a 401 they can act on.
-pub fn is_browser_navigation(method: &Method, headers: &HeaderMap) -> bool {
+pub(crate) fn is_browser_navigation(method: &Method, headers: &HeaderMap) -> bool {
     if method != Method::GET && method != Method::HEAD {
         return false;
     }
@@ -135,7 +135,7 @@ fn accept_prefers_html(headers: &HeaderMap) -> bool {
 /// `raw_head` gives the header block as the client sent it, for the one case the parsed
 /// headers hide: pingora drops `Content-Length` beside `Transfer-Encoding` (RFC 9112 §6.3) and
 /// goes on. It is only called when `Transfer-Encoding` is present.
-pub fn ambiguous_framing<R: AsRef<[u8]>>(
+pub(crate) fn ambiguous_framing<R: AsRef<[u8]>>(
     headers: &HeaderMap,
     raw_head: impl FnOnce() -> Option<R>,
 ) -> Option<&'static str> {

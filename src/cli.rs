@@ -14,6 +14,7 @@ use crate::config::Config;
     version,
     about = "An authenticating reverse proxy: OpenID Connect login in front of an application that has none."
 )]
+/// The command line.
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -47,6 +48,7 @@ enum Command {
     },
 }
 
+/// Runs the command the arguments name.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {

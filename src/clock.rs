@@ -16,10 +16,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub struct UnixTime(Duration);
 
 impl UnixTime {
+    /// `secs` seconds after the epoch.
     pub const fn from_secs(secs: u64) -> UnixTime {
         UnixTime(Duration::from_secs(secs))
     }
 
+    /// `micros` microseconds after the epoch.
     pub const fn from_micros(micros: u64) -> UnixTime {
         UnixTime(Duration::from_micros(micros))
     }
@@ -42,6 +44,7 @@ impl UnixTime {
 
 /// Where the current time comes from.
 pub trait Clock: Send + Sync {
+    /// The current time.
     fn now(&self) -> UnixTime;
 }
 
@@ -78,6 +81,7 @@ impl ManualClock {
         Arc::new(ManualClock(AtomicU64::new(SystemClock.now().micros())))
     }
 
+    /// Moves the clock forward.
     pub fn advance(&self, by: Duration) {
         let micros = u64::try_from(by.as_micros()).unwrap_or(u64::MAX);
         self.0.fetch_add(micros, Ordering::SeqCst);

@@ -15,11 +15,11 @@ use pingora::http::RequestHeader;
 
 use crate::session::Identity;
 
-pub const X_FORWARDED_USER: &str = "x-forwarded-user";
-pub const X_FORWARDED_EMAIL: &str = "x-forwarded-email";
-pub const X_FORWARDED_GROUPS: &str = "x-forwarded-groups";
-pub const X_FORWARDED_PREFERRED_USERNAME: &str = "x-forwarded-preferred-username";
-pub const X_FORWARDED_ACCESS_TOKEN: &str = "x-forwarded-access-token";
+pub(crate) const X_FORWARDED_USER: &str = "x-forwarded-user";
+pub(crate) const X_FORWARDED_EMAIL: &str = "x-forwarded-email";
+pub(crate) const X_FORWARDED_GROUPS: &str = "x-forwarded-groups";
+pub(crate) const X_FORWARDED_PREFERRED_USERNAME: &str = "x-forwarded-preferred-username";
+pub(crate) const X_FORWARDED_ACCESS_TOKEN: &str = "x-forwarded-access-token";
 
 /// Names (normalised: lower case, `_` as `-`) that claim an identity, a token, a client
 /// certificate, an original URL, method or host. A client copy is never forwarded, whoever
@@ -65,7 +65,7 @@ const IDENTITY_PREFIXES: &[&str] = &["x-auth-request-", "x-amzn-oidc-", "x-webau
 
 /// Headers that HTTP itself, or portcullis' own decisions, depend on: they can be neither an
 /// identity header's name nor stripped by configuration.
-pub fn is_reserved_name(name: &str) -> bool {
+pub(crate) fn is_reserved_name(name: &str) -> bool {
     const RESERVED: &[&str] = &[
         "host",
         "authorization",
@@ -168,7 +168,7 @@ impl IdentityNames {
 
 /// The header names a deployment adds to the defaults: renamed identity headers, and names
 /// of its own to strip (`headers.strip`, normalised).
-pub struct Hygiene<'a> {
+pub(crate) struct Hygiene<'a> {
     pub names: &'a IdentityNames,
     pub strip: &'a [String],
 }
@@ -209,7 +209,7 @@ fn is_identity_header(normalised: &str) -> bool {
 }
 
 /// What portcullis vouches for on this request.
-pub struct Vouch<'a> {
+pub(crate) struct Vouch<'a> {
     pub identity: Option<&'a Identity>,
     pub access_token: Option<&'a str>,
     /// Sent as `Authorization: Bearer` (`headers.pass_id_token_as_bearer`).
@@ -217,7 +217,7 @@ pub struct Vouch<'a> {
 }
 
 /// The peer, as the TCP connection shows it.
-pub struct Peer {
+pub(crate) struct Peer {
     pub ip: Option<IpAddr>,
     pub trusted: bool,
     /// `http` or `https`: how the client reached us.
@@ -225,7 +225,7 @@ pub struct Peer {
 }
 
 /// Rewrites `req` for the upstream. `is_ours` names portcullis' own cookies.
-pub fn prepare(
+pub(crate) fn prepare(
     req: &mut RequestHeader,
     vouch: &Vouch<'_>,
     peer: &Peer,

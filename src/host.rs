@@ -16,7 +16,7 @@ use pingora::http::RequestHeader;
 
 /// Why a value is not a host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum HostError {
+pub(crate) enum HostError {
     #[error("an empty host")]
     Empty,
     #[error("a host with characters other than letters, digits, '-', '_' and '.'")]
@@ -34,27 +34,27 @@ pub enum HostError {
 /// A host as it is compared: names lowercase without a trailing dot, IPv6 as an address (so
 /// `[::1]` and `[0::1]` are one host).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum HostKey {
+pub(crate) enum HostKey {
     Name(String),
     Ip6(Ipv6Addr),
 }
 
 /// A parsed `host[:port]`, borrowing the name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Authority<'a> {
+pub(crate) struct Authority<'a> {
     pub host: Host<'a>,
     pub port: Option<u16>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Host<'a> {
+pub(crate) enum Host<'a> {
     /// As written, without a trailing dot; compare ignoring ASCII case.
     Name(&'a str),
     Ip6(Ipv6Addr),
 }
 
 impl Host<'_> {
-    pub fn key(&self) -> HostKey {
+    pub(crate) fn key(&self) -> HostKey {
         match self {
             Host::Name(n) => HostKey::Name(n.to_ascii_lowercase()),
             Host::Ip6(a) => HostKey::Ip6(*a),
@@ -62,7 +62,7 @@ impl Host<'_> {
     }
 
     /// Whether this is the host `key` names.
-    pub fn is(&self, key: &HostKey) -> bool {
+    pub(crate) fn is(&self, key: &HostKey) -> bool {
         match (self, key) {
             (Host::Name(n), HostKey::Name(k)) => n.eq_ignore_ascii_case(k),
             (Host::Ip6(a), HostKey::Ip6(k)) => a == k,
@@ -73,7 +73,7 @@ impl Host<'_> {
 
 impl Authority<'_> {
     /// The same host (letter case aside) and the same port, or both without one.
-    pub fn same_as(&self, other: &Authority<'_>) -> bool {
+    pub(crate) fn same_as(&self, other: &Authority<'_>) -> bool {
         let host = match (self.host, other.host) {
             (Host::Name(a), Host::Name(b)) => a.eq_ignore_ascii_case(b),
             (Host::Ip6(a), Host::Ip6(b)) => a == b,
@@ -84,7 +84,7 @@ impl Authority<'_> {
 }
 
 /// `host`, `host:port`, `[v6]` or `[v6]:port`, as a `Host` header or `X-Forwarded-Host` holds it.
-pub fn parse_authority(raw: &str) -> Result<Authority<'_>, HostError> {
+pub(crate) fn parse_authority(raw: &str) -> Result<Authority<'_>, HostError> {
     if let Some(rest) = raw.strip_prefix('[') {
         let (addr, after) = rest.split_once(']').ok_or(HostError::Ipv6)?;
         let port = match after {
@@ -108,7 +108,7 @@ pub fn parse_authority(raw: &str) -> Result<Authority<'_>, HostError> {
 }
 
 /// A host without a port, as routes name it: `Err` says why not.
-pub fn parse_host(raw: &str) -> Result<Host<'_>, HostError> {
+pub(crate) fn parse_host(raw: &str) -> Result<Host<'_>, HostError> {
     let a = parse_authority(raw)?;
     if a.port.is_some() {
         return Err(HostError::Port);
@@ -151,7 +151,7 @@ fn parse_port(port: &str) -> Result<u16, HostError> {
 
 /// Why a request's host cannot be told, for the 400 answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum RequestHostError {
+pub(crate) enum RequestHostError {
     #[error("several Host headers")]
     SeveralHosts,
     #[error("the Host header is not a host: {0}")]
@@ -170,7 +170,7 @@ pub enum RequestHostError {
 ///
 /// This is the one place that decides which host a request is for: route matching, the
 /// forwarded `X-Forwarded-Host` and forward-auth all take this value.
-pub fn of_request(
+pub(crate) fn of_request(
     req: &RequestHeader,
     trusted_proxy: bool,
 ) -> Result<Option<&str>, RequestHostError> {

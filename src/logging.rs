@@ -18,7 +18,7 @@ use tracing_subscriber::{EnvFilter, Layer};
 use crate::config::LogFormat;
 
 /// Installs the global subscriber. `RUST_LOG` overrides the configured level.
-pub fn init(level: &str, format: LogFormat) {
+pub(crate) fn init(level: &str, format: LogFormat) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(level))
         .unwrap_or_else(|_| EnvFilter::new("info"));

@@ -1,3 +1,8 @@
+//! The `portcullis` binary: the allocator, then the commands of [`portcullis::cli`].
+
+// The one unsafe call of the program is below, justified where it is made.
+#![deny(unsafe_code)]
+
 /// pingora allocates and frees small buffers on every request from every worker thread;
 /// glibc's malloc serialises those threads on its arena locks (a tenth of the proxy's CPU in a
 /// profile), mimalloc's per-thread heaps do not.
@@ -14,6 +19,7 @@ fn main() -> std::process::ExitCode {
 /// After 3,000 idle connections closed, the process stayed at its peak (292 MiB) for good.
 /// Purging at once returns them; `bench/ab.sh` measured no cost on the request path above
 /// its noise (see SECURITY.md, "Memory per connection").
+#[allow(unsafe_code)]
 fn return_freed_memory_at_once() {
     // `mi_option_purge_delay` in mimalloc's `mi_option_e` (v2 and v3 alike); the Rust
     // bindings leave it out "for stability", so it is named here.

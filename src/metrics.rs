@@ -15,7 +15,7 @@ use prometheus::{
 
 use crate::outcome::Outcome;
 
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     requests: Vec<IntCounter>,
     forward_auth: [IntCounter; 4],
@@ -38,13 +38,13 @@ fn latency_buckets() -> Vec<f64> {
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 
 /// The process's metrics.
-pub fn get() -> &'static Metrics {
+pub(crate) fn get() -> &'static Metrics {
     &METRICS
 }
 
 /// Why a provider call ended as it did, for `portcullis_idp_requests_total{result}`.
 #[derive(Debug, Clone, Copy)]
-pub enum CallResult {
+pub(crate) enum CallResult {
     Ok,
     /// The provider answered with an error (an HTTP error status, an OAuth error).
     Refused,
@@ -64,7 +64,7 @@ impl CallResult {
 
 /// What a session refresh came to, for `portcullis_session_refreshes_total{result}`.
 #[derive(Debug, Clone, Copy)]
-pub enum RefreshResult {
+pub(crate) enum RefreshResult {
     Refreshed,
     /// The provider said no: the user is signed out.
     Rejected,
@@ -172,13 +172,13 @@ impl Metrics {
         }
     }
 
-    pub fn request(&self, outcome: Outcome) {
+    pub(crate) fn request(&self, outcome: Outcome) {
         if let Some(c) = self.requests.get(outcome as usize) {
             c.inc();
         }
     }
 
-    pub fn forward_auth(&self, status: u16) {
+    pub(crate) fn forward_auth(&self, status: u16) {
         let i = match status {
             202 => 0,
             401 => 1,
@@ -189,7 +189,7 @@ impl Metrics {
     }
 
     /// An upstream response (`None`: no response arrived) and how long its header took.
-    pub fn upstream(&self, status: Option<u16>, took: Option<Duration>) {
+    pub(crate) fn upstream(&self, status: Option<u16>, took: Option<Duration>) {
         let class = match status {
             Some(s @ 100..=599) => usize::from(s / 100 - 1),
             _ => 5,
@@ -200,12 +200,12 @@ impl Metrics {
         }
     }
 
-    pub fn decision(&self, took: Duration) {
+    pub(crate) fn decision(&self, took: Duration) {
         self.decision_seconds.observe(took.as_secs_f64());
     }
 
     /// A call to an identity provider; `endpoint` is one of a fixed few names.
-    pub fn idp_call(&self, endpoint: &'static str, result: CallResult, took: Duration) {
+    pub(crate) fn idp_call(&self, endpoint: &'static str, result: CallResult, took: Duration) {
         self.idp_requests
             .with_label_values(&[endpoint, result.as_str()])
             .inc();
@@ -214,11 +214,11 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
-    pub fn jwks_refetch(&self) {
+    pub(crate) fn jwks_refetch(&self) {
         self.jwks_refetches.inc();
     }
 
-    pub fn refresh(&self, result: RefreshResult) {
+    pub(crate) fn refresh(&self, result: RefreshResult) {
         let label = match result {
             RefreshResult::Refreshed => "refreshed",
             RefreshResult::Rejected => "rejected",
@@ -227,12 +227,12 @@ impl Metrics {
         self.refreshes.with_label_values(&[label]).inc();
     }
 
-    pub fn session_cookie(&self, bytes: usize) {
+    pub(crate) fn session_cookie(&self, bytes: usize) {
         self.cookie_bytes.observe(bytes as f64);
     }
 
     /// The text exposition format of every metric.
-    pub fn render(&self) -> Vec<u8> {
+    pub(crate) fn render(&self) -> Vec<u8> {
         let mut out = Vec::new();
         // Encoding into a Vec cannot fail on I/O; an encoding error leaves what was written.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
@@ -242,7 +242,7 @@ impl Metrics {
 
 /// The `/metrics` endpoint on `server.metrics_listen`: a pingora HTTP app of its own, so it
 /// shares nothing with the proxy's port or its request handling.
-pub struct MetricsApp;
+pub(crate) struct MetricsApp;
 
 #[async_trait::async_trait]
 impl pingora::apps::http_app::ServeHttp for MetricsApp {
@@ -270,6 +270,8 @@ impl pingora::apps::http_app::ServeHttp for MetricsApp {
 
 /// The options above are constants that prometheus accepts; reaching this is a programming
 /// error caught by the unit test below, never by a request.
+/// (The registry is built before the server starts listening, so no request can reach it.)
+#[allow(clippy::panic)]
 fn unreachable_metric<T>(name: &str, e: prometheus::Error) -> T {
     panic!("metric {name}: {e}")
 }

@@ -2,7 +2,7 @@
 //! `portcullis_requests_total`. A closed set, so a metric label can never grow without bound.
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Answered by a built-in endpoint (`/oauth2/...`, `/ping`, `/ready`).
     Endpoint,
     /// A public route: forwarded without authentication.
@@ -26,7 +26,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 10] = [
+    pub(crate) const ALL: [Outcome; 10] = [
         Outcome::Endpoint,
         Outcome::Public,
         Outcome::Cookie,
@@ -39,7 +39,7 @@ impl Outcome {
         Outcome::BadRequest,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Outcome::Endpoint => "endpoint",
             Outcome::Public => "public",
@@ -52,11 +52,6 @@ impl Outcome {
             Outcome::InsufficientScope => "insufficient_scope",
             Outcome::BadRequest => "bad_request",
         }
-    }
-
-    /// Whether the request went on to the upstream.
-    pub fn forwarded(self) -> bool {
-        matches!(self, Outcome::Public | Outcome::Cookie | Outcome::Bearer)
     }
 }
 

@@ -21,12 +21,12 @@ use crate::outcome::Outcome;
 use crate::respond;
 use crate::session::chunks::SetCookie;
 
-pub struct Portcullis {
+pub(crate) struct Portcullis {
     pub app: Arc<App>,
 }
 
 /// Per-request state shared across the filters.
-pub struct RequestCtx {
+pub(crate) struct RequestCtx {
     started: Instant,
     caller: Option<Caller>,
     /// Cookies to set on the upstream's response (a refreshed session).

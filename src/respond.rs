@@ -8,7 +8,7 @@ use pingora::proxy::Session;
 
 use crate::session::chunks::SetCookie;
 
-pub struct Reply {
+pub(crate) struct Reply {
     status: u16,
     headers: Vec<(Name, String)>,
     body: Bytes,
@@ -21,7 +21,7 @@ enum Name {
 }
 
 impl Reply {
-    pub fn new(status: u16, content_type: &'static str, body: impl Into<Bytes>) -> Reply {
+    pub(crate) fn new(status: u16, content_type: &'static str, body: impl Into<Bytes>) -> Reply {
         Reply {
             status,
             headers: vec![(Name::Static("Content-Type"), content_type.to_string())],
@@ -29,16 +29,16 @@ impl Reply {
         }
     }
 
-    pub fn text(status: u16, body: &str) -> Reply {
+    pub(crate) fn text(status: u16, body: &str) -> Reply {
         Reply::new(status, "text/plain; charset=utf-8", body.to_string())
     }
 
-    pub fn json(status: u16, value: &serde_json::Value) -> Reply {
+    pub(crate) fn json(status: u16, value: &serde_json::Value) -> Reply {
         Reply::new(status, "application/json", value.to_string())
     }
 
     /// A small self-contained page; `message` is escaped here.
-    pub fn page(status: u16, title: &str, message: &str) -> Reply {
+    pub(crate) fn page(status: u16, title: &str, message: &str) -> Reply {
         let body = format!(
             "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title>\
              <style>body{{font-family:system-ui,sans-serif;max-width:40rem;margin:4rem auto;padding:0 1rem;color:#222}}\
@@ -55,7 +55,7 @@ impl Reply {
     /// A page that moves the browser on to `target` itself. Used after login when the session
     /// cookie is `SameSite=Strict`: browsers withhold such a cookie on a redirect chain that
     /// started at the provider's site, but send it when a page of ours navigates.
-    pub fn continue_to(target: &str) -> Reply {
+    pub(crate) fn continue_to(target: &str) -> Reply {
         let t = escape_html(target);
         let body = format!(
             "<!doctype html><html><head><meta charset=\"utf-8\">\
@@ -66,22 +66,22 @@ impl Reply {
             .header("Content-Security-Policy", "default-src 'none'")
     }
 
-    pub fn redirect(location: &str) -> Reply {
+    pub(crate) fn redirect(location: &str) -> Reply {
         Reply::new(302, "text/plain; charset=utf-8", "").header("Location", location)
     }
 
-    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Reply {
+    pub(crate) fn header(mut self, name: &'static str, value: impl Into<String>) -> Reply {
         self.headers.push((Name::Static(name), value.into()));
         self
     }
 
     /// A header whose name is data (configured, or one of a set).
-    pub fn header_named(mut self, name: http::HeaderName, value: String) -> Reply {
+    pub(crate) fn header_named(mut self, name: http::HeaderName, value: String) -> Reply {
         self.headers.push((Name::Header(name), value));
         self
     }
 
-    pub fn cookies(mut self, set_cookies: Vec<SetCookie>) -> Reply {
+    pub(crate) fn cookies(mut self, set_cookies: Vec<SetCookie>) -> Reply {
         for c in set_cookies {
             self.headers
                 .push((Name::Static("Set-Cookie"), c.into_string()));
@@ -89,11 +89,11 @@ impl Reply {
         self
     }
 
-    pub fn status(&self) -> u16 {
+    pub(crate) fn status(&self) -> u16 {
         self.status
     }
 
-    pub async fn send(self, session: &mut Session) -> pingora::Result<()> {
+    pub(crate) async fn send(self, session: &mut Session) -> pingora::Result<()> {
         let mut resp = ResponseHeader::build(self.status, Some(self.headers.len() + 4))?;
         resp.insert_header("Cache-Control", "no-store")?;
         resp.insert_header("X-Content-Type-Options", "nosniff")?;
@@ -116,7 +116,7 @@ impl Reply {
 }
 
 /// Escapes text for HTML element content and quoted attribute values.
-pub fn escape_html(s: &str) -> String {
+pub(crate) fn escape_html(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -132,7 +132,7 @@ pub fn escape_html(s: &str) -> String {
 }
 
 /// 400 for a request that could be read two ways (never forwarded, never matched against rules).
-pub fn bad_request(reason: &str) -> Reply {
+pub(crate) fn bad_request(reason: &str) -> Reply {
     Reply::json(
         400,
         &serde_json::json!({"error": "bad_request", "error_description": reason}),
@@ -140,7 +140,7 @@ pub fn bad_request(reason: &str) -> Reply {
 }
 
 /// 401 for a refused bearer token (RFC 6750 §3.1). A bearer caller is never sent to a login page.
-pub fn invalid_token(reason: &crate::bearer::BearerError) -> Reply {
+pub(crate) fn invalid_token(reason: &crate::bearer::BearerError) -> Reply {
     let description = reason.to_string();
     Reply::json(
         401,
@@ -153,7 +153,7 @@ pub fn invalid_token(reason: &crate::bearer::BearerError) -> Reply {
 }
 
 /// 403 for a valid token without the scopes a route needs (RFC 6750 §3.1).
-pub fn insufficient_scope(needed: &[String]) -> Reply {
+pub(crate) fn insufficient_scope(needed: &[String]) -> Reply {
     let scope = needed.join(" ");
     Reply::json(
         403,
@@ -167,7 +167,7 @@ pub fn insufficient_scope(needed: &[String]) -> Reply {
 
 /// 403 for an authenticated caller the rules do not let through: a page for a person's
 /// browser, JSON for everything else.
-pub fn forbidden(browser: bool) -> Reply {
+pub(crate) fn forbidden(browser: bool) -> Reply {
     if browser {
         Reply::page(
             403,
@@ -186,7 +186,7 @@ pub fn forbidden(browser: bool) -> Reply {
 /// time, 502 when it refused, reset or spoke nonsense, 400 for a client that sent something
 /// unreadable, `None` when the client is gone (nothing can be written). Never a panic, never a
 /// guess that hides an upstream failure behind a 500.
-pub fn proxy_failure_status(e: &pingora::Error) -> Option<StatusCode> {
+pub(crate) fn proxy_failure_status(e: &pingora::Error) -> Option<StatusCode> {
     use pingora::{ErrorSource, ErrorType};
     if let ErrorType::HTTPStatus(code) = e.etype() {
         // pingora's own statuses are valid ones; anything else reads as an internal error.
@@ -212,7 +212,7 @@ pub fn proxy_failure_status(e: &pingora::Error) -> Option<StatusCode> {
 }
 
 /// The page for a request that could not be proxied (see [`proxy_failure_status`]).
-pub fn proxy_failure(status: StatusCode) -> Reply {
+pub(crate) fn proxy_failure(status: StatusCode) -> Reply {
     match status.as_u16() {
         504 => Reply::page(
             504,
@@ -230,7 +230,7 @@ pub fn proxy_failure(status: StatusCode) -> Reply {
 }
 
 /// RFC 6750 §3 challenge for API clients.
-pub fn unauthorized_api(description: &str) -> Reply {
+pub(crate) fn unauthorized_api(description: &str) -> Reply {
     Reply::json(
         401,
         &serde_json::json!({"error": "unauthorized", "error_description": description}),

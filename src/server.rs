@@ -39,7 +39,7 @@ impl BackgroundService for MaintainKeys {
 }
 
 /// Builds the server for `config`. The caller runs it.
-pub fn build(config: Config) -> anyhow::Result<Server> {
+pub(crate) fn build(config: Config) -> anyhow::Result<Server> {
     crate::jwt::provider::install();
     let config = Arc::new(config);
     let app = Arc::new(App::new(config.clone())?);

@@ -8,14 +8,14 @@ use crate::jwt::keys::KeySet;
 use crate::jwt::remote::{JwksSource, RemoteKeys};
 use crate::oidc::Provider;
 
-pub enum IssuerKeys {
+pub(super) enum IssuerKeys {
     /// The login provider's own key set.
     Login(Arc<Provider>),
     Remote(Arc<RemoteKeys>),
     Static(Arc<KeySet>),
 }
 
-pub struct Issuer {
+pub(super) struct Issuer {
     pub issuer: String,
     pub audiences: Vec<String>,
     /// For the login issuer when it accepts ID tokens: our client id.
@@ -25,7 +25,7 @@ pub struct Issuer {
 }
 
 impl Issuer {
-    pub fn login(config: &Config, provider: Arc<Provider>) -> Issuer {
+    pub(super) fn login(config: &Config, provider: Arc<Provider>) -> Issuer {
         let mut audiences = config.bearer.audiences.clone();
         let id_audience = config
             .bearer
@@ -41,7 +41,7 @@ impl Issuer {
         }
     }
 
-    pub fn extra(config: &BearerIssuer, http: reqwest::Client) -> Issuer {
+    pub(super) fn extra(config: &BearerIssuer, http: reqwest::Client) -> Issuer {
         let keys = match &config.keys {
             KeysConfig::Discovery => IssuerKeys::Remote(Arc::new(RemoteKeys::new(
                 JwksSource::Discovery {
@@ -64,7 +64,7 @@ impl Issuer {
         }
     }
 
-    pub fn current_keys(&self) -> Option<Arc<KeySet>> {
+    pub(super) fn current_keys(&self) -> Option<Arc<KeySet>> {
         match &self.keys {
             IssuerKeys::Login(p) => p.keys().current(),
             IssuerKeys::Remote(r) => r.current(),
@@ -73,7 +73,7 @@ impl Issuer {
     }
 
     /// Keys for a token naming `kid`, refetching (rate limited) when it is unknown.
-    pub async fn keys_for(&self, kid: Option<&str>) -> Option<Arc<KeySet>> {
+    pub(super) async fn keys_for(&self, kid: Option<&str>) -> Option<Arc<KeySet>> {
         match &self.keys {
             IssuerKeys::Login(p) => p.keys().keys_for(kid).await,
             IssuerKeys::Remote(r) => r.keys_for(kid).await,

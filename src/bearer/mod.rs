@@ -39,9 +39,13 @@ pub enum TokenType {
 /// A caller proven by a bearer token.
 #[derive(Debug)]
 pub struct Principal {
+    /// Who the token names.
     pub identity: Identity,
+    /// The token's `scope` (or `scp`) values.
     pub scopes: Vec<String>,
+    /// What kind of token it is, for routes that take one kind only.
     pub token_type: TokenType,
+    /// Its `exp`, in Unix seconds: it is not remembered past that.
     pub expires_at: u64,
 }
 
@@ -50,22 +54,31 @@ pub struct Principal {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BearerError {
     #[error("the token is malformed")]
+    /// Not a compact JWS of reasonable size.
     Malformed,
     #[error("the token's issuer is not accepted here")]
+    /// No configured issuer has its `iss`.
     UnknownIssuer,
     #[error("the issuer's keys are not available")]
+    /// The issuer's keys could not be had (its JWKS is unreachable).
     KeysUnavailable,
     #[error("the token's signature or algorithm is not valid")]
+    /// No key of the issuer verifies it with an allowed algorithm.
     Signature,
     #[error("the token has expired")]
+    /// Past its `exp`, leeway included.
     Expired,
     #[error("the token is not valid yet")]
+    /// Before its `nbf`, or issued in the future.
     NotYetValid,
     #[error("the token is not meant for this service")]
+    /// None of its audiences is accepted.
     Audience,
     #[error("the token is not valid")]
+    /// Another defect (a claim of the wrong type, a missing user claim).
     Invalid,
     #[error("this kind of token is not accepted here")]
+    /// A valid token of a kind the route does not take.
     WrongType,
 }
 
@@ -96,6 +109,8 @@ struct Remembered {
     keys: Arc<KeySet>,
 }
 
+/// Bearer-token verification for every configured issuer, with a bounded cache of the
+/// tokens verified (by their SHA-256).
 pub struct BearerAuth {
     issuers: Vec<Issuer>,
     leeway: Duration,
@@ -104,6 +119,8 @@ pub struct BearerAuth {
 }
 
 impl BearerAuth {
+    /// The login issuer (through `provider`'s keys) and each `[[bearer.issuers]]`; `http`
+    /// fetches the keys of those that publish them.
     pub fn new(
         config: &Config,
         provider: Arc<Provider>,

@@ -16,9 +16,13 @@ use crate::jwt::keys::KeySet;
 pub struct Bearer {
     /// Audiences accepted on the login issuer's access tokens.
     pub audiences: Vec<String>,
+    /// Whether the login issuer's ID tokens pass as bearer tokens.
     pub accept_id_tokens: bool,
+    /// Clock skew tolerated on token times.
     pub leeway: Duration,
+    /// How many verified tokens are remembered.
     pub cache_entries: usize,
+    /// Issuers besides the login issuer.
     pub issuers: Vec<BearerIssuer>,
 }
 
@@ -27,14 +31,19 @@ pub struct Bearer {
 pub struct BearerIssuer {
     /// Exactly as configured; compared to `iss` byte for byte.
     pub issuer: String,
+    /// At least one of these must be in a token's `aud`.
     pub audiences: Vec<String>,
+    /// Where its verification keys come from.
     pub keys: IssuerKeys,
+    /// Which claims name the user, the email and the groups.
     pub claims: ClaimNames,
 }
 
 /// Where an extra issuer's verification keys come from.
 pub enum IssuerKeys {
+    /// The JWKS its discovery document names.
     Discovery,
+    /// A JWKS at a fixed address.
     JwksUrl(String),
     /// Public keys from files, or an HMAC shared secret.
     Static(Arc<KeySet>),

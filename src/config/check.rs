@@ -22,7 +22,7 @@ pub(super) struct Source<T> {
 }
 
 impl<T> Source<T> {
-    pub fn new(name: impl Into<String>, value: Option<T>) -> Source<T> {
+    pub(super) fn new(name: impl Into<String>, value: Option<T>) -> Source<T> {
         Source {
             name: name.into(),
             value,
@@ -31,7 +31,7 @@ impl<T> Source<T> {
 }
 
 impl Check<'_> {
-    pub fn err(&self, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    pub(super) fn err(&self, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
         ConfigError {
             file: self.source.to_string(),
             key: key.into(),
@@ -41,7 +41,7 @@ impl Check<'_> {
 
     /// A positive duration no larger than `max` (absurd values would overflow clocks or switch
     /// checks off: a leeway of years accepts any expired token).
-    pub fn duration(
+    pub(super) fn duration(
         &self,
         key: &str,
         value: Option<&str>,
@@ -72,7 +72,7 @@ impl Check<'_> {
     /// Clock skew tolerated on token times: like [`Check::duration`] (60 s by default, at most
     /// 5 minutes), except that zero is allowed: a deployment with synchronised clocks may
     /// want none.
-    pub fn leeway(&self, key: &str, value: Option<&str>) -> Result<Duration, ConfigError> {
+    pub(super) fn leeway(&self, key: &str, value: Option<&str>) -> Result<Duration, ConfigError> {
         match value.map(str::trim) {
             Some("0") | Some("0s") => Ok(Duration::ZERO),
             other => self.duration(
@@ -87,7 +87,7 @@ impl Check<'_> {
     /// The one source among `sources` that is set (its value says which, typically an enum
     /// with a variant per source). Two set is an error at `key` naming them
     /// all, whatever the order; none set is `Ok(None)` (the caller decides what that means).
-    pub fn exactly_one<T>(
+    pub(super) fn exactly_one<T>(
         &self,
         key: &str,
         sources: Vec<Source<T>>,
@@ -102,7 +102,7 @@ impl Check<'_> {
 
     /// The contents of a secret file, without the line ending editors and `echo` leave at its
     /// end (`\n` or `\r\n`, repeated or not): the same rule for every secret file.
-    pub fn secret_file(&self, key: &str, path: &str) -> Result<Vec<u8>, ConfigError> {
+    pub(super) fn secret_file(&self, key: &str, path: &str) -> Result<Vec<u8>, ConfigError> {
         let mut bytes =
             std::fs::read(path).map_err(|e| self.err(key, format!("cannot read `{path}`: {e}")))?;
         while bytes.last().is_some_and(|b| matches!(b, b'\n' | b'\r')) {
@@ -113,7 +113,11 @@ impl Check<'_> {
 
     /// A header name a deployment may choose: well-formed, and none that HTTP or portcullis'
     /// own decisions depend on.
-    pub fn header_name(&self, key: &str, value: &str) -> Result<http::HeaderName, ConfigError> {
+    pub(super) fn header_name(
+        &self,
+        key: &str,
+        value: &str,
+    ) -> Result<http::HeaderName, ConfigError> {
         let parsed = http::HeaderName::from_bytes(value.as_bytes())
             .map_err(|_| self.err(key, "not a header name"))?;
         if crate::forward::is_reserved_name(parsed.as_str()) {
@@ -126,7 +130,7 @@ impl Check<'_> {
     }
 
     /// https everywhere, plain http only on loopback unless explicitly allowed.
-    pub fn scheme(&self, key: &str, url: &Url, allow_http: bool) -> Result<(), ConfigError> {
+    pub(super) fn scheme(&self, key: &str, url: &Url, allow_http: bool) -> Result<(), ConfigError> {
         match url.scheme() {
             "https" => Ok(()),
             "http" => {
@@ -150,7 +154,7 @@ impl Check<'_> {
     }
 
     /// `<table>.user_claim` and friends, with their defaults.
-    pub fn claim_names(
+    pub(super) fn claim_names(
         &self,
         table: &str,
         user: Option<String>,
@@ -172,7 +176,12 @@ impl Check<'_> {
     }
 
     /// A list of audiences: none empty, and at least one when `required`.
-    pub fn audiences(&self, key: &str, list: &[String], required: bool) -> Result<(), ConfigError> {
+    pub(super) fn audiences(
+        &self,
+        key: &str,
+        list: &[String],
+        required: bool,
+    ) -> Result<(), ConfigError> {
         if required && list.is_empty() {
             return Err(self.err(key, "needs at least one audience"));
         }

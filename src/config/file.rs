@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileConfig {
+pub(super) struct FileConfig {
     #[serde(default)]
     pub server: ServerFile,
     pub upstream: UpstreamFile,
@@ -34,13 +34,13 @@ pub struct FileConfig {
 /// `listen = "addr"` or `listen = ["addr", "addr"]`.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
-pub enum OneOrMany {
+pub(super) enum OneOrMany {
     One(String),
     Many(Vec<String>),
 }
 
 impl OneOrMany {
-    pub fn as_slice(&self) -> &[String] {
+    pub(super) fn as_slice(&self) -> &[String] {
         match self {
             OneOrMany::One(s) => std::slice::from_ref(s),
             OneOrMany::Many(v) => v,
@@ -50,7 +50,7 @@ impl OneOrMany {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ServerFile {
+pub(super) struct ServerFile {
     #[serde(default = "default_listen")]
     pub listen: OneOrMany,
     #[serde(default)]
@@ -93,7 +93,7 @@ fn default_listen() -> OneOrMany {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct UpstreamFile {
+pub(super) struct UpstreamFile {
     pub url: String,
     pub connect_timeout: Option<String>,
     pub read_timeout: Option<String>,
@@ -101,7 +101,7 @@ pub struct UpstreamFile {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct OidcFile {
+pub(super) struct OidcFile {
     pub issuer: String,
     pub client_id: String,
     pub client_secret: Option<String>,
@@ -128,7 +128,7 @@ pub struct OidcFile {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SessionFile {
+pub(super) struct SessionFile {
     pub cookie_name: Option<String>,
     #[serde(default)]
     pub secrets: Vec<String>,
@@ -141,7 +141,7 @@ pub struct SessionFile {
 /// `session.same_site`.
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum SameSiteFile {
+pub(super) enum SameSiteFile {
     Lax,
     Strict,
     None,
@@ -149,14 +149,14 @@ pub enum SameSiteFile {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RedirectsFile {
+pub(super) struct RedirectsFile {
     #[serde(default)]
     pub allowed_domains: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct HeadersFile {
+pub(super) struct HeadersFile {
     #[serde(default)]
     pub pass_access_token: bool,
     #[serde(default)]
@@ -171,7 +171,7 @@ pub struct HeadersFile {
 /// The names of the identity headers portcullis sets.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct HeaderNamesFile {
+pub(super) struct HeaderNamesFile {
     pub user: Option<String>,
     pub email: Option<String>,
     pub groups: Option<String>,
@@ -181,7 +181,7 @@ pub struct HeaderNamesFile {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct LoggingFile {
+pub(super) struct LoggingFile {
     pub level: Option<String>,
     /// `auto` (JSON unless stderr is a terminal), `json` or `text`.
     pub format: Option<super::LogFormat>,
@@ -189,7 +189,7 @@ pub struct LoggingFile {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct BearerFile {
+pub(super) struct BearerFile {
     /// Audiences accepted on access tokens of the login issuer.
     #[serde(default)]
     pub audiences: Vec<String>,
@@ -204,7 +204,7 @@ pub struct BearerFile {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct IssuerFile {
+pub(super) struct IssuerFile {
     pub issuer: String,
     #[serde(default)]
     pub audiences: Vec<String>,
@@ -223,7 +223,7 @@ pub struct IssuerFile {
 /// One `[[routes]]` entry.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RouteFile {
+pub(super) struct RouteFile {
     pub path: String,
     #[serde(default)]
     pub exact: bool,
@@ -247,7 +247,7 @@ pub struct RouteFile {
 /// `routes[].policy`.
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum RoutePolicyFile {
+pub(super) enum RoutePolicyFile {
     Public,
     Authenticated,
 }
@@ -255,7 +255,7 @@ pub enum RoutePolicyFile {
 /// `routes[].token_type`.
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum TokenTypeFile {
+pub(super) enum TokenTypeFile {
     Any,
     Access,
     Id,
@@ -264,7 +264,7 @@ pub enum TokenTypeFile {
 /// `[authorization]`: rules for every authenticated request.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AuthorizationFile {
+pub(super) struct AuthorizationFile {
     #[serde(default)]
     pub allowed_emails: Vec<String>,
     #[serde(default)]

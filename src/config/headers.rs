@@ -8,7 +8,9 @@ use crate::forward::IdentityNames;
 /// The validated `[headers]`.
 #[derive(Debug, Clone)]
 pub struct Headers {
+    /// A session's access token goes upstream (and to forward auth).
     pub pass_access_token: bool,
+    /// A session's ID token goes upstream as `Authorization: Bearer`.
     pub pass_id_token_as_bearer: bool,
     /// What the identity headers portcullis sets are called.
     pub names: IdentityNames,

@@ -11,7 +11,9 @@ pub enum LogFormat {
     /// JSON unless stderr is a terminal.
     #[default]
     Auto,
+    /// One JSON object per line.
     Json,
+    /// Human-readable lines.
     Text,
 }
 
@@ -20,6 +22,7 @@ pub enum LogFormat {
 pub struct Logging {
     /// A `tracing` filter (`info`, `portcullis=debug,info`).
     pub level: String,
+    /// How lines are written.
     pub format: LogFormat,
 }
 

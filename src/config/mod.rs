@@ -49,8 +49,11 @@ pub const MIN_SECRET_BYTES: usize = 32;
 /// A configuration problem, located by file and key path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
+    /// The file, as named when it was loaded.
     pub file: String,
+    /// The key path (`session.secrets[0]`); empty for the file as a whole.
     pub key: String,
+    /// What is wrong, never quoting a secret.
     pub message: String,
 }
 
@@ -71,14 +74,23 @@ impl std::error::Error for ConfigError {}
 pub struct Config {
     /// Where it came from, for messages.
     pub source: String,
+    /// `[server]`
     pub server: Server,
+    /// `[upstream]`
     pub upstream: Upstream,
+    /// `[oidc]`
     pub oidc: Oidc,
+    /// `[session]`
     pub session: Session,
+    /// `[redirects]`
     pub redirects: RedirectPolicy,
+    /// `[headers]`
     pub headers: Headers,
+    /// `[logging]`
     pub logging: Logging,
+    /// `[bearer]`
     pub bearer: Bearer,
+    /// `[[routes]]`, most specific first.
     pub routes: RouteTable,
     /// `[authorization]`: applies to every authenticated request, on top of route rules.
     pub authorization: Requirements,

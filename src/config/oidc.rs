@@ -14,6 +14,7 @@ use super::{ConfigError, ENV_CLIENT_SECRET};
 pub struct Secret(String);
 
 impl Secret {
+    /// The value, for the one place that sends it.
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -28,8 +29,11 @@ impl fmt::Debug for Secret {
 /// Which claims name the user, the email and the groups.
 #[derive(Debug, Clone)]
 pub struct ClaimNames {
+    /// The claim naming the user (`sub` by default).
     pub user: String,
+    /// The claim with the email address.
     pub email: String,
+    /// The claim with the groups.
     pub groups: String,
 }
 
@@ -37,8 +41,10 @@ pub struct ClaimNames {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 pub enum ClientAuthMethod {
     #[serde(rename = "client_secret_basic")]
+    /// HTTP Basic (`client_secret_basic`).
     Basic,
     #[serde(rename = "client_secret_post")]
+    /// In the form body (`client_secret_post`).
     Post,
 }
 
@@ -47,20 +53,28 @@ pub enum ClientAuthMethod {
 pub struct Oidc {
     /// Exactly as configured; compared to `iss` byte for byte.
     pub issuer: String,
+    /// Our client id at the provider.
     pub client_id: String,
+    /// Our client secret at the provider.
     pub client_secret: Secret,
+    /// Where the provider sends the browser back.
     pub redirect_url: Url,
     /// The path of `redirect_url`: where the IdP sends the browser back.
     pub callback_path: String,
+    /// The scopes asked for (`openid` among them).
     pub scopes: Vec<String>,
+    /// Which claims name the user, the email and the groups.
     pub claims: ClaimNames,
     /// `None`: what discovery advertises.
     pub auth_method: Option<ClientAuthMethod>,
+    /// The bound on every call to the provider.
     pub http_timeout: Duration,
+    /// Clock skew tolerated on ID-token times.
     pub leeway: Duration,
     /// How often the provider's discovery document is fetched to notice an outage (and the
     /// end of one) before a user does.
     pub health_check_interval: Duration,
+    /// How sign-out reaches the provider's `end_session_endpoint`.
     pub end_session_method: EndSessionMethod,
 }
 

@@ -54,7 +54,9 @@ pub struct Server {
 /// One address portcullis accepts connections on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listener {
+    /// Where it accepts connections.
     pub address: SocketAddr,
+    /// How it speaks.
     pub kind: ListenerKind,
 }
 

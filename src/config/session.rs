@@ -10,12 +10,17 @@ use super::{decode_secret, ConfigError, ENV_SESSION_SECRETS, MIN_SECRET_BYTES};
 /// The validated `[session]`.
 #[derive(Debug)]
 pub struct Session {
+    /// The session cookie's name (chunks add `_0`, `_1`, …).
     pub cookie_name: String,
     /// Decoded secrets; the first seals.
     pub secrets: Vec<SessionSecret>,
+    /// How long a session lasts at most, refreshes included.
     pub lifetime: Duration,
+    /// Cookies carry `Secure`.
     pub secure: bool,
+    /// The session cookie's `SameSite`.
     pub same_site: cookie::SameSite,
+    /// The cookies' `Domain`; host-only when `None`.
     pub domain: Option<String>,
 }
 

@@ -12,15 +12,19 @@ use super::ConfigError;
 /// The validated `[upstream]`.
 #[derive(Debug, Clone)]
 pub struct Upstream {
+    /// `scheme://host[:port]` of the application.
     pub url: Url,
     /// `host:port` to connect to.
     pub address: String,
     /// The address itself when the host is an IP literal: no lookup per request.
     pub ip: Option<SocketAddr>,
+    /// Whether the upstream speaks TLS (`https`).
     pub tls: bool,
     /// Server name for TLS.
     pub sni: String,
+    /// The bound on connecting.
     pub connect_timeout: Duration,
+    /// The bound on each read of the response.
     pub read_timeout: Duration,
 }
 

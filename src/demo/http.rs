@@ -194,7 +194,7 @@ pub fn redirect(location: &str) -> Response<Body> {
     }
 }
 
-pub use crate::respond::escape_html;
+pub(crate) use crate::respond::escape_html;
 
 /// A complete HTML document around `body`; `title` is escaped here, `style` and `body` are
 /// trusted markup from the caller.

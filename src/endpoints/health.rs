@@ -4,11 +4,11 @@ use crate::app::App;
 use crate::oidc::Readiness;
 use crate::respond::Reply;
 
-pub fn ping() -> Reply {
+pub(super) fn ping() -> Reply {
     Reply::text(200, "OK")
 }
 
-pub fn ready(app: &App) -> Reply {
+pub(super) fn ready(app: &App) -> Reply {
     let readiness = app.providers.readiness();
     match readiness {
         Readiness::Ready => Reply::text(200, "OK"),

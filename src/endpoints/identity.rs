@@ -13,7 +13,7 @@ use crate::host::HostKey;
 use crate::respond::{self, unauthorized_api, Reply};
 use crate::session::SessionData;
 
-pub async fn userinfo(app: &App, req: &RequestHeader) -> Answer {
+pub(super) async fn userinfo(app: &App, req: &RequestHeader) -> Answer {
     with_session(app, req, |session| {
         let id = &session.identity;
         Reply::json(
@@ -53,7 +53,7 @@ async fn with_session(
 /// makes, applied to the original request a trusted front proxy reports (method, host, URI).
 /// 202 with `X-Auth-Request-*` to let it through, 401 to ask for credentials, 403 to refuse.
 /// (nginx treats any other status as an error, so an ambiguous path is a 403 here.)
-pub async fn forward_auth(app: &App, req: &RequestHeader, facts: &Facts<'_>) -> Answer {
+pub(super) async fn forward_auth(app: &App, req: &RequestHeader, facts: &Facts<'_>) -> Answer {
     // Each fact about the original request must be reported once, or with one value: two
     // readings (say X-Forwarded-Uri next to X-Original-URI) are refused like an ambiguous path.
     let (Ok(original), Ok(method), Ok(forwarded_host)) = (
@@ -120,7 +120,7 @@ pub async fn forward_auth(app: &App, req: &RequestHeader, facts: &Facts<'_>) -> 
 
 /// Two different values for one fact about the original request.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Ambiguous;
+pub(super) struct Ambiguous;
 
 /// One header that reports a fact, and how its value states the fact: `None` when the value
 /// is malformed (which is refused like two readings).
@@ -200,7 +200,10 @@ fn reported(
 /// recipes set `X-Original-URI`, Traefik `X-Forwarded-Uri`, ingress-nginx `X-Original-URL`;
 /// whichever arrive must agree, so a client's own copy of a name the proxy does not set
 /// cannot steer the decision.
-pub fn original_uri(req: &RequestHeader, facts: &Facts<'_>) -> Result<Option<String>, Ambiguous> {
+pub(super) fn original_uri(
+    req: &RequestHeader,
+    facts: &Facts<'_>,
+) -> Result<Option<String>, Ambiguous> {
     reported_by(
         req,
         facts,

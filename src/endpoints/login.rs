@@ -16,7 +16,7 @@ fn provider_unavailable() -> Reply {
     .header("Retry-After", "5")
 }
 
-pub fn start(app: &App, req: &RequestHeader, facts: &Facts<'_>) -> Reply {
+pub(super) fn start(app: &App, req: &RequestHeader, facts: &Facts<'_>) -> Reply {
     let return_to = return_target(app, req, facts);
     // A provider known to be down would leave the browser on a connection error page.
     if !app.providers.login().health().is_up() {
@@ -51,7 +51,7 @@ fn login_failed(status: u16, detail: &str) -> Reply {
     )
 }
 
-pub async fn callback(app: &App, req: &RequestHeader) -> Answer {
+pub(super) async fn callback(app: &App, req: &RequestHeader) -> Answer {
     // The provider sends the browser back with a GET (response_mode=query). Anything else,
     // a HEAD from a link checker or a prefetch included, must not spend the login flow.
     if req.method != http::Method::GET {

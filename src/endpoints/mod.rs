@@ -13,7 +13,7 @@ use crate::classify::Endpoint;
 use crate::respond::Reply;
 
 /// Request facts an endpoint may need besides the header.
-pub struct Facts<'a> {
+pub(crate) struct Facts<'a> {
     /// The peer is a configured trusted proxy.
     pub trusted_proxy: bool,
     /// The request's host, as [`crate::host::of_request`] read it.
@@ -21,7 +21,7 @@ pub struct Facts<'a> {
 }
 
 /// What an endpoint answered, and who it was about (for the access log).
-pub struct Answer {
+pub(crate) struct Answer {
     pub reply: Reply,
     pub user: Option<String>,
 }
@@ -32,7 +32,7 @@ impl From<Reply> for Answer {
     }
 }
 
-pub async fn handle(
+pub(crate) async fn handle(
     app: &App,
     endpoint: Endpoint,
     req: &RequestHeader,

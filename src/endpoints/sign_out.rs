@@ -21,7 +21,7 @@ use crate::respond::{escape_html, Reply};
 /// Submits the form to the provider as soon as the page loads; allowed by its hash in the CSP.
 const SUBMIT_SCRIPT: &str = "document.forms[0].submit();";
 
-pub async fn sign_out(app: &App, req: &RequestHeader, facts: &Facts<'_>) -> Reply {
+pub(super) async fn sign_out(app: &App, req: &RequestHeader, facts: &Facts<'_>) -> Reply {
     let from_our_pages = same_origin(req, facts.host, &app.config.oidc.redirect_url);
     match (&req.method, from_our_pages) {
         (&Method::GET, Some(true)) | (&Method::POST, Some(true) | None) => {}

@@ -29,13 +29,18 @@ const RSA: &[Algorithm] = ASYMMETRIC.split_at(6).0;
 /// The smallest RSA modulus accepted, in bytes.
 const MIN_RSA_MODULUS_BYTES: usize = 256;
 
+/// One key an issuer verifies with, and the algorithms it may be used with.
 pub struct VerificationKey {
+    /// Its key id, if it has one.
     pub kid: Option<String>,
+    /// The key itself.
     pub key: DecodingKey,
+    /// The algorithms it may verify (never `none`, never HMAC for a public key).
     pub algorithms: Vec<Algorithm>,
 }
 
 #[derive(Default)]
+/// The usable keys of one issuer.
 pub struct KeySet {
     keys: Vec<VerificationKey>,
 }
@@ -54,14 +59,17 @@ impl KeySet {
         (KeySet { keys }, skipped)
     }
 
+    /// How many keys.
     pub fn len(&self) -> usize {
         self.keys.len()
     }
 
+    /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }
 
+    /// Whether a key has this id.
     pub fn has_kid(&self, kid: &str) -> bool {
         self.keys.iter().any(|k| k.kid.as_deref() == Some(kid))
     }

@@ -20,6 +20,7 @@ const DEFAULT_REFRESH: Duration = Duration::from_secs(15 * 60);
 const MIN_REFRESH: Duration = Duration::from_secs(60);
 const MAX_REFRESH: Duration = Duration::from_secs(24 * 3600);
 const BACKOFF_START: Duration = Duration::from_millis(250);
+/// The longest wait between two attempts to load keys that failed.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// Where the key set's address comes from.
@@ -28,9 +29,14 @@ pub enum JwksSource {
     /// A fixed `jwks_uri`.
     Url(String),
     /// The issuer's discovery document names it (its `issuer` must match exactly).
-    Discovery { issuer: String },
+    Discovery {
+        /// The issuer, exactly as configured.
+        issuer: String,
+    },
 }
 
+/// A key set published over HTTP: fetched, kept fresh, refetched (rate-limited) for an
+/// unknown `kid`.
 pub struct RemoteKeys {
     source: JwksSource,
     http: reqwest::Client,
@@ -47,6 +53,7 @@ struct Loaded {
 }
 
 impl RemoteKeys {
+    /// Keys from `source`, fetched with `http`; none until the first fetch.
     pub fn new(source: JwksSource, http: reqwest::Client) -> RemoteKeys {
         let uri = match &source {
             JwksSource::Url(u) => Some(u.clone()),

@@ -23,46 +23,64 @@ use crate::clock::UnixTime;
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why a token did not verify.
 pub enum VerifyError {
     #[error("malformed token")]
+    /// Not a compact JWS.
     Malformed,
     #[error("algorithm not allowed")]
+    /// An algorithm no selected key allows.
     Algorithm,
     #[error("unknown signing key")]
+    /// A `kid` the issuer does not publish.
     UnknownKey,
     #[error("invalid signature")]
+    /// No key verifies the signature.
     Signature,
     #[error("token expired")]
+    /// Past its `exp`.
     Expired,
     #[error("token not yet valid")]
+    /// Before its `nbf`.
     NotYetValid,
     #[error("token issued in the future")]
+    /// An `iat` in the future.
     IssuedInFuture,
     #[error("wrong issuer")]
+    /// Another `iss`.
     Issuer,
     #[error("wrong audience")]
+    /// None of the expected audiences.
     Audience,
     #[error("missing claim `{0}`")]
+    /// A required claim is absent (or not of its type).
     MissingClaim(String),
     #[error("duplicate claim")]
+    /// A claim or header parameter appears twice.
     DuplicateClaim,
     #[error("invalid token: {0}")]
+    /// Another defect, named.
     Invalid(String),
 }
 
 /// What a token must say about itself.
 pub struct Expect<'a> {
+    /// The `iss` it must have, byte for byte.
     pub issuer: &'a str,
     /// At least one of these must be in `aud`.
     pub audiences: &'a [String],
+    /// Clock skew tolerated on its times.
     pub leeway: Duration,
     /// The time `exp`, `nbf` and `iat` are compared with (the injected clock's, not
     /// jsonwebtoken's own reading of the system clock).
     pub now: UnixTime,
 }
 
+/// A token that verified.
 pub struct Verified {
+    /// Its header.
     pub header: Header,
+    /// Its claims.
     pub claims: Map<String, Value>,
 }
 

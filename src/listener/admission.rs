@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 /// The configured bounds (`server.max_connections`, `server.max_connections_per_client`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectionLimits {
+    /// Connections open at once, in all.
     pub total: usize,
     /// 0: no bound per address.
     pub per_client: usize,
@@ -44,6 +45,7 @@ pub struct Admitted {
 }
 
 impl Admission {
+    /// Counts against `limits`, starting from no connection.
     pub fn new(limits: ConnectionLimits) -> Arc<Admission> {
         Arc::new(Admission {
             limits,

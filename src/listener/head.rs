@@ -32,10 +32,13 @@ pub enum Progress {
     Complete(usize),
     /// More bytes are needed.
     Partial,
+    /// Over a bound: refused.
     Oversized(Oversized),
 }
 
 #[derive(Debug, Clone)]
+/// Finds where a request head ends as its bytes arrive, within bounds, without
+/// buffering the head twice.
 pub struct HeadScan {
     /// Everything before this offset is decided.
     pos: usize,

@@ -75,6 +75,8 @@ pub struct Listener<A> {
 }
 
 impl<A> Listener<A> {
+    /// `inner` served behind the bounds: heads within `limits`, connections admitted by
+    /// `admission` (counted per address where `counts_per_address` says so).
     pub fn new(
         inner: A,
         limits: Limits,

@@ -18,13 +18,13 @@ use super::discovery::Metadata;
 use crate::config::{ClientAuthMethod, Oidc};
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
-pub struct IdTokenField {
+pub(crate) struct IdTokenField {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id_token: Option<String>,
 }
 impl ExtraTokenFields for IdTokenField {}
 
-pub type OidcTokenResponse = StandardTokenResponse<IdTokenField, BasicTokenType>;
+pub(crate) type OidcTokenResponse = StandardTokenResponse<IdTokenField, BasicTokenType>;
 
 type OidcClient = Client<
     BasicErrorResponse,
@@ -40,7 +40,7 @@ type OidcClient = Client<
 >;
 
 /// Tokens from the token endpoint, reduced to what portcullis uses.
-pub struct Tokens {
+pub(crate) struct Tokens {
     pub access_token: String,
     pub refresh_token: Option<String>,
     pub id_token: Option<String>,
@@ -80,14 +80,14 @@ fn client(oidc: &Oidc, meta: &Metadata) -> Result<OidcClient, TokenError> {
 }
 
 /// The per-login secrets that must survive the round trip through the provider.
-pub struct Authorization {
+pub(crate) struct Authorization {
     pub url: url::Url,
     pub state: String,
     pub nonce: String,
     pub pkce_verifier: String,
 }
 
-pub fn authorization(oidc: &Oidc, meta: &Metadata) -> Result<Authorization, TokenError> {
+pub(crate) fn authorization(oidc: &Oidc, meta: &Metadata) -> Result<Authorization, TokenError> {
     let client = client(oidc, meta)?;
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
     let nonce = CsrfToken::new_random().secret().clone();
@@ -105,7 +105,7 @@ pub fn authorization(oidc: &Oidc, meta: &Metadata) -> Result<Authorization, Toke
     })
 }
 
-pub async fn exchange_code(
+pub(crate) async fn exchange_code(
     http: &reqwest::Client,
     oidc: &Oidc,
     meta: &Metadata,
@@ -124,7 +124,7 @@ pub async fn exchange_code(
     Ok(tokens(resp?))
 }
 
-pub async fn refresh(
+pub(crate) async fn refresh(
     http: &reqwest::Client,
     oidc: &Oidc,
     meta: &Metadata,

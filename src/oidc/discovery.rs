@@ -58,7 +58,7 @@ pub enum FetchError {
     Invalid { url: String, reason: String },
 }
 
-pub fn discovery_url(issuer: &str) -> String {
+pub(crate) fn discovery_url(issuer: &str) -> String {
     format!(
         "{}/.well-known/openid-configuration",
         issuer.trim_end_matches('/')
@@ -67,7 +67,10 @@ pub fn discovery_url(issuer: &str) -> String {
 
 /// Fetches and checks the discovery document: its `issuer` must equal the configured one exactly
 /// (Discovery §4.3), otherwise tokens would be checked against the wrong authority.
-pub async fn fetch_metadata(http: &reqwest::Client, issuer: &str) -> Result<Metadata, FetchError> {
+pub(crate) async fn fetch_metadata(
+    http: &reqwest::Client,
+    issuer: &str,
+) -> Result<Metadata, FetchError> {
     let started = std::time::Instant::now();
     let result = check_metadata(http, issuer).await;
     record("discovery", started, &result);
@@ -75,7 +78,7 @@ pub async fn fetch_metadata(http: &reqwest::Client, issuer: &str) -> Result<Meta
 }
 
 /// Reports a provider call to the metrics; the result's error kind decides the label.
-pub fn record<T>(
+pub(crate) fn record<T>(
     endpoint: &'static str,
     started: std::time::Instant,
     result: &Result<T, FetchError>,
@@ -124,7 +127,10 @@ async fn check_metadata(http: &reqwest::Client, issuer: &str) -> Result<Metadata
     Ok(meta)
 }
 
-pub async fn fetch_jwks(http: &reqwest::Client, jwks_uri: &str) -> Result<JwkSet, FetchError> {
+pub(crate) async fn fetch_jwks(
+    http: &reqwest::Client,
+    jwks_uri: &str,
+) -> Result<JwkSet, FetchError> {
     fetch_json(http, jwks_uri).await
 }
 
@@ -140,7 +146,7 @@ async fn fetch_json<T: DeserializeOwned>(
 }
 
 /// A JSON document's bytes (at most 1 MiB) and the `max-age` of its `Cache-Control`, if any.
-pub async fn fetch_raw(
+pub(crate) async fn fetch_raw(
     http: &reqwest::Client,
     url: &str,
 ) -> Result<(Vec<u8>, Option<Duration>), FetchError> {
@@ -185,7 +191,7 @@ pub async fn fetch_raw(
 }
 
 /// reqwest's Display hides the cause ("error sending request"); the chain says what happened.
-pub fn describe(e: &reqwest::Error) -> String {
+pub(crate) fn describe(e: &reqwest::Error) -> String {
     let mut text = if e.is_timeout() {
         "timed out".to_string()
     } else if e.is_connect() {
@@ -209,7 +215,7 @@ pub fn describe(e: &reqwest::Error) -> String {
 
 /// The HTTP client for every call to the identity provider: bounded in time, never following
 /// redirects (a token endpoint that redirects is an SSRF vector, RFC 6749 §3.2).
-pub fn http_client(timeout: Duration) -> reqwest::Result<reqwest::Client> {
+pub(crate) fn http_client(timeout: Duration) -> reqwest::Result<reqwest::Client> {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(timeout)

@@ -27,9 +27,13 @@ const NAME_STATE_CHARS: usize = 12;
 const MAX_FLOWS_READ: usize = 2 * MAX_FLOWS;
 
 #[derive(Serialize, Deserialize)]
+/// One login in progress, sealed into its cookie.
 pub struct FlowState {
+    /// The `state` sent to the provider, compared in full on the way back.
     pub state: String,
+    /// The `nonce` the ID token must carry.
     pub nonce: String,
+    /// The PKCE verifier of the challenge sent.
     pub pkce_verifier: String,
     /// Already validated by the redirect policy when the flow started.
     pub return_to: String,
@@ -38,12 +42,16 @@ pub struct FlowState {
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
+/// Why a callback matches no login in progress.
 pub enum FlowError {
     #[error("the login state is missing or malformed")]
+    /// `state` is absent, repeated or not one portcullis makes.
     BadState,
     #[error("no login in progress matches this callback (expired, or started in another browser)")]
+    /// No flow cookie for this `state`, or one that does not open or match it in full.
     NoFlow,
     #[error("the login took longer than 10 minutes")]
+    /// Older than [`FLOW_TTL`].
     Expired,
 }
 
@@ -57,6 +65,7 @@ pub struct LoginFlows {
 }
 
 impl LoginFlows {
+    /// Flows under `[session]`'s name and secrets.
     pub fn new(cfg: &config::Session) -> Result<LoginFlows, SealKeyError> {
         let mut attrs = CookieAttrs::from_config(cfg);
         // The callback is a top-level cross-site navigation from the provider: Lax is the

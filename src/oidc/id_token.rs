@@ -20,7 +20,7 @@ pub enum IdTokenError {
     Nonce,
 }
 
-pub struct Expectations<'a> {
+pub(crate) struct Expectations<'a> {
     pub issuer: &'a str,
     pub client_id: &'a str,
     /// The nonce sent in the authorization request; `None` for tokens from a refresh.
@@ -31,7 +31,7 @@ pub struct Expectations<'a> {
 }
 
 /// Verifies `token` against `keys` and returns its claims.
-pub fn verify(
+pub(crate) fn verify(
     token: &str,
     keys: &KeySet,
     expect: &Expectations<'_>,
@@ -51,7 +51,7 @@ pub fn verify(
 }
 
 /// The ID-token rules on top of the shared JWT checks.
-pub fn check_claims(
+pub(crate) fn check_claims(
     claims: Map<String, Value>,
     expect: &Expectations<'_>,
 ) -> Result<Map<String, Value>, IdTokenError> {

@@ -8,7 +8,10 @@ use crate::session::Identity;
 /// Builds the identity from verified claims. The user claim must be a non-empty string (or a
 /// number, which some providers use for `sub`); an email whose `email_verified` is `false` is
 /// treated as no email at all.
-pub fn from_claims(claims: &Map<String, Value>, names: &ClaimNames) -> Result<Identity, String> {
+pub(crate) fn from_claims(
+    claims: &Map<String, Value>,
+    names: &ClaimNames,
+) -> Result<Identity, String> {
     let user = match claims.get(&names.user) {
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
         Some(Value::Number(n)) => n.to_string(),

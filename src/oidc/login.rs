@@ -136,6 +136,7 @@ impl Provider {
         }
     }
 
+    /// Why the provider cannot be used now, in words for a page or a log.
     pub fn not_ready_reason(&self) -> String {
         self.readiness().to_string()
     }

@@ -6,13 +6,13 @@
 //! loaded, keys are refreshed periodically; when the provider is unreachable the cached keys
 //! keep working.
 
-pub mod client;
-pub mod discovery;
+pub(crate) mod client;
+pub(crate) mod discovery;
 pub mod flow;
-pub mod health;
-pub mod id_token;
-pub mod identity;
-pub mod login;
+pub(crate) mod health;
+pub(crate) mod id_token;
+pub(crate) mod identity;
+pub(crate) mod login;
 pub mod providers;
 
 use std::sync::{Arc, Mutex, RwLock};
@@ -30,6 +30,7 @@ use id_token::{Expectations, IdTokenError};
 /// Whether the provider is usable, with the reason when it is not.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Readiness {
+    /// Loaded and answering.
     Ready,
     /// Loaded once, but not answering now: what was cached keeps working, new logins wait.
     /// The failure it was last seen down with, when known.
@@ -66,6 +67,7 @@ impl Readiness {
 /// the file says a session made from its tokens keeps.
 #[derive(Debug, Clone)]
 pub struct ProviderSettings {
+    /// The provider's `[oidc]` table.
     pub oidc: Oidc,
     /// `session.lifetime`: a session ends then, whatever its tokens say.
     pub session_lifetime: Duration,
@@ -77,6 +79,7 @@ pub struct ProviderSettings {
 }
 
 impl ProviderSettings {
+    /// The settings of the `[oidc]` provider.
     pub fn from_config(config: &Config) -> ProviderSettings {
         ProviderSettings {
             oidc: config.oidc.clone(),
@@ -92,6 +95,7 @@ const PROBE_BACKOFF_START: Duration = Duration::from_millis(250);
 /// The shortest time between two probes woken by requests that could not reach the provider.
 const PROBE_MIN_GAP: Duration = Duration::from_secs(1);
 
+/// One identity provider: its metadata and keys, kept loaded, and the login operations.
 pub struct Provider {
     settings: ProviderSettings,
     http: reqwest::Client,
@@ -102,6 +106,7 @@ pub struct Provider {
 }
 
 impl Provider {
+    /// A provider not loaded yet (see [`Provider::maintain`]).
     pub fn new(settings: ProviderSettings) -> reqwest::Result<Provider> {
         let http = discovery::http_client(settings.oidc.http_timeout)?;
         let keys = RemoteKeys::new(
@@ -125,10 +130,12 @@ impl Provider {
         &self.settings.oidc
     }
 
+    /// The client every call to this provider goes through.
     pub fn http(&self) -> &reqwest::Client {
         &self.http
     }
 
+    /// Whether the provider can be used now.
     pub fn readiness(&self) -> Readiness {
         if self.metadata().is_some() {
             if self.health.is_up() {

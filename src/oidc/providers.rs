@@ -9,6 +9,7 @@ use std::sync::Arc;
 use super::{Provider, ProviderSettings, Readiness};
 use crate::config::Config;
 
+/// The identity providers, one today.
 pub struct Providers {
     /// Never empty; the first is the one browsers sign in with.
     all: Vec<Arc<Provider>>,

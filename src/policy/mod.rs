@@ -15,8 +15,8 @@
 //! target was proven to have only one reading.
 
 pub mod path;
-pub mod routes;
-pub mod rules;
+mod routes;
+mod rules;
 
 pub use path::{normalise, NormalPath, PathError};
 pub use routes::{Access, BadHost, Route, RouteSpec, RouteTable, TokenKind};

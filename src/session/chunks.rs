@@ -90,10 +90,12 @@ pub enum CookieError {
 pub struct SetCookie(String);
 
 impl SetCookie {
+    /// The header value.
     pub fn as_str(&self) -> &str {
         &self.0
     }
 
+    /// The header value, owned.
     pub fn into_string(self) -> String {
         self.0
     }

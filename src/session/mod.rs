@@ -7,7 +7,7 @@
 
 pub mod chunks;
 mod cookie_store;
-pub mod refresh;
+pub(crate) mod refresh;
 pub mod seal;
 
 use async_trait::async_trait;
@@ -20,21 +20,28 @@ pub use cookie_store::CookieStore;
 /// The identity portcullis vouches for to the upstream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Identity {
+    /// The user (the configured user claim).
     pub user: String,
+    /// The email address, if the provider gave one.
     pub email: Option<String>,
+    /// The groups, as the provider gave them.
     pub groups: Vec<String>,
+    /// The `preferred_username` claim.
     pub preferred_username: Option<String>,
 }
 
 /// Everything a session cookie carries. Times are Unix seconds.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct SessionData {
+    /// Who signed in.
     pub identity: Identity,
+    /// When they signed in.
     pub created_at: u64,
     /// The session ends here whatever the tokens say (`session.lifetime`).
     pub expires_at: u64,
     /// When the provider's tokens run out and a refresh is due; `None` when they do not expire.
     pub tokens_expire_at: Option<u64>,
+    /// What renews the tokens, if the provider gave one.
     pub refresh_token: Option<String>,
     /// Kept only when needed: RP-initiated logout (`id_token_hint`) or `pass_id_token_as_bearer`.
     pub id_token: Option<String>,
@@ -53,6 +60,7 @@ impl std::fmt::Debug for SessionData {
 }
 
 impl SessionData {
+    /// Whether the provider's tokens have run out at `now`.
     pub fn needs_refresh(&self, now: UnixTime) -> bool {
         self.tokens_expire_at.is_some_and(|t| now.secs() >= t)
     }
@@ -61,6 +69,7 @@ impl SessionData {
 /// Outcome of reading the session cookie.
 #[derive(Debug, Default)]
 pub struct Loaded {
+    /// The session, when the cookies held a usable one.
     pub session: Option<SessionData>,
     /// Names of our session cookies (plain or chunks) the request carried.
     pub present: Vec<String>,

@@ -27,7 +27,7 @@ use super::SessionData;
 /// How long a finished refresh is remembered for late requests with the old cookie.
 const REMEMBER: Duration = Duration::from_secs(60);
 /// How long refreshing pauses after the provider could not be reached.
-pub const PROVIDER_DOWN_PAUSE: Duration = Duration::from_secs(10);
+pub(crate) const PROVIDER_DOWN_PAUSE: Duration = Duration::from_secs(10);
 /// Memory bound: beyond this many remembered refreshes, refreshes simply run unshared.
 const MAX_ENTRIES: usize = 10_000;
 

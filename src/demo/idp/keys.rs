@@ -18,7 +18,7 @@ use super::lock;
 
 /// Why a key could not be made or used.
 #[derive(Debug, thiserror::Error)]
-pub enum KeyError {
+pub(super) enum KeyError {
     /// The system random source failed, or ring refused the key it produced.
     #[error("could not generate an ES256 signing key")]
     Generate,

@@ -64,7 +64,9 @@ pub struct DevIdpConfig {
 /// the body) and gets access tokens for itself, with no user and no ID or refresh token.
 #[derive(Debug, Clone)]
 pub struct ServiceClient {
+    /// Its client id.
     pub client_id: String,
+    /// Its client secret.
     pub client_secret: String,
     /// Scopes it may ask for; asking for none grants all of them.
     pub scopes: Vec<String>,
@@ -75,11 +77,17 @@ pub struct ServiceClient {
 /// A user of the dev IdP. `sub` is the username, so it is stable across restarts.
 #[derive(Debug, Clone)]
 pub struct DevUser {
+    /// What the login form takes.
     pub username: String,
+    /// Its password on the login form.
     pub password: String,
+    /// The `email` claim.
     pub email: String,
+    /// The `email_verified` claim.
     pub email_verified: bool,
+    /// The `name` claim.
     pub name: String,
+    /// The `groups` claim.
     pub groups: Vec<String>,
 }
 
@@ -300,6 +308,7 @@ impl DevIdp {
     ///
     /// If signing fails, which needs a broken system random source. This is a test helper, not
     /// something the serving path calls.
+    #[allow(clippy::panic)] // a test helper that documents its panic, never on a request
     pub fn sign_claims(&self, claims: &serde_json::Value) -> String {
         match self.shared.keys.sign("JWT", claims) {
             Ok(token) => token,
