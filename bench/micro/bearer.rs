@@ -1,7 +1,8 @@
 //! Bearer-token verification: a cold check (signature and claims) against a hit in the
 //! verified-token cache, for RS256 and ES256.
 //!
-//! `cargo bench --bench bearer`. The issuer is a static-key issuer so no network is involved;
+//! `cargo bench --bench bearer` (an in-process microbenchmark; `bench/run.sh` beside it
+//! measures whole proxies side by side). The issuer is a static-key issuer so no network is involved;
 //! the async verification is driven by a current-thread runtime (its `block_on` overhead is a
 //! few hundred nanoseconds and is included in the cold numbers).
 
