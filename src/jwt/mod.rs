@@ -1,5 +1,7 @@
-//! JSON Web Tokens: the crypto backend ([`provider`]) and the keys an issuer publishes ([`keys`]).
-//! Shared by ID-token checks at login and, later, by bearer-token checks.
+//! JSON Web Tokens, shared by the ID-token checks of a login ([`crate::oidc`]) and the
+//! bearer-token checks ([`crate::bearer`]): the crypto backend ([`provider`]), the keys an
+//! issuer publishes ([`keys`]), key sets fetched over HTTP and kept fresh ([`remote`]), and
+//! the signature and registered-claim checks ([`verify`]).
 
 pub mod keys;
 pub mod provider;

@@ -1,5 +1,7 @@
-//! The login identity provider: its metadata and keys, kept fresh in the background, and the
-//! operations of the authorization-code flow built on them.
+//! An identity provider: its metadata and keys, kept fresh in the background, and the
+//! operations of the authorization-code flow built on them. Providers are reached through
+//! their set ([`providers::Providers`]); the browser's side of a login in progress is a sealed
+//! cookie of its own ([`flow::LoginFlows`]).
 //!
 //! Start-up never blocks on the provider: the proxy listens at once, `/ready` answers 503 with
 //! the reason until discovery and the JWKS are loaded, and loading retries with backoff. Once
