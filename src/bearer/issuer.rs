@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::config::{BearerIssuer, ClaimNames, Config, IssuerKeys as KeysConfig};
+use crate::config::{self, BearerIssuer, ClaimNames, IssuerKeys as KeysConfig};
 use crate::jwt::keys::KeySet;
 use crate::jwt::remote::{JwksSource, RemoteKeys};
 use crate::oidc::Provider;
@@ -25,19 +25,22 @@ pub(super) struct Issuer {
 }
 
 impl Issuer {
-    pub(super) fn login(config: &Config, provider: Arc<Provider>) -> Issuer {
-        let mut audiences = config.bearer.audiences.clone();
-        let id_audience = config
-            .bearer
+    /// The issuer browsers sign in with, as `[bearer]` accepts its tokens: its access tokens
+    /// for `bearer.audiences`, its ID tokens (audience: our client id) only when
+    /// `bearer.accept_id_tokens`.
+    pub(super) fn login(bearer: &config::Bearer, provider: Arc<Provider>) -> Issuer {
+        let oidc = provider.oidc();
+        let mut audiences = bearer.audiences.clone();
+        let id_audience = bearer
             .accept_id_tokens
-            .then(|| config.oidc.client_id.clone());
+            .then(|| oidc.client_id.clone());
         audiences.extend(id_audience.clone());
         Issuer {
-            issuer: config.oidc.issuer.clone(),
+            issuer: oidc.issuer.clone(),
             audiences,
             id_audience,
+            claims: oidc.claims.clone(),
             keys: IssuerKeys::Login(provider),
-            claims: config.oidc.claims.clone(),
         }
     }
 

@@ -127,7 +127,7 @@ impl BearerAuth {
         http: &reqwest::Client,
         clock: SharedClock,
     ) -> BearerAuth {
-        let mut issuers = vec![Issuer::login(config, provider)];
+        let mut issuers = vec![Issuer::login(&config.bearer, provider)];
         issuers.extend(
             config
                 .bearer

@@ -22,10 +22,11 @@ pub(super) fn start(app: &App, req: &RequestHeader, facts: &Facts<'_>) -> Reply 
     if !app.providers.login().health().is_up() {
         return provider_unavailable();
     }
-    let Some(meta) = app.providers.login().metadata() else {
+    let provider = app.providers.login();
+    let Some(meta) = provider.metadata() else {
         return provider_unavailable();
     };
-    let auth = match client::authorization(&app.config.oidc, &meta) {
+    let auth = match client::authorization(provider.oidc(), &meta) {
         Ok(a) => a,
         Err(e) => {
             tracing::error!(error = %e, "cannot build the authorization request");
@@ -94,13 +95,12 @@ pub(super) async fn callback(app: &App, req: &RequestHeader) -> Answer {
     }
     // RFC 9207: when the provider names itself, it must be the one we sent the browser to; a
     // provider that promises to always name itself must have done so.
-    let iss_promised = app
-        .providers
-        .login()
+    let provider = app.providers.login();
+    let iss_promised = provider
         .metadata()
         .is_some_and(|m| m.authorization_response_iss_parameter_supported);
     let iss_ok = match &iss {
-        Some(iss) => *iss == app.config.oidc.issuer,
+        Some(iss) => *iss == provider.oidc().issuer,
         None => !iss_promised,
     };
     if !iss_ok {

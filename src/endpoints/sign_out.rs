@@ -68,8 +68,9 @@ pub(super) async fn sign_out(app: &App, req: &RequestHeader, facts: &Facts<'_>) 
         fields.push(("id_token_hint", hint));
     }
     fields.push(("post_logout_redirect_uri", &back));
-    fields.push(("client_id", &app.config.oidc.client_id));
-    let reply = match app.config.oidc.end_session_method {
+    let oidc = app.providers.login().oidc();
+    fields.push(("client_id", &oidc.client_id));
+    let reply = match oidc.end_session_method {
         EndSessionMethod::Post => post_form(&url, &fields),
         EndSessionMethod::Get => {
             let mut url = url;
