@@ -31,9 +31,7 @@ impl Issuer {
     pub(super) fn login(bearer: &config::Bearer, provider: Arc<Provider>) -> Issuer {
         let oidc = provider.oidc();
         let mut audiences = bearer.audiences.clone();
-        let id_audience = bearer
-            .accept_id_tokens
-            .then(|| oidc.client_id.clone());
+        let id_audience = bearer.accept_id_tokens.then(|| oidc.client_id.clone());
         audiences.extend(id_audience.clone());
         Issuer {
             issuer: oidc.issuer.clone(),

@@ -2,12 +2,10 @@
 //! and email rules (route and global), route precedence and methods, the same policy through
 //! forward auth, and a session cookie replayed from a Python script.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::*;
+use crate::support::*;
 use portcullis::demo::{DevIdpConfig, DevUser};
 use reqwest::header::{ACCEPT, CONTENT_TYPE, COOKIE};
 use reqwest::StatusCode;

@@ -1,10 +1,8 @@
 //! The command line: `check`, `secret`, and config errors that name the file and the key.
 
-mod common;
-
 use std::process::Command;
 
-use common::*;
+use crate::support::*;
 
 /// Runs `portcullis <cmd> --config <path>` to completion.
 fn portcullis_with_config(cmd: &str, path: &std::path::Path) -> std::process::Output {

@@ -3,13 +3,11 @@
 //! must end in a bounded, clear answer (never a hang, a panic or a 500), must not leak
 //! connections, and malformed requests must never reach the upstream.
 
-mod common;
-
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::support::*;
 use jsonwebtoken::{Algorithm, Header};
 use portcullis::demo::DevIdp;
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};

@@ -1,9 +1,7 @@
 //! The browser login end to end over HTTP, against the real binary, the development provider
 //! and the echo upstream.
 
-mod common;
-
-use common::*;
+use crate::support::*;
 use std::time::Duration;
 
 use reqwest::StatusCode;

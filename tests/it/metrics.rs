@@ -1,8 +1,6 @@
 //! `/metrics` on `server.metrics_listen`: the counters move with what the proxy does.
 
-mod common;
-
-use common::*;
+use crate::support::*;
 use reqwest::StatusCode;
 
 /// The value of one series in the text exposition format (0 when absent).

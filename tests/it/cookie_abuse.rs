@@ -7,14 +7,12 @@
 //! navigation, with our cookies expired) or a clear 400, never a 500, a panic or an identity at
 //! the upstream.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use common::*;
 use portcullis::clock::{Clock, SystemClock};
 use portcullis::config::Config;
 use portcullis::demo::{DevIdpConfig, DevUser};

@@ -1,11 +1,9 @@
 //! The session cookie and its transport: chunking, flow-cookie cap, key rotation at the
 //! provider, pass-through of WebSockets and streamed bodies, and secrets kept out of logs.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::support::*;
 use portcullis::demo::{DevIdpConfig, DevUser};
 use reqwest::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -9,13 +9,11 @@
 //!   duplicated, padded, mixed `-`/`_`) on every kind of request; a value the client sent must
 //!   never reach the upstream, nor come back in a forward-auth answer.
 
-mod common;
-
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::support::*;
 use reqwest::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpSocket;

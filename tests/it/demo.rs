@@ -1,8 +1,6 @@
 //! `portcullis demo`, the README's first command: a newcomer can log in and see their identity.
 
-mod common;
-
-use common::*;
+use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_demo_lets_alice_log_in_and_shows_her_identity_headers() {

@@ -1,7 +1,16 @@
 //! Test harness: the real `portcullis` binary as a child process on an ephemeral port, the
 //! development provider and echo upstream in-process, and a tiny browser-like client with a
 //! cookie jar we can inspect and replay.
-#![allow(dead_code)]
+//!
+//! The submodules hold what the bearer-token tests forge and check tokens with: [`jws`] (compact
+//! JWS by hand), [`keys`] (key fixtures, PEM/DER, JWKs, EC keys, `openssl`), [`tokens`] (the
+//! issuers' tokens), [`trap`] (a listener that must never be asked) and [`bearer`] (their bench).
+
+pub mod bearer;
+pub mod jws;
+pub mod keys;
+pub mod tokens;
+pub mod trap;
 
 use std::collections::BTreeMap;
 use std::net::TcpListener as StdListener;
@@ -78,10 +87,15 @@ fn scratch(name: &str) -> PathBuf {
     dir.join(format!("{}-{name}", COUNTER.fetch_add(1, Ordering::SeqCst)))
 }
 
-pub fn write_config(toml: &str) -> PathBuf {
-    let path = scratch("config.toml");
-    std::fs::write(&path, toml).expect("write config");
+/// A file for this test process (a config, keys it names), in the process's own temp directory.
+pub fn scratch_file(name: &str, contents: &[u8]) -> PathBuf {
+    let path = scratch(name);
+    std::fs::write(&path, contents).expect("write scratch file");
     path
+}
+
+pub fn write_config(toml: &str) -> PathBuf {
+    scratch_file("config.toml", toml.as_bytes())
 }
 
 pub fn binary() -> &'static str {
@@ -425,6 +439,15 @@ impl Browser {
     }
 }
 
+/// The value of header `name`, or `""` when it is missing or not text.
+pub fn header_str(resp: &Response, name: reqwest::header::HeaderName) -> String {
+    resp.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
+
 pub fn location(resp: &Response) -> String {
     resp.headers()
         .get(LOCATION)
@@ -528,7 +551,6 @@ pub fn status_of(response: &str) -> Option<u16> {
 /// drop. `http` is the body of the `http {}` block; it listens where it says.
 pub struct Nginx {
     child: Child,
-    pub dir: PathBuf,
 }
 
 impl Nginx {
@@ -552,7 +574,7 @@ impl Nginx {
             .stderr(Stdio::null())
             .spawn()
             .expect("nginx (apt-get install nginx-light)");
-        let nginx = Nginx { child, dir };
+        let nginx = Nginx { child };
         let client = plain_client();
         wait_until("nginx to answer", Duration::from_secs(10), || {
             let req = client.get(ready_url);
