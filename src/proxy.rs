@@ -67,6 +67,11 @@ async fn resolve(address: &str) -> Result<std::net::SocketAddr> {
     }
 }
 
+/// Whether the request came over one of our TLS listeners.
+fn is_tls(session: &Session) -> bool {
+    session.digest().is_some_and(|d| d.ssl_digest.is_some())
+}
+
 fn peer_ip(session: &Session) -> Option<std::net::IpAddr> {
     session
         .client_addr()
@@ -208,7 +213,8 @@ impl ProxyHttp for Portcullis {
         let peer = Peer {
             ip: peer_ip(session),
             trusted: self.trusted(session),
-            scheme: "http",
+            // What the client spoke to us: a TLS listener is https whatever the client says.
+            scheme: if is_tls(session) { "https" } else { "http" },
         };
         let app = &self.app;
         let hygiene = forward::Hygiene {

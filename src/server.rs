@@ -14,6 +14,7 @@ use pingora::services::listening::Service;
 use crate::app::App;
 use crate::config::{Config, ListenerKind};
 use crate::jwt::remote::RemoteKeys;
+use crate::listener::tls::{TlsEndpoint, TlsPorts};
 use crate::listener::{Admission, Listener};
 use crate::oidc::Provider;
 use crate::proxy::Portcullis;
@@ -38,6 +39,21 @@ impl BackgroundService for MaintainKeys {
     }
 }
 
+/// Streams one HTTP/2 connection may carry at once (pingora's default too).
+const H2_MAX_STREAMS: u32 = 100;
+
+/// Reloads the TLS listeners' certificates, keys and client CAs on SIGHUP and when their
+/// files change: new handshakes get the new material, open connections keep theirs, and a
+/// file that does not load keeps the old material (the log says why).
+struct ReloadTls(TlsPorts);
+
+#[async_trait]
+impl BackgroundService for ReloadTls {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        crate::listener::reload::run(&self.0, &mut shutdown).await;
+    }
+}
+
 /// Builds the server for `config`. The caller runs it.
 pub(crate) fn build(config: Config) -> anyhow::Result<Server> {
     crate::jwt::provider::install();
@@ -57,11 +73,34 @@ pub(crate) fn build(config: Config) -> anyhow::Result<Server> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let proxy = pingora::proxy::http_proxy(&server.configuration, Portcullis { app: app.clone() });
+    let mut proxy =
+        pingora::proxy::http_proxy(&server.configuration, Portcullis { app: app.clone() });
+    // HTTP/2 (on TLS listeners): the same bound on a request's headers as HTTP/1 heads, a
+    // bound on streams per connection, and idle connections closed like HTTP/1 keep-alive.
+    let mut h2 = pingora::protocols::http::v2::server::default_h2_options();
+    h2.max_header_list_size(
+        u32::try_from(config.server.head_limits.max_header_bytes).unwrap_or(u32::MAX),
+    );
+    h2.max_concurrent_streams(H2_MAX_STREAMS);
+    proxy.h2_options = Some(h2);
+    let mut options = proxy.server_options.take().unwrap_or_default();
+    options.h2_idle_timeout = Some(crate::listener::IDLE);
+    proxy.server_options = Some(options);
     // Every request head is read by the listener first, within the configured bounds.
     let admission = Admission::new(config.server.connection_limits);
     let trusting = config.clone();
     let counts_per_address = Arc::new(move |ip| !trusting.server.is_trusted_proxy(ip));
+    let mut tls = TlsPorts::new(config.server.tls_handshake_timeout);
+    for listener in &config.server.listeners {
+        match &listener.kind {
+            ListenerKind::Plain => {}
+            // The listener stage runs the handshake itself; pingora accepts plain TCP.
+            ListenerKind::Tls(spec) => {
+                tls.add(listener.address.port(), Arc::new(TlsEndpoint::new(spec)?));
+            }
+        }
+    }
+    let reload = ReloadTls(tls.clone());
     let mut proxy = Service::new(
         "portcullis".to_string(),
         Listener::new(
@@ -69,21 +108,18 @@ pub(crate) fn build(config: Config) -> anyhow::Result<Server> {
             config.server.head_limits,
             admission,
             counts_per_address,
+            tls,
         ),
     );
     for listener in &config.server.listeners {
-        match listener.kind {
-            ListenerKind::Plain => {
-                // No L4 read buffer: the listener reads each head into its own buffer and
-                // pingora reads bodies into its own, so pingora's default 64 KiB per
-                // connection would only sit there, for every idle connection, and be copied
-                // through on every read.
-                let buffers = L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE);
-                let address = listener.address.to_string();
-                proxy.add_listener(ListenerConfig::tcp(address).l4_buffer(buffers));
-            }
-        }
+        // No L4 read buffer: the listener reads each head into its own buffer and pingora
+        // reads bodies into its own, so pingora's default 64 KiB per connection would only
+        // sit there, for every idle connection, and be copied through on every read.
+        let buffers = L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE);
+        let address = listener.address.to_string();
+        proxy.add_listener(ListenerConfig::tcp(address).l4_buffer(buffers));
     }
+    server.add_service(background_service("TLS reload", reload));
     server.add_service(proxy);
     for (issuer, keys) in app.bearer.remote_keys() {
         server.add_service(background_service(

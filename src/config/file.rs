@@ -48,11 +48,18 @@ impl OneOrMany {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ServerFile {
-    #[serde(default = "default_listen")]
-    pub listen: OneOrMany,
+    /// Plain HTTP/1 listeners, the shorthand; `127.0.0.1:4180` when neither this nor
+    /// `listeners` is given.
+    pub listen: Option<OneOrMany>,
+    /// `[[server.listeners]]`: listeners with their own settings (TLS, HTTP/2, client
+    /// certificates).
+    #[serde(default)]
+    pub listeners: Vec<ListenerFile>,
+    /// How long a TLS handshake may take.
+    pub tls_handshake_timeout: Option<String>,
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
     /// Worker threads for the proxy service.
@@ -71,24 +78,28 @@ pub(super) struct ServerFile {
     pub max_connections_per_client: Option<usize>,
 }
 
-impl Default for ServerFile {
-    fn default() -> Self {
-        ServerFile {
-            listen: default_listen(),
-            trusted_proxies: Vec::new(),
-            threads: None,
-            shutdown_grace: None,
-            metrics_listen: None,
-            header_timeout: None,
-            max_header_bytes: None,
-            max_connections: None,
-            max_connections_per_client: None,
-        }
-    }
+/// One `[[server.listeners]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ListenerFile {
+    pub address: String,
+    /// PEM certificate chain; with `tls_key`, the listener speaks TLS.
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
+    /// Offer HTTP/2 by ALPN (TLS only); default true with TLS.
+    pub http2: Option<bool>,
+    pub client_certs: Option<ClientCertsFile>,
+    /// PEM CA certificates that issue client certificates; needed unless `client_certs` is off.
+    pub client_ca: Option<String>,
 }
 
-fn default_listen() -> OneOrMany {
-    OneOrMany::One("127.0.0.1:4180".into())
+/// `server.listeners[].client_certs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum ClientCertsFile {
+    Off,
+    Optional,
+    Required,
 }
 
 #[derive(Debug, Deserialize)]

@@ -5,8 +5,10 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+use std::path::PathBuf;
+
 use super::check::Check;
-use super::file::ServerFile;
+use super::file::{ClientCertsFile, ListenerFile, ServerFile};
 use super::ConfigError;
 use crate::listener::{ConnectionLimits, Limits};
 
@@ -20,6 +22,10 @@ const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 /// `server.max_connections_per_client` by default: a browser opens 6 per host, so this leaves
 /// room for some 80 people behind one NAT address. Trusted proxies are not bound per address.
 const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 512;
+
+/// `server.tls_handshake_timeout` by default: a handshake takes a few round trips; a client
+/// that needs longer is stalling.
+const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `server.max_header_bytes` by default: about twice the largest session cookie portcullis
 /// writes.
@@ -49,6 +55,8 @@ pub struct Server {
     pub head_limits: Limits,
     /// Bounds on open connections, enforced at accept.
     pub connection_limits: ConnectionLimits,
+    /// How long a TLS handshake may take (`server.tls_handshake_timeout`).
+    pub tls_handshake_timeout: Duration,
 }
 
 /// One address portcullis accepts connections on.
@@ -61,11 +69,37 @@ pub struct Listener {
 }
 
 /// How a listener speaks to its clients. A closed set: the server stage matches on it, so a
-/// new kind (TLS with its certificates) cannot be configured without being served.
+/// new kind cannot be configured without being served.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ListenerKind {
-    /// Plain HTTP/1.x (`server.listen`).
+    /// Plain HTTP/1.x (`server.listen`, or `[[server.listeners]]` without a certificate).
     Plain,
+    /// TLS, with HTTP/2 when offered, and client certificates when asked for.
+    Tls(TlsListener),
+}
+
+/// A TLS listener's files and settings (`[[server.listeners]]` with `tls_cert`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsListener {
+    /// The PEM certificate chain (`tls_cert`).
+    pub cert: PathBuf,
+    /// The PEM private key (`tls_key`).
+    pub key: PathBuf,
+    /// ALPN offers `h2` besides `http/1.1`.
+    pub http2: bool,
+    /// Whether clients present certificates, and who issues them.
+    pub client_certs: ClientCerts,
+}
+
+/// `client_certs`, with the CA file it needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientCerts {
+    /// None asked for.
+    Off,
+    /// Asked for; a client without one is served too (a route may still require one).
+    Optional(PathBuf),
+    /// A client without a certificate from this CA fails the handshake.
+    Required(PathBuf),
 }
 
 impl Server {
@@ -88,7 +122,7 @@ fn canonical_ip(ip: IpAddr) -> IpAddr {
 }
 
 pub(super) fn validate(check: &Check, s: ServerFile) -> Result<Server, ConfigError> {
-    let listeners = listeners(check, s.listen.as_slice())?;
+    let listeners = listeners(check, s.listen.as_ref(), &s.listeners)?;
     let trusted_proxies = trusted_proxies(check, &s.trusted_proxies)?;
     let threads = match s.threads {
         Some(0) => return Err(check.err("server.threads", "must be at least 1")),
@@ -113,29 +147,129 @@ pub(super) fn validate(check: &Check, s: ServerFile) -> Result<Server, ConfigErr
         metrics_listen,
         head_limits: head_limits(check, &s)?,
         connection_limits: connection_limits(check, &s)?,
+        tls_handshake_timeout: check.duration(
+            "server.tls_handshake_timeout",
+            s.tls_handshake_timeout.as_deref(),
+            DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+            Duration::from_secs(120),
+        )?,
     })
 }
 
-fn listeners(check: &Check, addresses: &[String]) -> Result<Vec<Listener>, ConfigError> {
-    if addresses.is_empty() {
+/// `server.listen` (plain) and `[[server.listeners]]`; the default plain listener when
+/// neither is given. Two listeners on one port must be of the same kind: the listener stage
+/// tells TLS from plain by the port a connection arrived on.
+fn listeners(
+    check: &Check,
+    listen: Option<&super::file::OneOrMany>,
+    tables: &[ListenerFile],
+) -> Result<Vec<Listener>, ConfigError> {
+    let addresses = match (listen, tables.is_empty()) {
+        (Some(l), _) => l.as_slice(),
+        (None, true) => std::slice::from_ref(&*DEFAULT_LISTEN),
+        (None, false) => &[],
+    };
+    if addresses.is_empty() && tables.is_empty() {
         return Err(check.err("server.listen", "needs at least one address"));
     }
-    addresses
-        .iter()
-        .enumerate()
-        .map(|(i, a)| {
-            let address = a.parse().map_err(|_| {
-                check.err(
-                    format!("server.listen[{i}]"),
-                    format!("`{a}` is not an address like 127.0.0.1:4180 or [::1]:4180"),
-                )
-            })?;
-            Ok(Listener {
+    let mut out = Vec::new();
+    for (i, a) in addresses.iter().enumerate() {
+        let address = socket_address(check, &format!("server.listen[{i}]"), a)?;
+        out.push(Listener {
+            address,
+            kind: ListenerKind::Plain,
+        });
+    }
+    for (i, table) in tables.iter().enumerate() {
+        out.push(listener(check, &format!("server.listeners[{i}]"), table)?);
+    }
+    for (i, l) in out.iter().enumerate() {
+        if let Some(other) = out[..i]
+            .iter()
+            .find(|o| o.address.port() == l.address.port())
+        {
+            let same_kind = std::mem::discriminant(&other.kind) == std::mem::discriminant(&l.kind);
+            if other.address == l.address || !same_kind {
+                return Err(check.err(
+                    "server.listeners",
+                    format!(
+                        "port {} is given twice{}",
+                        l.address.port(),
+                        if same_kind {
+                            ""
+                        } else {
+                            " (once with TLS, once without)"
+                        }
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `127.0.0.1:4180`, where the examples and the demo expect portcullis.
+static DEFAULT_LISTEN: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| "127.0.0.1:4180".to_string());
+
+fn socket_address(check: &Check, key: &str, a: &str) -> Result<SocketAddr, ConfigError> {
+    a.parse().map_err(|_| {
+        check.err(
+            key,
+            format!("`{a}` is not an address like 127.0.0.1:4180 or [::1]:4180"),
+        )
+    })
+}
+
+fn listener(check: &Check, table: &str, l: &ListenerFile) -> Result<Listener, ConfigError> {
+    let at = |k: &str| format!("{table}.{k}");
+    let address = socket_address(check, &at("address"), &l.address)?;
+    let client_certs = l.client_certs.unwrap_or(ClientCertsFile::Off);
+    let (cert, key) = match (&l.tls_cert, &l.tls_key) {
+        (Some(cert), Some(key)) => (PathBuf::from(cert), PathBuf::from(key)),
+        (Some(_), None) => return Err(check.err(at("tls_key"), "is needed with tls_cert")),
+        (None, Some(_)) => return Err(check.err(at("tls_cert"), "is needed with tls_key")),
+        (None, None) => {
+            // A plain listener: none of the TLS settings mean anything there.
+            if l.http2 == Some(true) {
+                return Err(check.err(
+                    at("http2"),
+                    "needs TLS (tls_cert and tls_key): HTTP/2 is offered by ALPN, not in clear text",
+                ));
+            }
+            if client_certs != ClientCertsFile::Off || l.client_ca.is_some() {
+                return Err(check.err(at("client_certs"), "needs TLS (tls_cert and tls_key)"));
+            }
+            return Ok(Listener {
                 address,
                 kind: ListenerKind::Plain,
-            })
-        })
-        .collect()
+            });
+        }
+    };
+    let ca = l.client_ca.as_ref().map(PathBuf::from);
+    let client_certs = match (client_certs, ca) {
+        (ClientCertsFile::Off, None) => ClientCerts::Off,
+        (ClientCertsFile::Off, Some(_)) => return Err(check.err(
+            at("client_ca"),
+            "is set but client_certs is \"off\": say \"optional\" or \"required\", or remove it",
+        )),
+        (_, None) => {
+            return Err(check.err(at("client_ca"), "is needed unless client_certs is \"off\""))
+        }
+        (ClientCertsFile::Optional, Some(ca)) => ClientCerts::Optional(ca),
+        (ClientCertsFile::Required, Some(ca)) => ClientCerts::Required(ca),
+    };
+    let spec = TlsListener {
+        cert,
+        key,
+        http2: l.http2.unwrap_or(true),
+        client_certs,
+    };
+    crate::listener::tls::check(&spec).map_err(|e| check.err(at(e.file.key()), e.to_string()))?;
+    Ok(Listener {
+        address,
+        kind: ListenerKind::Tls(spec),
+    })
 }
 
 fn trusted_proxies(check: &Check, list: &[String]) -> Result<Vec<IpNet>, ConfigError> {

@@ -423,3 +423,121 @@ fn each_value_comes_from_exactly_one_source() {
     assert_eq!(e.key, "oidc.client_secret");
     assert!(e.message.starts_with("set more than once"), "{e}");
 }
+
+/// A certificate for `127.0.0.1` and its key, as files in a directory of this test's own.
+fn tls_files(dir: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("portcullis-{dir}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let (c, k) = (dir.join("tls.crt"), dir.join("tls.key"));
+    std::fs::write(&c, cert.pem()).unwrap();
+    std::fs::write(&k, key.serialize_pem()).unwrap();
+    (c, k)
+}
+
+#[test]
+fn tls_listeners_are_checked_and_name_their_key_and_file() {
+    let (cert, key) = tls_files("tls-config");
+    let (_, other_key) = tls_files("tls-config-other");
+    let table = |lines: &str| {
+        base().replace(
+            "[upstream]",
+            &format!("[[server.listeners]]\naddress = \"127.0.0.1:8443\"\n{lines}\n[upstream]"),
+        )
+    };
+    let files = format!(
+        "tls_cert = \"{}\"\ntls_key = \"{}\"",
+        cert.display(),
+        key.display()
+    );
+    let c = parse(&table(&files)).unwrap();
+    assert_eq!(c.server.listeners.len(), 2, "server.listen and the table");
+    match &c.server.listeners[1].kind {
+        ListenerKind::Tls(t) => {
+            assert!(t.http2, "HTTP/2 by default with TLS");
+            assert_eq!(t.client_certs, ClientCerts::Off);
+        }
+        other => panic!("{other:?}"),
+    }
+    let cases = [
+        (
+            format!("tls_cert = \"{}\"", cert.display()),
+            "server.listeners[0].tls_key",
+            "needed",
+        ),
+        (
+            format!(
+                "tls_cert = \"/nonexistent.crt\"\ntls_key = \"{}\"",
+                key.display()
+            ),
+            "server.listeners[0].tls_cert",
+            "/nonexistent.crt",
+        ),
+        (
+            format!(
+                "tls_cert = \"{}\"\ntls_key = \"{}\"",
+                cert.display(),
+                cert.display()
+            ),
+            "server.listeners[0].tls_key",
+            "no PEM private key",
+        ),
+        (
+            format!(
+                "tls_cert = \"{}\"\ntls_key = \"{}\"",
+                cert.display(),
+                other_key.display()
+            ),
+            "server.listeners[0].tls_key",
+            "is not the key of the certificate",
+        ),
+        (
+            format!("{files}\nclient_certs = \"required\""),
+            "server.listeners[0].client_ca",
+            "needed",
+        ),
+        (
+            format!("{files}\nclient_ca = \"{}\"", cert.display()),
+            "server.listeners[0].client_ca",
+            "off",
+        ),
+        (
+            format!(
+                "{files}\nclient_certs = \"sometimes\"\nclient_ca = \"{}\"",
+                cert.display()
+            ),
+            "server.listeners[0].client_certs",
+            "required",
+        ),
+        (
+            "http2 = true".to_string(),
+            "server.listeners[0].http2",
+            "TLS",
+        ),
+        (
+            "client_certs = \"required\"".to_string(),
+            "server.listeners[0].client_certs",
+            "TLS",
+        ),
+    ];
+    for (lines, key, words) in cases {
+        let e = parse(&table(&lines)).unwrap_err();
+        assert_eq!(e.key, key, "{lines}: {e}");
+        assert!(e.message.contains(words), "{lines}: {e}");
+    }
+    // One port, two kinds: the listener could not tell TLS from plain.
+    let clash = base().replace("listen = \"127.0.0.1:4180\"", "listen = \"127.0.0.1:8443\"");
+    let clash = clash.replace(
+        "[upstream]",
+        &format!("[[server.listeners]]\naddress = \"0.0.0.0:8443\"\n{files}\n[upstream]"),
+    );
+    assert_eq!(parse(&clash).unwrap_err().key, "server.listeners");
+    // Without server.listen, only the tables listen (no default plain listener beside them).
+    let only = table(&files).replace("listen = \"127.0.0.1:4180\"\n", "");
+    let c = parse(&only).unwrap();
+    assert_eq!(c.server.listeners.len(), 1);
+}

@@ -13,10 +13,14 @@
 //! Requests a client pipelines (sends before the answer to the previous one) are answered in
 //! order: bytes after the end of a request are kept here as the start of the next head.
 //!
-//! HTTP/1 only: portcullis listens for plain HTTP/1.x (`server.listen`), without h2c.
+//! On TLS listeners ([`tls`]) the handshake comes first, within its own bound; a connection
+//! that agrees on HTTP/2 is handed to pingora's HTTP/2 server, which reads each stream's
+//! head itself. Plain listeners speak HTTP/1.x only (no h2c).
 
 mod admission;
 mod head;
+pub(crate) mod reload;
+pub mod tls;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -26,7 +30,8 @@ use async_trait::async_trait;
 use bytes::BytesMut;
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
 use pingora::protocols::http::ServerSession;
-use pingora::protocols::Stream;
+use pingora::protocols::l4::stream::Stream as L4Stream;
+use pingora::protocols::{Stream, ALPN};
 use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{timeout, timeout_at, Instant};
@@ -72,22 +77,26 @@ pub struct Listener<A> {
     limits: Limits,
     admission: Arc<Admission>,
     counts_per_address: CountsPerAddress,
+    tls: tls::TlsPorts,
 }
 
 impl<A> Listener<A> {
     /// `inner` served behind the bounds: heads within `limits`, connections admitted by
-    /// `admission` (counted per address where `counts_per_address` says so).
+    /// `admission` (counted per address where `counts_per_address` says so), TLS on the
+    /// ports of `tls`.
     pub fn new(
         inner: A,
         limits: Limits,
         admission: Arc<Admission>,
         counts_per_address: CountsPerAddress,
+        tls: tls::TlsPorts,
     ) -> Listener<A> {
         Listener {
             inner: Arc::new(inner),
             limits,
             admission,
             counts_per_address,
+            tls,
         }
     }
 }
@@ -167,6 +176,14 @@ where
                 return None;
             }
         };
+        if let Some(endpoint) = local_port(&stream).and_then(|p| self.tls.for_port(p)) {
+            stream = handshake(stream, endpoint, self.tls.handshake_timeout).await?;
+            // HTTP/2 multiplexes requests on one connection: pingora reads their heads itself
+            // (bounded by the h2 options the server sets from `server.max_header_bytes`).
+            if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+                return ServerApp::process_new(&self.inner, stream, shutdown).await;
+            }
+        }
         // `None` for the connection's first request; then what pingora hands back for reuse.
         let mut settings: Option<HttpPersistentSettings> = None;
         let mut reused = false;
@@ -465,6 +482,40 @@ async fn refuse(mut stream: Stream, why: Refusal, limits: &Limits) {
         }
     };
     let _ = timeout(LINGER, drain).await;
+}
+
+/// The port the connection arrived on.
+fn local_port(stream: &Stream) -> Option<u16> {
+    let digest = stream.get_socket_digest()?;
+    digest.local_addr()?.as_inet().map(|a| a.port())
+}
+
+/// Runs the TLS handshake within `within`. A client that fails it, or is too slow, is the
+/// client's business: a debug line, and the connection is closed.
+async fn handshake(
+    stream: Stream,
+    endpoint: &tls::TlsEndpoint,
+    within: Duration,
+) -> Option<Stream> {
+    // pingora hands over its own TCP stream type, boxed.
+    let l4 = match stream.into_any().downcast::<L4Stream>() {
+        Ok(l4) => *l4,
+        Err(_) => {
+            tracing::error!("a TLS listener received a connection that is not TCP; closed");
+            return None;
+        }
+    };
+    match timeout(within, endpoint.acceptor().tls_handshake(l4)).await {
+        Ok(Ok(tls)) => Some(Box::new(tls)),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!("TLS handshake did not finish in time");
+            None
+        }
+    }
 }
 
 fn peer_ip(stream: &Stream) -> Option<IpAddr> {

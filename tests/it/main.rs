@@ -15,3 +15,4 @@ mod login;
 mod metrics;
 mod policy;
 mod session;
+mod tls;

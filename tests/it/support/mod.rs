@@ -9,6 +9,7 @@
 pub mod bearer;
 pub mod jws;
 pub mod keys;
+pub mod pki;
 pub mod tokens;
 pub mod trap;
 
