@@ -11,6 +11,7 @@ use pingora::http::RequestHeader;
 
 use crate::app::App;
 use crate::bearer::{BearerError, Principal, TokenType};
+use crate::client_cert::{CertRefusal, CertRequirements, ClientCert};
 use crate::policy::{self, Access, Decision, Subject, TokenKind};
 use crate::session::{Identity, SessionData};
 
@@ -19,6 +20,9 @@ use crate::session::{Identity, SessionData};
 pub enum Caller {
     Session(Arc<SessionData>),
     Bearer(Arc<Principal>),
+    /// A verified client certificate alone, on a route that asks for one: the user is its
+    /// URI name, else its DNS name, else its subject.
+    Certificate(Arc<Identity>),
 }
 
 impl Caller {
@@ -26,15 +30,25 @@ impl Caller {
         match self {
             Caller::Session(s) => &s.identity,
             Caller::Bearer(p) => &p.identity,
+            Caller::Certificate(id) => id,
         }
     }
 
-    /// Bearer tokens carry scopes; browser sessions do not.
+    /// Bearer tokens carry scopes; browser sessions and certificates do not.
     fn scopes(&self) -> Option<&[String]> {
         match self {
-            Caller::Session(_) => None,
+            Caller::Session(_) | Caller::Certificate(_) => None,
             Caller::Bearer(p) => Some(&p.scopes),
         }
+    }
+
+    fn of_certificate(cert: &ClientCert) -> Caller {
+        Caller::Certificate(Arc::new(Identity {
+            user: cert.user(),
+            email: None,
+            groups: Vec::new(),
+            preferred_username: None,
+        }))
     }
 }
 
@@ -51,6 +65,8 @@ pub enum Verdict {
     /// Authenticated, but the rules say no.
     Forbidden(Caller),
     InsufficientScope(Vec<String>),
+    /// The route's client-certificate rules are not met (403).
+    CertificateRefused(CertRefusal),
 }
 
 /// Why a request could be read two ways.
@@ -79,17 +95,24 @@ pub struct Target<'a> {
     pub method: Option<&'a Method>,
     pub host: Option<&'a str>,
     pub path: Option<&'a [u8]>,
+    /// The verified client certificate, from our TLS listener or a trusted proxy's header.
+    pub client_cert: Option<&'a ClientCert>,
 }
 
 impl<'a> Target<'a> {
     /// The request itself, for the host [`crate::host::of_request`] found.
-    pub fn of(req: &'a RequestHeader, host: Option<&'a str>) -> Target<'a> {
+    pub fn of(
+        req: &'a RequestHeader,
+        host: Option<&'a str>,
+        client_cert: Option<&'a ClientCert>,
+    ) -> Target<'a> {
         let raw = req.raw_path();
         let path = raw.split(|b| *b == b'?').next().unwrap_or(raw);
         Target {
             method: Some(&req.method),
             host,
             path: Some(path),
+            client_cert,
         }
     }
 }
@@ -129,24 +152,30 @@ impl App {
         {
             return decided(Verdict::BadRequest(Ambiguity::LowercaseMethod));
         }
-        let (access, token_kind) = match target.path {
+        let no_cert_rules = &*NO_CERT_RULES;
+        let (access, token_kind, cert_rules) = match target.path {
             Some(raw) => {
                 let path = match policy::normalise(raw) {
                     Ok(p) => p,
                     Err(e) => return decided(Verdict::BadRequest(e.into())),
                 };
                 match self.config.routes.lookup(target.method, target.host, &path) {
-                    Ok(Some(route)) => (route.access(), route.token_kind()),
-                    Ok(None) => (&DEFAULT_ACCESS, TokenKind::Any),
+                    Ok(Some(route)) => (route.access(), route.token_kind(), route.client_cert()),
+                    Ok(None) => (&DEFAULT_ACCESS, TokenKind::Any, no_cert_rules),
                     Err(e) => return decided(Verdict::BadRequest(e.into())),
                 }
             }
-            None => (&DEFAULT_ACCESS, TokenKind::Any),
+            None => (&DEFAULT_ACCESS, TokenKind::Any, no_cert_rules),
         };
         let requirements = match access {
             Access::Public => return decided(Verdict::Public),
             Access::Authenticated(r) => r,
         };
+        // A route's certificate rules come before any other credential: a token or a session
+        // does not stand in for the certificate the route asks for.
+        if let Err(refusal) = cert_rules.check(target.client_cert) {
+            return decided(Verdict::CertificateRefused(refusal));
+        }
 
         let (caller, set_cookies) = match bearer_token(req) {
             Some(Err(e)) => return decided(Verdict::InvalidToken(e)),
@@ -157,9 +186,13 @@ impl App {
             },
             None => {
                 let auth = self.authenticate(req).await;
-                match auth.session {
-                    Some(s) => (Caller::Session(s), auth.set_cookies),
-                    None => {
+                match (auth.session, target.client_cert) {
+                    (Some(s), _) => (Caller::Session(s), auth.set_cookies),
+                    // The certificate alone, where the route asks for one (checked above).
+                    (None, Some(cert)) if !cert_rules.is_empty() => {
+                        (Caller::of_certificate(cert), auth.set_cookies)
+                    }
+                    (None, _) => {
                         return Decided {
                             verdict: Verdict::Unauthenticated,
                             set_cookies: auth.set_cookies,
@@ -189,6 +222,10 @@ impl App {
         }
     }
 }
+
+/// Routes without certificate rules (and unmatched paths).
+static NO_CERT_RULES: std::sync::LazyLock<CertRequirements> =
+    std::sync::LazyLock::new(CertRequirements::default);
 
 /// Unmatched paths: authenticated, nothing more (closed by default).
 static DEFAULT_ACCESS: Access = Access::Authenticated(policy::Requirements {

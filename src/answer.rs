@@ -57,6 +57,7 @@ pub(crate) fn settle(verdict: Verdict, asker: &Asker<'_>) -> Settled {
             let outcome = match caller {
                 Caller::Session(_) => Outcome::Cookie,
                 Caller::Bearer(_) => Outcome::Bearer,
+                Caller::Certificate(_) => Outcome::ClientCert,
             };
             let user = Some(caller.identity().user.clone());
             let then = match asker {
@@ -112,6 +113,9 @@ pub(crate) fn settle(verdict: Verdict, asker: &Asker<'_>) -> Settled {
             Outcome::InsufficientScope,
             respond::insufficient_scope(&needed),
         ),
+        Verdict::CertificateRefused(refusal) => {
+            answer(Outcome::Forbidden, respond::certificate_refused(refusal))
+        }
     }
 }
 

@@ -13,6 +13,7 @@ use std::net::IpAddr;
 use http::header::{HeaderName, HeaderValue, AUTHORIZATION, COOKIE, HOST};
 use pingora::http::RequestHeader;
 
+use crate::client_cert::ClientCert;
 use crate::session::Identity;
 
 pub(crate) const X_FORWARDED_USER: &str = "x-forwarded-user";
@@ -40,6 +41,8 @@ const IDENTITY_HEADERS: &[&str] = &[
     "x-forwarded-path",
     "x-forwarded-method",
     "x-client-cert",
+    "ssl-client-cert",
+    "x-ssl-client-cert",
     "x-remote-user",
     "x-user",
     "x-email",
@@ -214,6 +217,8 @@ pub(crate) struct Vouch<'a> {
     pub access_token: Option<&'a str>,
     /// Sent as `Authorization: Bearer` (`headers.pass_id_token_as_bearer`).
     pub id_token_as_bearer: Option<&'a str>,
+    /// The verified client certificate, sent as `X-Forwarded-Client-Cert`.
+    pub client_cert: Option<&'a ClientCert>,
 }
 
 /// The peer, as the TCP connection shows it.
@@ -338,6 +343,12 @@ fn set_identity(req: &mut RequestHeader, vouch: &Vouch<'_>, names: &IdentityName
             }
         }
     }
+    if let Some(cert) = vouch.client_cert {
+        set(
+            &HeaderName::from_static("x-forwarded-client-cert"),
+            &cert.xfcc(),
+        );
+    }
     if let Some(t) = vouch.id_token_as_bearer {
         if let Ok(v) = HeaderValue::from_str(&format!("Bearer {t}")) {
             let _ = req.insert_header(AUTHORIZATION, v);
@@ -431,6 +442,7 @@ mod tests {
             identity: Some(&id),
             access_token: None,
             id_token_as_bearer: None,
+            client_cert: None,
         };
         prepare(&mut r, &vouch, &peer(true), &defaults(), false, |_| false);
         for (name, value) in r.headers.iter() {
@@ -449,6 +461,7 @@ mod tests {
             identity: None,
             access_token: None,
             id_token_as_bearer: None,
+            client_cert: None,
         };
         prepare(&mut r, &vouch, &peer(false), &defaults(), false, |_| false);
         assert!(values(&r, "x-forwarded-user").is_empty());
@@ -469,6 +482,7 @@ mod tests {
             identity: None,
             access_token: None,
             id_token_as_bearer: None,
+            client_cert: None,
         };
         let mut r = request(&hdrs);
         prepare(&mut r, &vouch, &peer(false), &defaults(), false, |_| false);
@@ -500,6 +514,7 @@ mod tests {
             identity: None,
             access_token: None,
             id_token_as_bearer: Some("idt"),
+            client_cert: None,
         };
         prepare(&mut r, &vouch, &peer(false), &defaults(), true, |n| {
             n.starts_with("_portcullis")
@@ -550,6 +565,7 @@ mod renamed {
             identity: Some(&id),
             access_token: None,
             id_token_as_bearer: None,
+            client_cert: None,
         };
         let peer = Peer {
             ip: None,

@@ -42,6 +42,7 @@ pub mod app;
 pub mod bearer;
 pub(crate) mod classify;
 pub mod cli;
+pub(crate) mod client_cert;
 pub mod clock;
 pub mod config;
 #[cfg(feature = "demo")]

@@ -11,6 +11,8 @@ pub(crate) enum Outcome {
     Cookie,
     /// Forwarded for a valid bearer token.
     Bearer,
+    /// Forwarded for a verified client certificate alone.
+    ClientCert,
     /// A browser without a session, sent to log in.
     LoginRedirect,
     /// 401: no credentials (or none that still work).
@@ -26,11 +28,12 @@ pub(crate) enum Outcome {
 }
 
 impl Outcome {
-    pub(crate) const ALL: [Outcome; 10] = [
+    pub(crate) const ALL: [Outcome; 11] = [
         Outcome::Endpoint,
         Outcome::Public,
         Outcome::Cookie,
         Outcome::Bearer,
+        Outcome::ClientCert,
         Outcome::LoginRedirect,
         Outcome::Unauthenticated,
         Outcome::InvalidToken,
@@ -45,6 +48,7 @@ impl Outcome {
             Outcome::Public => "public",
             Outcome::Cookie => "cookie",
             Outcome::Bearer => "bearer",
+            Outcome::ClientCert => "client_cert",
             Outcome::LoginRedirect => "login_redirect",
             Outcome::Unauthenticated => "unauthenticated",
             Outcome::InvalidToken => "invalid_token",

@@ -14,6 +14,7 @@ use crate::access_log;
 use crate::answer::{self, Asker, Then};
 use crate::app::App;
 use crate::classify::{self, Route};
+use crate::client_cert::{ClientCert, UnreadableCertHeader};
 use crate::endpoints::{self, Facts};
 use crate::forward::{self, Peer, Vouch};
 use crate::metrics;
@@ -29,6 +30,8 @@ pub(crate) struct Portcullis {
 pub(crate) struct RequestCtx {
     started: Instant,
     caller: Option<Caller>,
+    /// The verified client certificate (our TLS listener's, or a trusted proxy's report).
+    client_cert: Option<Arc<ClientCert>>,
     /// Cookies to set on the upstream's response (a refreshed session).
     set_cookies: Vec<SetCookie>,
     /// For the access log.
@@ -83,6 +86,40 @@ impl Portcullis {
     fn trusted(&self, session: &Session) -> bool {
         peer_ip(session).is_some_and(|ip| self.app.config.server.is_trusted_proxy(ip))
     }
+
+    /// The client certificate the TLS handshake verified; else, from a trusted proxy, the
+    /// one its header (`server.client_cert_header`) reports. A header that cannot be read one
+    /// way is an error (400); from anyone else the header means nothing (and is stripped).
+    fn client_cert(
+        &self,
+        session: &Session,
+        trusted: bool,
+    ) -> Result<Option<Arc<ClientCert>>, UnreadableCertHeader> {
+        let handshake = session
+            .digest()
+            .and_then(|d| d.ssl_digest.as_ref())
+            .and_then(|tls| tls.extension.get::<Arc<ClientCert>>());
+        if let Some(cert) = handshake {
+            return Ok(Some(cert.clone()));
+        }
+        let Some(kind) = self
+            .app
+            .config
+            .server
+            .client_cert_header
+            .filter(|_| trusted)
+        else {
+            return Ok(None);
+        };
+        let values: Vec<&[u8]> = session
+            .req_header()
+            .headers
+            .get_all(kind.name())
+            .iter()
+            .map(|v| v.as_bytes())
+            .collect();
+        Ok(crate::client_cert::from_header(kind, &values)?.map(Arc::new))
+    }
 }
 
 #[async_trait]
@@ -93,6 +130,7 @@ impl ProxyHttp for Portcullis {
         RequestCtx {
             started: Instant::now(),
             caller: None,
+            client_cert: None,
             set_cookies: Vec::new(),
             user: None,
             outcome: Outcome::Endpoint,
@@ -135,10 +173,15 @@ impl ProxyHttp for Portcullis {
             Ok(None) => return refuse(session, ctx, "a request without a Host header").await,
             Err(e) => return refuse(session, ctx, &e.to_string()).await,
         };
+        ctx.client_cert = match self.client_cert(session, trusted) {
+            Ok(cert) => cert,
+            Err(e) => return refuse(session, ctx, &e.to_string()).await,
+        };
         if let Route::Endpoint(endpoint) = route {
             let facts = Facts {
                 trusted_proxy: trusted,
                 host,
+                client_cert: ctx.client_cert.as_deref(),
             };
             let answer = endpoints::handle(app, endpoint, session.req_header(), &facts).await;
             ctx.outcome = Outcome::Endpoint;
@@ -148,7 +191,8 @@ impl ProxyHttp for Portcullis {
         }
 
         let req = session.req_header();
-        let decided = app.decide(req, &Target::of(req, host)).await;
+        let target = Target::of(req, host, ctx.client_cert.as_deref());
+        let decided = app.decide(req, &target).await;
         let return_to = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
         let asker = Asker::Client {
             browser_navigation: classify::is_browser_navigation(&req.method, &req.headers),
@@ -209,6 +253,7 @@ impl ProxyHttp for Portcullis {
             id_token_as_bearer: s
                 .and_then(|s| s.id_token.as_deref())
                 .filter(|_| headers.pass_id_token_as_bearer),
+            client_cert: ctx.client_cert.as_deref(),
         };
         let peer = Peer {
             ip: peer_ip(session),

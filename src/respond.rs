@@ -165,6 +165,14 @@ pub(crate) fn insufficient_scope(needed: &[String]) -> Reply {
     )
 }
 
+/// 403 for a request without the client certificate its route asks for (or another one).
+pub(crate) fn certificate_refused(refusal: crate::client_cert::CertRefusal) -> Reply {
+    Reply::json(
+        403,
+        &serde_json::json!({"error": "client_certificate", "error_description": refusal.to_string()}),
+    )
+}
+
 /// 403 for an authenticated caller the rules do not let through: a page for a person's
 /// browser, JSON for everything else.
 pub(crate) fn forbidden(browser: bool) -> Reply {

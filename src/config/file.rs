@@ -76,6 +76,8 @@ pub(super) struct ServerFile {
     pub max_connections: Option<usize>,
     /// Connections open at once from one client address (0: no bound).
     pub max_connections_per_client: Option<usize>,
+    /// The header a trusted TLS-terminating proxy puts the verified client certificate in.
+    pub client_cert_header: Option<super::ClientCertHeader>,
 }
 
 /// One `[[server.listeners]]`.
@@ -253,6 +255,14 @@ pub(super) struct RouteFile {
     pub email_domains: Vec<String>,
     /// `any` (default), `access` (RFC 9068 access tokens only) or `id` (ID tokens only).
     pub token_type: Option<TokenTypeFile>,
+    /// A verified client certificate is required (implied by the two lists below).
+    pub client_cert: Option<bool>,
+    /// Subjects accepted (`CN=ci-runner,O=acme`); any one of them.
+    #[serde(default)]
+    pub client_cert_subjects: Vec<String>,
+    /// Subject alternative names accepted (`spiffe://…`, `dns:…`); any one of them.
+    #[serde(default)]
+    pub client_cert_sans: Vec<String>,
 }
 
 /// `routes[].policy`.

@@ -32,8 +32,8 @@ pub use headers::Headers;
 pub use logging::{LogFormat, Logging};
 pub use oidc::{ClaimNames, ClientAuthMethod, EndSessionMethod, Oidc, Secret};
 pub use server::{
-    ClientCerts, Listener, ListenerKind, Server, TlsListener, DEFAULT_HEADER_TIMEOUT,
-    DEFAULT_MAX_HEADER_BYTES, MAX_HEADER_BYTES, MIN_HEADER_BYTES,
+    ClientCertHeader, ClientCerts, Listener, ListenerKind, Server, TlsListener,
+    DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_HEADER_BYTES, MAX_HEADER_BYTES, MIN_HEADER_BYTES,
 };
 pub use session::{Session, SessionSecret};
 pub use upstream::Upstream;

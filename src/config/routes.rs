@@ -3,6 +3,7 @@
 use super::check::Check;
 use super::file::{AuthorizationFile, RouteFile, RoutePolicyFile, TokenTypeFile};
 use super::ConfigError;
+use crate::client_cert::{CertRequirements, SanPattern, SubjectPattern};
 use crate::policy::{Access, DomainRule, Requirements, RouteSpec, RouteTable, TokenKind};
 
 pub(super) fn routes(check: &Check, routes: Vec<RouteFile>) -> Result<RouteTable, ConfigError> {
@@ -63,6 +64,7 @@ fn route(check: &Check, table: &str, r: RouteFile) -> Result<RouteSpec, ConfigEr
             "ID tokens carry no scopes: token_type = \"id\" with scopes can never be met",
         ));
     }
+    let client_cert = client_cert(check, table, &r)?;
     let lists = Lists {
         scopes: r.scopes,
         groups: r.groups,
@@ -97,6 +99,41 @@ fn route(check: &Check, table: &str, r: RouteFile) -> Result<RouteSpec, ConfigEr
         host: r.host,
         access,
         token_kind,
+        client_cert,
+    })
+}
+
+/// `client_cert`, `client_cert_subjects`, `client_cert_sans`: either list implies a
+/// certificate is required, so `client_cert = false` beside one is a contradiction.
+fn client_cert(check: &Check, table: &str, r: &RouteFile) -> Result<CertRequirements, ConfigError> {
+    let subjects = r
+        .client_cert_subjects
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            SubjectPattern::parse(s)
+                .map_err(|e| check.err(format!("{table}.client_cert_subjects[{i}]"), e))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let sans = r
+        .client_cert_sans
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            SanPattern::parse(s).map_err(|e| check.err(format!("{table}.client_cert_sans[{i}]"), e))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let named = !(subjects.is_empty() && sans.is_empty());
+    if r.client_cert == Some(false) && named {
+        return Err(check.err(
+            format!("{table}.client_cert"),
+            "is false, but client_cert_subjects or client_cert_sans ask for a certificate",
+        ));
+    }
+    Ok(CertRequirements {
+        required: r.client_cert.unwrap_or(false) || named,
+        subjects,
+        sans,
     })
 }
 

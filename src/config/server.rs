@@ -57,6 +57,8 @@ pub struct Server {
     pub connection_limits: ConnectionLimits,
     /// How long a TLS handshake may take (`server.tls_handshake_timeout`).
     pub tls_handshake_timeout: Duration,
+    /// Where a trusted proxy puts the client certificate it verified; `None`: no proxy does.
+    pub client_cert_header: Option<ClientCertHeader>,
 }
 
 /// One address portcullis accepts connections on.
@@ -76,6 +78,27 @@ pub enum ListenerKind {
     Plain,
     /// TLS, with HTTP/2 when offered, and client certificates when asked for.
     Tls(TlsListener),
+}
+
+/// `server.client_cert_header`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+pub enum ClientCertHeader {
+    /// Envoy's `X-Forwarded-Client-Cert` (`Hash=…;Cert="…";Subject="…";URI=…;DNS=…`).
+    #[serde(rename = "x-forwarded-client-cert")]
+    Xfcc,
+    /// nginx's `$ssl_client_escaped_cert`: the URL-encoded PEM certificate.
+    #[serde(rename = "ssl-client-cert")]
+    EscapedPem,
+}
+
+impl ClientCertHeader {
+    /// The header's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            ClientCertHeader::Xfcc => "x-forwarded-client-cert",
+            ClientCertHeader::EscapedPem => "ssl-client-cert",
+        }
+    }
 }
 
 /// A TLS listener's files and settings (`[[server.listeners]]` with `tls_cert`).
@@ -135,6 +158,12 @@ pub(super) fn validate(check: &Check, s: ServerFile) -> Result<Server, ConfigErr
         Duration::from_secs(5),
         Duration::from_secs(3600),
     )?;
+    if s.client_cert_header.is_some() && trusted_proxies.is_empty() {
+        return Err(check.err(
+            "server.client_cert_header",
+            "is only believed from server.trusted_proxies, and none is set",
+        ));
+    }
     let metrics_listen = match s.metrics_listen.as_deref() {
         None => None,
         Some(a) => Some(metrics_listen(check, a, &listeners)?),
@@ -153,6 +182,7 @@ pub(super) fn validate(check: &Check, s: ServerFile) -> Result<Server, ConfigErr
             DEFAULT_TLS_HANDSHAKE_TIMEOUT,
             Duration::from_secs(120),
         )?,
+        client_cert_header: s.client_cert_header,
     })
 }
 

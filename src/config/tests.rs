@@ -541,3 +541,39 @@ fn tls_listeners_are_checked_and_name_their_key_and_file() {
     let c = parse(&only).unwrap();
     assert_eq!(c.server.listeners.len(), 1);
 }
+
+#[test]
+fn client_certificate_rules_are_checked() {
+    let e = with_server_line("client_cert_header = \"x-forwarded-client-cert\"").unwrap_err();
+    assert_eq!(e.key, "server.client_cert_header");
+    let e = with_server_line("client_cert_header = \"x-client-cert\"").unwrap_err();
+    assert_eq!(e.key, "server.client_cert_header");
+    let ok = with_server_line(
+        "trusted_proxies = [\"10.0.0.0/8\"]\nclient_cert_header = \"ssl-client-cert\"",
+    )
+    .unwrap();
+    assert_eq!(
+        ok.server.client_cert_header,
+        Some(ClientCertHeader::EscapedPem)
+    );
+    let route = |lines: &str| base() + &format!("[[routes]]\npath = \"/ci/\"\n{lines}\n");
+    let c = parse(&route("client_cert_sans = [\"dns:runner.ci.svc\"]")).unwrap();
+    assert_eq!(c.routes.routes().len(), 1);
+    for (lines, key) in [
+        (
+            "client_cert_sans = [\"runner.ci.svc\"]",
+            "routes[0].client_cert_sans[0]",
+        ),
+        (
+            "client_cert_subjects = [\"CN\"]",
+            "routes[0].client_cert_subjects[0]",
+        ),
+        (
+            "client_cert = false\nclient_cert_subjects = [\"CN=x\"]",
+            "routes[0].client_cert",
+        ),
+        ("policy = \"public\"\nclient_cert = true", "routes[0]"),
+    ] {
+        assert_eq!(parse(&route(lines)).unwrap_err().key, key, "{lines}");
+    }
+}

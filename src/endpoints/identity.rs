@@ -87,6 +87,7 @@ pub(super) async fn forward_auth(app: &App, req: &RequestHeader, facts: &Facts<'
         path: original
             .as_deref()
             .map(|u| u.split('?').next().unwrap_or(u).as_bytes()),
+        client_cert: facts.client_cert,
     };
     let decided = app.decide(req, &target).await;
     // The access token goes to a forward-auth subrequest only: from a trusted proxy that
@@ -247,10 +248,12 @@ mod tests {
         let trusted = Facts {
             trusted_proxy: true,
             host: None,
+            client_cert: None,
         };
         let stranger = Facts {
             trusted_proxy: false,
             host: None,
+            client_cert: None,
         };
         let r = req(&[("x-original-uri", "/admin?x=1")]);
         assert_eq!(original_uri(&r, &trusted), Ok(Some("/admin?x=1".into())));
@@ -269,6 +272,7 @@ mod tests {
         let trusted = Facts {
             trusted_proxy: true,
             host: None,
+            client_cert: None,
         };
         let url = ("x-original-url", "https://App.example.com:443/admin?x=1");
         let r = req(&[url]);

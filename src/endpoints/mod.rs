@@ -18,6 +18,8 @@ pub(crate) struct Facts<'a> {
     pub trusted_proxy: bool,
     /// The request's host, as [`crate::host::of_request`] read it.
     pub host: Option<&'a str>,
+    /// The verified client certificate, if any (see `Portcullis::client_cert`).
+    pub client_cert: Option<&'a crate::client_cert::ClientCert>,
 }
 
 /// What an endpoint answered, and who it was about (for the access log).
@@ -125,10 +127,12 @@ mod tests {
         let trusted = Facts {
             trusted_proxy: true,
             host: None,
+            client_cert: None,
         };
         let stranger = Facts {
             trusted_proxy: false,
             host: None,
+            client_cert: None,
         };
         // What nginx sends for `error_page 401 = /oauth2/start?rd=$request_uri`.
         let cut = start_request(

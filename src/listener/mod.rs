@@ -505,7 +505,12 @@ async fn handshake(
             return None;
         }
     };
-    match timeout(within, endpoint.acceptor().tls_handshake(l4)).await {
+    let handshake = pingora::protocols::tls::server::handshake_with_callback(
+        endpoint.acceptor(),
+        l4,
+        &tls::ReadClientCert,
+    );
+    match timeout(within, handshake).await {
         Ok(Ok(tls)) => Some(Box::new(tls)),
         Ok(Err(e)) => {
             tracing::debug!(error = %e, "TLS handshake failed");

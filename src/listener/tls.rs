@@ -32,7 +32,10 @@ use rustls::{
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 
+use crate::client_cert::ClientCert;
 use crate::config::{ClientCerts, TlsListener};
+use pingora::listeners::TlsAccept;
+use pingora::protocols::tls::TlsRef;
 
 /// Which file of a listener a problem is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -371,5 +374,27 @@ impl TlsPorts {
     /// Every endpoint, for reloading them.
     pub fn endpoints(&self) -> impl Iterator<Item = &Arc<TlsEndpoint>> {
         self.endpoints.iter().map(|(_, e)| e)
+    }
+}
+
+/// After a handshake, reads the client certificate the verifier accepted into the
+/// connection's TLS digest, where each request finds it (an `Arc<ClientCert>`).
+pub(crate) struct ReadClientCert;
+
+#[async_trait::async_trait]
+impl TlsAccept for ReadClientCert {
+    async fn handshake_complete_callback(
+        &self,
+        tls: &TlsRef,
+    ) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
+        let der = tls.peer_certificate_der()?;
+        match ClientCert::from_der(der) {
+            Some(cert) => Some(Arc::new(Arc::new(cert))),
+            None => {
+                // The verifier accepted it, so it parses for webpki; not for us is a bug to see.
+                tracing::warn!("a verified client certificate could not be read; ignored");
+                None
+            }
+        }
     }
 }

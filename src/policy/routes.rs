@@ -12,6 +12,7 @@ use http::Method;
 
 use super::path::{normalise, NormalPath};
 use super::rules::Requirements;
+use crate::client_cert::CertRequirements;
 
 /// What a route demands of the caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +51,8 @@ pub struct RouteSpec {
     pub access: Access,
     /// Which bearer tokens it takes.
     pub token_kind: TokenKind,
+    /// What it asks of the client certificate.
+    pub client_cert: CertRequirements,
 }
 
 /// A validated route.
@@ -63,6 +66,7 @@ pub struct Route {
     host: Option<HostKey>,
     access: Access,
     token_kind: TokenKind,
+    client_cert: CertRequirements,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +84,11 @@ impl Route {
     /// Which bearer tokens the route takes.
     pub fn token_kind(&self) -> TokenKind {
         self.token_kind
+    }
+
+    /// What the route asks of the client certificate.
+    pub fn client_cert(&self) -> &CertRequirements {
+        &self.client_cert
     }
 
     /// The route's path, decoded; a subtree's without the trailing `/` (the root stays `/`).
@@ -118,6 +127,11 @@ impl Route {
         if spec.access == Access::Public && spec.token_kind != TokenKind::Any {
             return Err("token_kind applies only to routes that require authentication".into());
         }
+        if spec.access == Access::Public && !spec.client_cert.is_empty() {
+            return Err(
+                "client certificate rules apply only to routes that require authentication".into(),
+            );
+        }
         Ok(Route {
             path,
             shape,
@@ -125,6 +139,7 @@ impl Route {
             host,
             access: spec.access,
             token_kind: spec.token_kind,
+            client_cert: spec.client_cert,
         })
     }
 
@@ -307,6 +322,7 @@ mod tests {
             host: None,
             access: Access::Authenticated(Requirements::default()),
             token_kind: TokenKind::Any,
+            client_cert: CertRequirements::default(),
         }
     }
 

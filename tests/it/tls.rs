@@ -348,3 +348,234 @@ async fn certificates_reload_on_sighup_and_on_change_and_a_broken_file_keeps_the
         "never key material in the log"
     );
 }
+
+/// The values the echo upstream received under `name`.
+fn echoed(body: &str, name: &str) -> Vec<String> {
+    let v: serde_json::Value = serde_json::from_str(body).expect("echo json");
+    v["headers"]
+        .as_array()
+        .expect("headers")
+        .iter()
+        .filter(|h| h[0].as_str().is_some_and(|n| n.eq_ignore_ascii_case(name)))
+        .filter_map(|h| h[1].as_str().map(str::to_string))
+        .collect()
+}
+
+fn sha256_hex(pem: &str) -> String {
+    use sha2::Digest;
+    let der = CertificateDer::from_pem_slice(pem.as_bytes()).expect("pem");
+    sha2::Sha256::digest(&der)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+const CERT_ROUTES: &str = r#"
+[[routes]]
+path = "/ci/"
+client_cert_sans = ["spiffe://cluster.local/ns/ci/sa/runner", "dns:runner.ci.svc"]
+[[routes]]
+path = "/ops/"
+client_cert_subjects = ["CN=ops-bot,O=acme"]
+[[routes]]
+path = "/any-cert/"
+client_cert = true
+[[routes]]
+path = "/public/"
+policy = "public"
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_certificate_is_an_identity_on_routes_that_ask_for_one_and_reaches_upstream_as_xfcc(
+) {
+    let ca = Ca::new("identity CA");
+    let ca_file = ca.file("identity-ca.pem");
+    let server = ca.server("identity-server");
+    let runner = ca.issue(
+        "runner",
+        "ci-runner",
+        &["spiffe://cluster.local/ns/ci/sa/runner", "runner.ci.svc"],
+        Role::Client,
+        false,
+    );
+    let ops = ca.issue("ops", "ops-bot", &[], Role::Client, false);
+    let port = free_port();
+    let toml = tls_listener(
+        port,
+        &server,
+        &format!(
+            "client_certs = \"optional\"\nclient_ca = \"{}\"",
+            s(&ca_file)
+        ),
+    ) + CERT_ROUTES;
+    let w = World::start(|c| c, &toml).await;
+    let call = |path: &str, cert: Option<&Issued>, extra: &[&str]| {
+        let mut args = vec!["--cacert".to_string(), s(&ca_file)];
+        if let Some(c) = cert {
+            args.extend(["--cert".into(), s(&c.cert), "--key".into(), s(&c.key)]);
+        }
+        for h in extra {
+            args.extend(["-H".to_string(), h.to_string()]);
+        }
+        args.push(format!("https://127.0.0.1:{port}{path}"));
+        async move { curl(&args).await }
+    };
+    let forged = "X-Forwarded-Client-Cert: Hash=0000000000000000000000000000000000000000000000000000000000000000;URI=spiffe://cluster.local/ns/ci/sa/runner";
+
+    // The certificate alone authenticates where the route asks for it; its URI name is the user.
+    let (_, body, tail) = call("/ci/build", Some(&runner), &[forged]).await;
+    assert_eq!(tail, "200 2", "{body}");
+    assert_eq!(
+        echoed(&body, "x-forwarded-user"),
+        ["spiffe://cluster.local/ns/ci/sa/runner"]
+    );
+    let xfcc = echoed(&body, "x-forwarded-client-cert");
+    assert_eq!(xfcc.len(), 1, "only ours, never the client's: {xfcc:?}");
+    assert!(
+        xfcc[0].starts_with(&format!("Hash={};", sha256_hex(&runner.cert_pem))),
+        "{xfcc:?}"
+    );
+    assert!(
+        xfcc[0].contains("Subject=\"CN=ci-runner,O=acme\""),
+        "{xfcc:?}"
+    );
+    assert!(
+        xfcc[0].contains(";URI=spiffe://cluster.local/ns/ci/sa/runner"),
+        "{xfcc:?}"
+    );
+    assert!(xfcc[0].contains(";DNS=runner.ci.svc"), "{xfcc:?}");
+
+    // Subjects match as written; without SANs the subject is the user.
+    let (_, body, tail) = call("/ops/deploy", Some(&ops), &[]).await;
+    assert_eq!(tail, "200 2", "{body}");
+    assert_eq!(echoed(&body, "x-forwarded-user"), ["CN=ops-bot,O=acme"]);
+    let (_, _, tail) = call("/any-cert/x", Some(&ops), &[]).await;
+    assert_eq!(tail, "200 2");
+
+    // The wrong certificate, or none, is refused with 403 whatever else the request says.
+    for (path, cert, case) in [
+        ("/ci/build", Some(&ops), "another certificate"),
+        ("/ops/deploy", Some(&runner), "another subject"),
+        ("/ci/build", None, "no certificate"),
+        ("/any-cert/x", None, "no certificate"),
+    ] {
+        let (_, body, tail) = call(path, cert, &[forged, "Accept: application/json"]).await;
+        assert_eq!(tail, "403 2", "{path}, {case}: {body}");
+        assert!(body.contains("client_certificate"), "{body}");
+    }
+    // Elsewhere a certificate is not a login: the default rule still asks for one.
+    let (_, _, tail) = call("/elsewhere", Some(&runner), &["Accept: application/json"]).await;
+    assert_eq!(tail, "401 2");
+    // A client's own XFCC never reaches the upstream.
+    let (_, body, _) = call("/public/x", None, &[forged]).await;
+    assert!(
+        echoed(&body, "x-forwarded-client-cert").is_empty(),
+        "{body}"
+    );
+    let log = w.proxy.log();
+    assert!(log.contains("\"outcome\":\"client_cert\""), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trusted_proxys_certificate_header_is_believed_and_nobody_elses() {
+    let ca = Ca::new("ingress CA");
+    let runner = ca.issue(
+        "ingress-runner",
+        "ci-runner",
+        &["spiffe://cluster.local/ns/ci/sa/runner"],
+        Role::Client,
+        false,
+    );
+    // As nginx's $ssl_client_escaped_cert writes it: percent-encoded (a space is %20; the `+`
+    // of base64 stays a character of the certificate).
+    let escaped =
+        percent_encoding::utf8_percent_encode(&runner.cert_pem, percent_encoding::NON_ALPHANUMERIC)
+            .to_string();
+    let hash = sha256_hex(&runner.cert_pem);
+    let xfcc = format!(
+        "Hash={hash};Subject=\"CN=ci-runner,O=acme\";URI=spiffe://cluster.local/ns/ci/sa/runner"
+    );
+    for (header, value) in [
+        ("x-forwarded-client-cert", xfcc.clone()),
+        ("ssl-client-cert", escaped.clone()),
+    ] {
+        let trusting = World::start_with(
+            |c| c,
+            |t| {
+                server_option(
+                    t,
+                    &format!(
+                        "trusted_proxies = [\"127.0.0.1\"]\nclient_cert_header = \"{header}\""
+                    ),
+                ) + CERT_ROUTES
+            },
+        )
+        .await;
+        let stranger = World::start_with(
+            |c| c,
+            |t| {
+                server_option(
+                    t,
+                    &format!(
+                        "trusted_proxies = [\"10.0.0.0/8\"]\nclient_cert_header = \"{header}\""
+                    ),
+                ) + CERT_ROUTES
+            },
+        )
+        .await;
+        let (_, body, tail) = curl(&[
+            "-H".into(),
+            format!("{header}: {value}"),
+            trusting.proxy.url("/ci/build"),
+        ])
+        .await;
+        assert_eq!(tail, "200 1.1", "{header} from a trusted proxy: {body}");
+        assert_eq!(
+            echoed(&body, "x-forwarded-user"),
+            ["spiffe://cluster.local/ns/ci/sa/runner"]
+        );
+        let sent = echoed(&body, "x-forwarded-client-cert");
+        assert!(
+            sent.len() == 1 && sent[0].starts_with(&format!("Hash={hash}")),
+            "{sent:?}"
+        );
+        // Two reports, or one that cannot be read, are refused rather than guessed at.
+        let (_, _, tail) = curl(&[
+            "-H".into(),
+            format!("{header}: {value}"),
+            "-H".into(),
+            format!("{header}: {value}"),
+            trusting.proxy.url("/ci/build"),
+        ])
+        .await;
+        assert_eq!(tail, "400 1.1", "{header} twice");
+        let (_, _, tail) = curl(&[
+            "-H".into(),
+            format!("{header}: Hash=nothex"),
+            trusting.proxy.url("/ci/build"),
+        ])
+        .await;
+        assert_eq!(tail, "400 1.1", "{header} unreadable");
+        // From a peer that is not a trusted proxy the header means nothing.
+        let (_, body, tail) = curl(&[
+            "-H".into(),
+            format!("{header}: {value}"),
+            "-H".into(),
+            "Accept: application/json".into(),
+            stranger.proxy.url("/ci/build"),
+        ])
+        .await;
+        assert_eq!(tail, "403 1.1", "{header} from a stranger: {body}");
+        let (_, body, _) = curl(&[
+            "-H".into(),
+            format!("{header}: {value}"),
+            stranger.proxy.url("/public/x"),
+        ])
+        .await;
+        assert!(echoed(&body, header).is_empty(), "{body}");
+        assert!(
+            echoed(&body, "x-forwarded-client-cert").is_empty(),
+            "{body}"
+        );
+    }
+}

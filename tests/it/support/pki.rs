@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 
 use rcgen::{
-    date_time_ymd, BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose,
+    date_time_ymd, string::Ia5String, BasicConstraints, CertificateParams, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 
 use super::scratch_file;
@@ -52,10 +52,17 @@ impl Ca {
         scratch_file(name, self.pem.as_bytes())
     }
 
-    /// A certificate for `cn` with `sans`, for `role`; `expired` dates it in 2020.
+    /// A certificate for `cn` with `sans` (a `scheme://` name is a URI, anything else a DNS
+    /// name or an IP address), for `role`; `expired` dates it in 2020.
     pub fn issue(&self, name: &str, cn: &str, sans: &[&str], role: Role, expired: bool) -> Issued {
-        let sans: Vec<String> = sans.iter().map(|s| s.to_string()).collect();
-        let mut params = CertificateParams::new(sans).expect("params");
+        let (uris, others): (Vec<&str>, Vec<&str>) = sans.iter().partition(|s| s.contains("://"));
+        let others: Vec<String> = others.iter().map(|s| s.to_string()).collect();
+        let mut params = CertificateParams::new(others).expect("params");
+        for uri in uris {
+            params
+                .subject_alt_names
+                .push(SanType::URI(Ia5String::try_from(uri).expect("uri")));
+        }
         params.distinguished_name.push(DnType::CommonName, cn);
         params
             .distinguished_name
