@@ -10,10 +10,11 @@ use http::Method;
 use pingora::http::RequestHeader;
 
 use crate::app::App;
-use crate::bearer::{BearerError, Principal, TokenType};
+use crate::bearer::{BearerError, Binding, Principal, TokenType};
 use crate::client_cert::{CertRefusal, CertRequirements, ClientCert};
 use crate::policy::{self, Access, Decision, Subject, TokenKind};
 use crate::session::{Identity, SessionData};
+use subtle::ConstantTimeEq;
 
 /// Who proved themselves, and how.
 #[derive(Clone)]
@@ -153,19 +154,24 @@ impl App {
             return decided(Verdict::BadRequest(Ambiguity::LowercaseMethod));
         }
         let no_cert_rules = &*NO_CERT_RULES;
-        let (access, token_kind, cert_rules) = match target.path {
+        let (access, token_kind, cert_rules, bound_only) = match target.path {
             Some(raw) => {
                 let path = match policy::normalise(raw) {
                     Ok(p) => p,
                     Err(e) => return decided(Verdict::BadRequest(e.into())),
                 };
                 match self.config.routes.lookup(target.method, target.host, &path) {
-                    Ok(Some(route)) => (route.access(), route.token_kind(), route.client_cert()),
-                    Ok(None) => (&DEFAULT_ACCESS, TokenKind::Any, no_cert_rules),
+                    Ok(Some(route)) => (
+                        route.access(),
+                        route.token_kind(),
+                        route.client_cert(),
+                        route.require_bound_tokens(),
+                    ),
+                    Ok(None) => (&DEFAULT_ACCESS, TokenKind::Any, no_cert_rules, false),
                     Err(e) => return decided(Verdict::BadRequest(e.into())),
                 }
             }
-            None => (&DEFAULT_ACCESS, TokenKind::Any, no_cert_rules),
+            None => (&DEFAULT_ACCESS, TokenKind::Any, no_cert_rules, false),
         };
         let requirements = match access {
             Access::Public => return decided(Verdict::Public),
@@ -180,8 +186,13 @@ impl App {
         let (caller, set_cookies) = match bearer_token(req) {
             Some(Err(e)) => return decided(Verdict::InvalidToken(e)),
             Some(Ok(token)) => match self.bearer.verify(token).await {
-                Ok(p) if kind_fits(token_kind, p.token_type) => (Caller::Bearer(p), Vec::new()),
-                Ok(_) => return decided(Verdict::InvalidToken(BearerError::WrongType)),
+                Ok(p) if !kind_fits(token_kind, p.token_type) => {
+                    return decided(Verdict::InvalidToken(BearerError::WrongType))
+                }
+                Ok(p) => match presented_by_its_holder(&p, target.client_cert, bound_only) {
+                    Ok(()) => (Caller::Bearer(p), Vec::new()),
+                    Err(e) => return decided(Verdict::InvalidToken(e)),
+                },
                 Err(e) => return decided(Verdict::InvalidToken(e)),
             },
             None => {
@@ -220,6 +231,30 @@ impl App {
             verdict,
             set_cookies,
         }
+    }
+}
+
+/// Whether a bearer token arrives from the sender it is bound to: a certificate-bound token
+/// (RFC 8705) on a connection with that certificate; a DPoP-bound token never as `Bearer`
+/// (RFC 9449 §7.1). An unbound token passes unless `bound_only` (the route's
+/// `require_bound_tokens`; an issuer's is checked when the token is verified).
+fn presented_by_its_holder(
+    p: &Principal,
+    cert: Option<&ClientCert>,
+    bound_only: bool,
+) -> Result<(), BearerError> {
+    match &p.binding {
+        None if bound_only => Err(BearerError::Unbound),
+        None => Ok(()),
+        Some(Binding::Certificate(hash)) => {
+            let held = cert.is_some_and(|c| bool::from(c.hash.ct_eq(hash)));
+            if held {
+                Ok(())
+            } else {
+                Err(BearerError::CertificateMismatch)
+            }
+        }
+        Some(Binding::Key(_)) => Err(BearerError::DpopBound),
     }
 }
 

@@ -22,6 +22,8 @@ pub(super) struct Issuer {
     pub id_audience: Option<String>,
     pub keys: IssuerKeys,
     pub claims: ClaimNames,
+    /// Only sender-constrained tokens (`cnf`) of this issuer are accepted.
+    pub require_bound: bool,
 }
 
 impl Issuer {
@@ -39,6 +41,7 @@ impl Issuer {
             id_audience,
             claims: oidc.claims.clone(),
             keys: IssuerKeys::Login(provider),
+            require_bound: bearer.require_bound_tokens,
         }
     }
 
@@ -62,6 +65,7 @@ impl Issuer {
             id_audience: None,
             keys,
             claims: config.claims.clone(),
+            require_bound: config.require_bound_tokens,
         }
     }
 

@@ -10,6 +10,7 @@
 mod issuer;
 
 use crate::clock::{SharedClock, UnixTime};
+use base64::Engine;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,6 +48,48 @@ pub struct Principal {
     pub token_type: TokenType,
     /// Its `exp`, in Unix seconds: it is not remembered past that.
     pub expires_at: u64,
+    /// What the token is bound to (`cnf`), if anything: only that sender may present it.
+    pub binding: Option<Binding>,
+}
+
+/// A token's confirmation (`cnf`): who may present it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Binding {
+    /// RFC 8705 `x5t#S256`: the SHA-256 of the client certificate of the connection it
+    /// arrives on.
+    Certificate([u8; 32]),
+    /// RFC 9449 `jkt`: the thumbprint of the key that signs its DPoP proofs.
+    Key(String),
+}
+
+impl Binding {
+    /// The token's `cnf`, if it has one. A `cnf` portcullis cannot check (another method, or
+    /// two) is refused: honouring a binding by ignoring it would accept a stolen token.
+    fn of(claims: &Map<String, Value>) -> Result<Option<Binding>, BearerError> {
+        let Some(cnf) = claims.get("cnf") else {
+            return Ok(None);
+        };
+        let cnf = cnf.as_object().ok_or(BearerError::Invalid)?;
+        match (cnf.get("x5t#S256"), cnf.get("jkt"), cnf.len()) {
+            (Some(x5t), None, 1) => {
+                let text = x5t.as_str().ok_or(BearerError::Invalid)?;
+                let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(text)
+                    .map_err(|_| BearerError::Invalid)?;
+                let hash =
+                    <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| BearerError::Invalid)?;
+                Ok(Some(Binding::Certificate(hash)))
+            }
+            (None, Some(jkt), 1) => {
+                let text = jkt
+                    .as_str()
+                    .filter(|t| !t.is_empty())
+                    .ok_or(BearerError::Invalid)?;
+                Ok(Some(Binding::Key(text.to_string())))
+            }
+            _ => Err(BearerError::UnsupportedBinding),
+        }
+    }
 }
 
 /// Why a token was refused. The text goes into `error_description` (RFC 6750 §3), so it is
@@ -80,6 +123,18 @@ pub enum BearerError {
     #[error("this kind of token is not accepted here")]
     /// A valid token of a kind the route does not take.
     WrongType,
+    #[error("only sender-constrained tokens are accepted here")]
+    /// An unbound token where the issuer or the route asks for bound ones.
+    Unbound,
+    #[error("the token is bound to another client certificate")]
+    /// A certificate-bound token (RFC 8705) on a connection without that certificate.
+    CertificateMismatch,
+    #[error("the token is bound to a DPoP key and must be sent with a DPoP proof")]
+    /// A DPoP-bound token sent as `Bearer` (RFC 9449 §7.1).
+    DpopBound,
+    #[error("the token's confirmation method is not supported")]
+    /// A `cnf` portcullis cannot check.
+    UnsupportedBinding,
 }
 
 impl From<VerifyError> for BearerError {
@@ -261,6 +316,10 @@ impl BearerAuth {
             .get("exp")
             .and_then(Value::as_u64)
             .ok_or(BearerError::Invalid)?;
+        let binding = Binding::of(&verified.claims)?;
+        if issuer.require_bound && binding.is_none() {
+            return Err(BearerError::Unbound);
+        }
         Ok((
             index,
             Principal {
@@ -268,6 +327,7 @@ impl BearerAuth {
                 scopes: scopes(&verified.claims),
                 token_type,
                 expires_at,
+                binding,
             },
             keys,
         ))

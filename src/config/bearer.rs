@@ -22,6 +22,8 @@ pub struct Bearer {
     pub leeway: Duration,
     /// How many verified tokens are remembered.
     pub cache_entries: usize,
+    /// Only sender-constrained tokens of the login issuer are accepted.
+    pub require_bound_tokens: bool,
     /// Issuers besides the login issuer.
     pub issuers: Vec<BearerIssuer>,
 }
@@ -37,6 +39,8 @@ pub struct BearerIssuer {
     pub keys: IssuerKeys,
     /// Which claims name the user, the email and the groups.
     pub claims: ClaimNames,
+    /// Only sender-constrained tokens of this issuer are accepted.
+    pub require_bound_tokens: bool,
 }
 
 /// Where an extra issuer's verification keys come from.
@@ -97,6 +101,7 @@ pub(super) fn validate(check: &Check, b: BearerFile, oidc: &Oidc) -> Result<Bear
         accept_id_tokens: b.accept_id_tokens.unwrap_or(false),
         leeway,
         cache_entries,
+        require_bound_tokens: b.require_bound_tokens,
         issuers,
     })
 }
@@ -159,6 +164,7 @@ fn issuer(check: &Check, table: &str, f: IssuerFile) -> Result<BearerIssuer, Con
         issuer: f.issuer,
         audiences: f.audiences,
         keys,
+        require_bound_tokens: f.require_bound_tokens,
     })
 }
 

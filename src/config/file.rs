@@ -211,6 +211,9 @@ pub(super) struct BearerFile {
     pub leeway: Option<String>,
     /// Verified tokens remembered until they expire.
     pub cache_entries: Option<usize>,
+    /// Only sender-constrained tokens of the login issuer (`cnf`).
+    #[serde(default)]
+    pub require_bound_tokens: bool,
     #[serde(default)]
     pub issuers: Vec<IssuerFile>,
 }
@@ -231,6 +234,9 @@ pub(super) struct IssuerFile {
     pub groups_claim: Option<String>,
     #[serde(default)]
     pub insecure_allow_http: bool,
+    /// Only sender-constrained tokens of this issuer (`cnf`).
+    #[serde(default)]
+    pub require_bound_tokens: bool,
 }
 
 /// One `[[routes]]` entry.
@@ -263,6 +269,9 @@ pub(super) struct RouteFile {
     /// Subject alternative names accepted (`spiffe://…`, `dns:…`); any one of them.
     #[serde(default)]
     pub client_cert_sans: Vec<String>,
+    /// Only sender-constrained bearer tokens on this route.
+    #[serde(default)]
+    pub require_bound_tokens: bool,
 }
 
 /// `routes[].policy`.

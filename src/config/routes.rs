@@ -100,6 +100,7 @@ fn route(check: &Check, table: &str, r: RouteFile) -> Result<RouteSpec, ConfigEr
         access,
         token_kind,
         client_cert,
+        require_bound_tokens: r.require_bound_tokens,
     })
 }
 

@@ -573,6 +573,10 @@ fn client_certificate_rules_are_checked() {
             "routes[0].client_cert",
         ),
         ("policy = \"public\"\nclient_cert = true", "routes[0]"),
+        (
+            "policy = \"public\"\nrequire_bound_tokens = true",
+            "routes[0]",
+        ),
     ] {
         assert_eq!(parse(&route(lines)).unwrap_err().key, key, "{lines}");
     }

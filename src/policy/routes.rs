@@ -53,6 +53,8 @@ pub struct RouteSpec {
     pub token_kind: TokenKind,
     /// What it asks of the client certificate.
     pub client_cert: CertRequirements,
+    /// Only sender-constrained bearer tokens (`cnf`) are accepted.
+    pub require_bound_tokens: bool,
 }
 
 /// A validated route.
@@ -67,6 +69,7 @@ pub struct Route {
     access: Access,
     token_kind: TokenKind,
     client_cert: CertRequirements,
+    require_bound_tokens: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +92,11 @@ impl Route {
     /// What the route asks of the client certificate.
     pub fn client_cert(&self) -> &CertRequirements {
         &self.client_cert
+    }
+
+    /// Whether only sender-constrained bearer tokens are accepted.
+    pub fn require_bound_tokens(&self) -> bool {
+        self.require_bound_tokens
     }
 
     /// The route's path, decoded; a subtree's without the trailing `/` (the root stays `/`).
@@ -127,6 +135,11 @@ impl Route {
         if spec.access == Access::Public && spec.token_kind != TokenKind::Any {
             return Err("token_kind applies only to routes that require authentication".into());
         }
+        if spec.access == Access::Public && spec.require_bound_tokens {
+            return Err(
+                "require_bound_tokens applies only to routes that require authentication".into(),
+            );
+        }
         if spec.access == Access::Public && !spec.client_cert.is_empty() {
             return Err(
                 "client certificate rules apply only to routes that require authentication".into(),
@@ -140,6 +153,7 @@ impl Route {
             access: spec.access,
             token_kind: spec.token_kind,
             client_cert: spec.client_cert,
+            require_bound_tokens: spec.require_bound_tokens,
         })
     }
 
@@ -323,6 +337,7 @@ mod tests {
             access: Access::Authenticated(Requirements::default()),
             token_kind: TokenKind::Any,
             client_cert: CertRequirements::default(),
+            require_bound_tokens: false,
         }
     }
 

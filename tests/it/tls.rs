@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::support::pki::{Ca, Issued, Role};
+use crate::support::tokens::{dealer_claims, dealer_token, DEALER, STATIC_AUDIENCE};
 use crate::support::*;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
@@ -576,6 +577,130 @@ async fn a_trusted_proxys_certificate_header_is_believed_and_nobody_elses() {
         assert!(
             echoed(&body, "x-forwarded-client-cert").is_empty(),
             "{body}"
+        );
+    }
+}
+
+/// The dealer issuer (static RS512 key), optionally only for bound tokens.
+fn dealer_issuer(require_bound: bool) -> String {
+    format!(
+        "\n[[bearer.issuers]]\nissuer = \"{DEALER}\"\naudiences = [\"{STATIC_AUDIENCE}\"]\npublic_keys = [\"{}\"]\nrequire_bound_tokens = {require_bound}\n\n[[routes]]\npath = \"/bound-only/\"\nrequire_bound_tokens = true\n",
+        crate::support::keys::fixture("dealer-rs512.pub.pem").display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_certificate_bound_token_is_accepted_only_with_its_certificate() {
+    portcullis::jwt::provider::install();
+    let ca = Ca::new("binding CA");
+    let ca_file = ca.file("binding-ca.pem");
+    let server = ca.server("binding-server");
+    let runner = ca.issue("bound-runner", "ci-runner", &[], Role::Client, false);
+    let other = ca.issue("other-runner", "ci-runner", &[], Role::Client, false);
+    let thumbprint = {
+        use base64::Engine;
+        use sha2::Digest;
+        let der = CertificateDer::from_pem_slice(runner.cert_pem.as_bytes()).expect("pem");
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(&der))
+    };
+    let token = |cnf: Option<serde_json::Value>| {
+        let mut claims = dealer_claims("svc");
+        if let Some(cnf) = cnf {
+            claims["cnf"] = cnf;
+        }
+        dealer_token(&claims)
+    };
+    let bound = token(Some(serde_json::json!({ "x5t#S256": thumbprint })));
+    let unbound = token(None);
+    let dpop_bound = token(Some(
+        serde_json::json!({ "jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I" }),
+    ));
+    let odd = token(Some(serde_json::json!({ "kid": "k1" })));
+    for issuer_requires in [false, true] {
+        let port = free_port();
+        let toml = tls_listener(
+            port,
+            &server,
+            &format!(
+                "client_certs = \"optional\"\nclient_ca = \"{}\"",
+                s(&ca_file)
+            ),
+        ) + &dealer_issuer(issuer_requires);
+        let _world = World::start(|c| c, &toml).await;
+        let call = |path: &str, token: &str, cert: Option<&Issued>| {
+            let mut args = vec![
+                "--cacert".to_string(),
+                s(&ca_file),
+                "-H".into(),
+                format!("Authorization: Bearer {token}"),
+            ];
+            if let Some(c) = cert {
+                args.extend(["--cert".into(), s(&c.cert), "--key".into(), s(&c.key)]);
+            }
+            args.push(format!("https://127.0.0.1:{port}{path}"));
+            async move { curl(&args).await }
+        };
+        let cases = [
+            (
+                "/api/x",
+                &bound,
+                Some(&runner),
+                "200",
+                "bound, with its certificate",
+            ),
+            (
+                "/bound-only/x",
+                &bound,
+                Some(&runner),
+                "200",
+                "bound, where only bound ones go",
+            ),
+            (
+                "/api/x",
+                &bound,
+                Some(&other),
+                "401",
+                "bound, another certificate",
+            ),
+            ("/api/x", &bound, None, "401", "bound, no certificate"),
+            (
+                "/bound-only/x",
+                &unbound,
+                Some(&runner),
+                "401",
+                "unbound where bound ones are required",
+            ),
+            (
+                "/api/x",
+                &dpop_bound,
+                Some(&runner),
+                "401",
+                "DPoP-bound sent as Bearer",
+            ),
+            (
+                "/api/x",
+                &odd,
+                Some(&runner),
+                "401",
+                "a confirmation method not supported",
+            ),
+        ];
+        for (path, token, cert, want, case) in cases {
+            let (_, body, tail) = call(path, token, cert).await;
+            assert!(
+                tail.starts_with(want),
+                "{case} (issuer requires: {issuer_requires}): {tail} {body}"
+            );
+            if want == "401" {
+                assert!(body.contains("invalid_token"), "{case}: {body}");
+            }
+        }
+        // An unbound token elsewhere: accepted unless its issuer asks for bound ones.
+        let (_, body, tail) = call("/api/x", &unbound, None).await;
+        let want = if issuer_requires { "401" } else { "200" };
+        assert!(
+            tail.starts_with(want),
+            "unbound (issuer requires: {issuer_requires}): {tail} {body}"
         );
     }
 }
