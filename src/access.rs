@@ -9,9 +9,11 @@ use std::sync::Arc;
 use http::Method;
 use pingora::http::RequestHeader;
 
+use crate::answer::DpopChallenge;
 use crate::app::App;
 use crate::bearer::{BearerError, Binding, Principal, TokenType};
 use crate::client_cert::{CertRefusal, CertRequirements, ClientCert};
+use crate::dpop::{Expected, ProofError};
 use crate::policy::{self, Access, Decision, Subject, TokenKind};
 use crate::session::{Identity, SessionData};
 use subtle::ConstantTimeEq;
@@ -68,6 +70,8 @@ pub enum Verdict {
     InsufficientScope(Vec<String>),
     /// The route's client-certificate rules are not met (403).
     CertificateRefused(CertRefusal),
+    /// A DPoP-bound token with a proof that does not hold (401).
+    InvalidProof(ProofError),
 }
 
 /// Why a request could be read two ways.
@@ -98,6 +102,8 @@ pub struct Target<'a> {
     pub path: Option<&'a [u8]>,
     /// The verified client certificate, from our TLS listener or a trusted proxy's header.
     pub client_cert: Option<&'a ClientCert>,
+    /// `http` or `https`: how the client reached us (or the trusted front proxy).
+    pub scheme: &'a str,
 }
 
 impl<'a> Target<'a> {
@@ -106,6 +112,7 @@ impl<'a> Target<'a> {
         req: &'a RequestHeader,
         host: Option<&'a str>,
         client_cert: Option<&'a ClientCert>,
+        scheme: &'a str,
     ) -> Target<'a> {
         let raw = req.raw_path();
         let path = raw.split(|b| *b == b'?').next().unwrap_or(raw);
@@ -114,24 +121,47 @@ impl<'a> Target<'a> {
             host,
             path: Some(path),
             client_cert,
+            scheme,
         }
+    }
+
+    /// The URL the client used, without query: what a DPoP proof's `htu` must name.
+    fn url(&self) -> Option<String> {
+        let path = std::str::from_utf8(self.path?).ok()?;
+        Some(format!("{}://{}{path}", self.scheme, self.host?))
     }
 }
 
-/// The token of `Authorization: Bearer <token>`: `None` when the request carries no bearer
-/// credentials, `Err` when it carries something unusable (several headers, an empty token).
-fn bearer_token(req: &RequestHeader) -> Option<Result<&str, BearerError>> {
+/// How an access token is presented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scheme {
+    /// `Authorization: Bearer` (RFC 6750).
+    Bearer,
+    /// `Authorization: DPoP` with a `DPoP` proof (RFC 9449).
+    Dpop,
+}
+
+/// The token of `Authorization: Bearer <token>` or `DPoP <token>`: `None` when the request
+/// carries no such credentials, `Err` when it carries something unusable (several headers,
+/// an empty token).
+fn access_token(req: &RequestHeader) -> Option<Result<(Scheme, &str), BearerError>> {
     let mut values = req.headers.get_all(http::header::AUTHORIZATION).iter();
     let first = values.next()?;
     let value = first.to_str().ok();
     let token = value.and_then(|v| {
         let (scheme, rest) = v.split_once(' ')?;
-        scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+        if scheme.eq_ignore_ascii_case("bearer") {
+            Some((Scheme::Bearer, rest.trim()))
+        } else if scheme.eq_ignore_ascii_case("dpop") {
+            Some((Scheme::Dpop, rest.trim()))
+        } else {
+            None
+        }
     });
     match (token, values.next()) {
         (None, None) => None,
         (_, Some(_)) => Some(Err(BearerError::Malformed)),
-        (Some(""), None) => Some(Err(BearerError::Malformed)),
+        (Some((_, "")), None) => Some(Err(BearerError::Malformed)),
         (Some(t), None) => Some(Ok(t)),
     }
 }
@@ -183,16 +213,25 @@ impl App {
             return decided(Verdict::CertificateRefused(refusal));
         }
 
-        let (caller, set_cookies) = match bearer_token(req) {
+        let (caller, set_cookies) = match access_token(req) {
             Some(Err(e)) => return decided(Verdict::InvalidToken(e)),
-            Some(Ok(token)) => match self.bearer.verify(token).await {
+            Some(Ok((scheme, token))) => match self.bearer.verify(token).await {
                 Ok(p) if !kind_fits(token_kind, p.token_type) => {
                     return decided(Verdict::InvalidToken(BearerError::WrongType))
                 }
-                Ok(p) => match presented_by_its_holder(&p, target.client_cert, bound_only) {
-                    Ok(()) => (Caller::Bearer(p), Vec::new()),
-                    Err(e) => return decided(Verdict::InvalidToken(e)),
-                },
+                Ok(p) => {
+                    let held = match scheme {
+                        Scheme::Bearer => {
+                            presented_by_its_holder(&p, target.client_cert, bound_only)
+                                .map_err(Verdict::InvalidToken)
+                        }
+                        Scheme::Dpop => self.proof_holds(&p, req, target, token),
+                    };
+                    match held {
+                        Ok(()) => (Caller::Bearer(p), Vec::new()),
+                        Err(verdict) => return decided(verdict),
+                    }
+                }
                 Err(e) => return decided(Verdict::InvalidToken(e)),
             },
             None => {
@@ -231,6 +270,56 @@ impl App {
             verdict,
             set_cookies,
         }
+    }
+}
+
+impl App {
+    /// The DPoP challenge a refusal carries where DPoP is accepted (nothing for a request
+    /// that goes through: no nonce is computed for it).
+    pub(crate) fn dpop_challenge(&self, verdict: &Verdict) -> Option<DpopChallenge> {
+        if matches!(verdict, Verdict::Allow(_) | Verdict::Public) {
+            return None;
+        }
+        let dpop = self.dpop.as_ref()?;
+        Some(DpopChallenge {
+            algs: dpop.algs().to_string(),
+            nonce: dpop.nonce(self.clock.now()),
+        })
+    }
+
+    /// Whether a token sent with `Authorization: DPoP` is DPoP-bound and comes with a proof
+    /// for this request, signed by the key it is bound to.
+    fn proof_holds(
+        &self,
+        p: &Principal,
+        req: &RequestHeader,
+        target: &Target<'_>,
+        token: &str,
+    ) -> Result<(), Verdict> {
+        let Some(dpop) = &self.dpop else {
+            return Err(Verdict::InvalidToken(BearerError::DpopNotAccepted));
+        };
+        let Some(Binding::Key(jkt)) = &p.binding else {
+            return Err(Verdict::InvalidToken(BearerError::NotDpopBound));
+        };
+        let url = target
+            .url()
+            .ok_or(Verdict::InvalidProof(ProofError::Request))?;
+        let method = target.method.map_or("", |m| m.as_str());
+        let proofs: Vec<&[u8]> = req
+            .headers
+            .get_all("dpop")
+            .iter()
+            .map(|v| v.as_bytes())
+            .collect();
+        let expected = Expected {
+            method,
+            url: &url,
+            access_token: token,
+            jkt,
+        };
+        dpop.check(&proofs, &expected, self.clock.now())
+            .map_err(Verdict::InvalidProof)
     }
 }
 

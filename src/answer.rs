@@ -3,6 +3,7 @@
 //! through [`settle`]; they differ only in who is asking ([`Asker`]).
 
 use crate::access::{Caller, Verdict};
+use crate::dpop::ProofError;
 use crate::forward::IdentityNames;
 use crate::outcome::Outcome;
 use crate::respond::{self, Reply};
@@ -35,13 +36,54 @@ pub(crate) struct Settled {
     /// Who the request was from, for the access log.
     pub user: Option<String>,
     pub then: Then,
+    /// A failed DPoP proof's error code and description, for the DPoP challenge.
+    proof_error: Option<(&'static str, String)>,
 }
 
-pub(crate) fn settle(verdict: Verdict, asker: &Asker<'_>) -> Settled {
+/// What a 401 says about DPoP where `[bearer.dpop]` accepts it: the algorithms, and the
+/// nonce of the moment when proofs must carry one.
+pub(crate) struct DpopChallenge {
+    pub algs: String,
+    pub nonce: Option<String>,
+}
+
+impl DpopChallenge {
+    /// `reply` (a 401) with the DPoP challenge beside the Bearer one (RFC 9449 §7.1), naming
+    /// `error` when a proof failed.
+    fn add_to(&self, reply: Reply, error: Option<(&str, String)>) -> Reply {
+        let challenge = match error {
+            Some((code, description)) => format!(
+                "DPoP error=\"{code}\", error_description=\"{description}\", algs=\"{}\"",
+                self.algs
+            ),
+            None => format!("DPoP algs=\"{}\"", self.algs),
+        };
+        let reply = reply.header("WWW-Authenticate", challenge);
+        match &self.nonce {
+            Some(nonce) => reply.header("DPoP-Nonce", nonce.clone()),
+            None => reply,
+        }
+    }
+}
+
+pub(crate) fn settle(verdict: Verdict, asker: &Asker<'_>, dpop: Option<&DpopChallenge>) -> Settled {
+    let mut settled = settle_plain(verdict, asker, dpop.is_some());
+    if let (Some(dpop), Then::Answer(reply)) = (dpop, &mut settled.then) {
+        if reply.status() == 401 {
+            let error = settled.proof_error.take();
+            let taken = std::mem::replace(reply, Reply::text(401, ""));
+            *reply = dpop.add_to(taken, error);
+        }
+    }
+    settled
+}
+
+fn settle_plain(verdict: Verdict, asker: &Asker<'_>, dpop_accepted: bool) -> Settled {
     let answer = |outcome, reply| Settled {
         outcome,
         user: None,
         then: Then::Answer(reply),
+        proof_error: None,
     };
     let front = matches!(asker, Asker::FrontProxy { .. });
     match verdict {
@@ -50,6 +92,7 @@ pub(crate) fn settle(verdict: Verdict, asker: &Asker<'_>) -> Settled {
                 outcome: Outcome::Public,
                 user: None,
                 then: Then::Forward(None),
+                proof_error: None,
             },
             Asker::FrontProxy { .. } => answer(Outcome::Public, Reply::text(202, "")),
         },
@@ -70,6 +113,7 @@ pub(crate) fn settle(verdict: Verdict, asker: &Asker<'_>) -> Settled {
                 outcome,
                 user,
                 then,
+                proof_error: None,
             }
         }
         Verdict::BadRequest(_) if front => answer(Outcome::BadRequest, respond::forbidden(false)),
@@ -107,6 +151,7 @@ pub(crate) fn settle(verdict: Verdict, asker: &Asker<'_>) -> Settled {
                 outcome: Outcome::Forbidden,
                 user: Some(caller.identity().user.clone()),
                 then: Then::Answer(respond::forbidden(browser)),
+                proof_error: None,
             }
         }
         Verdict::InsufficientScope(needed) => answer(
@@ -115,6 +160,17 @@ pub(crate) fn settle(verdict: Verdict, asker: &Asker<'_>) -> Settled {
         ),
         Verdict::CertificateRefused(refusal) => {
             answer(Outcome::Forbidden, respond::certificate_refused(refusal))
+        }
+        Verdict::InvalidProof(e) => {
+            let code = match e {
+                ProofError::UseNonce => "use_dpop_nonce",
+                _ => "invalid_dpop_proof",
+            };
+            let mut settled = answer(Outcome::InvalidToken, respond::invalid_proof(code, &e));
+            if dpop_accepted {
+                settled.proof_error = Some((code, e.to_string()));
+            }
+            settled
         }
     }
 }

@@ -32,6 +32,8 @@ pub struct App {
     pub bearer: BearerAuth,
     /// The time every expiry is compared with.
     pub clock: SharedClock,
+    /// DPoP proofs, when `[bearer.dpop]` accepts them.
+    pub(crate) dpop: Option<crate::dpop::Dpop>,
 }
 
 /// What authentication concluded, with the cookies to set on the response either way
@@ -54,7 +56,20 @@ impl App {
         let providers = Providers::new(&config)?;
         let login = providers.login();
         let bearer = BearerAuth::new(&config, login.clone(), login.http(), clock.clone());
+        let dpop = config.bearer.dpop.as_ref().map(|d| {
+            crate::dpop::Dpop::new(
+                d.algorithms.clone(),
+                d.proof_lifetime,
+                config.bearer.leeway,
+                d.replay_cache_entries,
+                // Nonces every replica accepts: derived from the first session secret.
+                d.use_dpop_nonce
+                    .then(|| config.session.secrets.first().map(|s| s.0.as_slice()))
+                    .flatten(),
+            )
+        });
         Ok(App {
+            dpop,
             providers,
             sessions: Box::new(CookieStore::new(&config.session)?),
             flows: LoginFlows::new(&config.session)?,

@@ -47,6 +47,7 @@ pub mod clock;
 pub mod config;
 #[cfg(feature = "demo")]
 pub mod demo;
+pub(crate) mod dpop;
 pub(crate) mod endpoints;
 pub(crate) mod forward;
 pub(crate) mod host;

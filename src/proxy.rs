@@ -87,6 +87,22 @@ impl Portcullis {
         peer_ip(session).is_some_and(|ip| self.app.config.server.is_trusted_proxy(ip))
     }
 
+    /// How the client reached us: a trusted proxy's `X-Forwarded-Proto` when it sends one
+    /// (once, `http` or `https`), else the listener's.
+    fn scheme(&self, session: &Session, trusted: bool) -> &'static str {
+        let mut reported = session
+            .req_header()
+            .headers
+            .get_all("x-forwarded-proto")
+            .iter();
+        let own = if is_tls(session) { "https" } else { "http" };
+        match (trusted, reported.next(), reported.next()) {
+            (true, Some(v), None) if v.as_bytes().eq_ignore_ascii_case(b"https") => "https",
+            (true, Some(v), None) if v.as_bytes().eq_ignore_ascii_case(b"http") => "http",
+            _ => own,
+        }
+    }
+
     /// The client certificate the TLS handshake verified; else, from a trusted proxy, the
     /// one its header (`server.client_cert_header`) reports. A header that cannot be read one
     /// way is an error (400); from anyone else the header means nothing (and is stripped).
@@ -182,6 +198,7 @@ impl ProxyHttp for Portcullis {
                 trusted_proxy: trusted,
                 host,
                 client_cert: ctx.client_cert.as_deref(),
+                scheme: self.scheme(session, trusted),
             };
             let answer = endpoints::handle(app, endpoint, session.req_header(), &facts).await;
             ctx.outcome = Outcome::Endpoint;
@@ -191,14 +208,16 @@ impl ProxyHttp for Portcullis {
         }
 
         let req = session.req_header();
-        let target = Target::of(req, host, ctx.client_cert.as_deref());
+        let scheme = self.scheme(session, trusted);
+        let target = Target::of(req, host, ctx.client_cert.as_deref(), scheme);
         let decided = app.decide(req, &target).await;
         let return_to = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
         let asker = Asker::Client {
             browser_navigation: classify::is_browser_navigation(&req.method, &req.headers),
             return_to,
         };
-        let settled = answer::settle(decided.verdict, &asker);
+        let challenge = app.dpop_challenge(&decided.verdict);
+        let settled = answer::settle(decided.verdict, &asker, challenge.as_ref());
         ctx.outcome = settled.outcome;
         ctx.user = settled.user;
         match settled.then {

@@ -152,6 +152,15 @@ pub(crate) fn invalid_token(reason: &crate::bearer::BearerError) -> Reply {
     )
 }
 
+/// 401 for a DPoP proof that does not hold (RFC 9449 §7.1); the `WWW-Authenticate: DPoP`
+/// challenge is added by the answer stage, which knows the accepted algorithms.
+pub(crate) fn invalid_proof(code: &str, reason: &crate::dpop::ProofError) -> Reply {
+    Reply::json(
+        401,
+        &serde_json::json!({"error": code, "error_description": reason.to_string()}),
+    )
+}
+
 /// 403 for a valid token without the scopes a route needs (RFC 6750 §3.1).
 pub(crate) fn insufficient_scope(needed: &[String]) -> Reply {
     let scope = needed.join(" ");

@@ -135,6 +135,12 @@ pub enum BearerError {
     #[error("the token's confirmation method is not supported")]
     /// A `cnf` portcullis cannot check.
     UnsupportedBinding,
+    #[error("DPoP is not accepted here")]
+    /// `Authorization: DPoP` where `[bearer.dpop]` is off.
+    DpopNotAccepted,
+    #[error("the token is not bound to a DPoP key")]
+    /// `Authorization: DPoP` with a token that has no `cnf.jkt`.
+    NotDpopBound,
 }
 
 impl From<VerifyError> for BearerError {

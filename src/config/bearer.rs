@@ -7,7 +7,7 @@ use std::time::Duration;
 use url::Url;
 
 use super::check::{Check, Source};
-use super::file::{BearerFile, IssuerFile};
+use super::file::{BearerFile, DpopFile, IssuerFile};
 use super::{ClaimNames, ConfigError, Oidc};
 use crate::jwt::keys::KeySet;
 
@@ -26,6 +26,68 @@ pub struct Bearer {
     pub require_bound_tokens: bool,
     /// Issuers besides the login issuer.
     pub issuers: Vec<BearerIssuer>,
+    /// DPoP (RFC 9449), when accepted.
+    pub dpop: Option<Dpop>,
+}
+
+/// The validated `[bearer.dpop]`.
+#[derive(Debug, Clone)]
+pub struct Dpop {
+    /// Algorithms a proof may be signed with (asymmetric only).
+    pub algorithms: Vec<jsonwebtoken::Algorithm>,
+    /// How old a proof's `iat` may be.
+    pub proof_lifetime: Duration,
+    /// How many proofs (`jti`s) are remembered to refuse replays.
+    pub replay_cache_entries: usize,
+    /// Proofs must carry a nonce portcullis handed out (`DPoP-Nonce`).
+    pub use_dpop_nonce: bool,
+}
+
+/// Asymmetric algorithms a DPoP proof may use, the default set.
+const DPOP_ALGORITHMS: &[&str] = &["ES256", "ES384", "RS256", "PS256", "EdDSA"];
+
+fn dpop(check: &Check, d: DpopFile) -> Result<Option<Dpop>, ConfigError> {
+    if d.enabled == Some(false) {
+        return Ok(None);
+    }
+    let names = d
+        .algorithms
+        .unwrap_or_else(|| DPOP_ALGORITHMS.iter().map(|a| a.to_string()).collect());
+    if names.is_empty() {
+        return Err(check.err("bearer.dpop.algorithms", "lists no algorithm"));
+    }
+    let mut algorithms = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let alg: jsonwebtoken::Algorithm = name
+            .parse()
+            .ok()
+            .filter(|a| !matches!(a, jsonwebtoken::Algorithm::HS256 | jsonwebtoken::Algorithm::HS384 | jsonwebtoken::Algorithm::HS512))
+            .ok_or_else(|| {
+                check.err(
+                    format!("bearer.dpop.algorithms[{i}]"),
+                    format!("`{name}` is not an asymmetric JWS algorithm (ES256, ES384, RS256, RS384, RS512, PS256, PS384, PS512, EdDSA)"),
+                )
+            })?;
+        algorithms.push(alg);
+    }
+    let replay_cache_entries = d.replay_cache_entries.unwrap_or(100_000);
+    if !(1_000..=10_000_000).contains(&replay_cache_entries) {
+        return Err(check.err(
+            "bearer.dpop.replay_cache_entries",
+            "must be between 1000 and 10000000",
+        ));
+    }
+    Ok(Some(Dpop {
+        algorithms,
+        proof_lifetime: check.duration(
+            "bearer.dpop.proof_lifetime",
+            d.proof_lifetime.as_deref(),
+            Duration::from_secs(60),
+            Duration::from_secs(600),
+        )?,
+        replay_cache_entries,
+        use_dpop_nonce: d.use_dpop_nonce,
+    }))
 }
 
 /// One `[[bearer.issuers]]`.
@@ -103,6 +165,10 @@ pub(super) fn validate(check: &Check, b: BearerFile, oidc: &Oidc) -> Result<Bear
         cache_entries,
         require_bound_tokens: b.require_bound_tokens,
         issuers,
+        dpop: match b.dpop {
+            Some(d) => dpop(check, d)?,
+            None => None,
+        },
     })
 }
 

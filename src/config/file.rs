@@ -214,6 +214,8 @@ pub(super) struct BearerFile {
     /// Only sender-constrained tokens of the login issuer (`cnf`).
     #[serde(default)]
     pub require_bound_tokens: bool,
+    /// `[bearer.dpop]`: DPoP-bound tokens and their proofs.
+    pub dpop: Option<DpopFile>,
     #[serde(default)]
     pub issuers: Vec<IssuerFile>,
 }
@@ -237,6 +239,18 @@ pub(super) struct IssuerFile {
     /// Only sender-constrained tokens of this issuer (`cnf`).
     #[serde(default)]
     pub require_bound_tokens: bool,
+}
+
+/// `[bearer.dpop]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct DpopFile {
+    pub enabled: Option<bool>,
+    pub algorithms: Option<Vec<String>>,
+    pub proof_lifetime: Option<String>,
+    pub replay_cache_entries: Option<usize>,
+    #[serde(default)]
+    pub use_dpop_nonce: bool,
 }
 
 /// One `[[routes]]` entry.

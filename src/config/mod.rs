@@ -27,7 +27,7 @@ use crate::redirect::RedirectPolicy;
 use check::Check;
 use file::FileConfig;
 
-pub use bearer::{Bearer, BearerIssuer, IssuerKeys};
+pub use bearer::{Bearer, BearerIssuer, Dpop, IssuerKeys};
 pub use headers::Headers;
 pub use logging::{LogFormat, Logging};
 pub use oidc::{ClaimNames, ClientAuthMethod, EndSessionMethod, Oidc, Secret};

@@ -581,3 +581,29 @@ fn client_certificate_rules_are_checked() {
         assert_eq!(parse(&route(lines)).unwrap_err().key, key, "{lines}");
     }
 }
+
+#[test]
+fn dpop_settings_are_checked() {
+    let with = |lines: &str| parse(&(base() + &format!("[bearer.dpop]\n{lines}\n")));
+    let c = with("").unwrap();
+    let d = c.bearer.dpop.expect("on with the table");
+    assert_eq!(d.algorithms.len(), 5);
+    assert!(!d.use_dpop_nonce);
+    assert!(
+        parse(&base()).unwrap().bearer.dpop.is_none(),
+        "off without the table"
+    );
+    assert!(with("enabled = false").unwrap().bearer.dpop.is_none());
+    for (lines, key) in [
+        ("algorithms = [\"HS256\"]", "bearer.dpop.algorithms[0]"),
+        ("algorithms = [\"none\"]", "bearer.dpop.algorithms[0]"),
+        ("algorithms = []", "bearer.dpop.algorithms"),
+        ("proof_lifetime = \"1h\"", "bearer.dpop.proof_lifetime"),
+        (
+            "replay_cache_entries = 10",
+            "bearer.dpop.replay_cache_entries",
+        ),
+    ] {
+        assert_eq!(with(lines).unwrap_err().key, key, "{lines}");
+    }
+}

@@ -88,6 +88,7 @@ pub(super) async fn forward_auth(app: &App, req: &RequestHeader, facts: &Facts<'
             .as_deref()
             .map(|u| u.split('?').next().unwrap_or(u).as_bytes()),
         client_cert: facts.client_cert,
+        scheme: facts.scheme,
     };
     let decided = app.decide(req, &target).await;
     // The access token goes to a forward-auth subrequest only: from a trusted proxy that
@@ -107,7 +108,8 @@ pub(super) async fn forward_auth(app: &App, req: &RequestHeader, facts: &Facts<'
     let asker = Asker::FrontProxy {
         pass_access_token: app.config.headers.pass_access_token && subrequest,
     };
-    let settled = answer::settle(decided.verdict, &asker);
+    let challenge = app.dpop_challenge(&decided.verdict);
+    let settled = answer::settle(decided.verdict, &asker, challenge.as_ref());
     let reply = match settled.then {
         Then::Answer(reply) => reply,
         // A front proxy is always answered; it forwards the request itself.
@@ -249,11 +251,13 @@ mod tests {
             trusted_proxy: true,
             host: None,
             client_cert: None,
+            scheme: "http",
         };
         let stranger = Facts {
             trusted_proxy: false,
             host: None,
             client_cert: None,
+            scheme: "http",
         };
         let r = req(&[("x-original-uri", "/admin?x=1")]);
         assert_eq!(original_uri(&r, &trusted), Ok(Some("/admin?x=1".into())));
@@ -273,6 +277,7 @@ mod tests {
             trusted_proxy: true,
             host: None,
             client_cert: None,
+            scheme: "http",
         };
         let url = ("x-original-url", "https://App.example.com:443/admin?x=1");
         let r = req(&[url]);

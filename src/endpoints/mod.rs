@@ -20,6 +20,8 @@ pub(crate) struct Facts<'a> {
     pub host: Option<&'a str>,
     /// The verified client certificate, if any (see `Portcullis::client_cert`).
     pub client_cert: Option<&'a crate::client_cert::ClientCert>,
+    /// `http` or `https`, as the client (or a trusted front proxy) reached us.
+    pub scheme: &'static str,
 }
 
 /// What an endpoint answered, and who it was about (for the access log).
@@ -128,11 +130,13 @@ mod tests {
             trusted_proxy: true,
             host: None,
             client_cert: None,
+            scheme: "http",
         };
         let stranger = Facts {
             trusted_proxy: false,
             host: None,
             client_cert: None,
+            scheme: "http",
         };
         // What nginx sends for `error_page 401 = /oauth2/start?rd=$request_uri`.
         let cut = start_request(

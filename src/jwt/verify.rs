@@ -108,6 +108,16 @@ pub fn header(token: &str) -> Result<Header, VerifyError> {
     decode_header(token).map_err(|_| VerifyError::Malformed)
 }
 
+/// The header of a well-formed token as a JSON object, parsed strictly (unique members), for
+/// checks on members `Header` does not keep (a DPoP proof's `jwk` may carry no private
+/// key member).
+pub fn header_object(token: &str) -> Result<Map<String, Value>, VerifyError> {
+    if !well_formed(token) {
+        return Err(VerifyError::Malformed);
+    }
+    parse_object(token.split('.').next().ok_or(VerifyError::Malformed)?)
+}
+
 /// A base64url JSON object with unique keys.
 fn parse_object(segment: &str) -> Result<Map<String, Value>, VerifyError> {
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD

@@ -10,6 +10,7 @@ mod cli;
 mod cookie_abuse;
 mod corpus;
 mod demo;
+mod dpop;
 mod faults;
 mod login;
 mod metrics;

@@ -7,6 +7,7 @@
 //! issuers' tokens), [`trap`] (a listener that must never be asked) and [`bearer`] (their bench).
 
 pub mod bearer;
+pub mod dpop;
 pub mod jws;
 pub mod keys;
 pub mod pki;
