@@ -6,7 +6,7 @@ use crate::access::{Caller, Verdict};
 use crate::dpop::ProofError;
 use crate::forward::IdentityNames;
 use crate::outcome::Outcome;
-use crate::respond::{self, Reply};
+use crate::respond::{self, GrpcStatus, Reply};
 
 /// Who the decision is for.
 pub(crate) enum Asker<'a> {
@@ -15,6 +15,8 @@ pub(crate) enum Asker<'a> {
     Client {
         browser_navigation: bool,
         return_to: &'a str,
+        /// A gRPC call: refusals are gRPC statuses, never a page or a redirect.
+        grpc: bool,
     },
     /// A front proxy's auth subrequest (nginx `auth_request`, Traefik `forwardAuth`): the
     /// answer is 202 with the identity, 401 or 403; never a redirect, and never a 400 (nginx
@@ -68,6 +70,16 @@ impl DpopChallenge {
 
 pub(crate) fn settle(verdict: Verdict, asker: &Asker<'_>, dpop: Option<&DpopChallenge>) -> Settled {
     let mut settled = settle_plain(verdict, asker, dpop.is_some());
+    if let (Asker::Client { grpc: true, .. }, Then::Answer(reply)) = (asker, &mut settled.then) {
+        let status = reply.status();
+        let message = match status {
+            401 => "authentication required",
+            403 => "permission denied",
+            _ => "the request was refused",
+        };
+        *reply = Reply::grpc(GrpcStatus::for_http(status), message);
+        return settled;
+    }
     if let (Some(dpop), Then::Answer(reply)) = (dpop, &mut settled.then) {
         if reply.status() == 401 {
             let error = settled.proof_error.take();
@@ -125,6 +137,7 @@ fn settle_plain(verdict: Verdict, asker: &Asker<'_>, dpop_accepted: bool) -> Set
             Asker::Client {
                 browser_navigation: true,
                 return_to,
+                ..
             } => answer(
                 Outcome::LoginRedirect,
                 Reply::redirect(&login_redirect(return_to)),

@@ -15,6 +15,7 @@ use crate::answer::{self, Asker, Then};
 use crate::app::App;
 use crate::classify::{self, Route};
 use crate::client_cert::{ClientCert, UnreadableCertHeader};
+use crate::config::UpstreamProtocol;
 use crate::endpoints::{self, Facts};
 use crate::forward::{self, Peer, Vouch};
 use crate::metrics;
@@ -212,9 +213,11 @@ impl ProxyHttp for Portcullis {
         let target = Target::of(req, host, ctx.client_cert.as_deref(), scheme);
         let decided = app.decide(req, &target).await;
         let return_to = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let grpc = respond::is_grpc(req);
         let asker = Asker::Client {
-            browser_navigation: classify::is_browser_navigation(&req.method, &req.headers),
+            browser_navigation: !grpc && classify::is_browser_navigation(&req.method, &req.headers),
             return_to,
+            grpc,
         };
         let challenge = app.dpop_challenge(&decided.verdict);
         let settled = answer::settle(decided.verdict, &asker, challenge.as_ref());
@@ -248,6 +251,11 @@ impl ProxyHttp for Portcullis {
         let mut peer = HttpPeer::new(addr, up.tls, up.sni.clone());
         peer.options.connection_timeout = Some(up.connect_timeout);
         peer.options.read_timeout = Some(up.read_timeout);
+        match up.protocol {
+            UpstreamProtocol::Http1 => {}
+            UpstreamProtocol::H2 => peer.options.set_http_version(2, 2),
+            UpstreamProtocol::Auto => peer.options.set_http_version(2, 1),
+        }
         Ok(Box::new(peer))
     }
 
@@ -341,7 +349,15 @@ impl ProxyHttp for Portcullis {
             // The request body may be unread: say so, so that the client does not send its
             // next request on a connection about to be closed.
             session.set_keepalive(None);
-            if let Err(err) = respond::proxy_failure(code).send(session).await {
+            let reply = if respond::is_grpc(session.req_header()) {
+                respond::Reply::grpc(
+                    respond::GrpcStatus::Unavailable,
+                    "the upstream could not be reached",
+                )
+            } else {
+                respond::proxy_failure(code)
+            };
+            if let Err(err) = reply.send(session).await {
                 tracing::debug!(error = %err, "cannot send the error page to the client");
             }
         }

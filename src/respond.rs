@@ -4,6 +4,7 @@
 use bytes::Bytes;
 use http::StatusCode;
 use pingora::http::ResponseHeader;
+use pingora::protocols::http::ServerSession as HttpSession;
 use pingora::proxy::Session;
 
 use crate::session::chunks::SetCookie;
@@ -12,6 +13,8 @@ pub(crate) struct Reply {
     status: u16,
     headers: Vec<(Name, String)>,
     body: Bytes,
+    /// The answer is its header alone, which ends the stream (a gRPC "trailers-only" reply).
+    headers_only: bool,
 }
 
 /// A header name as written here (kept in its spelling) or as configured.
@@ -26,6 +29,7 @@ impl Reply {
             status,
             headers: vec![(Name::Static("Content-Type"), content_type.to_string())],
             body: body.into(),
+            headers_only: false,
         }
     }
 
@@ -66,6 +70,18 @@ impl Reply {
             .header("Content-Security-Policy", "default-src 'none'")
     }
 
+    /// A gRPC call's refusal: HTTP 200 whose headers carry `grpc-status` and `grpc-message`
+    /// and end the stream ("trailers-only", as gRPC servers answer a call they refuse).
+    pub(crate) fn grpc(status: GrpcStatus, message: &str) -> Reply {
+        let encoded: String =
+            percent_encoding::utf8_percent_encode(message, GRPC_MESSAGE).to_string();
+        let mut reply = Reply::new(200, "application/grpc", Bytes::new())
+            .header("grpc-status", (status as u8).to_string())
+            .header("grpc-message", encoded);
+        reply.headers_only = true;
+        reply
+    }
+
     pub(crate) fn redirect(location: &str) -> Reply {
         Reply::new(302, "text/plain; charset=utf-8", "").header("Location", location)
     }
@@ -103,6 +119,19 @@ impl Reply {
                 Name::Header(name) => resp.append_header(name, value)?,
             };
         }
+        if self.headers_only {
+            // pingora's proxy session never ends an HTTP/2 stream with its header: write to
+            // the HTTP/2 stream itself (HEADERS with END_STREAM, what gRPC clients read as
+            // "trailers-only"). Over HTTP/1 the empty body ends it.
+            if let HttpSession::H2(h2) = session.as_downstream_mut() {
+                return h2.write_response_header(Box::new(resp), true);
+            }
+            session.write_response_header(Box::new(resp), false).await?;
+            session
+                .write_response_body(Some(Bytes::new()), true)
+                .await?;
+            return Ok(());
+        }
         resp.insert_header("Content-Length", self.body.len().to_string())?;
         let head_only = session.req_header().method == http::Method::HEAD;
         session
@@ -113,6 +142,43 @@ impl Reply {
         }
         Ok(())
     }
+}
+
+/// The gRPC status codes portcullis answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GrpcStatus {
+    InvalidArgument = 3,
+    PermissionDenied = 7,
+    Unavailable = 14,
+    Unauthenticated = 16,
+}
+
+impl GrpcStatus {
+    /// The status for an HTTP refusal of the same meaning.
+    pub(crate) fn for_http(status: u16) -> GrpcStatus {
+        match status {
+            401 => GrpcStatus::Unauthenticated,
+            403 => GrpcStatus::PermissionDenied,
+            400..=499 => GrpcStatus::InvalidArgument,
+            _ => GrpcStatus::Unavailable,
+        }
+    }
+}
+
+/// What `grpc-message` percent-encodes: controls, `%` and everything outside printable ASCII.
+const GRPC_MESSAGE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%');
+
+/// Whether a request is a gRPC call (`content-type: application/grpc[+proto|;…]`).
+pub(crate) fn is_grpc(req: &pingora::http::RequestHeader) -> bool {
+    req.headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            let v = v.trim().to_ascii_lowercase();
+            v == "application/grpc"
+                || v.starts_with("application/grpc+")
+                || v.starts_with("application/grpc;")
+        })
 }
 
 /// Escapes text for HTML element content and quoted attribute values.
@@ -253,6 +319,34 @@ pub(crate) fn unauthorized_api(description: &str) -> Reply {
         &serde_json::json!({"error": "unauthorized", "error_description": description}),
     )
     .header("WWW-Authenticate", "Bearer realm=\"portcullis\"")
+}
+
+#[cfg(test)]
+mod grpc_tests {
+    use super::*;
+
+    #[test]
+    fn grpc_calls_are_recognised_and_refusals_mapped() {
+        let req = |ct: &str| {
+            let mut r = pingora::http::RequestHeader::build("POST", b"/svc/M", None).unwrap();
+            r.insert_header("content-type", ct).unwrap();
+            r
+        };
+        for ct in [
+            "application/grpc",
+            "application/grpc+proto",
+            "Application/GRPC; x=1",
+        ] {
+            assert!(is_grpc(&req(ct)), "{ct}");
+        }
+        for ct in ["application/grpc-web", "application/json", "text/html"] {
+            assert!(!is_grpc(&req(ct)), "{ct}");
+        }
+        assert_eq!(GrpcStatus::for_http(401), GrpcStatus::Unauthenticated);
+        assert_eq!(GrpcStatus::for_http(403), GrpcStatus::PermissionDenied);
+        assert_eq!(GrpcStatus::for_http(400), GrpcStatus::InvalidArgument);
+        assert_eq!(GrpcStatus::for_http(502), GrpcStatus::Unavailable);
+    }
 }
 
 #[cfg(test)]

@@ -110,6 +110,9 @@ pub(super) struct UpstreamFile {
     pub url: String,
     pub connect_timeout: Option<String>,
     pub read_timeout: Option<String>,
+    /// How the upstream speaks: `http1` (default), `h2` (h2c with prior knowledge on http://,
+    /// ALPN h2 on https://) or `auto` (https:// only: ALPN offers both).
+    pub protocol: Option<super::UpstreamProtocol>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -36,7 +36,7 @@ pub use server::{
     DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_HEADER_BYTES, MAX_HEADER_BYTES, MIN_HEADER_BYTES,
 };
 pub use session::{Session, SessionSecret};
-pub use upstream::Upstream;
+pub use upstream::{Upstream, UpstreamProtocol};
 
 /// Environment variable that supplies the OIDC client secret.
 pub const ENV_CLIENT_SECRET: &str = "PORTCULLIS_OIDC_CLIENT_SECRET";

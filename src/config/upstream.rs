@@ -9,6 +9,20 @@ use super::check::Check;
 use super::file::UpstreamFile;
 use super::ConfigError;
 
+/// `upstream.protocol`: the HTTP version spoken to the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1.
+    #[default]
+    Http1,
+    /// HTTP/2 only: prior knowledge (h2c) on `http://`, ALPN `h2` on `https://`. What gRPC
+    /// upstreams need.
+    H2,
+    /// `https://` only: ALPN offers `h2` and `http/1.1`, the upstream picks.
+    Auto,
+}
+
 /// The validated `[upstream]`.
 #[derive(Debug, Clone)]
 pub struct Upstream {
@@ -26,6 +40,8 @@ pub struct Upstream {
     pub connect_timeout: Duration,
     /// The bound on each read of the response.
     pub read_timeout: Duration,
+    /// The HTTP version spoken to it.
+    pub protocol: UpstreamProtocol,
 }
 
 pub(super) fn validate(check: &Check, u: UpstreamFile) -> Result<Upstream, ConfigError> {
@@ -54,6 +70,13 @@ pub(super) fn validate(check: &Check, u: UpstreamFile) -> Result<Upstream, Confi
             "must be scheme://host[:port] only; paths are forwarded as requested",
         ));
     }
+    let protocol = u.protocol.unwrap_or_default();
+    if protocol == UpstreamProtocol::Auto && !tls {
+        return Err(check.err(
+            "upstream.protocol",
+            "\"auto\" needs an https:// upstream (ALPN); for h2c say \"h2\"",
+        ));
+    }
     let port = url
         .port_or_known_default()
         .unwrap_or(if tls { 443 } else { 80 });
@@ -75,6 +98,7 @@ pub(super) fn validate(check: &Check, u: UpstreamFile) -> Result<Upstream, Confi
             Duration::from_secs(60),
             Duration::from_secs(3600),
         )?,
+        protocol,
         url,
         ip: address.parse().ok(),
         address,

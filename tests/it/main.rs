@@ -12,6 +12,7 @@ mod corpus;
 mod demo;
 mod dpop;
 mod faults;
+mod grpc;
 mod login;
 mod metrics;
 mod policy;
