@@ -15,7 +15,7 @@ cd "$(dirname "$0")"
 
 seconds="${1:-30}"
 shift || true
-targets=(cookie redirect path jwt config head)
+targets=(cookie redirect path jwt config head dpop cert_header)
 [ $# -eq 0 ] || targets=("$@")
 sanitizer="${FUZZ_SANITIZER:-address}"
 export RUSTC_BOOTSTRAP=1

@@ -20,7 +20,8 @@ use crate::config::ClientCertHeader;
 pub struct ClientCert {
     /// SHA-256 of the leaf certificate's DER (RFC 8705's `x5t#S256`, before base64url).
     pub hash: [u8; 32],
-    /// The subject's attributes, in the certificate's order, with short names (`CN`, `O`).
+    /// The subject's attributes, in the certificate's order, with upper-case short names
+    /// (`CN`, `O`, `EMAILADDRESS`) or dotted OIDs.
     pub subject: Vec<(String, String)>,
     /// `uniformResourceIdentifier` names (SPIFFE IDs, say).
     pub uris: Vec<String>,
@@ -36,8 +37,9 @@ impl ClientCert {
         let mut subject = Vec::new();
         for rdn in cert.subject().iter_rdn() {
             for attr in rdn.iter() {
+                // Upper case, as subjects are written in configuration and compared.
                 let name = x509_parser::objects::oid2abbrev(attr.attr_type(), registry)
-                    .map(str::to_string)
+                    .map(str::to_ascii_uppercase)
                     .unwrap_or_else(|_| attr.attr_type().to_id_string());
                 let value = attr.as_str().ok()?.to_string();
                 subject.push((name, value));
@@ -71,8 +73,10 @@ impl ClientCert {
             }
             out.push_str(k);
             out.push('=');
-            for c in v.chars() {
-                if matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';' | '=') {
+            let last = v.chars().count().saturating_sub(1);
+            for (j, c) in v.chars().enumerate() {
+                let edge_space = c == ' ' && (j == 0 || j == last);
+                if edge_space || matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';' | '=') {
                     out.push('\\');
                 }
                 out.push(c);
@@ -118,9 +122,9 @@ impl ClientCert {
     }
 }
 
-/// A value in an XFCC element: quoted when it holds a separator.
+/// A value in an XFCC element: quoted when it holds a separator or starts or ends with a space.
 fn xfcc_value(v: &str) -> String {
-    if v.contains([',', ';', '=', '"']) {
+    if v.contains([',', ';', '=', '"']) || v.starts_with(' ') || v.ends_with(' ') {
         format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""))
     } else {
         v.to_string()
@@ -157,37 +161,57 @@ impl SubjectPattern {
 /// The attributes of a subject written `K=V,K=V` (`\\,` for a comma in a value), in their
 /// written order, keys upper-cased.
 fn subject_pairs(text: &str) -> Result<Vec<(String, String)>, String> {
-    let mut parts = Vec::new();
-    let mut current = String::new();
+    // Each part as characters, each marked when it was escaped (an escaped space is kept).
+    let mut parts: Vec<Vec<(char, bool)>> = vec![Vec::new()];
     let mut escaped = false;
     for c in text.chars() {
+        let current = parts.last_mut().ok_or("empty")?;
         match (escaped, c) {
             (true, c) => {
-                current.push(c);
+                current.push((c, true));
                 escaped = false;
             }
             (false, '\\') => escaped = true,
-            (false, ',') => parts.push(std::mem::take(&mut current)),
-            (false, c) => current.push(c),
+            (false, ',') => parts.push(Vec::new()),
+            (false, c) => current.push((c, false)),
         }
     }
     if escaped {
         return Err("ends in a lone backslash".into());
     }
-    parts.push(current);
     parts
         .iter()
         .map(|part| {
-            let (k, v) = part
-                .split_once('=')
-                .ok_or_else(|| format!("`{part}` is not KEY=value"))?;
-            let k = k.trim();
-            if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '.') {
-                return Err(format!("`{k}` is not an attribute name like CN or O"));
+            let at = part
+                .iter()
+                .position(|(c, esc)| *c == '=' && !esc)
+                .ok_or_else(|| format!("`{}` is not KEY=value", plain(part)))?;
+            let key = plain(&part[..at]);
+            let key = key.trim();
+            if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '.') {
+                return Err(format!("`{key}` is not an attribute name like CN or O"));
             }
-            Ok((k.to_ascii_uppercase(), v.trim().to_string()))
+            let mut value = &part[at + 1..];
+            while let [(c, false), rest @ ..] = value {
+                if !c.is_whitespace() {
+                    break;
+                }
+                value = rest;
+            }
+            while let [rest @ .., (c, false)] = value {
+                if !c.is_whitespace() {
+                    break;
+                }
+                value = rest;
+            }
+            Ok((key.to_ascii_uppercase(), plain(value)))
         })
         .collect()
+}
+
+/// The characters of a parsed part, escapes resolved.
+fn plain(part: &[(char, bool)]) -> String {
+    part.iter().map(|(c, _)| c).collect()
 }
 
 /// `client_cert_sans[]`: `dns:<name>`, or a URI (`spiffe://…`, or `uri:<uri>`).
@@ -273,11 +297,11 @@ impl CertRequirements {
 /// never guessed at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the client certificate header could not be read")]
-pub(crate) struct UnreadableCertHeader;
+pub struct UnreadableCertHeader;
 
 /// The certificate a trusted proxy reports in `values` (every value of its header), read as
 /// `kind` says. `Ok(None)` when it reports none.
-pub(crate) fn from_header(
+pub fn from_header(
     kind: ClientCertHeader,
     values: &[&[u8]],
 ) -> Result<Option<ClientCert>, UnreadableCertHeader> {
@@ -314,6 +338,10 @@ fn from_xfcc(value: &str) -> Result<ClientCert, UnreadableCertHeader> {
     for pair in split_outside_quotes(element, ';')? {
         let (key, raw) = pair.split_once('=').ok_or(UnreadableCertHeader)?;
         let value = unquote(raw.trim())?;
+        // A name with control characters in it is no name a CA issued.
+        if value.chars().any(char::is_control) {
+            return Err(UnreadableCertHeader);
+        }
         let once = |slot: &mut Option<String>| match slot.replace(value.clone()) {
             Some(_) => Err(UnreadableCertHeader),
             None => Ok(()),
@@ -466,6 +494,42 @@ mod tests {
         };
         assert_eq!(named.check(Some(&c)), Err(CertRefusal::NotAccepted));
         assert_eq!(CertRequirements::default().check(None), Ok(()));
+    }
+
+    #[test]
+    fn a_trusted_proxys_xfcc_is_read_one_way_or_refused() {
+        let hash = "ab".repeat(32);
+        let read = |v: &str| from_header(ClientCertHeader::Xfcc, &[v.as_bytes()]);
+        let ok = read(&format!(
+            "By=spiffe://ingress;Hash={hash};Subject=\"CN=ci-runner,O=acme\";URI=spiffe://cluster.local/ns/ci/sa/runner;DNS=Runner.CI.svc"
+        ))
+        .unwrap()
+        .unwrap();
+        assert_eq!(ok, cert());
+        for bad in [
+            format!("Hash={hash},Hash={hash}"),              // two elements
+            format!("Hash={hash};Hash={hash}"),              // a fact twice
+            format!("Hash={hash};URI=\"spiffe://x\u{1}y\""), // a control character
+            format!("Hash={hash};Subject=\"CN=x"),           // an open quote
+            format!("Hash={hash};Nope=1"),                   // an unknown key
+            "Hash=zz".to_string(),
+            "URI=spiffe://x/y".to_string(), // no hash, no certificate
+        ] {
+            assert_eq!(read(&bad), Err(UnreadableCertHeader), "{bad}");
+        }
+        assert_eq!(from_header(ClientCertHeader::Xfcc, &[]), Ok(None));
+        let two = format!("Hash={hash}");
+        assert_eq!(
+            from_header(ClientCertHeader::Xfcc, &[two.as_bytes(), two.as_bytes()]),
+            Err(UnreadableCertHeader)
+        );
+        // What portcullis writes reads back the same, edge spaces and separators included.
+        let odd = ClientCert {
+            subject: vec![("CN".into(), " a, b=\"c\" ".into())],
+            uris: vec!["spiffe://x/y;z".into()],
+            ..cert()
+        };
+        assert_eq!(read(&odd.xfcc()).unwrap().unwrap(), odd);
     }
 
     #[test]

@@ -29,7 +29,7 @@ use crate::jwt::keys::KeySet;
 /// Proofs over this size are refused before any parsing.
 const MAX_PROOF_BYTES: usize = 8 * 1024;
 /// How long a server nonce is handed out before the next one.
-pub(crate) const NONCE_PERIOD: Duration = Duration::from_secs(60);
+pub const NONCE_PERIOD: Duration = Duration::from_secs(60);
 /// JWK members that only a private key has.
 const PRIVATE_MEMBERS: &[&str] = &["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
 
@@ -72,7 +72,7 @@ pub enum ProofError {
 }
 
 /// What the proof must be about.
-pub(crate) struct Expected<'a> {
+pub struct Expected<'a> {
     /// The request's method.
     pub method: &'a str,
     /// `scheme://host[:port]/path` the client used (no query).
@@ -84,7 +84,7 @@ pub(crate) struct Expected<'a> {
 }
 
 /// The DPoP settings and the state proofs are checked against.
-pub(crate) struct Dpop {
+pub struct Dpop {
     algorithms: Vec<Algorithm>,
     /// `algorithms` as a challenge's `algs`, written once.
     algs: String,
@@ -98,7 +98,7 @@ pub(crate) struct Dpop {
 impl Dpop {
     /// Proofs signed with `algorithms`, at most `lifetime` old (with `leeway` either way),
     /// `replay_entries` of them remembered; with `nonce_secret`, nonces are required.
-    pub(crate) fn new(
+    pub fn new(
         algorithms: Vec<Algorithm>,
         lifetime: Duration,
         leeway: Duration,
@@ -127,18 +127,18 @@ impl Dpop {
     }
 
     /// The `algs` of a `WWW-Authenticate: DPoP` challenge.
-    pub(crate) fn algs(&self) -> &str {
+    pub fn algs(&self) -> &str {
         &self.algs
     }
 
     /// The nonce to hand out now, when nonces are required.
-    pub(crate) fn nonce(&self, now: UnixTime) -> Option<String> {
+    pub fn nonce(&self, now: UnixTime) -> Option<String> {
         let key = self.nonce_key?;
         Some(nonce_for(&key, now.secs() / NONCE_PERIOD.as_secs()))
     }
 
     /// Checks `proof` (every `DPoP` header value) against what it must be about.
-    pub(crate) fn check(
+    pub fn check(
         &self,
         proofs: &[&[u8]],
         expected: &Expected<'_>,

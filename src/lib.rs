@@ -42,12 +42,12 @@ pub mod app;
 pub mod bearer;
 pub(crate) mod classify;
 pub mod cli;
-pub(crate) mod client_cert;
+pub mod client_cert;
 pub mod clock;
 pub mod config;
 #[cfg(feature = "demo")]
 pub mod demo;
-pub(crate) mod dpop;
+pub mod dpop;
 pub(crate) mod endpoints;
 pub(crate) mod forward;
 pub(crate) mod host;
