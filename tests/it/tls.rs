@@ -39,6 +39,16 @@ async fn curl(args: &[String]) -> (i32, String, String) {
     )
 }
 
+/// curl with these request headers (`Name: value` each).
+async fn curl_headers(headers: &[String], url: String) -> (i32, String, String) {
+    let mut args: Vec<String> = headers
+        .iter()
+        .flat_map(|h| ["-H".to_string(), h.clone()])
+        .collect();
+    args.push(url);
+    curl(&args).await
+}
+
 fn s(p: &Path) -> String {
     p.display().to_string()
 }
@@ -477,6 +487,12 @@ async fn a_client_certificate_is_an_identity_on_routes_that_ask_for_one_and_reac
     assert!(log.contains("\"outcome\":\"client_cert\""), "{log}");
 }
 
+/// A proxy that believes `header` from the peers in `trusted`.
+async fn behind(header: &str, trusted: &str) -> World {
+    let line = format!("trusted_proxies = [\"{trusted}\"]\nclient_cert_header = \"{header}\"");
+    World::start_with(|c| c, |t| server_option(t, &line) + CERT_ROUTES).await
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_trusted_proxys_certificate_header_is_believed_and_nobody_elses() {
     let ca = Ca::new("ingress CA");
@@ -500,35 +516,12 @@ async fn a_trusted_proxys_certificate_header_is_believed_and_nobody_elses() {
         ("x-forwarded-client-cert", xfcc.clone()),
         ("ssl-client-cert", escaped.clone()),
     ] {
-        let trusting = World::start_with(
-            |c| c,
-            |t| {
-                server_option(
-                    t,
-                    &format!(
-                        "trusted_proxies = [\"127.0.0.1\"]\nclient_cert_header = \"{header}\""
-                    ),
-                ) + CERT_ROUTES
-            },
-        )
-        .await;
-        let stranger = World::start_with(
-            |c| c,
-            |t| {
-                server_option(
-                    t,
-                    &format!(
-                        "trusted_proxies = [\"10.0.0.0/8\"]\nclient_cert_header = \"{header}\""
-                    ),
-                ) + CERT_ROUTES
-            },
-        )
-        .await;
-        let (_, body, tail) = curl(&[
-            "-H".into(),
-            format!("{header}: {value}"),
+        let trusting = behind(header, "127.0.0.1").await;
+        let stranger = behind(header, "10.0.0.0/8").await;
+        let (_, body, tail) = curl_headers(
+            &[format!("{header}: {value}")],
             trusting.proxy.url("/ci/build"),
-        ])
+        )
         .await;
         assert_eq!(tail, "200 1.1", "{header} from a trusted proxy: {body}");
         assert_eq!(
@@ -541,37 +534,32 @@ async fn a_trusted_proxys_certificate_header_is_believed_and_nobody_elses() {
             "{sent:?}"
         );
         // Two reports, or one that cannot be read, are refused rather than guessed at.
-        let (_, _, tail) = curl(&[
-            "-H".into(),
-            format!("{header}: {value}"),
-            "-H".into(),
-            format!("{header}: {value}"),
+        let (_, _, tail) = curl_headers(
+            &[format!("{header}: {value}"), format!("{header}: {value}")],
             trusting.proxy.url("/ci/build"),
-        ])
+        )
         .await;
         assert_eq!(tail, "400 1.1", "{header} twice");
-        let (_, _, tail) = curl(&[
-            "-H".into(),
-            format!("{header}: Hash=nothex"),
+        let (_, _, tail) = curl_headers(
+            &[format!("{header}: Hash=nothex")],
             trusting.proxy.url("/ci/build"),
-        ])
+        )
         .await;
         assert_eq!(tail, "400 1.1", "{header} unreadable");
         // From a peer that is not a trusted proxy the header means nothing.
-        let (_, body, tail) = curl(&[
-            "-H".into(),
-            format!("{header}: {value}"),
-            "-H".into(),
-            "Accept: application/json".into(),
+        let (_, body, tail) = curl_headers(
+            &[
+                format!("{header}: {value}"),
+                "Accept: application/json".to_string(),
+            ],
             stranger.proxy.url("/ci/build"),
-        ])
+        )
         .await;
         assert_eq!(tail, "403 1.1", "{header} from a stranger: {body}");
-        let (_, body, _) = curl(&[
-            "-H".into(),
-            format!("{header}: {value}"),
+        let (_, body, _) = curl_headers(
+            &[format!("{header}: {value}")],
             stranger.proxy.url("/public/x"),
-        ])
+        )
         .await;
         assert!(echoed(&body, header).is_empty(), "{body}");
         assert!(
