@@ -183,7 +183,7 @@ impl App {
         {
             return decided(Verdict::BadRequest(Ambiguity::LowercaseMethod));
         }
-        let no_cert_rules = &*NO_CERT_RULES;
+        let no_cert_rules = &NO_CERT_RULES;
         let (access, token_kind, cert_rules, bound_only) = match target.path {
             Some(raw) => {
                 let path = match policy::normalise(raw) {
@@ -271,9 +271,7 @@ impl App {
             set_cookies,
         }
     }
-}
 
-impl App {
     /// The DPoP challenge a refusal carries where DPoP is accepted (nothing for a request
     /// that goes through: no nonce is computed for it).
     pub(crate) fn dpop_challenge(&self, verdict: &Verdict) -> Option<DpopChallenge> {
@@ -348,8 +346,11 @@ fn presented_by_its_holder(
 }
 
 /// Routes without certificate rules (and unmatched paths).
-static NO_CERT_RULES: std::sync::LazyLock<CertRequirements> =
-    std::sync::LazyLock::new(CertRequirements::default);
+static NO_CERT_RULES: CertRequirements = CertRequirements {
+    required: false,
+    subjects: Vec::new(),
+    sans: Vec::new(),
+};
 
 /// Unmatched paths: authenticated, nothing more (closed by default).
 static DEFAULT_ACCESS: Access = Access::Authenticated(policy::Requirements {

@@ -38,8 +38,6 @@ pub(crate) struct Settled {
     /// Who the request was from, for the access log.
     pub user: Option<String>,
     pub then: Then,
-    /// A failed DPoP proof's error code and description, for the DPoP challenge.
-    proof_error: Option<(&'static str, String)>,
 }
 
 /// What a 401 says about DPoP where `[bearer.dpop]` accepts it: the algorithms, and the
@@ -50,26 +48,38 @@ pub(crate) struct DpopChallenge {
 }
 
 impl DpopChallenge {
-    /// `reply` (a 401) with the DPoP challenge beside the Bearer one (RFC 9449 §7.1), naming
-    /// `error` when a proof failed.
-    fn add_to(&self, reply: Reply, error: Option<(&str, String)>) -> Reply {
-        let challenge = match error {
-            Some((code, description)) => format!(
-                "DPoP error=\"{code}\", error_description=\"{description}\", algs=\"{}\"",
+    /// Adds the DPoP challenge to `reply` (a 401), beside the Bearer one (RFC 9449 §7.1),
+    /// naming the proof's error when a proof failed.
+    fn add_to(&self, reply: &mut Reply, failed: Option<&ProofError>) {
+        let challenge = match failed {
+            Some(e) => format!(
+                "DPoP error=\"{}\", error_description=\"{e}\", algs=\"{}\"",
+                proof_error_code(e),
                 self.algs
             ),
             None => format!("DPoP algs=\"{}\"", self.algs),
         };
-        let reply = reply.header("WWW-Authenticate", challenge);
-        match &self.nonce {
-            Some(nonce) => reply.header("DPoP-Nonce", nonce.clone()),
-            None => reply,
+        reply.add_header("WWW-Authenticate", challenge);
+        if let Some(nonce) = &self.nonce {
+            reply.add_header("DPoP-Nonce", nonce.clone());
         }
     }
 }
 
+/// The `error` of a failed proof (RFC 9449 §7.1, §8).
+fn proof_error_code(e: &ProofError) -> &'static str {
+    match e {
+        ProofError::UseNonce => "use_dpop_nonce",
+        _ => "invalid_dpop_proof",
+    }
+}
+
 pub(crate) fn settle(verdict: Verdict, asker: &Asker<'_>, dpop: Option<&DpopChallenge>) -> Settled {
-    let mut settled = settle_plain(verdict, asker, dpop.is_some());
+    let failed_proof = match &verdict {
+        Verdict::InvalidProof(e) => Some(*e),
+        _ => None,
+    };
+    let mut settled = settle_plain(verdict, asker);
     if let (Asker::Client { grpc: true, .. }, Then::Answer(reply)) = (asker, &mut settled.then) {
         let status = reply.status();
         let message = match status {
@@ -82,20 +92,17 @@ pub(crate) fn settle(verdict: Verdict, asker: &Asker<'_>, dpop: Option<&DpopChal
     }
     if let (Some(dpop), Then::Answer(reply)) = (dpop, &mut settled.then) {
         if reply.status() == 401 {
-            let error = settled.proof_error.take();
-            let taken = std::mem::replace(reply, Reply::text(401, ""));
-            *reply = dpop.add_to(taken, error);
+            dpop.add_to(reply, failed_proof.as_ref());
         }
     }
     settled
 }
 
-fn settle_plain(verdict: Verdict, asker: &Asker<'_>, dpop_accepted: bool) -> Settled {
+fn settle_plain(verdict: Verdict, asker: &Asker<'_>) -> Settled {
     let answer = |outcome, reply| Settled {
         outcome,
         user: None,
         then: Then::Answer(reply),
-        proof_error: None,
     };
     let front = matches!(asker, Asker::FrontProxy { .. });
     match verdict {
@@ -104,7 +111,6 @@ fn settle_plain(verdict: Verdict, asker: &Asker<'_>, dpop_accepted: bool) -> Set
                 outcome: Outcome::Public,
                 user: None,
                 then: Then::Forward(None),
-                proof_error: None,
             },
             Asker::FrontProxy { .. } => answer(Outcome::Public, Reply::text(202, "")),
         },
@@ -125,7 +131,6 @@ fn settle_plain(verdict: Verdict, asker: &Asker<'_>, dpop_accepted: bool) -> Set
                 outcome,
                 user,
                 then,
-                proof_error: None,
             }
         }
         Verdict::BadRequest(_) if front => answer(Outcome::BadRequest, respond::forbidden(false)),
@@ -164,7 +169,6 @@ fn settle_plain(verdict: Verdict, asker: &Asker<'_>, dpop_accepted: bool) -> Set
                 outcome: Outcome::Forbidden,
                 user: Some(caller.identity().user.clone()),
                 then: Then::Answer(respond::forbidden(browser)),
-                proof_error: None,
             }
         }
         Verdict::InsufficientScope(needed) => answer(
@@ -174,17 +178,10 @@ fn settle_plain(verdict: Verdict, asker: &Asker<'_>, dpop_accepted: bool) -> Set
         Verdict::CertificateRefused(refusal) => {
             answer(Outcome::Forbidden, respond::certificate_refused(refusal))
         }
-        Verdict::InvalidProof(e) => {
-            let code = match e {
-                ProofError::UseNonce => "use_dpop_nonce",
-                _ => "invalid_dpop_proof",
-            };
-            let mut settled = answer(Outcome::InvalidToken, respond::invalid_proof(code, &e));
-            if dpop_accepted {
-                settled.proof_error = Some((code, e.to_string()));
-            }
-            settled
-        }
+        Verdict::InvalidProof(e) => answer(
+            Outcome::InvalidToken,
+            respond::invalid_proof(proof_error_code(&e), &e),
+        ),
     }
 }
 

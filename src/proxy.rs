@@ -33,6 +33,8 @@ pub(crate) struct RequestCtx {
     caller: Option<Caller>,
     /// The verified client certificate (our TLS listener's, or a trusted proxy's report).
     client_cert: Option<Arc<ClientCert>>,
+    /// `http` or `https`, as the client reached us (or the trusted proxy in front of us).
+    scheme: &'static str,
     /// Cookies to set on the upstream's response (a refreshed session).
     set_cookies: Vec<SetCookie>,
     /// For the access log.
@@ -148,6 +150,7 @@ impl ProxyHttp for Portcullis {
             started: Instant::now(),
             caller: None,
             client_cert: None,
+            scheme: "http",
             set_cookies: Vec::new(),
             user: None,
             outcome: Outcome::Endpoint,
@@ -194,12 +197,13 @@ impl ProxyHttp for Portcullis {
             Ok(cert) => cert,
             Err(e) => return refuse(session, ctx, &e.to_string()).await,
         };
+        ctx.scheme = self.scheme(session, trusted);
         if let Route::Endpoint(endpoint) = route {
             let facts = Facts {
                 trusted_proxy: trusted,
                 host,
                 client_cert: ctx.client_cert.as_deref(),
-                scheme: self.scheme(session, trusted),
+                scheme: ctx.scheme,
             };
             let answer = endpoints::handle(app, endpoint, session.req_header(), &facts).await;
             ctx.outcome = Outcome::Endpoint;
@@ -209,13 +213,12 @@ impl ProxyHttp for Portcullis {
         }
 
         let req = session.req_header();
-        let scheme = self.scheme(session, trusted);
-        let target = Target::of(req, host, ctx.client_cert.as_deref(), scheme);
+        let target = Target::of(req, host, ctx.client_cert.as_deref(), ctx.scheme);
         let decided = app.decide(req, &target).await;
         let return_to = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
         let grpc = respond::is_grpc(req);
         let asker = Asker::Client {
-            browser_navigation: !grpc && classify::is_browser_navigation(&req.method, &req.headers),
+            browser_navigation: classify::is_browser_navigation(&req.method, &req.headers),
             return_to,
             grpc,
         };
@@ -285,8 +288,9 @@ impl ProxyHttp for Portcullis {
         let peer = Peer {
             ip: peer_ip(session),
             trusted: self.trusted(session),
-            // What the client spoke to us: a TLS listener is https whatever the client says.
-            scheme: if is_tls(session) { "https" } else { "http" },
+            // A trusted proxy's own X-Forwarded-Proto is kept as it is; anyone else's is
+            // replaced by how the client reached us.
+            scheme: ctx.scheme,
         };
         let app = &self.app;
         let hygiene = forward::Hygiene {

@@ -87,8 +87,13 @@ impl Reply {
     }
 
     pub(crate) fn header(mut self, name: &'static str, value: impl Into<String>) -> Reply {
-        self.headers.push((Name::Static(name), value.into()));
+        self.add_header(name, value);
         self
+    }
+
+    /// [`Reply::header`] on a reply held by reference.
+    pub(crate) fn add_header(&mut self, name: &'static str, value: impl Into<String>) {
+        self.headers.push((Name::Static(name), value.into()));
     }
 
     /// A header whose name is data (configured, or one of a set).
@@ -168,17 +173,17 @@ impl GrpcStatus {
 /// What `grpc-message` percent-encodes: controls, `%` and everything outside printable ASCII.
 const GRPC_MESSAGE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%');
 
-/// Whether a request is a gRPC call (`content-type: application/grpc[+proto|;…]`).
+/// Whether a request is a gRPC call (`content-type: application/grpc[+proto|;…]`). Runs on
+/// every request: compares in place, allocating nothing.
 pub(crate) fn is_grpc(req: &pingora::http::RequestHeader) -> bool {
-    req.headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            let v = v.trim().to_ascii_lowercase();
-            v == "application/grpc"
-                || v.starts_with("application/grpc+")
-                || v.starts_with("application/grpc;")
-        })
+    const GRPC: &[u8] = b"application/grpc";
+    let Some(value) = req.headers.get(http::header::CONTENT_TYPE) else {
+        return false;
+    };
+    let v = value.as_bytes().trim_ascii();
+    v.get(..GRPC.len())
+        .is_some_and(|head| head.eq_ignore_ascii_case(GRPC))
+        && matches!(v.get(GRPC.len()), None | Some(b'+') | Some(b';'))
 }
 
 /// Escapes text for HTML element content and quoted attribute values.

@@ -61,7 +61,9 @@ fn dpop(check: &Check, d: DpopFile) -> Result<Option<Dpop>, ConfigError> {
         let alg: jsonwebtoken::Algorithm = name
             .parse()
             .ok()
-            .filter(|a| !matches!(a, jsonwebtoken::Algorithm::HS256 | jsonwebtoken::Algorithm::HS384 | jsonwebtoken::Algorithm::HS512))
+            .filter(|a: &jsonwebtoken::Algorithm| {
+                a.family() != jsonwebtoken::AlgorithmFamily::Hmac
+            })
             .ok_or_else(|| {
                 check.err(
                     format!("bearer.dpop.algorithms[{i}]"),

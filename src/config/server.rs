@@ -194,10 +194,10 @@ fn listeners(
     listen: Option<&super::file::OneOrMany>,
     tables: &[ListenerFile],
 ) -> Result<Vec<Listener>, ConfigError> {
-    let addresses = match (listen, tables.is_empty()) {
-        (Some(l), _) => l.as_slice(),
-        (None, true) => std::slice::from_ref(&*DEFAULT_LISTEN),
-        (None, false) => &[],
+    let addresses: Vec<&str> = match (listen, tables.is_empty()) {
+        (Some(l), _) => l.as_slice().iter().map(String::as_str).collect(),
+        (None, true) => vec![DEFAULT_LISTEN],
+        (None, false) => Vec::new(),
     };
     if addresses.is_empty() && tables.is_empty() {
         return Err(check.err("server.listen", "needs at least one address"));
@@ -238,9 +238,8 @@ fn listeners(
     Ok(out)
 }
 
-/// `127.0.0.1:4180`, where the examples and the demo expect portcullis.
-static DEFAULT_LISTEN: std::sync::LazyLock<String> =
-    std::sync::LazyLock::new(|| "127.0.0.1:4180".to_string());
+/// Where the examples and the demo expect portcullis.
+const DEFAULT_LISTEN: &str = "127.0.0.1:4180";
 
 fn socket_address(check: &Check, key: &str, a: &str) -> Result<SocketAddr, ConfigError> {
     a.parse().map_err(|_| {
