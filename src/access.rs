@@ -11,7 +11,7 @@ use pingora::http::RequestHeader;
 
 use crate::answer::DpopChallenge;
 use crate::app::App;
-use crate::bearer::{BearerError, Binding, Principal, TokenType};
+use crate::bearer::{BearerError, Binding, Principal, Refusal, TokenType};
 use crate::client_cert::{CertRefusal, CertRequirements, ClientCert};
 use crate::dpop::{Expected, ProofError};
 use crate::policy::{self, Access, Decision, Subject, TokenKind};
@@ -47,7 +47,7 @@ impl Caller {
 
     fn of_certificate(cert: &ClientCert) -> Caller {
         Caller::Certificate(Arc::new(Identity {
-            user: cert.user(),
+            user: Some(cert.user()),
             email: None,
             groups: Vec::new(),
             preferred_username: None,
@@ -64,14 +64,42 @@ pub enum Verdict {
     BadRequest(Ambiguity),
     /// No credentials, or a session that is gone.
     Unauthenticated,
-    InvalidToken(BearerError),
-    /// Authenticated, but the rules say no.
-    Forbidden(Caller),
+    InvalidToken(Refusal),
+    /// Authenticated, but the rules say no: `[authorization]`'s (`by_route` false) or the
+    /// route's.
+    Forbidden {
+        caller: Caller,
+        by_route: bool,
+    },
     InsufficientScope(Vec<String>),
     /// The route's client-certificate rules are not met (403).
     CertificateRefused(CertRefusal),
     /// A DPoP-bound token with a proof that does not hold (401).
     InvalidProof(ProofError),
+}
+
+impl Verdict {
+    /// Why the request is refused, exactly, for the operator's access log: `None` when it
+    /// goes through.
+    pub fn reason(&self) -> Option<String> {
+        Some(match self {
+            Verdict::Public | Verdict::Allow(_) => return None,
+            Verdict::BadRequest(a) => a.to_string(),
+            Verdict::Unauthenticated => {
+                "no bearer token, no usable session and no client certificate".to_string()
+            }
+            Verdict::InvalidToken(refusal) => refusal.reason.clone(),
+            Verdict::Forbidden { by_route: true, .. } => {
+                "the route's groups or email rules do not admit the caller".to_string()
+            }
+            Verdict::Forbidden {
+                by_route: false, ..
+            } => "[authorization] does not admit the caller".to_string(),
+            Verdict::InsufficientScope(needed) => format!("missing scope(s) {needed:?}"),
+            Verdict::CertificateRefused(refusal) => refusal.to_string(),
+            Verdict::InvalidProof(e) => format!("DPoP proof: {e}"),
+        })
+    }
 }
 
 /// Why a request could be read two ways.
@@ -214,10 +242,16 @@ impl App {
         }
 
         let (caller, set_cookies) = match access_token(req) {
-            Some(Err(e)) => return decided(Verdict::InvalidToken(e)),
+            Some(Err(e)) => return decided(Verdict::InvalidToken(e.into())),
             Some(Ok((scheme, token))) => match self.bearer.verify(token).await {
                 Ok(p) if !kind_fits(token_kind, p.token_type) => {
-                    return decided(Verdict::InvalidToken(BearerError::WrongType))
+                    return decided(Verdict::InvalidToken(Refusal::new(
+                        BearerError::WrongType,
+                        format!(
+                            "a {:?} token where the route takes {token_kind:?}",
+                            p.token_type
+                        ),
+                    )))
                 }
                 Ok(p) => {
                     let held = match scheme {
@@ -261,10 +295,16 @@ impl App {
         let verdict = match self.config.authorization.evaluate(&subject) {
             Decision::Allow => match requirements.evaluate(&subject) {
                 Decision::Allow => Verdict::Allow(caller),
-                Decision::Deny => Verdict::Forbidden(caller),
+                Decision::Deny => Verdict::Forbidden {
+                    caller,
+                    by_route: true,
+                },
                 Decision::InsufficientScope { needed } => Verdict::InsufficientScope(needed),
             },
-            Decision::Deny | Decision::InsufficientScope { .. } => Verdict::Forbidden(caller),
+            Decision::Deny | Decision::InsufficientScope { .. } => Verdict::Forbidden {
+                caller,
+                by_route: false,
+            },
         };
         Decided {
             verdict,
@@ -295,10 +335,10 @@ impl App {
         token: &str,
     ) -> Result<(), Verdict> {
         let Some(dpop) = &self.dpop else {
-            return Err(Verdict::InvalidToken(BearerError::DpopNotAccepted));
+            return Err(Verdict::InvalidToken(BearerError::DpopNotAccepted.into()));
         };
         let Some(Binding::Key(jkt)) = &p.binding else {
-            return Err(Verdict::InvalidToken(BearerError::NotDpopBound));
+            return Err(Verdict::InvalidToken(BearerError::NotDpopBound.into()));
         };
         let url = target
             .url()
@@ -329,19 +369,34 @@ fn presented_by_its_holder(
     p: &Principal,
     cert: Option<&ClientCert>,
     bound_only: bool,
-) -> Result<(), BearerError> {
+) -> Result<(), Refusal> {
+    use base64::Engine;
+    let b64 = |hash: &[u8; 32]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(hash);
     match &p.binding {
-        None if bound_only => Err(BearerError::Unbound),
+        None if bound_only => Err(Refusal::new(
+            BearerError::Unbound,
+            "the route accepts only sender-constrained tokens, and this one has no cnf",
+        )),
         None => Ok(()),
-        Some(Binding::Certificate(hash)) => {
-            let held = cert.is_some_and(|c| bool::from(c.hash.ct_eq(hash)));
-            if held {
-                Ok(())
-            } else {
-                Err(BearerError::CertificateMismatch)
-            }
-        }
-        Some(Binding::Key(_)) => Err(BearerError::DpopBound),
+        Some(Binding::Certificate(hash)) => match cert {
+            Some(c) if bool::from(c.hash.ct_eq(hash)) => Ok(()),
+            Some(c) => Err(Refusal::new(
+                BearerError::CertificateMismatch,
+                format!(
+                    "cnf x5t#S256 {} is not the client certificate's {}",
+                    b64(hash),
+                    b64(&c.hash)
+                ),
+            )),
+            None => Err(Refusal::new(
+                BearerError::CertificateMismatch,
+                format!("cnf x5t#S256 {}, and no client certificate", b64(hash)),
+            )),
+        },
+        Some(Binding::Key(_)) => Err(Refusal::new(
+            BearerError::DpopBound,
+            "a DPoP-bound token (cnf jkt) sent as Bearer",
+        )),
     }
 }
 

@@ -26,6 +26,8 @@ pub(crate) struct Entry<'a> {
     pub duration: Option<Duration>,
     /// The kind of error that ended the request, if one did.
     pub error: Option<&'a str>,
+    /// Why the request was refused, exactly (never a token, a signature or a secret).
+    pub reason: Option<&'a str>,
 }
 
 /// Writes `entry`'s line and counts its outcome.
@@ -41,5 +43,6 @@ pub(crate) fn record(entry: &Entry<'_>) {
         client = %entry.client.map_or_else(|| "-".to_string(), |ip| ip.to_string()),
         duration_us = entry.duration.map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
         error = entry.error,
+        reason = entry.reason,
     );
 }

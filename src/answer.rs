@@ -37,6 +37,8 @@ pub(crate) struct Settled {
     pub outcome: Outcome,
     /// Who the request was from, for the access log.
     pub user: Option<String>,
+    /// Why it was refused, exactly, for the access log (never a token or a signature).
+    pub reason: Option<String>,
     pub then: Then,
 }
 
@@ -79,7 +81,9 @@ pub(crate) fn settle(verdict: Verdict, asker: &Asker<'_>, dpop: Option<&DpopChal
         Verdict::InvalidProof(e) => Some(*e),
         _ => None,
     };
+    let reason = verdict.reason();
     let mut settled = settle_plain(verdict, asker);
+    settled.reason = reason;
     if let (Asker::Client { grpc: true, .. }, Then::Answer(reply)) = (asker, &mut settled.then) {
         let status = reply.status();
         let message = match status {
@@ -102,6 +106,7 @@ fn settle_plain(verdict: Verdict, asker: &Asker<'_>) -> Settled {
     let answer = |outcome, reply| Settled {
         outcome,
         user: None,
+        reason: None,
         then: Then::Answer(reply),
     };
     let front = matches!(asker, Asker::FrontProxy { .. });
@@ -110,6 +115,7 @@ fn settle_plain(verdict: Verdict, asker: &Asker<'_>) -> Settled {
             Asker::Client { .. } => Settled {
                 outcome: Outcome::Public,
                 user: None,
+                reason: None,
                 then: Then::Forward(None),
             },
             Asker::FrontProxy { .. } => answer(Outcome::Public, Reply::text(202, "")),
@@ -120,7 +126,7 @@ fn settle_plain(verdict: Verdict, asker: &Asker<'_>) -> Settled {
                 Caller::Bearer(_) => Outcome::Bearer,
                 Caller::Certificate(_) => Outcome::ClientCert,
             };
-            let user = Some(caller.identity().user.clone());
+            let user = caller.identity().user.clone();
             let then = match asker {
                 Asker::Client { .. } => Then::Forward(Some(caller)),
                 Asker::FrontProxy { pass_access_token } => {
@@ -130,6 +136,7 @@ fn settle_plain(verdict: Verdict, asker: &Asker<'_>) -> Settled {
             Settled {
                 outcome,
                 user,
+                reason: None,
                 then,
             }
         }
@@ -156,8 +163,11 @@ fn settle_plain(verdict: Verdict, asker: &Asker<'_>) -> Settled {
                 respond::unauthorized_api("no valid session"),
             ),
         },
-        Verdict::InvalidToken(e) => answer(Outcome::InvalidToken, respond::invalid_token(&e)),
-        Verdict::Forbidden(caller) => {
+        Verdict::InvalidToken(refusal) => answer(
+            Outcome::InvalidToken,
+            respond::invalid_token(&refusal.error),
+        ),
+        Verdict::Forbidden { caller, .. } => {
             let browser = matches!(
                 asker,
                 Asker::Client {
@@ -167,7 +177,8 @@ fn settle_plain(verdict: Verdict, asker: &Asker<'_>) -> Settled {
             );
             Settled {
                 outcome: Outcome::Forbidden,
-                user: Some(caller.identity().user.clone()),
+                user: caller.identity().user.clone(),
+                reason: None,
                 then: Then::Answer(respond::forbidden(browser)),
             }
         }

@@ -20,6 +20,19 @@ use crate::session::{CookieStore, SessionData, SessionStore};
 pub struct App {
     /// The validated configuration.
     pub config: Arc<Config>,
+    /// Browser sign-in and its sessions; `None` for a resource server (no `[oidc]`).
+    pub login: Option<Login>,
+    /// Verifies bearer tokens, remembering the verified ones.
+    pub bearer: BearerAuth,
+    /// The time every expiry is compared with.
+    pub clock: SharedClock,
+    /// DPoP proofs, when `[bearer.dpop]` accepts them.
+    pub(crate) dpop: Option<crate::dpop::Dpop>,
+}
+
+/// Everything browser sign-in needs: present exactly when `[oidc]` is configured, so no
+/// other stage can reach a provider, a session store or a login flow that does not exist.
+pub struct Login {
     /// The identity providers; browsers sign in with [`Providers::login`].
     pub providers: Providers,
     /// Where sessions live between requests.
@@ -28,12 +41,29 @@ pub struct App {
     pub flows: LoginFlows,
     /// Refreshes expired sessions, one call to the provider per session at a time.
     pub refresher: Refresher,
-    /// Verifies bearer tokens, remembering the verified ones.
-    pub bearer: BearerAuth,
-    /// The time every expiry is compared with.
-    pub clock: SharedClock,
-    /// DPoP proofs, when `[bearer.dpop]` accepts them.
-    pub(crate) dpop: Option<crate::dpop::Dpop>,
+    /// `session.same_site`, which decides how the callback hands the session over.
+    pub same_site: cookie::SameSite,
+}
+
+impl Login {
+    /// Browser sign-in for `[oidc]` and `[session]`, `None` without them.
+    fn new(config: &Config) -> anyhow::Result<Option<Login>> {
+        let (Some(oidc), Some(session)) = (&config.oidc, &config.session) else {
+            return Ok(None);
+        };
+        Ok(Some(Login {
+            providers: Providers::new(oidc, session, &config.headers)?,
+            sessions: Box::new(CookieStore::new(session)?),
+            flows: LoginFlows::new(session)?,
+            refresher: Refresher::default(),
+            same_site: session.same_site,
+        }))
+    }
+
+    /// The `[oidc]` table of the provider browsers sign in with.
+    pub fn oidc(&self) -> &crate::config::Oidc {
+        self.providers.login().oidc()
+    }
 }
 
 /// What authentication concluded, with the cookies to set on the response either way
@@ -53,9 +83,12 @@ impl App {
 
     /// With another clock than the system's: for tests that need time to pass.
     pub fn with_clock(config: Arc<Config>, clock: SharedClock) -> anyhow::Result<App> {
-        let providers = Providers::new(&config)?;
-        let login = providers.login();
-        let bearer = BearerAuth::new(&config, login.clone(), login.http(), clock.clone());
+        let login = Login::new(&config)?;
+        let bearer = BearerAuth::new(
+            &config,
+            login.as_ref().map(|l| l.providers.login().clone()),
+            clock.clone(),
+        )?;
         let dpop = config.bearer.dpop.as_ref().map(|d| {
             crate::dpop::Dpop::new(
                 d.algorithms.clone(),
@@ -64,16 +97,15 @@ impl App {
                 d.replay_cache_entries,
                 // Nonces every replica accepts: derived from the first session secret.
                 d.use_dpop_nonce
-                    .then(|| config.session.secrets.first().map(|s| s.0.as_slice()))
-                    .flatten(),
+                    .then(|| config.session.as_ref())
+                    .flatten()
+                    .and_then(|s| s.secrets.first())
+                    .map(|s| s.0.as_slice()),
             )
         });
         Ok(App {
             dpop,
-            providers,
-            sessions: Box::new(CookieStore::new(&config.session)?),
-            flows: LoginFlows::new(&config.session)?,
-            refresher: Refresher::default(),
+            login,
             bearer,
             clock,
             config,
@@ -83,13 +115,45 @@ impl App {
     /// Whether a cookie of this name is portcullis' own (a session's or a login flow's): it
     /// never reaches the upstream.
     pub fn owns_cookie(&self, name: &str) -> bool {
-        self.sessions.is_ours(name) || self.flows.is_ours(name)
+        self.login
+            .as_ref()
+            .is_some_and(|l| l.sessions.is_ours(name) || l.flows.is_ours(name))
     }
 
-    /// Reads the session cookie; refreshes expired tokens (single-flight).
+    /// The path the provider sends browsers back to, when there is browser sign-in.
+    pub fn callback_path(&self) -> Option<&str> {
+        self.login.as_ref().map(|l| l.oidc().callback_path.as_str())
+    }
+
+    /// How ready this portcullis is to serve: its login providers' state, or without browser
+    /// sign-in whether every token issuer's keys are loaded.
+    pub fn readiness(&self) -> crate::oidc::Readiness {
+        match &self.login {
+            Some(login) => login.providers.readiness(),
+            None => self.bearer.readiness(),
+        }
+    }
+
+    /// Reads the session cookie; refreshes expired tokens (single-flight). Without browser
+    /// sign-in there are no sessions.
     pub async fn authenticate(&self, req: &RequestHeader) -> Authentication {
+        let Some(login) = &self.login else {
+            return Authentication {
+                session: None,
+                set_cookies: Vec::new(),
+            };
+        };
+        login.authenticate(req, self.clock.now()).await
+    }
+}
+
+impl Login {
+    async fn authenticate(
+        &self,
+        req: &RequestHeader,
+        now: crate::clock::UnixTime,
+    ) -> Authentication {
         let cookies = cookie_headers(req);
-        let now = self.clock.now();
         let loaded = self.sessions.load(&cookies, now).await;
         let Some(session) = loaded.session else {
             let set_cookies = if loaded.unusable {
@@ -128,7 +192,7 @@ impl App {
                         Outcome::Refreshed(Arc::new(s))
                     }
                     Err(e) => {
-                        tracing::info!(user = %old.identity.user, error = %e, "session refresh failed");
+                        tracing::info!(user = old.identity.user(), error = %e, "session refresh failed");
                         if e.is_provider_down() {
                             metrics.refresh(RefreshResult::ProviderDown);
                             Outcome::ProviderDown

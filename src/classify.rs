@@ -42,9 +42,9 @@ const FIXED: &[(&str, Endpoint)] = &[
 ];
 
 /// Classifies a request by its path (the part before `?`). `callback_path` comes from
-/// `oidc.redirect_url` and may live outside `/oauth2/`.
-pub(crate) fn classify(path: &str, callback_path: &str) -> Route {
-    if path == callback_path {
+/// `oidc.redirect_url` and may live outside `/oauth2/`; there is none without browser sign-in.
+pub(crate) fn classify(path: &str, callback_path: Option<&str>) -> Route {
+    if callback_path == Some(path) {
         return Route::Endpoint(Endpoint::Callback);
     }
     if let Some((_, endpoint)) = FIXED.iter().find(|(p, _)| *p == path) {
@@ -261,7 +261,7 @@ mod tests {
 
     #[test]
     fn endpoints_match_exactly() {
-        let cb = "/oauth2/callback";
+        let cb = Some("/oauth2/callback");
         assert_eq!(classify("/ping", cb), Route::Endpoint(Endpoint::Ping));
         assert_eq!(classify("/ping/", cb), Route::Protected);
         assert_eq!(classify("/PING", cb), Route::Protected);
@@ -281,7 +281,7 @@ mod tests {
         );
         assert_eq!(classify("/app/oauth2/start", cb), Route::Protected);
         assert_eq!(
-            classify("/sso/cb", "/sso/cb"),
+            classify("/sso/cb", Some("/sso/cb")),
             Route::Endpoint(Endpoint::Callback)
         );
         assert!(is_reserved_non_callback("/ping"));

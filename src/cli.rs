@@ -37,6 +37,22 @@ enum Command {
         #[arg(long)]
         offline: bool,
     },
+    /// Read a token on stdin and explain it: which issuer and key it matched, each check
+    /// passed or failed, and what a request with it would get. Exit 0 when that request would
+    /// go through, 1 when it would be refused.
+    ExplainToken {
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+        /// The request's path.
+        #[arg(long, default_value = "/")]
+        path: String,
+        /// The request's method.
+        #[arg(long, default_value = "GET")]
+        method: String,
+        /// The host the request is for (routes may match on it).
+        #[arg(long, default_value = "localhost")]
+        host: String,
+    },
     /// Print a fresh random session secret for `session.secrets`.
     Secret,
     /// Start a self-contained demo on loopback: a development identity provider, an echo
@@ -70,6 +86,19 @@ pub fn main() -> ExitCode {
             }
         },
         Command::Check { config, offline } => check(&config, offline),
+        Command::ExplainToken {
+            config,
+            path,
+            method,
+            host,
+        } => explain_token(
+            &config,
+            &crate::explain::Request {
+                method: &method,
+                host: &host,
+                path: &path,
+            },
+        ),
         Command::Secret => {
             println!("{}", crate::config::generate_secret());
             ExitCode::SUCCESS
@@ -96,6 +125,45 @@ fn demo(_listen: std::net::SocketAddr) -> ExitCode {
     ExitCode::from(2)
 }
 
+fn explain_token(path: &std::path::Path, request: &crate::explain::Request<'_>) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut token = String::new();
+    if let Err(e) = std::io::Read::read_to_string(&mut std::io::stdin(), &mut token) {
+        eprintln!("error: cannot read the token from stdin: {e}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start a runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(crate::explain::explain(config, &token, request)) {
+        Ok(report) => {
+            print!("{}", report.text);
+            if report.allowed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn check(path: &std::path::Path, offline: bool) -> ExitCode {
     let config = match Config::load(path) {
         Ok(c) => c,
@@ -108,6 +176,14 @@ fn check(path: &std::path::Path, offline: bool) -> ExitCode {
         println!("ok: {} (offline: provider not contacted)", config.summary());
         return ExitCode::SUCCESS;
     }
+    let Some(oidc) = &config.oidc else {
+        println!(
+            "ok: {} (no [oidc]: no provider to contact)",
+            config.summary()
+        );
+        return ExitCode::SUCCESS;
+    };
+    {}
     crate::jwt::provider::install();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -119,7 +195,7 @@ fn check(path: &std::path::Path, offline: bool) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let http = match crate::oidc::discovery::http_client(config.oidc.http_timeout) {
+    let http = match crate::oidc::discovery::http_client(oidc.http_timeout) {
         Ok(h) => h,
         Err(e) => {
             eprintln!("error: cannot build the HTTP client: {e}");
@@ -127,7 +203,7 @@ fn check(path: &std::path::Path, offline: bool) -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        let meta = crate::oidc::discovery::fetch_metadata(&http, &config.oidc.issuer).await?;
+        let meta = crate::oidc::discovery::fetch_metadata(&http, &oidc.issuer).await?;
         let jwks = crate::oidc::discovery::fetch_jwks(&http, &meta.jwks_uri).await?;
         let (keys, _) = crate::jwt::keys::KeySet::from_jwks(&jwks);
         Ok::<_, crate::oidc::discovery::FetchError>((meta, keys.len()))
@@ -148,7 +224,7 @@ fn check(path: &std::path::Path, offline: bool) -> ExitCode {
         Ok(_) => {
             eprintln!(
                 "error: {}: the provider's JWKS has no usable signing key",
-                config.oidc.issuer
+                oidc.issuer
             );
             ExitCode::from(1)
         }

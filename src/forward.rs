@@ -132,7 +132,7 @@ impl IdentityNames {
     ) -> impl Iterator<Item = (&'a HeaderName, Cow<'a, str>)> + 'a {
         let groups = (!id.groups.is_empty()).then(|| Cow::Owned(id.groups.join(",")));
         [
-            (&self.user, Some(Cow::Borrowed(id.user.as_str()))),
+            (&self.user, id.user.as_deref().map(Cow::Borrowed)),
             (&self.email, id.email.as_deref().map(Cow::Borrowed)),
             (&self.groups, groups),
             (
@@ -378,7 +378,7 @@ mod tests {
 
     fn alice() -> Identity {
         Identity {
-            user: "alice".into(),
+            user: Some("alice".into()),
             email: Some("alice@example.com".into()),
             groups: vec!["sre".into(), "dev".into()],
             preferred_username: Some("alice".into()),
@@ -556,7 +556,7 @@ mod renamed {
             r.append_header(k.to_string(), v).unwrap();
         }
         let id = Identity {
-            user: "alice".into(),
+            user: Some("alice".into()),
             email: None,
             groups: vec!["dev".into()],
             preferred_username: None,

@@ -21,7 +21,8 @@
 //!
 //! Beside the path: [`clock`] (the one wall clock, injected), [`redirect`] (where a browser
 //! may be sent back to), `metrics`, `logging`, `respond` (the replies portcullis writes),
-//! [`cli`] (the commands) and, with the `demo` feature, [`demo`] (a development identity
+//! [`cli`] (the commands), [`explain`] (`explain-token`: a token's checks and the decision it
+//! would get) and, with the `demo` feature, [`demo`] (a development identity
 //! provider and an echo upstream).
 //!
 //! The public modules are what the binary, the integration tests, the benchmarks and the fuzz
@@ -49,6 +50,7 @@ pub mod config;
 pub mod demo;
 pub mod dpop;
 pub(crate) mod endpoints;
+pub mod explain;
 pub(crate) mod forward;
 pub(crate) mod host;
 pub mod jwt;

@@ -39,6 +39,8 @@ pub(crate) struct RequestCtx {
     set_cookies: Vec<SetCookie>,
     /// For the access log.
     user: Option<String>,
+    /// Why the request was refused, for the access log.
+    reason: Option<String>,
     outcome: Outcome,
     /// When the request was sent upstream, for the upstream latency histogram.
     upstream_sent: Option<Instant>,
@@ -48,6 +50,7 @@ pub(crate) struct RequestCtx {
 /// follows it on the connection cannot be trusted either.
 async fn refuse(session: &mut Session, ctx: &mut RequestCtx, reason: &str) -> Result<bool> {
     ctx.outcome = Outcome::BadRequest;
+    ctx.reason = Some(reason.to_string());
     session.set_keepalive(None);
     respond::bad_request(reason).send(session).await?;
     Ok(true)
@@ -153,6 +156,7 @@ impl ProxyHttp for Portcullis {
             scheme: "http",
             set_cookies: Vec::new(),
             user: None,
+            reason: None,
             outcome: Outcome::Endpoint,
             upstream_sent: None,
         }
@@ -180,10 +184,7 @@ impl ProxyHttp for Portcullis {
         if let Some(reason) = framing {
             return refuse(session, ctx, reason).await;
         }
-        let route = classify::classify(
-            session.req_header().uri.path(),
-            &app.config.oidc.callback_path,
-        );
+        let route = classify::classify(session.req_header().uri.path(), app.callback_path());
         // One host per request, checked before anything depends on it: the routes, the
         // endpoints and the upstream all see the same one. Only health checks need none.
         let trusted = self.trusted(session);
@@ -208,6 +209,7 @@ impl ProxyHttp for Portcullis {
             let answer = endpoints::handle(app, endpoint, session.req_header(), &facts).await;
             ctx.outcome = Outcome::Endpoint;
             ctx.user = answer.user;
+            ctx.reason = answer.reason;
             answer.reply.send(session).await?;
             return Ok(true);
         }
@@ -218,7 +220,10 @@ impl ProxyHttp for Portcullis {
         let return_to = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
         let grpc = respond::is_grpc(req);
         let asker = Asker::Client {
-            browser_navigation: classify::is_browser_navigation(&req.method, &req.headers),
+            // Without browser sign-in there is no login to send a browser to: a 401 as for
+            // any program.
+            browser_navigation: app.login.is_some()
+                && classify::is_browser_navigation(&req.method, &req.headers),
             return_to,
             grpc,
         };
@@ -226,6 +231,7 @@ impl ProxyHttp for Portcullis {
         let settled = answer::settle(decided.verdict, &asker, challenge.as_ref());
         ctx.outcome = settled.outcome;
         ctx.user = settled.user;
+        ctx.reason = settled.reason;
         match settled.then {
             Then::Forward(caller) => {
                 ctx.caller = caller;
@@ -412,6 +418,7 @@ impl ProxyHttp for Portcullis {
             client: peer_ip(session),
             duration: Some(ctx.started.elapsed()),
             error: e.map(|e| e.etype().as_str()),
+            reason: ctx.reason.as_deref(),
         });
     }
 }

@@ -127,7 +127,7 @@ pub(crate) fn build(config: Config) -> anyhow::Result<Server> {
             MaintainKeys(issuer, keys),
         ));
     }
-    for provider in app.providers.iter() {
+    for provider in app.login.iter().flat_map(|l| l.providers.iter()) {
         server.add_service(background_service(
             &format!("identity provider {}", provider.oidc().issuer),
             MaintainProvider(provider.clone()),

@@ -47,10 +47,11 @@ redirect_url = "https://app.test/oauth2/callback"
 secrets = ["MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY", "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA"]
 "#;
         let config = Config::parse(text, "<fuzz>", &|_| None).expect("fixed config");
+        let session = config.session.as_ref().expect("[session]");
         Fixture {
-            store: CookieStore::new(&config.session).expect("fixed secrets"),
-            keys: SealKeys::from_config(&config.session).expect("fixed secrets"),
-            attrs: CookieAttrs::from_config(&config.session),
+            store: CookieStore::new(session).expect("fixed secrets"),
+            keys: SealKeys::from_config(session).expect("fixed secrets"),
+            attrs: CookieAttrs::from_config(session),
         }
     })
 }

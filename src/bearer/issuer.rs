@@ -77,6 +77,24 @@ impl Issuer {
         }
     }
 
+    /// How long ago its published keys were last fetched (`None` for configured keys).
+    pub(super) fn fetched_ago(&self) -> Option<std::time::Duration> {
+        match &self.keys {
+            IssuerKeys::Login(p) => p.keys().fetched_ago(),
+            IssuerKeys::Remote(r) => r.fetched_ago(),
+            IssuerKeys::Static(_) => None,
+        }
+    }
+
+    /// Why its keys could not be loaded the last time, if they could not.
+    pub(super) fn last_error(&self) -> Option<crate::oidc::discovery::FetchError> {
+        match &self.keys {
+            IssuerKeys::Login(p) => p.keys().last_error(),
+            IssuerKeys::Remote(r) => r.last_error(),
+            IssuerKeys::Static(_) => None,
+        }
+    }
+
     /// Keys for a token naming `kid`, refetching (rate limited) when it is unknown.
     pub(super) async fn keys_for(&self, kid: Option<&str>) -> Option<Arc<KeySet>> {
         match &self.keys {

@@ -21,8 +21,8 @@ use sha2::{Digest, Sha256};
 use crate::config::Config;
 use crate::jwt::keys::KeySet;
 use crate::jwt::remote::RemoteKeys;
-use crate::jwt::verify::{self, Expect, VerifyError};
-use crate::oidc::Provider;
+use crate::jwt::verify::{self, Expect, Step, VerifyError};
+use crate::oidc::{Provider, Readiness};
 use crate::session::Identity;
 use issuer::{Issuer, IssuerKeys};
 
@@ -143,21 +143,64 @@ pub enum BearerError {
     NotDpopBound,
 }
 
-impl From<VerifyError> for BearerError {
-    fn from(e: VerifyError) -> BearerError {
+impl From<&VerifyError> for BearerError {
+    fn from(e: &VerifyError) -> BearerError {
         match e {
             VerifyError::Malformed | VerifyError::DuplicateClaim => BearerError::Malformed,
-            VerifyError::Algorithm | VerifyError::UnknownKey | VerifyError::Signature => {
+            VerifyError::Algorithm(_) | VerifyError::UnknownKey(_) | VerifyError::Signature(_) => {
                 BearerError::Signature
             }
-            VerifyError::Expired => BearerError::Expired,
-            VerifyError::NotYetValid | VerifyError::IssuedInFuture => BearerError::NotYetValid,
-            VerifyError::Audience => BearerError::Audience,
-            VerifyError::Issuer => BearerError::UnknownIssuer,
+            VerifyError::Expired { .. } => BearerError::Expired,
+            VerifyError::NotYetValid { .. } | VerifyError::IssuedInFuture { .. } => {
+                BearerError::NotYetValid
+            }
+            VerifyError::Audience { .. } => BearerError::Audience,
+            VerifyError::Issuer { .. } => BearerError::UnknownIssuer,
             VerifyError::MissingClaim(_) | VerifyError::Invalid(_) => BearerError::Invalid,
         }
     }
 }
+
+/// A refused token: what the client is told (fixed wording) and the exact reason, for the
+/// operator's log only. The reason may quote a claim or a key id, never the token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// What the client's `error_description` says.
+    pub error: BearerError,
+    /// What the access log's `reason` says.
+    pub reason: String,
+}
+
+impl From<BearerError> for Refusal {
+    /// A refusal whose reason is all there is to say.
+    fn from(error: BearerError) -> Refusal {
+        Refusal {
+            reason: error.to_string(),
+            error,
+        }
+    }
+}
+
+impl From<VerifyError> for Refusal {
+    fn from(e: VerifyError) -> Refusal {
+        Refusal {
+            error: BearerError::from(&e),
+            reason: e.to_string(),
+        }
+    }
+}
+
+impl Refusal {
+    pub(crate) fn new(error: BearerError, reason: impl Into<String>) -> Refusal {
+        Refusal {
+            error,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// How long fetching an issuer's keys may take when `[oidc]` does not say (`oidc.http_timeout`).
+const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Larger tokens are not remembered (see [`BearerAuth::verify_uncached`]).
 const MAX_REMEMBERED_TOKEN_BYTES: usize = 4096;
@@ -180,15 +223,22 @@ pub struct BearerAuth {
 }
 
 impl BearerAuth {
-    /// The login issuer (through `provider`'s keys) and each `[[bearer.issuers]]`; `http`
-    /// fetches the keys of those that publish them.
+    /// The login issuer (through its `provider`'s keys), when there is browser sign-in, and
+    /// each `[[bearer.issuers]]`.
     pub fn new(
         config: &Config,
-        provider: Arc<Provider>,
-        http: &reqwest::Client,
+        login: Option<Arc<Provider>>,
         clock: SharedClock,
-    ) -> BearerAuth {
-        let mut issuers = vec![Issuer::login(&config.bearer, provider)];
+    ) -> reqwest::Result<BearerAuth> {
+        let timeout = config
+            .oidc
+            .as_ref()
+            .map_or(DEFAULT_HTTP_TIMEOUT, |o| o.http_timeout);
+        let http = crate::oidc::discovery::http_client(timeout)?;
+        let mut issuers: Vec<Issuer> = login
+            .map(|provider| Issuer::login(&config.bearer, provider))
+            .into_iter()
+            .collect();
         issuers.extend(
             config
                 .bearer
@@ -196,11 +246,20 @@ impl BearerAuth {
                 .iter()
                 .map(|i| Issuer::extra(i, http.clone())),
         );
-        BearerAuth {
+        Ok(BearerAuth {
             issuers,
             leeway: config.bearer.leeway,
             verified: Cache::new(config.bearer.cache_entries.max(1)),
             clock,
+        })
+    }
+
+    /// Ready when every issuer's keys are loaded (a resource server's `/ready`): a replica
+    /// that could verify no token of some issuer should not get that issuer's callers yet.
+    pub fn readiness(&self) -> Readiness {
+        match self.issuers.iter().find(|i| i.current_keys().is_none()) {
+            None => Readiness::Ready,
+            Some(i) => Readiness::NotReady(i.last_error()),
         }
     }
 
@@ -217,10 +276,10 @@ impl BearerAuth {
     }
 
     /// Verifies a bearer token, from memory when it was verified before.
-    pub async fn verify(&self, token: &str) -> Result<Arc<Principal>, BearerError> {
+    pub async fn verify(&self, token: &str) -> Result<Arc<Principal>, Refusal> {
         // Size and alphabet first: nothing is hashed or parsed for a junk header.
         if !verify::well_formed(token) {
-            return Err(BearerError::Malformed);
+            return Err(malformed(token));
         }
         if let Some(hit) = self.remembered(token) {
             return Ok(hit);
@@ -252,9 +311,9 @@ impl BearerAuth {
     }
 
     /// Full verification (signature and claims), remembering the result.
-    pub async fn verify_uncached(&self, token: &str) -> Result<Arc<Principal>, BearerError> {
+    pub async fn verify_uncached(&self, token: &str) -> Result<Arc<Principal>, Refusal> {
         if !verify::well_formed(token) {
-            return Err(BearerError::Malformed);
+            return Err(malformed(token));
         }
         let (index, principal, keys) = self.verify_fully(token, self.clock.now()).await?;
         let principal = Arc::new(principal);
@@ -278,53 +337,81 @@ impl BearerAuth {
         &self,
         token: &str,
         now: UnixTime,
-    ) -> Result<(usize, Principal, Arc<KeySet>), BearerError> {
+    ) -> Result<(usize, Principal, Arc<KeySet>), Refusal> {
         let unverified = verify::unverified_claims(token)?;
         let iss = unverified
             .get("iss")
-            .and_then(Value::as_str)
-            .ok_or(BearerError::UnknownIssuer)?;
+            .ok_or_else(|| Refusal::new(BearerError::UnknownIssuer, "missing claim iss"))?;
         let (index, issuer) = self
             .issuers
             .iter()
             .enumerate()
-            .find(|(_, i)| i.issuer == iss)
-            .ok_or(BearerError::UnknownIssuer)?;
+            .find(|(_, i)| iss.as_str() == Some(i.issuer.as_str()))
+            .ok_or_else(|| {
+                Refusal::new(
+                    BearerError::UnknownIssuer,
+                    format!("iss {iss} is not a configured issuer"),
+                )
+            })?;
         // An expired token is refused before any key is looked up or signature checked: no
         // signature could make it acceptable, and a flood of expired tokens (or of expired
         // tokens naming unknown keys, which would ask for the JWKS) then costs a parse each.
         // The full verification below checks `exp` again, with the same leeway.
         if let Some(exp) = unverified.get("exp").and_then(Value::as_u64) {
-            if exp.saturating_add(self.leeway.as_secs()) < now.secs() {
-                return Err(BearerError::Expired);
+            let leeway = self.leeway.as_secs();
+            if exp.saturating_add(leeway) < now.secs() {
+                return Err(VerifyError::Expired {
+                    exp,
+                    now: now.secs(),
+                    leeway,
+                }
+                .into());
             }
         }
         let header = verify::header(token)?;
         let keys = issuer
             .keys_for(header.kid.as_deref())
             .await
-            .ok_or(BearerError::KeysUnavailable)?;
-        let verified = verify::verify(
-            token,
-            &keys,
-            &Expect {
-                issuer: &issuer.issuer,
-                audiences: &issuer.audiences,
-                leeway: self.leeway,
-                now,
-            },
-        )?;
+            .ok_or_else(|| {
+                let why = issuer
+                    .last_error()
+                    .map_or_else(|| "not loaded yet".to_string(), |e| e.to_string());
+                Refusal::new(
+                    BearerError::KeysUnavailable,
+                    format!("the issuer's keys are not available ({why})"),
+                )
+            })?;
+        let expect = Expect {
+            issuer: &issuer.issuer,
+            audiences: &issuer.audiences,
+            leeway: self.leeway,
+            now,
+        };
+        let verified = verify::verify(token, &keys, &expect).map_err(|e| {
+            let mut refusal = Refusal::from(e.clone());
+            if let (VerifyError::UnknownKey(_), Some(ago)) = (&e, issuer.fetched_ago()) {
+                refusal.reason = format!("{e} (JWKS fetched {}s ago)", ago.as_secs());
+            }
+            refusal
+        })?;
         let token_type = token_type(&verified.header, &verified.claims, issuer, now)?;
         let identity = crate::oidc::identity::from_claims(&verified.claims, &issuer.claims)
-            .map_err(|_| BearerError::Invalid)?;
+            .map_err(|reason| Refusal::new(BearerError::Invalid, reason))?;
         let expires_at = verified
             .claims
             .get("exp")
             .and_then(Value::as_u64)
-            .ok_or(BearerError::Invalid)?;
-        let binding = Binding::of(&verified.claims)?;
+            .ok_or_else(|| Refusal::new(BearerError::Invalid, "missing claim exp"))?;
+        let binding = Binding::of(&verified.claims).map_err(|e| {
+            let cnf = verified.claims.get("cnf").map(Value::to_string);
+            let reason = format!("cnf {}: {e}", cnf.unwrap_or_default());
+            Refusal::new(e, reason)
+        })?;
         if issuer.require_bound && binding.is_none() {
-            return Err(BearerError::Unbound);
+            return Err(Refusal::new(
+                BearerError::Unbound,
+                "the issuer accepts only sender-constrained tokens, and this one has no cnf",
+            ));
         }
         Ok((
             index,
@@ -340,8 +427,122 @@ impl BearerAuth {
     }
 }
 
+impl BearerAuth {
+    /// Every step of verifying `token` and how it went, even past a failure: which issuer
+    /// and key it matched, each claim check, its type, user and binding. Fetches the issuer's
+    /// keys when they are published. For `portcullis explain-token`; never on a request.
+    pub async fn explain(&self, token: &str) -> Vec<Step> {
+        let token = token.trim();
+        let mut steps = Vec::new();
+        if !verify::well_formed(token) {
+            steps.push(Step::failed("structure", malformed(token).reason));
+            return steps;
+        }
+        let unverified = match verify::unverified_claims(token) {
+            Ok(c) => c,
+            Err(e) => {
+                steps.push(Step::failed("structure", e));
+                return steps;
+            }
+        };
+        let iss = unverified.get("iss");
+        let Some(issuer) = self
+            .issuers
+            .iter()
+            .find(|i| iss.and_then(Value::as_str) == Some(i.issuer.as_str()))
+        else {
+            let known: Vec<&str> = self.issuers.iter().map(|i| i.issuer.as_str()).collect();
+            let found = iss.map_or_else(|| "missing".to_string(), Value::to_string);
+            steps.push(Step::failed(
+                "issuer",
+                format!("iss {found} is none of the configured {known:?}"),
+            ));
+            return steps;
+        };
+        steps.push(Step::passed("issuer", issuer.issuer.clone()));
+        let kid = verify::header(token).ok().and_then(|h| h.kid);
+        let Some(keys) = issuer.keys_for(kid.as_deref()).await else {
+            let why = issuer
+                .last_error()
+                .map_or_else(|| "not loaded".to_string(), |e| e.to_string());
+            steps.push(Step::failed("keys", why));
+            return steps;
+        };
+        let origin = match issuer.fetched_ago() {
+            Some(ago) => format!("published, fetched {}s ago", ago.as_secs()),
+            None => "configured".to_string(),
+        };
+        steps.push(Step::passed(
+            "keys",
+            format!("{} key(s), {origin}", keys.len()),
+        ));
+        let now = self.clock.now();
+        let expect = Expect {
+            issuer: &issuer.issuer,
+            audiences: &issuer.audiences,
+            leeway: self.leeway,
+            now,
+        };
+        steps.extend(verify::explain(token, &keys, &expect));
+        if let Ok(header) = verify::header(token) {
+            steps.push(match token_type(&header, &unverified, issuer, now) {
+                Ok(t) => Step::passed("token type", format!("{t:?}")),
+                Err(r) => Step::failed("token type", r.reason),
+            });
+        }
+        steps.push(
+            match crate::oidc::identity::from_claims(&unverified, &issuer.claims) {
+                Ok(id) => Step::passed(
+                    "user",
+                    id.user.map_or_else(
+                        || format!("none of {:?}: no user header is sent", issuer.claims.user),
+                        |u| format!("{u:?}"),
+                    ),
+                ),
+                Err(reason) => Step::failed("user", reason),
+            },
+        );
+        steps.push(match Binding::of(&unverified) {
+            Ok(None) if issuer.require_bound => Step::failed(
+                "binding",
+                "none, and the issuer accepts only sender-constrained tokens",
+            ),
+            Ok(None) => Step::passed("binding", "none (a plain bearer token)"),
+            Ok(Some(Binding::Certificate(_))) => {
+                Step::passed("binding", "cnf x5t#S256: only with that client certificate")
+            }
+            Ok(Some(Binding::Key(jkt))) => Step::passed(
+                "binding",
+                format!("cnf jkt {jkt}: only as `Authorization: DPoP` with a proof by that key"),
+            ),
+            Err(e) => Step::failed("binding", e),
+        });
+        steps
+    }
+}
+
 fn token_hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
+}
+
+/// A token of `token` that is not even a JWS, with what is wrong in its shape (never the
+/// token itself).
+fn malformed(token: &str) -> Refusal {
+    let reason = if token.len() > verify::MAX_TOKEN_BYTES {
+        format!(
+            "{} bytes, more than {}",
+            token.len(),
+            verify::MAX_TOKEN_BYTES
+        )
+    } else if token.split('.').count() != 3 {
+        format!("{} dot-separated parts, not 3", token.split('.').count())
+    } else {
+        "characters outside base64url".to_string()
+    };
+    Refusal::new(
+        BearerError::Malformed,
+        format!("not a compact JWS: {reason}"),
+    )
 }
 
 /// RFC 9068 access token, ID token, or another access token; logout tokens never pass.
@@ -350,17 +551,23 @@ fn token_type(
     claims: &Map<String, Value>,
     issuer: &Issuer,
     now: UnixTime,
-) -> Result<TokenType, BearerError> {
+) -> Result<TokenType, Refusal> {
     let typ = header.typ.as_deref().map(str::to_ascii_lowercase);
     // Back-channel logout tokens (OIDC Back-Channel Logout §2.4) are not credentials.
     if typ.as_deref() == Some("logout+jwt") || claims.contains_key("events") {
-        return Err(BearerError::WrongType);
+        return Err(Refusal::new(
+            BearerError::WrongType,
+            "a back-channel logout token is not a credential",
+        ));
     }
     if matches!(typ.as_deref(), Some("at+jwt") | Some("application/at+jwt")) {
         // RFC 9068 §2.2: these claims are required.
         for required in ["iss", "exp", "aud", "sub", "client_id", "iat", "jti"] {
             if !claims.contains_key(required) {
-                return Err(BearerError::Invalid);
+                return Err(Refusal::new(
+                    BearerError::Invalid,
+                    format!("missing claim {required} (required in an at+jwt)"),
+                ));
             }
         }
         return Ok(TokenType::AccessJwt);
@@ -375,7 +582,7 @@ fn token_type(
                 now,
             };
             crate::oidc::id_token::check_claims(claims.clone(), &expect)
-                .map_err(|_| BearerError::Invalid)?;
+                .map_err(|e| Refusal::new(BearerError::Invalid, format!("as an ID token: {e}")))?;
             return Ok(TokenType::IdToken);
         }
     }

@@ -8,7 +8,7 @@ use url::Url;
 
 use super::check::{Check, Source};
 use super::file::{BearerFile, DpopFile, IssuerFile};
-use super::{ClaimNames, ConfigError, Oidc};
+use super::{ClaimNames, ConfigError, Oidc, Session};
 use crate::jwt::keys::KeySet;
 
 /// The validated `[bearer]`.
@@ -46,9 +46,16 @@ pub struct Dpop {
 /// Asymmetric algorithms a DPoP proof may use, the default set.
 const DPOP_ALGORITHMS: &[&str] = &["ES256", "ES384", "RS256", "PS256", "EdDSA"];
 
-fn dpop(check: &Check, d: DpopFile) -> Result<Option<Dpop>, ConfigError> {
+fn dpop(check: &Check, d: DpopFile, have_secrets: bool) -> Result<Option<Dpop>, ConfigError> {
     if d.enabled == Some(false) {
         return Ok(None);
+    }
+    if d.use_dpop_nonce && !have_secrets {
+        return Err(check.err(
+            "bearer.dpop.use_dpop_nonce",
+            "needs session.secrets (or PORTCULLIS_SESSION_SECRETS): nonces are keyed by them \
+             so that every replica accepts the others'",
+        ));
     }
     let names = d
         .algorithms
@@ -130,13 +137,38 @@ impl fmt::Debug for IssuerKeys {
 /// The most verified tokens `bearer.cache_entries` may ask to remember.
 const MAX_CACHE_ENTRIES: usize = 10_000_000;
 
-pub(super) fn validate(check: &Check, b: BearerFile, oidc: &Oidc) -> Result<Bearer, ConfigError> {
+/// `[bearer]`; its top-level `audiences`, `accept_id_tokens` and `require_bound_tokens` are
+/// about the login issuer (`oidc`), and DPoP nonces are keyed by the `session` secrets.
+pub(super) fn validate(
+    check: &Check,
+    b: BearerFile,
+    oidc: Option<&Oidc>,
+    session: Option<&Session>,
+) -> Result<Bearer, ConfigError> {
     check.audiences("bearer.audiences", &b.audiences, false)?;
-    if let Some(i) = b.audiences.iter().position(|a| *a == oidc.client_id) {
-        return Err(check.err(
-            format!("bearer.audiences[{i}]"),
-            "is the client id: ID tokens are governed by bearer.accept_id_tokens",
-        ));
+    match oidc {
+        Some(oidc) => {
+            if let Some(i) = b.audiences.iter().position(|a| *a == oidc.client_id) {
+                return Err(check.err(
+                    format!("bearer.audiences[{i}]"),
+                    "is the client id: ID tokens are governed by bearer.accept_id_tokens",
+                ));
+            }
+        }
+        None => {
+            let login_only = [
+                ("audiences", !b.audiences.is_empty()),
+                ("accept_id_tokens", b.accept_id_tokens.is_some()),
+                ("require_bound_tokens", b.require_bound_tokens),
+            ];
+            if let Some((key, _)) = login_only.iter().find(|(_, set)| *set) {
+                return Err(check.err(
+                    format!("bearer.{key}"),
+                    "is about the login issuer's tokens, and there is no [oidc]: set it on \
+                     each [[bearer.issuers]] instead",
+                ));
+            }
+        }
     }
     let leeway = check.leeway("bearer.leeway", b.leeway.as_deref())?;
     let cache_entries = match b.cache_entries {
@@ -152,7 +184,9 @@ pub(super) fn validate(check: &Check, b: BearerFile, oidc: &Oidc) -> Result<Bear
     let mut issuers: Vec<BearerIssuer> = Vec::new();
     for (i, f) in b.issuers.into_iter().enumerate() {
         let table = format!("bearer.issuers[{i}]");
-        if f.issuer == oidc.issuer || issuers.iter().any(|other| other.issuer == f.issuer) {
+        if oidc.is_some_and(|o| o.issuer == f.issuer)
+            || issuers.iter().any(|other| other.issuer == f.issuer)
+        {
             return Err(check.err(
                 format!("{table}.issuer"),
                 "appears twice (the login issuer is configured by [oidc] and [bearer] audiences)",
@@ -168,7 +202,7 @@ pub(super) fn validate(check: &Check, b: BearerFile, oidc: &Oidc) -> Result<Bear
         require_bound_tokens: b.require_bound_tokens,
         issuers,
         dpop: match b.dpop {
-            Some(d) => dpop(check, d)?,
+            Some(d) => dpop(check, d, session.is_some())?,
             None => None,
         },
     })

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use url::Url;
 
+use super::file::OneOrMany;
 use super::{ClaimNames, ConfigError};
 
 /// The context of one validation: the file's name for errors, and the environment.
@@ -157,7 +158,7 @@ impl Check<'_> {
     pub(super) fn claim_names(
         &self,
         table: &str,
-        user: Option<String>,
+        user: Option<OneOrMany>,
         email: Option<String>,
         groups: Option<String>,
     ) -> Result<ClaimNames, ConfigError> {
@@ -168,8 +169,18 @@ impl Check<'_> {
             }
             Ok(v)
         };
+        let user = match user {
+            None => vec!["sub".to_string()],
+            Some(list) => list.as_slice().to_vec(),
+        };
+        if user.is_empty() {
+            return Err(self.err(format!("{table}.user_claim"), "lists no claim"));
+        }
+        if let Some(i) = user.iter().position(|c| c.trim().is_empty()) {
+            return Err(self.err(format!("{table}.user_claim[{i}]"), "must not be empty"));
+        }
         Ok(ClaimNames {
-            user: claim("user_claim", user, "sub")?,
+            user,
             email: claim("email_claim", email, "email")?,
             groups: claim("groups_claim", groups, "groups")?,
         })

@@ -14,9 +14,10 @@ pub(super) struct FileConfig {
     #[serde(default)]
     pub server: ServerFile,
     pub upstream: UpstreamFile,
-    pub oidc: OidcFile,
-    #[serde(default)]
-    pub session: SessionFile,
+    /// Browser sign-in; absent for a resource server that only takes tokens and certificates.
+    pub oidc: Option<OidcFile>,
+    /// Needed with `[oidc]`; without it only `secrets` may be given (they key DPoP nonces).
+    pub session: Option<SessionFile>,
     #[serde(default)]
     pub redirects: RedirectsFile,
     #[serde(default)]
@@ -31,7 +32,8 @@ pub(super) struct FileConfig {
     pub authorization: AuthorizationFile,
 }
 
-/// `listen = "addr"` or `listen = ["addr", "addr"]`.
+/// One string or a list of them: `listen = "addr"` or `listen = ["addr", "addr"]`,
+/// `user_claim = "sub"` or `user_claim = ["sub", "client_id"]`.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 pub(super) enum OneOrMany {
@@ -124,7 +126,7 @@ pub(super) struct OidcFile {
     pub client_secret_file: Option<String>,
     pub redirect_url: String,
     pub scopes: Option<Vec<String>>,
-    pub user_claim: Option<String>,
+    pub user_claim: Option<OneOrMany>,
     pub email_claim: Option<String>,
     pub groups_claim: Option<String>,
     /// `client_secret_basic` or `client_secret_post`; default: what discovery advertises.
@@ -234,7 +236,7 @@ pub(super) struct IssuerFile {
     pub public_keys: Option<Vec<String>>,
     pub shared_secret: Option<String>,
     pub shared_secret_file: Option<String>,
-    pub user_claim: Option<String>,
+    pub user_claim: Option<OneOrMany>,
     pub email_claim: Option<String>,
     pub groups_claim: Option<String>,
     #[serde(default)]

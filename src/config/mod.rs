@@ -78,10 +78,12 @@ pub struct Config {
     pub server: Server,
     /// `[upstream]`
     pub upstream: Upstream,
-    /// `[oidc]`
-    pub oidc: Oidc,
-    /// `[session]`
-    pub session: Session,
+    /// `[oidc]`: browsers sign in. `None`: a resource server, whose callers all bring a
+    /// bearer token or a client certificate.
+    pub oidc: Option<Oidc>,
+    /// `[session]`: always there with `[oidc]`; without it, only when its secrets key DPoP
+    /// nonces.
+    pub session: Option<Session>,
     /// `[redirects]`
     pub redirects: RedirectPolicy,
     /// `[headers]`
@@ -126,14 +128,21 @@ impl Config {
             .iter()
             .map(|l| l.address.to_string())
             .collect();
+        let login = match (&self.oidc, &self.session) {
+            (Some(oidc), Some(session)) => format!(
+                "issuer {}; client {}; {} session secret(s); cookie {}",
+                oidc.issuer,
+                oidc.client_id,
+                session.secrets.len(),
+                session.cookie_name,
+            ),
+            _ => "no browser sign-in (resource server)".to_string(),
+        };
         format!(
-            "listen {} -> upstream {}; issuer {}; client {}; {} session secret(s); cookie {}",
+            "listen {} -> upstream {}; {login}; {} other token issuer(s)",
             listen.join(","),
             self.upstream.url,
-            self.oidc.issuer,
-            self.oidc.client_id,
-            self.session.secrets.len(),
-            self.session.cookie_name,
+            self.bearer.issuers.len(),
         )
     }
 }
@@ -176,17 +185,27 @@ fn parse_file(text: &str, source: &str) -> Result<FileConfig, ConfigError> {
 fn validate(check: &Check, f: FileConfig) -> Result<Config, ConfigError> {
     let server = server::validate(check, f.server)?;
     let upstream = upstream::validate(check, f.upstream)?;
-    let oidc = oidc::validate(check, f.oidc)?;
+    let oidc = f.oidc.map(|o| oidc::validate(check, o)).transpose()?;
+    let session = session::validate(check, f.session, oidc.is_some())?;
+    let bearer = bearer::validate(check, f.bearer, oidc.as_ref(), session.as_ref())?;
+    if oidc.is_none() && bearer.issuers.is_empty() && !server.takes_client_certs() {
+        return Err(check.err(
+            "",
+            "no caller could ever sign in: configure [oidc] (browsers), [[bearer.issuers]] \
+             (tokens) or client certificates (server.listeners client_certs, or \
+             server.client_cert_header)",
+        ));
+    }
     Ok(Config {
         source: check.source.to_string(),
         server,
         upstream,
-        session: session::validate(check, f.session)?,
+        session,
         redirects: RedirectPolicy::new(&f.redirects.allowed_domains)
             .map_err(|reason| check.err("redirects.allowed_domains", reason))?,
         headers: headers::validate(check, f.headers)?,
         logging: logging::validate(check, f.logging)?,
-        bearer: bearer::validate(check, f.bearer, &oidc)?,
+        bearer,
         routes: routes::routes(check, f.routes)?,
         authorization: routes::authorization(check, f.authorization)?,
         oidc,

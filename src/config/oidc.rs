@@ -29,8 +29,8 @@ impl fmt::Debug for Secret {
 /// Which claims name the user, the email and the groups.
 #[derive(Debug, Clone)]
 pub struct ClaimNames {
-    /// The claim naming the user (`sub` by default).
-    pub user: String,
+    /// The claims that may name the user, tried in order (`["sub"]` by default).
+    pub user: Vec<String>,
     /// The claim with the email address.
     pub email: String,
     /// The claim with the groups.

@@ -126,6 +126,15 @@ pub enum ClientCerts {
 }
 
 impl Server {
+    /// Whether some caller could present a client certificate: a listener asks for one, or
+    /// a trusted front proxy passes it on.
+    pub(super) fn takes_client_certs(&self) -> bool {
+        self.client_cert_header.is_some()
+            || self.listeners.iter().any(
+                |l| matches!(&l.kind, ListenerKind::Tls(t) if t.client_certs != ClientCerts::Off),
+            )
+    }
+
     /// Whether a peer's forwarding headers (`X-Forwarded-*`, `X-Original-URI`) may be believed.
     pub fn is_trusted_proxy(&self, peer: IpAddr) -> bool {
         let peer = canonical_ip(peer);

@@ -34,7 +34,39 @@ impl fmt::Debug for SessionSecret {
     }
 }
 
-pub(super) fn validate(check: &Check, s: SessionFile) -> Result<Session, ConfigError> {
+/// `[session]` (or its secrets from the environment): required with browser sign-in
+/// (`login`); without it optional, and then only its secrets mean anything: they key the
+/// DPoP nonces every replica must accept.
+pub(super) fn validate(
+    check: &Check,
+    s: Option<SessionFile>,
+    login: bool,
+) -> Result<Option<Session>, ConfigError> {
+    if login {
+        return table(check, s.unwrap_or_default()).map(Some);
+    }
+    let s = match s {
+        Some(s) => s,
+        None if (check.env)(ENV_SESSION_SECRETS).is_some() => SessionFile::default(),
+        None => return Ok(None),
+    };
+    let cookie_only = [
+        ("cookie_name", s.cookie_name.is_some()),
+        ("lifetime", s.lifetime.is_some()),
+        ("secure", s.secure.is_some()),
+        ("same_site", s.same_site.is_some()),
+        ("domain", s.domain.is_some()),
+    ];
+    if let Some((key, _)) = cookie_only.iter().find(|(_, set)| *set) {
+        return Err(check.err(
+            format!("session.{key}"),
+            "applies to browser sessions, and there is no [oidc] to sign in with",
+        ));
+    }
+    table(check, s).map(Some)
+}
+
+fn table(check: &Check, s: SessionFile) -> Result<Session, ConfigError> {
     let cookie_name = cookie_name(check, s.cookie_name)?;
     let secrets = secrets(check, s.secrets)?;
     let lifetime = check.duration(

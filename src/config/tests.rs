@@ -104,11 +104,17 @@ fn metrics_need_their_own_port() {
 #[test]
 fn minimal_config_is_valid_with_defaults() {
     let c = parse(&base()).unwrap();
-    assert_eq!(c.session.cookie_name, "_portcullis");
-    assert_eq!(c.session.lifetime, Duration::from_secs(43200));
-    assert!(c.session.secure);
-    assert_eq!(c.oidc.callback_path, "/oauth2/callback");
-    assert_eq!(c.oidc.scopes, ["openid", "email", "profile"]);
+    assert_eq!(c.session.as_ref().unwrap().cookie_name, "_portcullis");
+    assert_eq!(
+        c.session.as_ref().unwrap().lifetime,
+        Duration::from_secs(43200)
+    );
+    assert!(c.session.as_ref().unwrap().secure);
+    assert_eq!(c.oidc.as_ref().unwrap().callback_path, "/oauth2/callback");
+    assert_eq!(
+        c.oidc.as_ref().unwrap().scopes,
+        ["openid", "email", "profile"]
+    );
     assert_eq!(c.upstream.address, "127.0.0.1:8080");
 }
 
@@ -147,7 +153,10 @@ fn secret_files_lose_their_trailing_line_ending_alike() {
         "client_secret = \"s3cr3t-value\"",
         &format!("client_secret_file = \"{}\"", client.display()),
     );
-    assert_eq!(parse(&text).unwrap().oidc.client_secret.expose(), "s3cr3t");
+    assert_eq!(
+        parse(&text).unwrap().oidc.unwrap().client_secret.expose(),
+        "s3cr3t"
+    );
     // The same rule for a shared-secret file: `\r\n` at the end is no part of the key, so
     // a key written on Windows opens what the one written with `echo` does.
     let key = "0123456789abcdef0123456789abcdef";
@@ -220,7 +229,7 @@ fn client_secret_from_env_and_conflicts() {
         (k == ENV_CLIENT_SECRET).then(|| "from-env".to_string())
     })
     .unwrap();
-    assert_eq!(c.oidc.client_secret.expose(), "from-env");
+    assert_eq!(c.oidc.as_ref().unwrap().client_secret.expose(), "from-env");
     let e = Config::parse(&base(), "c.toml", &|k| {
         (k == ENV_CLIENT_SECRET).then(|| "x".to_string())
     })
@@ -237,7 +246,7 @@ fn session_secrets_from_env() {
         (k == ENV_SESSION_SECRETS).then(|| format!("{SECRET}, {}", generate_secret()))
     })
     .unwrap();
-    assert_eq!(c.session.secrets.len(), 2);
+    assert_eq!(c.session.as_ref().unwrap().secrets.len(), 2);
     let e = Config::parse(&text, "c.toml", &|k| {
         (k == ENV_SESSION_SECRETS).then(|| "tooshort".to_string())
     })
@@ -347,7 +356,7 @@ fn the_documented_example_is_valid() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml");
     let text = std::fs::read_to_string(path).unwrap();
     let c = Config::parse(&text, "config.example.toml", &|_| None).unwrap();
-    assert_eq!(c.session.cookie_name, "_portcullis");
+    assert_eq!(c.session.as_ref().unwrap().cookie_name, "_portcullis");
 }
 
 #[test]
@@ -606,4 +615,82 @@ fn dpop_settings_are_checked() {
     ] {
         assert_eq!(with(lines).unwrap_err().key, key, "{lines}");
     }
+}
+
+/// A resource server: no `[oidc]`, no `[session]`, one issuer of its own.
+fn resource_server(extra: &str) -> Result<Config, ConfigError> {
+    parse(&format!(
+        r#"
+[upstream]
+url = "http://127.0.0.1:8080"
+[[bearer.issuers]]
+issuer = "https://dealer.internal"
+audiences = ["reports-api"]
+jwks_url = "https://dealer.internal/keys"
+{extra}
+"#
+    ))
+}
+
+#[test]
+fn a_resource_server_needs_no_login_and_refuses_what_only_login_means() {
+    let c = resource_server("").unwrap();
+    assert!(c.oidc.is_none() && c.session.is_none());
+    assert!(
+        c.summary().contains("no browser sign-in"),
+        "{}",
+        c.summary()
+    );
+    // Only the secrets of [session] mean something without [oidc] (they key DPoP nonces).
+    let with_secrets = resource_server(&format!("[session]\nsecrets = [\"{SECRET}\"]")).unwrap();
+    assert!(with_secrets.session.is_some());
+    for (extra, key) in [
+        ("[session]\ncookie_name = \"x\"", "session.cookie_name"),
+        ("[session]\nlifetime = \"1h\"", "session.lifetime"),
+        ("[bearer]\naudiences = [\"api\"]", "bearer.audiences"),
+        (
+            "[bearer]\naccept_id_tokens = true",
+            "bearer.accept_id_tokens",
+        ),
+        (
+            "[bearer]\nrequire_bound_tokens = true",
+            "bearer.require_bound_tokens",
+        ),
+        (
+            "[bearer.dpop]\nuse_dpop_nonce = true",
+            "bearer.dpop.use_dpop_nonce",
+        ),
+    ] {
+        // `[bearer]` tables go before the issuers' array of tables.
+        let text = if extra.starts_with("[bearer") {
+            format!(
+                "[upstream]\nurl = \"http://127.0.0.1:8080\"\n{extra}\n[[bearer.issuers]]\nissuer = \"https://dealer.internal\"\naudiences = [\"reports-api\"]\njwks_url = \"https://dealer.internal/keys\"\n"
+            )
+        } else {
+            format!(
+                "[upstream]\nurl = \"http://127.0.0.1:8080\"\n[[bearer.issuers]]\nissuer = \"https://dealer.internal\"\naudiences = [\"reports-api\"]\njwks_url = \"https://dealer.internal/keys\"\n{extra}\n"
+            )
+        };
+        let e = parse(&text).unwrap_err();
+        assert_eq!(e.key, key, "{extra}: {e}");
+    }
+    // With nothing to sign in with, the file is refused as a whole.
+    let e = parse("[upstream]\nurl = \"http://127.0.0.1:8080\"\n").unwrap_err();
+    assert!(e.message.contains("no caller could ever sign in"), "{e}");
+}
+
+#[test]
+fn user_claim_is_one_name_or_a_list_tried_in_order() {
+    let c = resource_server("user_claim = [\"sub\", \"client_id\", \"azp\"]").unwrap();
+    assert_eq!(c.bearer.issuers[0].claims.user, ["sub", "client_id", "azp"]);
+    let c = resource_server("user_claim = \"client_id\"").unwrap();
+    assert_eq!(c.bearer.issuers[0].claims.user, ["client_id"]);
+    assert_eq!(
+        resource_server("").unwrap().bearer.issuers[0].claims.user,
+        ["sub"]
+    );
+    let e = resource_server("user_claim = []").unwrap_err();
+    assert_eq!(e.key, "bearer.issuers[0].user_claim");
+    let e = resource_server("user_claim = [\"sub\", \"\"]").unwrap_err();
+    assert_eq!(e.key, "bearer.issuers[0].user_claim[1]");
 }

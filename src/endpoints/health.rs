@@ -9,7 +9,7 @@ pub(super) fn ping() -> Reply {
 }
 
 pub(super) fn ready(app: &App) -> Reply {
-    let readiness = app.providers.readiness();
+    let readiness = app.readiness();
     match readiness {
         Readiness::Ready => Reply::text(200, "OK"),
         // Still 200: taking every replica out of service would also cut off everyone who is

@@ -44,7 +44,8 @@ async fn with_session(
             .into(),
         Some(session) => Answer {
             reply: build(&session).cookies(auth.set_cookies),
-            user: Some(session.identity.user.clone()),
+            user: session.identity.user.clone(),
+            reason: None,
         },
     }
 }
@@ -102,7 +103,7 @@ pub(super) async fn forward_auth(app: &App, req: &RequestHeader, facts: &Facts<'
             .path
             .and_then(|p| crate::policy::normalise(p).ok())
             .is_some_and(|p| {
-                crate::classify::classify(p.as_str(), &app.config.oidc.callback_path)
+                crate::classify::classify(p.as_str(), app.callback_path())
                     == crate::classify::Route::Protected
             });
     let asker = Asker::FrontProxy {
@@ -118,6 +119,7 @@ pub(super) async fn forward_auth(app: &App, req: &RequestHeader, facts: &Facts<'
     Answer {
         reply: reply.cookies(decided.set_cookies),
         user: settled.user,
+        reason: settled.reason,
     }
 }
 

@@ -3,7 +3,7 @@
 use pingora::http::RequestHeader;
 
 use super::{query_param, return_target, Answer, Facts};
-use crate::app::{cookie_headers, App};
+use crate::app::{cookie_headers, App, Login};
 use crate::oidc::{client, flow};
 use crate::respond::Reply;
 
@@ -16,13 +16,13 @@ fn provider_unavailable() -> Reply {
     .header("Retry-After", "5")
 }
 
-pub(super) fn start(app: &App, req: &RequestHeader, facts: &Facts<'_>) -> Reply {
+pub(super) fn start(app: &App, login: &Login, req: &RequestHeader, facts: &Facts<'_>) -> Reply {
     let return_to = return_target(app, req, facts);
+    let provider = login.providers.login();
     // A provider known to be down would leave the browser on a connection error page.
-    if !app.providers.login().health().is_up() {
+    if !provider.health().is_up() {
         return provider_unavailable();
     }
-    let provider = app.providers.login();
     let Some(meta) = provider.metadata() else {
         return provider_unavailable();
     };
@@ -40,7 +40,7 @@ pub(super) fn start(app: &App, req: &RequestHeader, facts: &Facts<'_>) -> Reply 
         return_to,
         created_us: app.clock.now().micros(),
     };
-    let cookies = app.flows.begin(&state, &cookie_headers(req));
+    let cookies = login.flows.begin(&state, &cookie_headers(req));
     Reply::redirect(auth.url.as_str()).cookies(cookies)
 }
 
@@ -52,7 +52,7 @@ fn login_failed(status: u16, detail: &str) -> Reply {
     )
 }
 
-pub(super) async fn callback(app: &App, req: &RequestHeader) -> Answer {
+pub(super) async fn callback(app: &App, login: &Login, req: &RequestHeader) -> Answer {
     // The provider sends the browser back with a GET (response_mode=query). Anything else,
     // a HEAD from a link checker or a prefetch included, must not spend the login flow.
     if req.method != http::Method::GET {
@@ -72,7 +72,7 @@ pub(super) async fn callback(app: &App, req: &RequestHeader) -> Answer {
     let Some(state) = state else {
         return login_failed(400, "The sign-in response has no state.").into();
     };
-    let (flow, mut set_cookies) = match app.flows.finish(&cookies, &state, app.clock.now()) {
+    let (flow, mut set_cookies) = match login.flows.finish(&cookies, &state, app.clock.now()) {
         Ok(found) => found,
         Err(e) => {
             tracing::info!(reason = %e, "callback without a matching login");
@@ -95,7 +95,7 @@ pub(super) async fn callback(app: &App, req: &RequestHeader) -> Answer {
     }
     // RFC 9207: when the provider names itself, it must be the one we sent the browser to; a
     // provider that promises to always name itself must have done so.
-    let provider = app.providers.login();
+    let provider = login.providers.login();
     let iss_promised = provider
         .metadata()
         .is_some_and(|m| m.authorization_response_iss_parameter_supported);
@@ -113,26 +113,25 @@ pub(super) async fn callback(app: &App, req: &RequestHeader) -> Answer {
             .cookies(set_cookies)
             .into();
     };
-    match app
-        .providers
-        .login()
+    match provider
         .complete_login(&code, &flow.pkce_verifier, &flow.nonce, app.clock.now())
         .await
     {
         Ok(session) => {
             // Always a brand-new session: whatever cookie came in before login is replaced.
             let now = app.clock.now();
-            let present = app.sessions.load(&cookies, now).await.present;
-            set_cookies.extend(app.sessions.save(&session, &present, now).await);
-            tracing::info!(user = %session.identity.user, "login");
-            let reply = if app.config.session.same_site == cookie::SameSite::Strict {
+            let present = login.sessions.load(&cookies, now).await.present;
+            set_cookies.extend(login.sessions.save(&session, &present, now).await);
+            tracing::info!(user = session.identity.user(), "login");
+            let reply = if login.same_site == cookie::SameSite::Strict {
                 Reply::continue_to(&flow.return_to)
             } else {
                 Reply::redirect(&flow.return_to)
             };
             Answer {
                 reply: reply.cookies(set_cookies),
-                user: Some(session.identity.user),
+                user: session.identity.user,
+                reason: None,
             }
         }
         Err(e) if e.is_provider_down() => {

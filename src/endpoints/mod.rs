@@ -28,11 +28,17 @@ pub(crate) struct Facts<'a> {
 pub(crate) struct Answer {
     pub reply: Reply,
     pub user: Option<String>,
+    /// Why forward auth refused, for the access log.
+    pub reason: Option<String>,
 }
 
 impl From<Reply> for Answer {
     fn from(reply: Reply) -> Answer {
-        Answer { reply, user: None }
+        Answer {
+            reply,
+            user: None,
+            reason: None,
+        }
     }
 }
 
@@ -42,19 +48,24 @@ pub(crate) async fn handle(
     req: &RequestHeader,
     facts: &Facts<'_>,
 ) -> Answer {
-    match endpoint {
-        Endpoint::Ping => health::ping().into(),
-        Endpoint::Ready => health::ready(app).into(),
-        Endpoint::Start => login::start(app, req, facts).into(),
-        Endpoint::Callback => login::callback(app, req).await,
-        Endpoint::SignOut => sign_out::sign_out(app, req, facts).await.into(),
-        Endpoint::UserInfo => identity::userinfo(app, req).await,
-        Endpoint::Auth => {
+    let not_found = || Reply::text(404, "not found\n").into();
+    match (endpoint, &app.login) {
+        (Endpoint::Ping, _) => health::ping().into(),
+        (Endpoint::Ready, _) => health::ready(app).into(),
+        (Endpoint::Start, Some(login)) => login::start(app, login, req, facts).into(),
+        (Endpoint::Callback, Some(login)) => login::callback(app, login, req).await,
+        (Endpoint::SignOut, Some(login)) => sign_out::sign_out(app, login, req, facts).await.into(),
+        (Endpoint::UserInfo, Some(_)) => identity::userinfo(app, req).await,
+        // Without browser sign-in (no `[oidc]`) there is no one to sign in or out.
+        (Endpoint::Start | Endpoint::Callback | Endpoint::SignOut | Endpoint::UserInfo, None) => {
+            not_found()
+        }
+        (Endpoint::Auth, _) => {
             let answer = identity::forward_auth(app, req, facts).await;
             crate::metrics::get().forward_auth(answer.reply.status());
             answer
         }
-        Endpoint::UnknownReserved => Reply::text(404, "not found\n").into(),
+        (Endpoint::UnknownReserved, _) => not_found(),
     }
 }
 
@@ -101,7 +112,7 @@ fn return_target(app: &App, req: &RequestHeader, facts: &Facts<'_>) -> String {
         .filter(|target| {
             let path = target.split(['?', '#']).next().unwrap_or("");
             !(path.starts_with(crate::classify::RESERVED_PREFIX)
-                || path == app.config.oidc.callback_path)
+                || app.callback_path() == Some(path))
         })
         .unwrap_or_else(|| "/".to_string())
 }

@@ -14,15 +14,21 @@ use pingora::http::RequestHeader;
 use sha2::{Digest, Sha256};
 
 use super::{return_target, Facts};
-use crate::app::{cookie_headers, App};
+use crate::app::{cookie_headers, App, Login};
 use crate::config::EndSessionMethod;
 use crate::respond::{escape_html, Reply};
 
 /// Submits the form to the provider as soon as the page loads; allowed by its hash in the CSP.
 const SUBMIT_SCRIPT: &str = "document.forms[0].submit();";
 
-pub(super) async fn sign_out(app: &App, req: &RequestHeader, facts: &Facts<'_>) -> Reply {
-    let from_our_pages = same_origin(req, facts.host, &app.config.oidc.redirect_url);
+pub(super) async fn sign_out(
+    app: &App,
+    login: &Login,
+    req: &RequestHeader,
+    facts: &Facts<'_>,
+) -> Reply {
+    let oidc = login.oidc();
+    let from_our_pages = same_origin(req, facts.host, &oidc.redirect_url);
     match (&req.method, from_our_pages) {
         (&Method::GET, Some(true)) | (&Method::POST, Some(true) | None) => {}
         (&Method::GET, _) => return confirmation(req),
@@ -38,14 +44,14 @@ pub(super) async fn sign_out(app: &App, req: &RequestHeader, facts: &Facts<'_>) 
     }
     let target = return_target(app, req, facts);
     let cookies = cookie_headers(req);
-    let loaded = app.sessions.load(&cookies, app.clock.now()).await;
-    let mut set_cookies = app.sessions.clear(&loaded.present).await;
-    set_cookies.extend(app.flows.clear_all(&cookies));
+    let loaded = login.sessions.load(&cookies, app.clock.now()).await;
+    let mut set_cookies = login.sessions.clear(&loaded.present).await;
+    set_cookies.extend(login.flows.clear_all(&cookies));
     if let Some(session) = loaded.session.as_ref() {
-        tracing::info!(user = %session.identity.user, "sign-out");
-        app.refresher.forget(session);
+        tracing::info!(user = session.identity.user(), "sign-out");
+        login.refresher.forget(session);
     }
-    let end_session = app
+    let end_session = login
         .providers
         .login()
         .metadata()
@@ -56,9 +62,7 @@ pub(super) async fn sign_out(app: &App, req: &RequestHeader, facts: &Facts<'_>) 
     };
     // The provider needs an absolute address to come back to; a relative target is resolved
     // against the application's public origin (that of oidc.redirect_url).
-    let back = app
-        .config
-        .oidc
+    let back = oidc
         .redirect_url
         .join(&target)
         .map(|u| u.to_string())
@@ -68,7 +72,6 @@ pub(super) async fn sign_out(app: &App, req: &RequestHeader, facts: &Facts<'_>) 
         fields.push(("id_token_hint", hint));
     }
     fields.push(("post_logout_redirect_uri", &back));
-    let oidc = app.providers.login().oidc();
     fields.push(("client_id", &oidc.client_id));
     let reply = match oidc.end_session_method {
         EndSessionMethod::Post => post_form(&url, &fields),

@@ -43,6 +43,8 @@ pub struct RemoteKeys {
     uri: RwLock<Option<String>>,
     keys: RwLock<Option<Loaded>>,
     last_kid_refetch: Mutex<Option<Instant>>,
+    /// The last attempt's outcome: when it succeeded, or why it failed.
+    last_fetch: Mutex<Option<Result<Instant, FetchError>>>,
 }
 
 struct Loaded {
@@ -65,6 +67,7 @@ impl RemoteKeys {
             uri: RwLock::new(uri),
             keys: RwLock::new(None),
             last_kid_refetch: Mutex::new(None),
+            last_fetch: Mutex::new(None),
         }
     }
 
@@ -95,8 +98,36 @@ impl RemoteKeys {
         }
     }
 
+    /// Why the last fetch failed, when it did.
+    pub fn last_error(&self) -> Option<FetchError> {
+        match self.last_fetch.lock().ok()?.as_ref()? {
+            Ok(_) => None,
+            Err(e) => Some(e.clone()),
+        }
+    }
+
+    /// How long ago the key set was last fetched successfully (changed or not), for the
+    /// reason an unknown `kid` is refused with.
+    pub fn fetched_ago(&self) -> Option<Duration> {
+        match self.last_fetch.lock().ok()?.as_ref()? {
+            Ok(at) => Some(at.elapsed()),
+            Err(_) => None,
+        }
+    }
+
     /// Fetches the key set now. Returns how long the issuer allows it to be cached.
     pub async fn refresh(&self) -> Result<Duration, FetchError> {
+        let result = self.fetch().await;
+        if let Ok(mut last) = self.last_fetch.lock() {
+            *last = Some(match &result {
+                Ok(_) => Ok(Instant::now()),
+                Err(e) => Err(e.clone()),
+            });
+        }
+        result
+    }
+
+    async fn fetch(&self) -> Result<Duration, FetchError> {
         let uri = self.resolve_uri().await?;
         let started = std::time::Instant::now();
         let fetched = discovery::fetch_raw(&self.http, &uri).await;

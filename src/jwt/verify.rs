@@ -5,13 +5,12 @@
 //! [`super::keys`]); `none` does not parse. Claims are parsed strictly: a duplicated claim is an
 //! error rather than "last one wins".
 
-use std::collections::HashSet;
 use std::fmt;
 use std::time::Duration;
 
 use base64::Engine;
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{decode, decode_header, Header, Validation};
+use jsonwebtoken::{decode, decode_header, Algorithm, Header, Validation};
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -22,43 +21,82 @@ use crate::clock::UnixTime;
 /// Tokens over this size are refused before any parsing.
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 
+/// The most keys one signature is tried with. A token without `kid` (a token dealer's) is
+/// tried against every key of its issuer that allows its algorithm; this bounds what a
+/// flood of such tokens can cost when an issuer publishes many keys.
+pub const MAX_CANDIDATE_KEYS: usize = 4;
+
+/// Why a token did not verify. The text is the exact reason, for the operator's log (the
+/// access log's `reason`): it may quote a claim's value or a key id, never the token or its
+/// signature. Quoted values are escaped (`{:?}`), so a claim cannot forge a log line. What a
+/// client is told is fixed wording chosen elsewhere (`BearerError`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-/// Why a token did not verify.
 pub enum VerifyError {
-    #[error("malformed token")]
+    #[error("not a compact JWS (three base64url parts, JSON header and claims)")]
     /// Not a compact JWS.
     Malformed,
-    #[error("algorithm not allowed")]
+    #[error("no key of the issuer allows alg {0:?}")]
     /// An algorithm no selected key allows.
-    Algorithm,
-    #[error("unknown signing key")]
+    Algorithm(Algorithm),
+    #[error("no key with kid {0:?}")]
     /// A `kid` the issuer does not publish.
-    UnknownKey,
-    #[error("invalid signature")]
-    /// No key verifies the signature.
-    Signature,
-    #[error("token expired")]
+    UnknownKey(String),
+    #[error("signature does not verify with the {0} key(s) that allow its alg")]
+    /// No key verifies the signature; how many were tried.
+    Signature(usize),
+    #[error("expired: exp {exp} is {}s before now (leeway {leeway}s)", .now.saturating_sub(*.exp))]
     /// Past its `exp`.
-    Expired,
-    #[error("token not yet valid")]
+    Expired {
+        /// Its `exp`.
+        exp: u64,
+        /// The time compared with.
+        now: u64,
+        /// The leeway, in seconds.
+        leeway: u64,
+    },
+    #[error("not valid yet: nbf {nbf} is {}s after now (leeway {leeway}s)", .nbf.saturating_sub(*.now))]
     /// Before its `nbf`.
-    NotYetValid,
-    #[error("token issued in the future")]
+    NotYetValid {
+        /// Its `nbf`.
+        nbf: u64,
+        /// The time compared with.
+        now: u64,
+        /// The leeway, in seconds.
+        leeway: u64,
+    },
+    #[error("issued in the future: iat {iat} is {}s after now (leeway {leeway}s)", .iat.saturating_sub(*.now))]
     /// An `iat` in the future.
-    IssuedInFuture,
-    #[error("wrong issuer")]
+    IssuedInFuture {
+        /// Its `iat`.
+        iat: u64,
+        /// The time compared with.
+        now: u64,
+        /// The leeway, in seconds.
+        leeway: u64,
+    },
+    #[error("iss {found} is not {expected:?}")]
     /// Another `iss`.
-    Issuer,
-    #[error("wrong audience")]
+    Issuer {
+        /// What the token says, as JSON.
+        found: String,
+        /// The issuer expected.
+        expected: String,
+    },
+    #[error("aud {found} not in {expected:?}")]
     /// None of the expected audiences.
-    Audience,
-    #[error("missing claim `{0}`")]
-    /// A required claim is absent (or not of its type).
+    Audience {
+        /// What the token says, as JSON.
+        found: String,
+        /// The audiences accepted.
+        expected: Vec<String>,
+    },
+    #[error("missing claim {0}")]
+    /// A required claim is absent.
     MissingClaim(String),
-    #[error("duplicate claim")]
+    #[error("duplicate claim or header parameter")]
     /// A claim or header parameter appears twice.
     DuplicateClaim,
-    #[error("invalid token: {0}")]
+    #[error("{0}")]
     /// Another defect, named.
     Invalid(String),
 }
@@ -147,38 +185,176 @@ pub fn verify(token: &str, keys: &KeySet, expect: &Expect<'_>) -> Result<Verifie
     let header = header(token)?;
     // Parsing strictly first also rejects duplicate claims before any key is tried.
     unverified_claims(token)?;
+    let (_, claims) = signature(token, &header, keys)?;
+    for (_, result) in claim_checks(&claims, expect) {
+        result?;
+    }
+    Ok(Verified { header, claims })
+}
+
+/// The signature: which of the keys that may verify it (see [`MAX_CANDIDATE_KEYS`]) does,
+/// by its index among them, and the claims it vouches for. jsonwebtoken checks the signature
+/// and the algorithm only; every claim is checked by [`claim_checks`], so that a refusal names
+/// the claim and its value.
+fn signature(
+    token: &str,
+    header: &Header,
+    keys: &KeySet,
+) -> Result<(usize, Map<String, Value>), VerifyError> {
     let kid = header.kid.as_deref();
     let mut validation = Validation::new(header.alg);
     validation.algorithms = vec![header.alg];
-    validation.set_issuer(&[expect.issuer]);
-    validation.aud = Some(expect.audiences.iter().cloned().collect::<HashSet<_>>());
-    validation.set_required_spec_claims(&["exp", "iss", "aud"]);
-    // Times are checked below against the injected clock; `exp` stays a required claim,
-    // which jsonwebtoken only counts as present when it is a whole number of seconds.
+    validation.set_required_spec_claims::<&str>(&[]);
+    validation.validate_aud = false;
     validation.validate_exp = false;
     validation.validate_nbf = false;
 
-    let mut candidates = keys.candidates(kid, header.alg).peekable();
-    if candidates.peek().is_none() {
+    let candidates: Vec<_> = keys
+        .candidates(kid, header.alg)
+        .take(MAX_CANDIDATE_KEYS)
+        .collect();
+    if candidates.is_empty() {
         return Err(match kid {
-            Some(k) if !keys.has_kid(k) => VerifyError::UnknownKey,
+            Some(k) if !keys.has_kid(k) => VerifyError::UnknownKey(k.to_string()),
             // A key we know, but not for this algorithm (or no key allows it at all).
-            _ => VerifyError::Algorithm,
+            _ => VerifyError::Algorithm(header.alg),
         });
     }
-    let mut result = Err(VerifyError::Signature);
-    for candidate in candidates {
+    let mut result = Err(VerifyError::Signature(candidates.len()));
+    for (i, candidate) in candidates.iter().enumerate() {
         match decode::<Map<String, Value>>(token, &candidate.key, &validation) {
-            Ok(data) => {
-                result = Ok(data.claims);
-                break;
-            }
-            Err(e) => result = Err(map_error(e.kind())),
+            Ok(data) => return Ok((i, data.claims)),
+            Err(e) => match map_error(e.kind()) {
+                VerifyError::Signature(_) => {}
+                other => result = Err(other),
+            },
         }
     }
-    let claims = result?;
-    check_times(&claims, expect.now, expect.leeway)?;
-    Ok(Verified { header, claims })
+    result
+}
+
+/// Each registered-claim check by name: `iss` (exactly), `aud` (one of the expected), `exp`
+/// (required), `nbf` and `iat` (when present). All of them run, so that an explanation can
+/// show every one; [`verify`] stops at the first failure.
+fn claim_checks(
+    claims: &Map<String, Value>,
+    expect: &Expect<'_>,
+) -> [(&'static str, Result<(), VerifyError>); 3] {
+    [
+        ("iss", check_issuer(claims, expect.issuer)),
+        ("aud", check_audience(claims, expect.audiences)),
+        (
+            "exp, nbf, iat",
+            check_times(claims, expect.now, expect.leeway),
+        ),
+    ]
+}
+
+fn check_issuer(claims: &Map<String, Value>, expected: &str) -> Result<(), VerifyError> {
+    match claims.get("iss") {
+        None => Err(VerifyError::MissingClaim("iss".into())),
+        Some(Value::String(iss)) if iss == expected => Ok(()),
+        Some(other) => Err(VerifyError::Issuer {
+            found: other.to_string(),
+            expected: expected.to_string(),
+        }),
+    }
+}
+
+fn check_audience(claims: &Map<String, Value>, expected: &[String]) -> Result<(), VerifyError> {
+    let aud = claims
+        .get("aud")
+        .ok_or_else(|| VerifyError::MissingClaim("aud".into()))?;
+    let accepted = |a: &Value| a.as_str().is_some_and(|a| expected.iter().any(|e| e == a));
+    let ok = match aud {
+        Value::Array(list) => list.iter().any(accepted),
+        single => accepted(single),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(VerifyError::Audience {
+            found: aud.to_string(),
+            expected: expected.to_vec(),
+        })
+    }
+}
+
+/// Every step of [`verify`] and how it went, each run even when an earlier one failed: the
+/// offline answer to "why is my token refused" (`portcullis explain-token`).
+pub fn explain(token: &str, keys: &KeySet, expect: &Expect<'_>) -> Vec<Step> {
+    let mut steps = Vec::new();
+    let header = match header(token).and_then(|h| unverified_claims(token).map(|_| h)) {
+        Ok(h) => h,
+        Err(e) => {
+            steps.push(Step::failed("structure", e));
+            return steps;
+        }
+    };
+    let claims = match signature(token, &header, keys) {
+        Ok((i, claims)) => {
+            let kid = keys
+                .candidates(header.kid.as_deref(), header.alg)
+                .nth(i)
+                .and_then(|k| k.kid.clone())
+                .map_or_else(|| "a key without kid".to_string(), |k| format!("kid {k:?}"));
+            steps.push(Step::passed(
+                "signature",
+                format!(
+                    "{:?} verified by {kid} (of {} key(s))",
+                    header.alg,
+                    keys.len()
+                ),
+            ));
+            claims
+        }
+        Err(e) => {
+            steps.push(Step::failed("signature", e));
+            // The claims are shown unverified, so that every other check can still be judged.
+            match unverified_claims(token) {
+                Ok(c) => c,
+                Err(_) => return steps,
+            }
+        }
+    };
+    for (name, result) in claim_checks(&claims, expect) {
+        steps.push(match result {
+            Ok(()) => Step::passed(name, "ok"),
+            Err(e) => Step::failed(name, e),
+        });
+    }
+    steps
+}
+
+/// One step of an explanation: what was checked, whether it held, and what was seen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    /// What was checked.
+    pub name: &'static str,
+    /// Whether it held.
+    pub passed: bool,
+    /// What was seen (a failure's exact reason).
+    pub detail: String,
+}
+
+impl Step {
+    /// A check that held.
+    pub fn passed(name: &'static str, detail: impl Into<String>) -> Step {
+        Step {
+            name,
+            passed: true,
+            detail: detail.into(),
+        }
+    }
+
+    /// A check that did not, and why.
+    pub fn failed(name: &'static str, why: impl fmt::Display) -> Step {
+        Step {
+            name,
+            passed: false,
+            detail: why.to_string(),
+        }
+    }
 }
 
 /// `exp` (required), `nbf` and `iat` (when present), each a whole number of seconds, against
@@ -196,31 +372,30 @@ fn check_times(
             Some(v) => v
                 .as_u64()
                 .map(Some)
-                .ok_or_else(|| VerifyError::Invalid(format!("{name} is not a number"))),
+                .ok_or_else(|| VerifyError::Invalid(format!("{name} is not a whole number"))),
         }
     };
     let exp = time("exp")?.ok_or_else(|| VerifyError::MissingClaim("exp".into()))?;
     if exp.saturating_add(leeway) < now {
-        return Err(VerifyError::Expired);
+        return Err(VerifyError::Expired { exp, now, leeway });
     }
-    if time("nbf")?.is_some_and(|nbf| nbf > now.saturating_add(leeway)) {
-        return Err(VerifyError::NotYetValid);
+    if let Some(nbf) = time("nbf")?.filter(|nbf| *nbf > now.saturating_add(leeway)) {
+        return Err(VerifyError::NotYetValid { nbf, now, leeway });
     }
-    if time("iat")?.is_some_and(|iat| iat > now.saturating_add(leeway)) {
-        return Err(VerifyError::IssuedInFuture);
+    if let Some(iat) = time("iat")?.filter(|iat| *iat > now.saturating_add(leeway)) {
+        return Err(VerifyError::IssuedInFuture { iat, now, leeway });
     }
     Ok(())
 }
 
+/// jsonwebtoken's error for one key (claims are not checked by it, see [`verify`]).
 fn map_error(kind: &ErrorKind) -> VerifyError {
     match kind {
-        ErrorKind::InvalidSignature => VerifyError::Signature,
-        ErrorKind::ExpiredSignature => VerifyError::Expired,
-        ErrorKind::ImmatureSignature => VerifyError::NotYetValid,
-        ErrorKind::InvalidIssuer => VerifyError::Issuer,
-        ErrorKind::InvalidAudience => VerifyError::Audience,
-        ErrorKind::MissingRequiredClaim(c) => VerifyError::MissingClaim(c.clone()),
-        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidKeyFormat => VerifyError::Algorithm,
+        ErrorKind::InvalidSignature => VerifyError::Signature(1),
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidKeyFormat => {
+            VerifyError::Invalid("the key cannot verify this algorithm".into())
+        }
+        ErrorKind::Json(_) => VerifyError::Invalid("the claims are not a JSON object".into()),
         other => VerifyError::Invalid(format!("{other:?}")),
     }
 }

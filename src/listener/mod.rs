@@ -422,6 +422,7 @@ fn log_refusal(peer: Option<IpAddr>, status: u16, name: &str) {
         client: peer,
         duration: None,
         error: Some(name),
+        reason: None,
     });
 }
 

@@ -159,14 +159,14 @@ mod tests {
             verify(&token, &keys, &at(issued + 305)).is_ok(),
             "within the leeway"
         );
-        assert_eq!(
+        assert!(matches!(
             verify(&token, &keys, &at(issued + 306)).unwrap_err(),
-            IdTokenError::Jwt(VerifyError::Expired)
-        );
-        assert_eq!(
+            IdTokenError::Jwt(VerifyError::Expired { .. })
+        ));
+        assert!(matches!(
             verify(&token, &keys, &at(issued - 6)).unwrap_err(),
-            IdTokenError::Jwt(VerifyError::IssuedInFuture)
-        );
+            IdTokenError::Jwt(VerifyError::IssuedInFuture { .. })
+        ));
     }
 
     #[test]
@@ -232,7 +232,7 @@ mod tests {
         let forged = encode(&h, &claims(), &EncodingKey::from_secret(s.x.as_bytes())).unwrap();
         assert_eq!(
             check(&s, &forged).unwrap_err(),
-            IdTokenError::Jwt(VerifyError::Algorithm)
+            IdTokenError::Jwt(VerifyError::Algorithm(Algorithm::HS256))
         );
     }
 
@@ -242,11 +242,11 @@ mod tests {
         let attacker = signer("k1");
         assert_eq!(
             check(&s, &sign(&attacker, "k1", &claims())).unwrap_err(),
-            IdTokenError::Jwt(VerifyError::Signature)
+            IdTokenError::Jwt(VerifyError::Signature(1))
         );
         assert_eq!(
             check(&s, &sign(&s, "k2", &claims())).unwrap_err(),
-            IdTokenError::Jwt(VerifyError::UnknownKey)
+            IdTokenError::Jwt(VerifyError::UnknownKey("k2".into()))
         );
         let t = sign(&s, "k1", &claims());
         assert!(check(&s, &t[..t.len() - 2]).is_err());

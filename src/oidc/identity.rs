@@ -5,23 +5,28 @@ use serde_json::{Map, Value};
 use crate::config::ClaimNames;
 use crate::session::Identity;
 
-/// Builds the identity from verified claims. The user claim must be a non-empty string (or a
-/// number, which some providers use for `sub`); an email whose `email_verified` is `false` is
-/// treated as no email at all.
+/// Builds the identity from verified claims. The user is the first of the user claims the
+/// token has: a non-empty string (or a number, which some providers use for `sub`) without
+/// control characters; a user claim of another shape is refused, not skipped (it would let a
+/// later claim speak for the user). None of them present is no user. An email whose
+/// `email_verified` is `false` is treated as no email at all.
 pub(crate) fn from_claims(
     claims: &Map<String, Value>,
     names: &ClaimNames,
 ) -> Result<Identity, String> {
-    let user = match claims.get(&names.user) {
-        Some(Value::String(s)) if !s.is_empty() => s.clone(),
-        Some(Value::Number(n)) => n.to_string(),
-        _ => return Err(format!("the ID token has no usable `{}` claim", names.user)),
-    };
-    if has_control(&user) {
-        return Err(format!(
-            "the `{}` claim contains control characters",
-            names.user
-        ));
+    let mut user = None;
+    for name in &names.user {
+        let value = match claims.get(name) {
+            None => continue,
+            Some(Value::String(s)) if !s.is_empty() => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            Some(_) => return Err(format!("claim {name} is not a usable user name")),
+        };
+        if has_control(&value) {
+            return Err(format!("claim {name} contains control characters"));
+        }
+        user = Some(value);
+        break;
     }
     // Absent means the provider does not say (many never do); some send the string "true".
     let verified = match claims.get("email_verified") {
@@ -60,6 +65,22 @@ pub(crate) fn from_claims(
     })
 }
 
+/// A person signing in: as [`from_claims`], and the ID token must name them (a session
+/// without a user could not be told from another).
+pub(crate) fn of_person(
+    claims: &Map<String, Value>,
+    names: &ClaimNames,
+) -> Result<Identity, String> {
+    let identity = from_claims(claims, names)?;
+    if identity.user.is_none() {
+        return Err(format!(
+            "the ID token has none of the user claims {:?}",
+            names.user
+        ));
+    }
+    Ok(identity)
+}
+
 /// Values go into HTTP headers: no control characters (CR/LF would split headers).
 fn has_control(s: &str) -> bool {
     s.chars().any(char::is_control)
@@ -80,6 +101,7 @@ mod tests {
     fn oidc() -> ClaimNames {
         crate::config::for_tests("\"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY\"")
             .oidc
+            .unwrap()
             .claims
     }
 
@@ -94,7 +116,7 @@ mod tests {
             &oidc(),
         )
         .unwrap();
-        assert_eq!(id.user, "alice");
+        assert_eq!(id.user(), Some("alice"));
         assert_eq!(id.email.as_deref(), Some("a@example.com"));
         assert_eq!(id.groups, ["sre", "dev"]);
     }
@@ -133,6 +155,11 @@ mod tests {
         .unwrap();
         assert_eq!(id.groups, ["dev"]);
         assert!(from_claims(&claims(json!({"sub": ""})), &o).is_err());
+        assert!(of_person(&claims(json!({"email": "a@x.com"})), &o).is_err());
+        assert_eq!(
+            from_claims(&claims(json!({"aud": "x"})), &o).unwrap().user,
+            None
+        );
         assert!(from_claims(&claims(json!({"sub": "a\r\nX-Forwarded-User: root"})), &o).is_err());
     }
 }

@@ -56,7 +56,7 @@ impl Provider {
         )?;
         let id_token = tokens.id_token.clone().ok_or(LoginError::NoIdToken)?;
         let claims = self.verify_id_token(&id_token, Some(nonce), now).await?;
-        let identity = identity::from_claims(&claims, &self.settings.oidc.claims)
+        let identity = identity::of_person(&claims, &self.settings.oidc.claims)
             .map_err(LoginError::Identity)?;
         let created = now.secs();
         let expires_at = created + self.settings.session_lifetime.as_secs();
@@ -83,7 +83,7 @@ impl Provider {
         let identity = match &tokens.id_token {
             Some(t) => {
                 let claims = self.verify_id_token(t, None, now).await?;
-                let fresh = identity::from_claims(&claims, &self.settings.oidc.claims)
+                let fresh = identity::of_person(&claims, &self.settings.oidc.claims)
                     .map_err(LoginError::Identity)?;
                 if fresh.user != old.identity.user {
                     return Err(LoginError::UserChanged);

@@ -24,7 +24,7 @@ use pingora::server::ShutdownWatch;
 use serde_json::{Map, Value};
 
 use crate::clock::UnixTime;
-use crate::config::{Config, Oidc};
+use crate::config::{Headers, Oidc, Session};
 use crate::jwt::remote::{keep_fresh, JwksSource, RemoteKeys, BACKOFF_MAX};
 use discovery::{FetchError, Metadata};
 use id_token::{Expectations, IdTokenError};
@@ -49,7 +49,7 @@ impl std::fmt::Display for Readiness {
             Readiness::Ready => f.write_str("ready"),
             Readiness::Degraded(Some(e)) | Readiness::NotReady(Some(e)) => write!(f, "{e}"),
             Readiness::Degraded(None) => f.write_str("unknown"),
-            Readiness::NotReady(None) => f.write_str("identity provider metadata not loaded yet"),
+            Readiness::NotReady(None) => f.write_str("not loaded yet"),
         }
     }
 }
@@ -82,12 +82,12 @@ pub struct ProviderSettings {
 
 impl ProviderSettings {
     /// The settings of the `[oidc]` provider.
-    pub fn from_config(config: &Config) -> ProviderSettings {
+    pub fn new(oidc: &Oidc, session: &Session, headers: &Headers) -> ProviderSettings {
         ProviderSettings {
-            oidc: config.oidc.clone(),
-            session_lifetime: config.session.lifetime,
-            keep_access_token: config.headers.pass_access_token,
-            keep_id_token: config.headers.pass_id_token_as_bearer,
+            oidc: oidc.clone(),
+            session_lifetime: session.lifetime,
+            keep_access_token: headers.pass_access_token,
+            keep_id_token: headers.pass_id_token_as_bearer,
         }
     }
 }
@@ -199,13 +199,11 @@ impl Provider {
         let kid = crate::jwt::verify::header(token)
             .map_err(IdTokenError::Jwt)?
             .kid;
-        let keys = self
-            .keys
-            .keys_for(kid.as_deref())
-            .await
-            .ok_or(IdTokenError::Jwt(
-                crate::jwt::verify::VerifyError::UnknownKey,
-            ))?;
+        let keys = self.keys.keys_for(kid.as_deref()).await.ok_or_else(|| {
+            IdTokenError::Jwt(crate::jwt::verify::VerifyError::UnknownKey(
+                kid.clone().unwrap_or_default(),
+            ))
+        })?;
         id_token::verify(token, &keys, &expect)
     }
 

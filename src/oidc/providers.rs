@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use super::{Provider, ProviderSettings, Readiness};
-use crate::config::Config;
+use crate::config::{Headers, Oidc, Session};
 
 /// The identity providers, one today.
 pub struct Providers {
@@ -17,8 +17,8 @@ pub struct Providers {
 
 impl Providers {
     /// One provider for `[oidc]`.
-    pub fn new(config: &Config) -> reqwest::Result<Providers> {
-        let login = Provider::new(ProviderSettings::from_config(config))?;
+    pub fn new(oidc: &Oidc, session: &Session, headers: &Headers) -> reqwest::Result<Providers> {
+        let login = Provider::new(ProviderSettings::new(oidc, session, headers))?;
         Ok(Providers {
             all: vec![Arc::new(login)],
         })

@@ -132,7 +132,7 @@ mod tests {
     }
 
     fn store(secrets: &str) -> CookieStore {
-        CookieStore::new(&config::for_tests(secrets).session).unwrap()
+        CookieStore::new(config::for_tests(secrets).session.as_ref().unwrap()).unwrap()
     }
 
     const A: &str = "\"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY\"";
@@ -142,7 +142,7 @@ mod tests {
         let now = now.secs();
         SessionData {
             identity: Identity {
-                user: "alice".into(),
+                user: Some("alice".into()),
                 email: Some("alice@example.com".into()),
                 groups: vec!["sre".into()],
                 preferred_username: None,
@@ -178,7 +178,7 @@ mod tests {
             let header = cookie_header(&set);
             let loaded = s.load(&[&header], now);
             let got = loaded.session.expect("session");
-            assert_eq!(got.identity.user, "alice");
+            assert_eq!(got.identity.user.as_deref(), Some("alice"));
             assert_eq!(got.refresh_token.unwrap().len(), big);
             assert!(!loaded.unusable);
         }

@@ -20,14 +20,39 @@ pub use cookie_store::CookieStore;
 /// The identity portcullis vouches for to the upstream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Identity {
-    /// The user (the configured user claim).
-    pub user: String,
+    /// The user: the first of the configured user claims the token has. `None` for a token
+    /// that names no one (a token dealer's, with only `iss`, `aud` and times): then no user
+    /// header is sent. A session always has one (sign-in refuses an ID token without it).
+    #[serde(with = "user_field")]
+    pub user: Option<String>,
     /// The email address, if the provider gave one.
     pub email: Option<String>,
     /// The groups, as the provider gave them.
     pub groups: Vec<String>,
     /// The `preferred_username` claim.
     pub preferred_username: Option<String>,
+}
+
+impl Identity {
+    /// The user, for log lines.
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+}
+
+/// A session's user as the cookie format has always carried it: a plain string. No user is
+/// the empty string, which is never a user (an empty user claim is refused).
+mod user_field {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(user: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(user.as_deref().unwrap_or(""))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        let user = String::deserialize(d)?;
+        Ok((!user.is_empty()).then_some(user))
+    }
 }
 
 /// Everything a session cookie carries. Times are Unix seconds.

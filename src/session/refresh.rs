@@ -163,7 +163,7 @@ mod tests {
     fn data() -> SessionData {
         SessionData {
             identity: Identity {
-                user: "alice".into(),
+                user: Some("alice".into()),
                 email: None,
                 groups: vec![],
                 preferred_username: None,

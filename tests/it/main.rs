@@ -16,5 +16,6 @@ mod grpc;
 mod login;
 mod metrics;
 mod policy;
+mod resource_server;
 mod session;
 mod tls;
