@@ -195,7 +195,7 @@ fn check(path: &std::path::Path, offline: bool) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let http = match crate::oidc::discovery::http_client(oidc.http_timeout) {
+    let http = match crate::oidc::discovery::provider_client(oidc) {
         Ok(h) => h,
         Err(e) => {
             eprintln!("error: cannot build the HTTP client: {e}");
@@ -204,6 +204,11 @@ fn check(path: &std::path::Path, offline: bool) -> ExitCode {
     };
     let result = runtime.block_on(async {
         let meta = crate::oidc::discovery::fetch_metadata(&http, &oidc.issuer).await?;
+        meta.check_client_auth(&oidc.client_auth)
+            .map_err(|reason| crate::oidc::discovery::FetchError::Invalid {
+                url: crate::oidc::discovery::discovery_url(&oidc.issuer),
+                reason,
+            })?;
         let jwks = crate::oidc::discovery::fetch_jwks(&http, &meta.jwks_uri).await?;
         let (keys, _) = crate::jwt::keys::KeySet::from_jwks(&jwks);
         Ok::<_, crate::oidc::discovery::FetchError>((meta, keys.len()))

@@ -129,8 +129,21 @@ pub(super) struct OidcFile {
     pub user_claim: Option<OneOrMany>,
     pub email_claim: Option<String>,
     pub groups_claim: Option<String>,
-    /// `client_secret_basic` or `client_secret_post`; default: what discovery advertises.
+    /// How portcullis authenticates at the token endpoint; default: the client secret, sent
+    /// the way discovery advertises.
+    pub client_auth: Option<ClientAuthFile>,
+    /// The older name of `client_auth`, for the two secret methods.
     pub token_endpoint_auth_method: Option<super::ClientAuthMethod>,
+    /// `private_key_jwt`: the PEM private key assertions are signed with; `tls_client_auth`:
+    /// the key of `client_cert`.
+    pub client_key: Option<String>,
+    /// The `kid` put in assertions (`private_key_jwt`), when the provider wants one.
+    pub client_key_id: Option<String>,
+    /// `tls_client_auth`: the PEM client certificate (chain) presented to the provider.
+    pub client_cert: Option<String>,
+    /// PEM certificates of the CAs the provider's TLS certificates chain to, trusted besides
+    /// the public roots.
+    pub provider_ca: Option<String>,
     /// Timeout of every call to the identity provider.
     pub http_timeout: Option<String>,
     /// Allow a plain-http issuer that is not on loopback (a lab set-up; never production).
@@ -142,6 +155,16 @@ pub(super) struct OidcFile {
     pub health_check_interval: Option<String>,
     /// How the browser is sent to the provider's `end_session_endpoint`.
     pub end_session_method: Option<super::EndSessionMethod>,
+}
+
+/// `oidc.client_auth`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum ClientAuthFile {
+    ClientSecretBasic,
+    ClientSecretPost,
+    PrivateKeyJwt,
+    TlsClientAuth,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -8,6 +8,7 @@
 
 mod bearer;
 mod check;
+mod client_auth;
 mod file;
 mod headers;
 mod logging;
@@ -28,6 +29,7 @@ use check::Check;
 use file::FileConfig;
 
 pub use bearer::{Bearer, BearerIssuer, Dpop, IssuerKeys};
+pub use client_auth::{ClientAuth, ClientIdentity, ClientKey, ProviderCa};
 pub use headers::Headers;
 pub use logging::{LogFormat, Logging};
 pub use oidc::{ClaimNames, ClientAuthMethod, EndSessionMethod, Oidc, Secret};

@@ -5,15 +5,21 @@ use std::time::Duration;
 
 use url::Url;
 
-use super::check::{Check, Source};
+use super::check::Check;
+use super::client_auth::{ClientAuth, ProviderCa};
 use super::file::OidcFile;
-use super::{ConfigError, ENV_CLIENT_SECRET};
+use super::ConfigError;
 
 /// A value that must never reach a log line or an error message.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps a secret value.
+    pub(super) fn new(value: String) -> Secret {
+        Secret(value)
+    }
+
     /// The value, for the one place that sends it.
     pub fn expose(&self) -> &str {
         &self.0
@@ -55,8 +61,10 @@ pub struct Oidc {
     pub issuer: String,
     /// Our client id at the provider.
     pub client_id: String,
-    /// Our client secret at the provider.
-    pub client_secret: Secret,
+    /// How we authenticate at the provider's token endpoint.
+    pub client_auth: ClientAuth,
+    /// CAs the provider's TLS certificates may chain to, besides the public roots.
+    pub provider_ca: ProviderCa,
     /// Where the provider sends the browser back.
     pub redirect_url: Url,
     /// The path of `redirect_url`: where the IdP sends the browser back.
@@ -65,8 +73,6 @@ pub struct Oidc {
     pub scopes: Vec<String>,
     /// Which claims name the user, the email and the groups.
     pub claims: ClaimNames,
-    /// `None`: what discovery advertises.
-    pub auth_method: Option<ClientAuthMethod>,
     /// The bound on every call to the provider.
     pub http_timeout: Duration,
     /// Clock skew tolerated on ID-token times.
@@ -106,19 +112,20 @@ pub(super) fn validate(check: &Check, o: OidcFile) -> Result<Oidc, ConfigError> 
     if o.client_id.trim().is_empty() {
         return Err(check.err("oidc.client_id", "must not be empty"));
     }
-    let client_secret = client_secret(check, o.client_secret, o.client_secret_file)?;
+    let client_auth = super::client_auth::validate(check, &o)?;
+    let provider_ca = super::client_auth::provider_ca(check, o.provider_ca.as_deref())?;
     let (redirect_url, callback_path) = redirect_url(check, &o.redirect_url)?;
     let scopes = scopes(check, o.scopes)?;
     let claims = check.claim_names("oidc", o.user_claim, o.email_claim, o.groups_claim)?;
     Ok(Oidc {
         issuer: o.issuer,
         client_id: o.client_id,
-        client_secret,
+        client_auth,
+        provider_ca,
         redirect_url,
         callback_path,
         scopes,
         claims,
-        auth_method: o.token_endpoint_auth_method,
         http_timeout: check.duration(
             "oidc.http_timeout",
             o.http_timeout.as_deref(),
@@ -134,47 +141,6 @@ pub(super) fn validate(check: &Check, o: OidcFile) -> Result<Oidc, ConfigError> 
         )?,
         end_session_method: o.end_session_method.unwrap_or_default(),
     })
-}
-
-/// Where the client secret is given.
-enum SecretSource {
-    Inline(String),
-    File(String),
-    Environment(String),
-}
-
-/// From exactly one of the file, a secret file or the environment.
-fn client_secret(
-    check: &Check,
-    inline: Option<String>,
-    file: Option<String>,
-) -> Result<Secret, ConfigError> {
-    let sources = vec![
-        Source::new("client_secret", inline.map(SecretSource::Inline)),
-        Source::new("client_secret_file", file.map(SecretSource::File)),
-        Source::new(
-            ENV_CLIENT_SECRET,
-            (check.env)(ENV_CLIENT_SECRET).map(SecretSource::Environment),
-        ),
-    ];
-    let secret = match check.exactly_one("oidc.client_secret", sources)? {
-        Some(SecretSource::Inline(s) | SecretSource::Environment(s)) => s,
-        Some(SecretSource::File(path)) => {
-            let bytes = check.secret_file("oidc.client_secret_file", &path)?;
-            String::from_utf8(bytes)
-                .map_err(|_| check.err("oidc.client_secret_file", "is not UTF-8 text"))?
-        }
-        None => {
-            return Err(check.err(
-                "oidc.client_secret",
-                format!("missing: set client_secret, client_secret_file or {ENV_CLIENT_SECRET}"),
-            ))
-        }
-    };
-    if secret.is_empty() {
-        return Err(check.err("oidc.client_secret", "must not be empty"));
-    }
-    Ok(Secret(secret))
 }
 
 /// The callback URL and its path, which must not be one of the built-in endpoints.

@@ -22,6 +22,14 @@ secrets = ["{SECRET}"]
     )
 }
 
+/// The client secret of a config that authenticates with one.
+fn secret_of(c: &Config) -> String {
+    match &c.oidc.as_ref().unwrap().client_auth {
+        ClientAuth::Secret { secret, .. } => secret.expose().to_string(),
+        other => panic!("not a secret: {other:?}"),
+    }
+}
+
 fn parse(text: &str) -> Result<Config, ConfigError> {
     Config::parse(text, "config.toml", &|_| None)
 }
@@ -153,10 +161,7 @@ fn secret_files_lose_their_trailing_line_ending_alike() {
         "client_secret = \"s3cr3t-value\"",
         &format!("client_secret_file = \"{}\"", client.display()),
     );
-    assert_eq!(
-        parse(&text).unwrap().oidc.unwrap().client_secret.expose(),
-        "s3cr3t"
-    );
+    assert_eq!(secret_of(&parse(&text).unwrap()), "s3cr3t");
     // The same rule for a shared-secret file: `\r\n` at the end is no part of the key, so
     // a key written on Windows opens what the one written with `echo` does.
     let key = "0123456789abcdef0123456789abcdef";
@@ -229,7 +234,7 @@ fn client_secret_from_env_and_conflicts() {
         (k == ENV_CLIENT_SECRET).then(|| "from-env".to_string())
     })
     .unwrap();
-    assert_eq!(c.oidc.as_ref().unwrap().client_secret.expose(), "from-env");
+    assert_eq!(secret_of(&c), "from-env");
     let e = Config::parse(&base(), "c.toml", &|k| {
         (k == ENV_CLIENT_SECRET).then(|| "x".to_string())
     })
@@ -693,4 +698,115 @@ fn user_claim_is_one_name_or_a_list_tried_in_order() {
     assert_eq!(e.key, "bearer.issuers[0].user_claim");
     let e = resource_server("user_claim = [\"sub\", \"\"]").unwrap_err();
     assert_eq!(e.key, "bearer.issuers[0].user_claim[1]");
+}
+
+/// The base config with the client secret replaced by `lines` in `[oidc]`.
+fn with_client_auth(lines: &str) -> Result<Config, ConfigError> {
+    parse(&base().replace("client_secret = \"s3cr3t-value\"", lines))
+}
+
+#[test]
+fn client_auth_private_key_jwt_reads_its_key_and_wants_no_secret() {
+    let (cert, key) = tls_files("client-auth");
+    let rsa = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/dealer-rs512.key.pem"
+    );
+    let c = with_client_auth(&format!(
+        "client_auth = \"private_key_jwt\"\nclient_key = \"{}\"\nclient_key_id = \"k1\"",
+        key.display()
+    ))
+    .unwrap();
+    match &c.oidc.as_ref().unwrap().client_auth {
+        ClientAuth::PrivateKeyJwt(k) => {
+            assert_eq!(k.alg, jsonwebtoken::Algorithm::ES256);
+            assert_eq!(k.kid.as_deref(), Some("k1"));
+        }
+        other => panic!("{other:?}"),
+    }
+    let c = with_client_auth(&format!(
+        "client_auth = \"private_key_jwt\"\nclient_key = \"{rsa}\""
+    ))
+    .unwrap();
+    assert!(matches!(
+        &c.oidc.as_ref().unwrap().client_auth,
+        ClientAuth::PrivateKeyJwt(k) if k.alg == jsonwebtoken::Algorithm::RS256
+    ));
+    let cases = [
+        // A secret beside a key would be silently unused.
+        (
+            format!(
+                "client_auth = \"private_key_jwt\"\nclient_key = \"{}\"\nclient_secret = \"x\"",
+                key.display()
+            ),
+            "oidc.client_secret",
+        ),
+        ("client_auth = \"private_key_jwt\"".to_string(), "oidc.client_key"),
+        (
+            format!(
+                "client_auth = \"private_key_jwt\"\nclient_key = \"{}\"",
+                cert.display()
+            ),
+            "oidc.client_key",
+        ),
+        (
+            "client_auth = \"private_key_jwt\"\nclient_key = \"/nonexistent/key.pem\"".to_string(),
+            "oidc.client_key",
+        ),
+        (
+            "client_secret = \"x\"\nclient_auth = \"client_secret_post\"\ntoken_endpoint_auth_method = \"client_secret_post\"".to_string(),
+            "oidc.token_endpoint_auth_method",
+        ),
+        (
+            format!("client_secret = \"x\"\nclient_key = \"{}\"", key.display()),
+            "oidc.client_key",
+        ),
+        ("client_auth = \"client_secret_jwt\"".to_string(), "oidc.client_auth"),
+    ];
+    for (lines, key) in cases {
+        let e = with_client_auth(&lines).unwrap_err();
+        assert_eq!(e.key, key, "{lines}: {e}");
+    }
+}
+
+#[test]
+fn client_auth_tls_needs_a_certificate_and_its_own_key() {
+    let (cert, key) = tls_files("client-tls");
+    let (_, other_key) = tls_files("client-tls-other");
+    let ok = with_client_auth(&format!(
+        "client_auth = \"tls_client_auth\"\nclient_cert = \"{}\"\nclient_key = \"{}\"",
+        cert.display(),
+        key.display()
+    ))
+    .unwrap();
+    let oidc = ok.oidc.as_ref().unwrap();
+    assert!(oidc.client_auth.identity().is_some());
+    assert_eq!(oidc.client_auth.method_name(), Some("tls_client_auth"));
+    let e = with_client_auth(&format!(
+        "client_auth = \"tls_client_auth\"\nclient_cert = \"{}\"\nclient_key = \"{}\"",
+        cert.display(),
+        other_key.display()
+    ))
+    .unwrap_err();
+    assert_eq!(e.key, "oidc.client_key");
+    assert!(e.message.contains("is not the key of"), "{e}");
+    let e = with_client_auth(&format!(
+        "client_auth = \"tls_client_auth\"\nclient_key = \"{}\"",
+        key.display()
+    ))
+    .unwrap_err();
+    assert_eq!(e.key, "oidc.client_cert");
+    // The provider's own CA, for a provider on a private PKI.
+    let c = parse(&base().replace(
+        "[session]",
+        &format!("provider_ca = \"{}\"\n[session]", cert.display()),
+    ))
+    .unwrap();
+    assert_eq!(c.oidc.unwrap().provider_ca.0.len(), 1);
+    let e = parse(&base().replace(
+        "[session]",
+        &format!("provider_ca = \"{}\"\n[session]", key.display()),
+    ))
+    .unwrap_err();
+    assert_eq!(e.key, "oidc.provider_ca");
 }

@@ -7,7 +7,7 @@ use jsonwebtoken::jwk::JwkSet;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
-use crate::config::ClientAuthMethod;
+use crate::config::{ClientAuth, ClientAuthMethod, Oidc};
 
 /// Documents larger than this are refused: a JWKS or discovery document is a few KiB.
 const MAX_DOCUMENT_BYTES: usize = 1 << 20;
@@ -29,9 +29,56 @@ pub struct Metadata {
     /// RFC 9207: the provider always names itself (`iss`) in authorization responses.
     #[serde(default)]
     pub authorization_response_iss_parameter_supported: bool,
+    /// RFC 8705 §5: endpoints to use with mutual TLS, when they differ.
+    #[serde(default)]
+    pub mtls_endpoint_aliases: Option<MtlsAliases>,
+}
+
+/// RFC 8705 §5 `mtls_endpoint_aliases`, the one portcullis calls.
+#[derive(Debug, Clone, Deserialize)]
+pub struct MtlsAliases {
+    /// The token endpoint for clients that authenticate with a certificate.
+    #[serde(default)]
+    pub token_endpoint: Option<String>,
 }
 
 impl Metadata {
+    /// Whether the provider offers the token-endpoint authentication `auth` names: checked
+    /// when the provider is loaded and by `portcullis check`, so a mismatch shows at start
+    /// (in `/ready` and the log), not as a failed login. A provider that lists no methods
+    /// offers `client_secret_basic` only (RFC 8414 §2).
+    pub fn check_client_auth(&self, auth: &ClientAuth) -> Result<(), String> {
+        let Some(wanted) = auth.method_name() else {
+            return Ok(());
+        };
+        let offered: &[String] = self
+            .token_endpoint_auth_methods_supported
+            .as_deref()
+            .unwrap_or_default();
+        let basic_by_default = offered.is_empty() && wanted == "client_secret_basic";
+        if basic_by_default || offered.iter().any(|m| m == wanted) {
+            Ok(())
+        } else {
+            Err(format!(
+                "oidc.client_auth is \"{wanted}\", and the provider's token endpoint offers {offered:?}"
+            ))
+        }
+    }
+
+    /// The token endpoint for `auth`: the mutual-TLS alias for `tls_client_auth` when the
+    /// provider publishes one.
+    pub fn token_endpoint_for(&self, auth: &ClientAuth) -> &str {
+        match (auth, &self.mtls_endpoint_aliases) {
+            (
+                ClientAuth::TlsClientAuth(_),
+                Some(MtlsAliases {
+                    token_endpoint: Some(t),
+                }),
+            ) => t,
+            _ => &self.token_endpoint,
+        }
+    }
+
     /// The client authentication the provider supports, preferring HTTP Basic (the default of
     /// RFC 6749 and of Discovery when the list is absent).
     pub fn client_auth_method(&self) -> ClientAuthMethod {
@@ -216,10 +263,26 @@ pub(crate) fn describe(e: &reqwest::Error) -> String {
 /// The HTTP client for every call to the identity provider: bounded in time, never following
 /// redirects (a token endpoint that redirects is an SSRF vector, RFC 6749 §3.2).
 pub(crate) fn http_client(timeout: Duration) -> reqwest::Result<reqwest::Client> {
+    builder(timeout).build()
+}
+
+/// The client for every call to the `[oidc]` provider: with its extra CAs
+/// (`oidc.provider_ca`), and with our client certificate for `tls_client_auth`.
+pub(crate) fn provider_client(oidc: &Oidc) -> reqwest::Result<reqwest::Client> {
+    let mut b = builder(oidc.http_timeout);
+    for ca in &oidc.provider_ca.0 {
+        b = b.add_root_certificate(ca.clone());
+    }
+    if let Some(identity) = oidc.client_auth.identity() {
+        b = b.identity(identity.0.clone());
+    }
+    b.build()
+}
+
+fn builder(timeout: Duration) -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(5)))
         .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")))
-        .build()
 }

@@ -51,8 +51,15 @@ impl Provider {
             .metadata()
             .ok_or_else(|| LoginError::Unavailable(self.not_ready_reason()))?;
         let tokens = self.observed(
-            client::exchange_code(self.http(), &self.settings.oidc, &meta, code, pkce_verifier)
-                .await,
+            client::exchange_code(
+                self.http(),
+                &self.settings.oidc,
+                &meta,
+                code,
+                pkce_verifier,
+                now,
+            )
+            .await,
         )?;
         let id_token = tokens.id_token.clone().ok_or(LoginError::NoIdToken)?;
         let claims = self.verify_id_token(&id_token, Some(nonce), now).await?;
@@ -78,7 +85,7 @@ impl Provider {
             .metadata()
             .ok_or_else(|| LoginError::Unavailable(self.not_ready_reason()))?;
         let tokens = self.observed(
-            client::refresh(self.http(), &self.settings.oidc, &meta, refresh_token).await,
+            client::refresh(self.http(), &self.settings.oidc, &meta, refresh_token, now).await,
         )?;
         let identity = match &tokens.id_token {
             Some(t) => {

@@ -110,7 +110,7 @@ pub struct Provider {
 impl Provider {
     /// A provider not loaded yet (see [`Provider::maintain`]).
     pub fn new(settings: ProviderSettings) -> reqwest::Result<Provider> {
-        let http = discovery::http_client(settings.oidc.http_timeout)?;
+        let http = discovery::provider_client(&settings.oidc)?;
         let keys = RemoteKeys::new(
             JwksSource::Discovery {
                 issuer: settings.oidc.issuer.clone(),
@@ -173,6 +173,12 @@ impl Provider {
     /// Discovery then JWKS. Returns how long the keys may be cached.
     pub async fn load(&self) -> Result<Duration, FetchError> {
         let metadata = discovery::fetch_metadata(&self.http, &self.settings.oidc.issuer).await?;
+        metadata
+            .check_client_auth(&self.settings.oidc.client_auth)
+            .map_err(|reason| FetchError::Invalid {
+                url: discovery::discovery_url(&self.settings.oidc.issuer),
+                reason,
+            })?;
         self.keys.set_uri(&metadata.jwks_uri);
         let every = self.keys.refresh().await?;
         if let Ok(mut slot) = self.metadata.write() {

@@ -146,13 +146,15 @@ export class Proxy {
 /**
  * A portcullis configuration: listening on `port` (or behind a front proxy at `publicBase`),
  * logging in at `idp`, in front of `upstream`. `extra` is appended (more tables); `oidcExtra`
- * and `serverExtra` go into those tables.
+ * and `serverExtra` go into those tables; `clientAuth` says how portcullis authenticates to
+ * the provider (its client secret by default).
  */
 export function proxyConfig({
   port,
   idp,
   upstream,
   publicBase = `http://127.0.0.1:${port}`,
+  clientAuth = `client_secret = "${idp.clientSecret}"`,
   oidcExtra = '',
   serverExtra = '',
   extra = '',
@@ -170,7 +172,7 @@ url = "${upstream}"
 [oidc]
 issuer = "${idp.issuer}"
 client_id = "${idp.clientId}"
-client_secret = "${idp.clientSecret}"
+${clientAuth}
 redirect_url = "${publicBase}/oauth2/callback"
 ${oidcExtra}
 

@@ -15,6 +15,7 @@
 
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { createServer } from 'node:http';
+import { createServer as createTlsServer } from 'node:https';
 
 import Provider from 'oidc-provider';
 
@@ -52,19 +53,59 @@ function signingKeys() {
 }
 
 /**
+ * oidc-provider's mutual-TLS hooks for a provider that terminates TLS itself: the client
+ * certificate is the one on the connection, verified against the CA the server was given,
+ * and a `tls_client_auth_san_dns` registration is matched against its DNS names.
+ */
+const MTLS_HOOKS = {
+  getCertificate(ctx) {
+    const socket = ctx.socket;
+    if (typeof socket.getPeerX509Certificate !== 'function') return undefined;
+    return socket.getPeerX509Certificate() ?? undefined;
+  },
+  certificateAuthorized(ctx) {
+    return ctx.socket.authorized === true;
+  },
+  certificateSubjectMatches(ctx, property, expected) {
+    const cert = MTLS_HOOKS.getCertificate(ctx);
+    if (!cert || property !== 'tls_client_auth_san_dns') return false;
+    return (cert.subjectAltName ?? '').split(', ').includes(`DNS:${expected}`);
+  },
+};
+
+/**
  * Starts the provider on 127.0.0.1 on an ephemeral port.
  *
  * @param {{ redirectUris: string[], postLogoutRedirectUris: string[],
- *   accessTokenTtl?: number }} opts  accessTokenTtl: seconds a login's access token lives
- *   (a short one makes portcullis refresh the session)
+ *   accessTokenTtl?: number, webClient?: object, clients?: object[], features?: object,
+ *   tls?: { key: string, cert: string, ca: string } }} opts
+ *   accessTokenTtl: seconds a login's access token lives (a short one makes portcullis
+ *   refresh the session); webClient: metadata merged into portcullis' client (another
+ *   token_endpoint_auth_method); clients: more clients; features: merged into the features;
+ *   tls: PEM key, certificate and client CA of a second, HTTPS listener for mutual TLS, which
+ *   discovery names as the `mtls_endpoint_aliases` token endpoint (mTLS features on)
  */
-export async function startIdp({ redirectUris, postLogoutRedirectUris, accessTokenTtl = 3600 }) {
+export async function startIdp({
+  redirectUris,
+  postLogoutRedirectUris,
+  accessTokenTtl = 3600,
+  webClient = {},
+  clients = [],
+  features = {},
+  tls,
+}) {
   const clientSecret = randomBytes(24).toString('base64url');
   const machineSecret = randomBytes(24).toString('base64url');
   const cookieKeys = [randomBytes(32).toString('base64url')];
   // What the provider did, for assertions: every request path, and the errors it reported.
   const seen = { requests: [], grants: [], errors: [] };
   let keys = signingKeys();
+  // The HTTPS listener for mutual TLS, when asked for: same provider, same callback.
+  const tlsServer = tls
+    ? createTlsServer({ key: tls.key, cert: tls.cert, ca: tls.ca, requestCert: true, rejectUnauthorized: false })
+    : undefined;
+  if (tlsServer) await listen(tlsServer, 0);
+  const mtlsBase = tlsServer ? `https://127.0.0.1:${tlsServer.address().port}` : undefined;
 
   function build(issuer) {
     const provider = new Provider(issuer, {
@@ -78,6 +119,7 @@ export async function startIdp({ redirectUris, postLogoutRedirectUris, accessTok
           response_types: ['code'],
           redirect_uris: redirectUris,
           post_logout_redirect_uris: postLogoutRedirectUris,
+          ...webClient,
         },
         {
           client_id: MACHINE_CLIENT_ID,
@@ -87,7 +129,19 @@ export async function startIdp({ redirectUris, postLogoutRedirectUris, accessTok
           response_types: [],
           redirect_uris: [],
         },
+        ...clients,
       ],
+      ...(mtlsBase
+        ? {
+            discovery: { mtls_endpoint_aliases: { token_endpoint: `${mtlsBase}/token` } },
+            clientAuthMethods: [
+              'client_secret_basic',
+              'client_secret_post',
+              'private_key_jwt',
+              'tls_client_auth',
+            ],
+          }
+        : {}),
       jwks: { keys },
       cookies: { keys: cookieKeys },
       // Which claims each scope releases; `groups` rides on `profile`.
@@ -125,6 +179,17 @@ export async function startIdp({ redirectUris, postLogoutRedirectUris, accessTok
             };
           },
         },
+        ...(mtlsBase
+          ? {
+              mTLS: {
+                enabled: true,
+                certificateBoundAccessTokens: true,
+                tlsClientAuth: true,
+                ...MTLS_HOOKS,
+              },
+            }
+          : {}),
+        ...features,
       },
       ttl: {
         AccessToken: accessTokenTtl,
@@ -183,13 +248,26 @@ export async function startIdp({ redirectUris, postLogoutRedirectUris, accessTok
     seen.requests.push(new URL(req.url, issuer).pathname);
     callback(req, res);
   });
+  tlsServer?.on('request', (req, res) => {
+    seen.requests.push(`mtls:${new URL(req.url, issuer).pathname}`);
+    callback(req, res);
+  });
 
   function close() {
-    return new Promise((resolve) => {
-      if (!server.listening) return resolve();
-      server.close(() => resolve());
-      for (const s of sockets) s.destroy();
-    });
+    const closing = tlsServer?.listening
+      ? new Promise((resolve) => {
+          tlsServer.close(() => resolve());
+          tlsServer.closeAllConnections();
+        })
+      : Promise.resolve();
+    return Promise.all([
+      closing,
+      new Promise((resolve) => {
+        if (!server.listening) return resolve();
+        server.close(() => resolve());
+        for (const s of sockets) s.destroy();
+      }),
+    ]);
   }
 
   return {
@@ -199,6 +277,8 @@ export async function startIdp({ redirectUris, postLogoutRedirectUris, accessTok
     machineClientId: MACHINE_CLIENT_ID,
     machineClientSecret: machineSecret,
     tokenEndpoint: `${issuer}/token`,
+    /** The token endpoint on the HTTPS listener (mutual TLS), when there is one. */
+    mtlsTokenEndpoint: mtlsBase ? `${mtlsBase}/token` : undefined,
     seen,
     errors: seen.errors,
     /** The key ids currently published. */
