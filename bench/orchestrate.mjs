@@ -26,7 +26,7 @@ import {
   rmSync,
   writeFileSync,
 } from 'node:fs';
-import { createServer as createHttpsServer } from 'node:https';
+import { createServer as createHttpsServer, request as httpsRequest } from 'node:https';
 import { availableParallelism, release } from 'node:os';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -49,6 +49,10 @@ const APACHE = '/usr/sbin/apache2';
 const APACHE_MODULES = '/usr/lib/apache2/modules';
 const PAYLOAD_BYTES = 200;
 const WRK_THREADS = 2;
+// HTTP/2 rows: streams in flight on each of the connections.
+const H2_STREAMS = 8;
+// The DPoP row: proofs for its 1 s warm-up.
+const WARMUP_PROOFS = 30_000;
 const WARMUP_SECONDS = 1;
 // Cold rows: a warm-up of 1 s may use up to this many tokens before their speed is known.
 const WARMUP_TOKEN_BUDGET = 40_000;
@@ -251,8 +255,39 @@ const median = (xs) => {
 };
 
 async function get(url, headers = {}) {
+  if (url.startsWith('https:')) return getTls(url, headers);
   const r = await fetch(url, { headers, redirect: 'manual', signal: AbortSignal.timeout(5000) });
   return { status: r.status, body: await r.text(), headers: r.headers };
+}
+
+/** GET over TLS, trusting the benchmark's self-signed certificate (the TLS rows' check). */
+function getTls(url, headers) {
+  return new Promise((resolve, reject) => {
+    const req = httpsRequest(url, { headers, rejectUnauthorized: false, timeout: 5000 }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d) => (body += d));
+      res.on('end', () => resolve({ status: res.statusCode, body, headers: res.headers }));
+    });
+    req.on('error', reject);
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.end();
+  });
+}
+
+/** The TLS rows' certificate for 127.0.0.1 (self-signed, EC P-256), shared by nginx and portcullis. */
+function makeTlsCert() {
+  const dir = join(RUN, 'tls');
+  mkdirSync(dir, { recursive: true });
+  const key = join(dir, 'key.pem');
+  const cert = join(dir, 'cert.pem');
+  const made = spawnSync('openssl', [
+    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
+    '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1', '-days', '7',
+    '-keyout', key, '-out', cert,
+  ], { encoding: 'utf8' });
+  if (made.status !== 0) throw new Error(`openssl req: ${made.stderr}`);
+  return { key, cert };
 }
 
 async function waitFor(what, ms, check, proc) {
@@ -315,6 +350,58 @@ async function portcullisMetrics(port) {
 /** RSS checkpoints: the first time portcullis has answered at least this many requests. */
 const RSS_CHECKPOINTS = [100_000, 1_000_000];
 
+/**
+ * Runs h2load (HTTP/2 over TLS) once, with the same connections as wrk and
+ * H2_STREAMS streams on each; the same counts as runWrk, latency percentiles from its
+ * per-request log.
+ */
+async function runH2load({ url, headers = [], seconds }) {
+  const logFile = join(RUN, 'h2load.requests');
+  rmSync(logFile, { force: true });
+  const args = [
+    '-t', String(WRK_THREADS),
+    '-c', String(opts.connections),
+    '-m', String(H2_STREAMS),
+    '-D', String(seconds),
+    '--log-file', logFile,
+    ...headers.flatMap((h) => ['-H', h]),
+    url,
+  ];
+  const outFile = join(RUN, 'h2load.out');
+  rmSync(outFile, { force: true });
+  const p = startProcess('h2load', 'h2load', args, { logFile: outFile });
+  await p.exited;
+  procs.splice(procs.indexOf(p), 1);
+  const out = readFileSync(outFile, 'utf8');
+  const done = out.match(/requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout/);
+  const codes = out.match(/status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx/);
+  const finished = out.match(/finished in ([\d.]+)(m?s)/);
+  if (p.child.exitCode !== 0 || !done || !codes || !finished) {
+    throw new Error(`h2load failed (exit ${p.child.exitCode ?? p.child.signalCode}): ${out.trim().slice(-400)}`);
+  }
+  // Each line: start time (µs), status, time to the response (µs).
+  const times = readFileSync(logFile, 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => Number(l.split('\t')[2]))
+    .sort((a, b) => a - b);
+  const pct = (q) => times[Math.min(times.length - 1, Math.floor(q * times.length))] ?? NaN;
+  const durationUs = Number(finished[1]) * (finished[2] === 'ms' ? 1e3 : 1e6);
+  const requests = Number(done[3]);
+  return {
+    requests,
+    duration_us: durationUs,
+    connect: 0,
+    read: Number(done[6]),
+    write: 0,
+    status: Number(codes[2]) + Number(codes[3]) + Number(codes[4]),
+    timeout: Number(done[7]),
+    p50_us: pct(0.5),
+    p99_us: pct(0.99),
+    repeats: 0,
+  };
+}
+
 /** Runs wrk once; its counts from wrk.lua's BENCH_JSON line. */
 async function runWrk({ url, headers = [], env = {}, seconds }) {
   const args = [
@@ -351,6 +438,23 @@ async function ensureTokens(alg, count) {
   const minted = out.match(/^minted .*$/gm);
   if (minted) log(`  ${minted.at(-1)}`);
   return Number(out.trim().split('\n').pop());
+}
+
+/** `count` fresh DPoP proofs for `row`'s URL (bench/mint-dpop.mjs), and the token they go with. */
+async function ensureProofs(row, count) {
+  const logFile = join(RUN, 'mint-dpop.log');
+  const p = startProcess('mint-dpop', process.execPath, [
+    join(HERE, 'mint-dpop.mjs'), '--dir', TOKENS, '--htu', row.url, '--count', String(count),
+  ], { logFile });
+  await p.exited;
+  procs.splice(procs.indexOf(p), 1);
+  if (p.child.exitCode !== 0) {
+    throw new Error(`minting DPoP proofs failed: ${readFileSync(logFile, 'utf8').slice(-400)}`);
+  }
+  return {
+    file: join(TOKENS, 'dpop.proofs'),
+    token: readFileSync(join(TOKENS, 'dpop.token'), 'utf8').trim(),
+  };
 }
 
 /** The i-th token of the cached file of `alg`. */
@@ -442,7 +546,7 @@ async function main() {
   const payload = `${'portcullis benchmark payload. '.repeat(10)}`.slice(0, PAYLOAD_BYTES - 1) + '\n';
   writeFileSync(join(www, 'payload.txt'), payload);
   const ports = {};
-  for (const k of ['upstream', 'nginx', 'apache', 'portcullis', 'metrics', 'front']) {
+  for (const k of ['upstream', 'nginx', 'nginxTls', 'apache', 'portcullis', 'portcullisTls', 'metrics', 'front']) {
     ports[k] = await h.freePort();
   }
   const upstream = await startNginx(
@@ -450,10 +554,12 @@ async function main() {
     render('upstream.nginx.conf', { DIR: join(RUN, 'upstream'), PORT: ports.upstream, WWW: www }),
     ports.upstream,
   );
+  const tls = makeTlsCert();
   const nginx = await startNginx(
     'nginx',
     render('proxy.nginx.conf', {
       DIR: join(RUN, 'nginx'), PORT: ports.nginx, UPSTREAM_PORT: ports.upstream,
+      TLS_PORT: ports.nginxTls, TLS_CERT: tls.cert, TLS_KEY: tls.key,
     }),
     ports.nginx,
   );
@@ -475,6 +581,9 @@ async function main() {
   const pconf = join(RUN, 'portcullis', 'portcullis.toml');
   writeFileSync(pconf, render('portcullis.toml', {
     PORT: ports.portcullis,
+    TLS_PORT: ports.portcullisTls,
+    TLS_CERT: tls.cert,
+    TLS_KEY: tls.key,
     METRICS_PORT: ports.metrics,
     UPSTREAM_PORT: ports.upstream,
     ISSUER: idp.issuer,
@@ -592,6 +701,7 @@ async function main() {
   }
 
   // The rows.
+  const tlsBase = (port) => `https://127.0.0.1:${port}`;
   const bearer = { token: await idpModule.machineToken(idp) };
   const cookieRows = (cookie, why) => (cookie ? null : why);
   const rows = [
@@ -646,6 +756,43 @@ async function main() {
       headers: () => [`Cookie: ${portcullisCookie}`], deny: [401],
       broken: () => setupErrors.front ?? cookieRows(portcullisCookie, setupErrors['portcullis login']),
     },
+    {
+      id: '9', name: 'nginx TLS proxy_pass, keep-alive',
+      url: `${tlsBase(ports.nginxTls)}${appPath}`, cpu: () => [nginx.pid],
+    },
+    {
+      id: '10', name: 'portcullis TLS, session cookie, keep-alive', baseline: '9',
+      url: `${tlsBase(ports.portcullisTls)}${appPath}`, cpu: () => [portcullis.pid], metrics: true,
+      headers: () => [`Cookie: ${portcullisCookie}`], deny: [401],
+      broken: () => cookieRows(portcullisCookie, setupErrors['portcullis login']),
+    },
+    {
+      id: '11', name: 'nginx TLS proxy_pass, new connection per request',
+      url: `${tlsBase(ports.nginxTls)}${appPath}`, cpu: () => [nginx.pid],
+      headers: () => ['Connection: close'],
+    },
+    {
+      id: '12', name: 'portcullis TLS, session cookie, new connection per request', baseline: '11',
+      url: `${tlsBase(ports.portcullisTls)}${appPath}`, cpu: () => [portcullis.pid], metrics: true,
+      headers: () => [`Cookie: ${portcullisCookie}`, 'Connection: close'], deny: [401],
+      broken: () => cookieRows(portcullisCookie, setupErrors['portcullis login']),
+    },
+    {
+      id: '13', name: `nginx HTTP/2 (TLS) proxy_pass, ${H2_STREAMS} streams per connection`,
+      url: `${tlsBase(ports.nginxTls)}${appPath}`, cpu: () => [nginx.pid], h2: true,
+    },
+    {
+      id: '14', name: `portcullis HTTP/2 (TLS), session cookie, ${H2_STREAMS} streams per connection`,
+      baseline: '13', h2: true,
+      url: `${tlsBase(ports.portcullisTls)}${appPath}`, cpu: () => [portcullis.pid], metrics: true,
+      headers: () => [`Cookie: ${portcullisCookie}`], deny: [401],
+      broken: () => cookieRows(portcullisCookie, setupErrors['portcullis login']),
+    },
+    {
+      id: '15', name: 'portcullis, DPoP-bound token (ES256 proof verified per request)', baseline: '6',
+      url: `${base(ports.portcullis)}/api/bench.txt`, cpu: () => [portcullis.pid], metrics: true,
+      dpop: true, deny: [401],
+    },
   ];
   if (opts.rows) {
     const unknown = opts.rows.filter((id) => !rows.some((r) => r.id === id));
@@ -676,6 +823,11 @@ async function main() {
         headers[hd.slice(0, i)] = hd.slice(i + 1).trim();
       }
       if (row.cold) headers.Authorization = `Bearer ${tokenAt(row.cold, 0)}`;
+      if (row.dpop) {
+        const proofs = await ensureProofs(row, 1);
+        headers.Authorization = `DPoP ${proofs.token}`;
+        headers.DPoP = readFileSync(proofs.file, 'utf8').split('\n')[0];
+      }
       const ok = await get(row.url, headers);
       if (ok.status !== 200 || ok.body !== payload) {
         throw new Error(`answers ${ok.status} with its credentials: ${ok.body.slice(0, 120)}`);
@@ -707,10 +859,23 @@ async function main() {
         BENCH_PATH: new URL(row.url).pathname,
       });
     }
+    if (row.dpop) {
+      // Fresh proofs for this run only: a proof is good for proof_lifetime after its iat.
+      const proofs = await ensureProofs(row, tokenSlice.perThread * WRK_THREADS);
+      Object.assign(env, {
+        BENCH_TOKENS: proofs.file,
+        BENCH_TOKEN_START: '0',
+        BENCH_TOKEN_COUNT: String(tokenSlice.perThread),
+        BENCH_PATH: new URL(row.url).pathname,
+        BENCH_DPOP_TOKEN: proofs.token,
+      });
+    }
     const upBefore = await upstreamRequests(ports.upstream);
     const mBefore = row.metrics ? await portcullisMetrics(ports.metrics) : null;
     const cpuBefore = cpuSeconds(roots);
-    const w = await runWrk({ url: row.url, headers: row.headers?.() ?? [], env, seconds });
+    const w = row.h2
+      ? await runH2load({ url: row.url, headers: row.headers?.() ?? [], seconds })
+      : await runWrk({ url: row.url, headers: row.headers?.() ?? [], env, seconds });
     checkInterrupted();
     const cpu = cpuSeconds(roots) - cpuBefore;
     const mAfter = row.metrics ? await portcullisMetrics(ports.metrics) : null;
@@ -758,9 +923,14 @@ async function main() {
   for (const row of rows) {
     if (row.failure || stopping) continue;
     try {
-      const s = row.cold ? slice(row.cold, Math.floor(WARMUP_TOKEN_BUDGET / WRK_THREADS)) : null;
+      const s = row.cold
+        ? slice(row.cold, Math.floor(WARMUP_TOKEN_BUDGET / WRK_THREADS))
+        : row.dpop
+          ? { start: 0, perThread: Math.floor(WARMUP_PROOFS / WRK_THREADS) }
+          : null;
       const m = await measure(row, WARMUP_SECONDS, s);
       if (row.cold) warmRps[row.cold] = m.rps;
+      if (row.dpop) warmRps.dpop = m.rps;
       if (m.failure) log(`  row ${row.id} (warm-up): ${m.failure}`);
     } catch (e) {
       checkInterrupted();
@@ -806,7 +976,11 @@ async function main() {
       if (row.failure || stopping) continue;
       let m;
       try {
-        m = await measure(row, opts.duration, row.cold ? slice(row.cold, perThread[row.cold]) : null);
+        const dpopSlice = row.dpop
+          ? { start: 0, perThread: Math.ceil(((warmRps.dpop || 10_000) * opts.duration * TOKEN_MARGIN) / WRK_THREADS) + 1000 }
+          : null;
+        m = await measure(row, opts.duration, row.cold ? slice(row.cold, perThread[row.cold]) : dpopSlice);
+        if (row.dpop && Number.isFinite(m.rps)) warmRps.dpop = Math.max(warmRps.dpop ?? 0, m.rps);
       } catch (e) {
         checkInterrupted();
         m = { failure: e.message.split('\n')[0] };
@@ -949,13 +1123,14 @@ function buildReport({ rows, rssAtStart, rssIdle, rssAfter, rssAt, rssOthers, co
   );
   lines.push('');
   lines.push(
-    '| # | Row | req/s | × row 2 | × row 4 | p50 | p99 | CPU µs/req | auth µs | req/s by round | status |',
+    '| # | Row | req/s | × row 2 | × row 4 | × baseline | p50 | p99 | CPU µs/req | auth µs | req/s by round | status |',
   );
-  lines.push('|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|');
+  lines.push('|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|');
   for (const r of rows) {
     const status = r.failure ? `**FAILED**: ${r.failure.replaceAll('|', '\\|')}` : 'ok';
+    const own = r.baseline ? `${fmtRatio(ratio(r, r.baseline))} × row ${r.baseline}` : '—';
     lines.push(
-      `| ${r.id} | ${r.name} | ${fmtInt(r.rps)} | ${fmtRatio(ratio(r, '2'))} | ${fmtRatio(ratio(r, '4'))} | ` +
+      `| ${r.id} | ${r.name} | ${fmtInt(r.rps)} | ${fmtRatio(ratio(r, '2'))} | ${fmtRatio(ratio(r, '4'))} | ${own} | ` +
         `${fmtMs(r.p50)} | ${fmtMs(r.p99)} | ${fmtUs(r.cpuUs)} | ${fmtUs(r.decisionUs)} | ` +
         `${r.rounds.map((m) => fmtInt(m.rps)).join(' / ') || '—'} | ${status} |`,
     );
@@ -1003,6 +1178,24 @@ function buildReport({ rows, rssAtStart, rssIdle, rssAfter, rssAt, rssOthers, co
       'requests; mod_auth_openidc with its default server-side sessions (shared memory) for the ' +
       'cookie row and OAuth 2.0 resource-server mode (`AuthType oauth20`, JWKS, `Require claim aud:`) ' +
       'for the Bearer row. No proxy logs requests.',
+  );
+  lines.push(
+    '- TLS rows (9-14): nginx and portcullis serve the same self-signed P-256 certificate, ' +
+      'TLS 1.3, ALPN h2 and http/1.1, each with its default session resumption (wrk reconnects ' +
+      'with OpenSSL\'s defaults); "× baseline" compares each portcullis row with the nginx row of ' +
+      'the same shape, measured in the same rounds. Rows 11 and 12 send `Connection: close`, so ' +
+      'every request is a new TCP connection and TLS handshake (their req/s is handshakes/s). ' +
+      `Rows 13 and 14 are driven by h2load (nghttp2) instead of wrk: ${WRK_THREADS} threads, the same ` +
+      `connections, ${H2_STREAMS} streams in flight on each; their p50/p99 come from h2load's ` +
+      'per-request log.',
+  );
+  lines.push(
+    '- Row 15 sends one DPoP-bound access token (cnf.jkt, verified once and remembered like row ' +
+      '6\'s) with a new ES256 proof on every request (bench/mint-dpop.mjs makes them before each ' +
+      'run; `[bearer.dpop] proof_lifetime = "600s"`): each request pays a proof verification ' +
+      '(signature, htm, htu, iat, ath, jkt) and a replay-cache insert. Its "× baseline" is against ' +
+      'row 6, the same token path without a proof, and the difference of their auth µs is the ' +
+      'cost of a proof.',
   );
   lines.push(
     '- Credentials: sessions come from a real login (Chromium, oidc-provider\'s development login). ' +

@@ -11,10 +11,14 @@
 -- repeated request (the row then fails: a repeated token may come from portcullis'
 -- verified-token cache).
 --
+-- With BENCH_DPOP_TOKEN=<token> as well (the DPoP row): the file's lines are DPoP proofs, one
+-- per request, sent with `Authorization: DPoP <token>` (bench/mint-dpop.mjs makes both).
+--
 -- Without BENCH_TOKENS no request() function is defined, so wrk keeps its static,
 -- pre-built request (headers from -H) and the client costs as little as possible.
 
 local token_file = os.getenv("BENCH_TOKENS")
+local dpop_token = os.getenv("BENCH_DPOP_TOKEN")
 
 local threads = {}
 local next_id = 0
@@ -44,7 +48,7 @@ if token_file then
       local line = f:read("*l")
       if not line then break end
       n = n + 1
-      tokens[n] = "Bearer " .. line
+      tokens[n] = dpop_token and line or ("Bearer " .. line)
     end
     f:close()
     if n < count then
@@ -60,6 +64,9 @@ if token_file then
     end
     if wrapped then
       repeats = repeats + 1
+    end
+    if dpop_token then
+      return wrk.format("GET", path_, { ["Authorization"] = "DPoP " .. dpop_token, ["DPoP"] = tokens[i] })
     end
     return wrk.format("GET", path_, { ["Authorization"] = tokens[i] })
   end
