@@ -6,6 +6,10 @@
 //! access token, upstream responses with their `Set-Cookie`) and raw bytes of bodies and of
 //! heads it could not parse. So pingora's lines below INFO are dropped whatever the level
 //! asks for, `RUST_LOG` included; portcullis' own debug lines never carry a token.
+//!
+//! Nor may a client write WARN or ERROR lines at will. rustls warns about what a peer sent
+//! (an IP address as SNI, which wrk and other clients send on every connection), so its
+//! lines below ERROR are dropped too; the listener logs a failed handshake itself, at debug.
 
 use std::io::IsTerminal;
 
@@ -41,9 +45,21 @@ pub(crate) fn init(level: &str, format: LogFormat) {
     let _ = result;
 }
 
-/// Whether a line may be written at all: everything but pingora's debug and trace lines.
+/// Whether a line may be written at all: everything but pingora's debug and trace lines and
+/// rustls' lines below ERROR.
 fn may_log(meta: &Metadata<'_>) -> bool {
-    *meta.level() <= Level::INFO || !is_pingora(meta.target())
+    may_log_at(*meta.level(), meta.target())
+}
+
+fn may_log_at(level: Level, target: &str) -> bool {
+    if is_rustls(target) {
+        return level <= Level::ERROR;
+    }
+    level <= Level::INFO || !is_pingora(target)
+}
+
+fn is_rustls(target: &str) -> bool {
+    target == "rustls" || target.starts_with("rustls::")
 }
 
 fn is_pingora(target: &str) -> bool {
@@ -67,5 +83,16 @@ mod tests {
         for t in ["portcullis::proxy", "access", "pingoration", "hyper"] {
             assert!(!is_pingora(t), "{t}");
         }
+    }
+
+    #[test]
+    fn what_a_peer_makes_rustls_warn_about_is_not_logged() {
+        assert!(!may_log_at(Level::WARN, "rustls::msgs::handshake"));
+        assert!(!may_log_at(Level::INFO, "rustls::server::hs"));
+        assert!(may_log_at(Level::ERROR, "rustls::server::hs"));
+        assert!(!may_log_at(Level::DEBUG, "pingora_core::protocols"));
+        assert!(may_log_at(Level::WARN, "pingora_core::server"));
+        assert!(may_log_at(Level::DEBUG, "portcullis::listener"));
+        assert!(may_log_at(Level::WARN, "rustlsx"));
     }
 }

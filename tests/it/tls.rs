@@ -206,6 +206,20 @@ async fn client_certificates_are_required_or_optional_as_configured() {
         let r = call(port, cert).await;
         assert_eq!(served(&r), expect, "{case}: {r:?}");
     }
+    // A client that names the server by an IP address in SNI (wrk, OpenSSL's s_client; rustls
+    // warns about it) is served all the same.
+    let sni = tokio::process::Command::new("openssl")
+        .args(["s_client", "-connect", &format!("127.0.0.1:{optional}")])
+        .args(["-servername", "127.0.0.1", "-CAfile", &s(&ca_file)])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .expect("openssl s_client");
+    assert!(
+        String::from_utf8_lossy(&sni.stdout).contains("Verify return code: 0"),
+        "{}",
+        String::from_utf8_lossy(&sni.stderr)
+    );
     // Refused handshakes are the clients' business: no error or warning line for them.
     let log = w.proxy.log();
     for level in ["\"level\":\"ERROR\"", "\"level\":\"WARN\""] {
