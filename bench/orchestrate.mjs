@@ -275,7 +275,10 @@ function getTls(url, headers) {
   });
 }
 
-/** The TLS rows' certificate for 127.0.0.1 (self-signed, EC P-256), shared by nginx and portcullis. */
+/**
+ * The benchmark's certificate for 127.0.0.1 (self-signed, EC P-256): the TLS rows' (nginx and
+ * portcullis serve it) and the JWKS mirror's.
+ */
 function makeTlsCert() {
   const dir = join(RUN, 'tls');
   mkdirSync(dir, { recursive: true });
@@ -482,16 +485,7 @@ function readSyncAt(fd, buf, pos) {
  * the provider's /jwks at https://127.0.0.1:PORT/jwks (self-signed; Apache is told not to
  * validate it). Apache fetches it once at the first bearer request and caches the keys.
  */
-async function startJwksMirror(h, idp) {
-  const dir = join(RUN, 'jwks-mirror');
-  mkdirSync(dir, { recursive: true });
-  const key = join(dir, 'key.pem');
-  const cert = join(dir, 'cert.pem');
-  const made = spawnSync('openssl', [
-    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
-    '-subj', '/CN=127.0.0.1', '-days', '7', '-keyout', key, '-out', cert,
-  ], { encoding: 'utf8' });
-  if (made.status !== 0) throw new Error(`openssl req: ${made.stderr}`);
+async function startJwksMirror(h, idp, { key, cert }) {
   const server = createHttpsServer({ key: readFileSync(key), cert: readFileSync(cert) }, async (req, res) => {
     try {
       const r = await fetch(`${idp.issuer}/jwks`);
@@ -658,7 +652,7 @@ async function main() {
       MODULES: APACHE_MODULES,
       UPSTREAM_PORT: ports.upstream,
       ISSUER: idp.issuer,
-      JWKS_URL: await startJwksMirror(h, idp),
+      JWKS_URL: await startJwksMirror(h, idp, tls),
       CLIENT_ID: idp.clientId,
       CLIENT_SECRET: idp.clientSecret,
       PASSPHRASE: randomBytes(24).toString('hex'),

@@ -1,4 +1,4 @@
-//! The command line: argument parsing and the four commands. Everything else lives in the
+//! The command line: argument parsing and the five commands. Everything else lives in the
 //! library; this file only decides what to run.
 
 use std::path::PathBuf;
@@ -138,15 +138,9 @@ fn explain_token(path: &std::path::Path, request: &crate::explain::Request<'_>) 
         eprintln!("error: cannot read the token from stdin: {e}");
         return ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime(2) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start a runtime: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(crate::explain::explain(config, &token, request)) {
         Ok(report) => {
@@ -162,6 +156,17 @@ fn explain_token(path: &std::path::Path, request: &crate::explain::Request<'_>) 
             ExitCode::from(2)
         }
     }
+}
+
+/// A runtime for one command; on failure, says why and exits with `failure`.
+fn runtime(failure: u8) -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("error: cannot start a runtime: {e}");
+            ExitCode::from(failure)
+        })
 }
 
 fn check(path: &std::path::Path, offline: bool) -> ExitCode {
@@ -183,17 +188,10 @@ fn check(path: &std::path::Path, offline: bool) -> ExitCode {
         );
         return ExitCode::SUCCESS;
     };
-    {}
     crate::jwt::provider::install();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime(1) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start a runtime: {e}");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     let http = match crate::oidc::discovery::provider_client(oidc) {
         Ok(h) => h,
