@@ -15,7 +15,7 @@ use crate::bearer::{BearerError, Binding, Principal, Refusal, TokenType};
 use crate::client_cert::{CertRefusal, CertRequirements, ClientCert};
 use crate::dpop::{Expected, ProofError};
 use crate::policy::{self, Access, Decision, Subject, TokenKind};
-use crate::session::{Identity, SessionData};
+use crate::session::{Identity, SessionData, StoreUnavailable};
 use subtle::ConstantTimeEq;
 
 /// Who proved themselves, and how.
@@ -76,6 +76,8 @@ pub enum Verdict {
     CertificateRefused(CertRefusal),
     /// A DPoP-bound token with a proof that does not hold (401).
     InvalidProof(ProofError),
+    /// A session cookie that could not be checked: the session store is unreachable (503).
+    StoreUnavailable(StoreUnavailable),
 }
 
 impl Verdict {
@@ -98,6 +100,7 @@ impl Verdict {
             Verdict::InsufficientScope(needed) => format!("missing scope(s) {needed:?}"),
             Verdict::CertificateRefused(refusal) => refusal.to_string(),
             Verdict::InvalidProof(e) => format!("DPoP proof: {e}"),
+            Verdict::StoreUnavailable(e) => e.to_string(),
         })
     }
 }
@@ -270,13 +273,15 @@ impl App {
             },
             None => {
                 let auth = self.authenticate(req).await;
-                match (auth.session, target.client_cert) {
-                    (Some(s), _) => (Caller::Session(s), auth.set_cookies),
+                match (auth.session, target.client_cert, auth.unavailable) {
+                    (Some(s), _, _) => (Caller::Session(s), auth.set_cookies),
                     // The certificate alone, where the route asks for one (checked above).
-                    (None, Some(cert)) if !cert_rules.is_empty() => {
+                    (None, Some(cert), _) if !cert_rules.is_empty() => {
                         (Caller::of_certificate(cert), auth.set_cookies)
                     }
-                    (None, _) => {
+                    // A cookie that could not be checked: neither signed in nor out.
+                    (None, _, Some(down)) => return decided(Verdict::StoreUnavailable(down)),
+                    (None, _, None) => {
                         return Decided {
                             verdict: Verdict::Unauthenticated,
                             set_cookies: auth.set_cookies,

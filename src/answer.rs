@@ -189,6 +189,19 @@ fn settle_plain(verdict: Verdict, asker: &Asker<'_>) -> Settled {
         Verdict::CertificateRefused(refusal) => {
             answer(Outcome::Forbidden, respond::certificate_refused(refusal))
         }
+        Verdict::StoreUnavailable(_) => {
+            let browser = matches!(
+                asker,
+                Asker::Client {
+                    browser_navigation: true,
+                    ..
+                }
+            );
+            answer(
+                Outcome::Unavailable,
+                respond::session_store_unavailable(browser),
+            )
+        }
         Verdict::InvalidProof(e) => answer(
             Outcome::InvalidToken,
             respond::invalid_proof(proof_error_code(&e), &e),

@@ -9,11 +9,12 @@ use pingora::http::RequestHeader;
 use crate::bearer::BearerAuth;
 use crate::clock::SharedClock;
 use crate::config::Config;
+use crate::config::SessionStorage;
 use crate::oidc::flow::LoginFlows;
 use crate::oidc::providers::Providers;
 use crate::session::chunks::SetCookie;
 use crate::session::refresh::{Outcome, Refresher};
-use crate::session::{CookieStore, SessionData, SessionStore};
+use crate::session::{CookieStore, RedisStore, SessionData, SessionStore, StoreUnavailable};
 
 /// The shared state of a running portcullis: its configuration and every stage a request
 /// goes through, built once at start.
@@ -53,7 +54,10 @@ impl Login {
         };
         Ok(Some(Login {
             providers: Providers::new(oidc, session, &config.headers)?,
-            sessions: Box::new(CookieStore::new(session)?),
+            sessions: match &session.storage {
+                SessionStorage::Cookie => Box::new(CookieStore::new(session)?),
+                SessionStorage::Redis(redis) => Box::new(RedisStore::new(session, redis)?),
+            },
             flows: LoginFlows::new(session)?,
             refresher: Refresher::default(),
             same_site: session.same_site,
@@ -68,11 +72,24 @@ impl Login {
 
 /// What authentication concluded, with the cookies to set on the response either way
 /// (a refreshed session, or the clearing of an unusable one).
+#[derive(Default)]
 pub struct Authentication {
     /// The usable session, if there is one.
     pub session: Option<Arc<SessionData>>,
     /// What the response must set (a refreshed or a cleared session).
     pub set_cookies: Vec<SetCookie>,
+    /// The session store could not be asked: a request that carried a session cookie is
+    /// neither signed in nor out (a 503, never a login redirect).
+    pub unavailable: Option<StoreUnavailable>,
+}
+
+impl Authentication {
+    fn of(session: SessionData) -> Authentication {
+        Authentication {
+            session: Some(Arc::new(session)),
+            ..Authentication::default()
+        }
+    }
 }
 
 impl App {
@@ -138,10 +155,7 @@ impl App {
     /// sign-in there are no sessions.
     pub async fn authenticate(&self, req: &RequestHeader) -> Authentication {
         let Some(login) = &self.login else {
-            return Authentication {
-                session: None,
-                set_cookies: Vec::new(),
-            };
+            return Authentication::default();
         };
         login.authenticate(req, self.clock.now()).await
     }
@@ -154,30 +168,30 @@ impl Login {
         now: crate::clock::UnixTime,
     ) -> Authentication {
         let cookies = cookie_headers(req);
-        let loaded = self.sessions.load(&cookies, now).await;
-        let Some(session) = loaded.session else {
+        let mut loaded = self.sessions.load(&cookies, now).await;
+        if let Some(down) = loaded.unavailable.take() {
+            return Authentication {
+                unavailable: Some(down),
+                ..Authentication::default()
+            };
+        }
+        let Some(session) = loaded.session.take() else {
             let set_cookies = if loaded.unusable {
-                self.sessions.clear(&loaded.present).await
+                self.sessions.clear(&loaded).await
             } else {
                 Vec::new()
             };
             return Authentication {
-                session: None,
                 set_cookies,
+                ..Authentication::default()
             };
         };
         if !session.needs_refresh(now) {
-            return Authentication {
-                session: Some(Arc::new(session)),
-                set_cookies: Vec::new(),
-            };
+            return Authentication::of(session);
         }
         let Some(refresh_token) = session.refresh_token.clone() else {
             // Nothing to refresh with: the session lives to its own expiry.
-            return Authentication {
-                session: Some(Arc::new(session)),
-                set_cookies: Vec::new(),
-            };
+            return Authentication::of(session);
         };
         let provider = self.providers.login().clone();
         let old = session.clone();
@@ -205,17 +219,26 @@ impl Login {
             })
             .await;
         match refreshed {
-            Outcome::Refreshed(new) => Authentication {
-                set_cookies: self.sessions.save(&new, &loaded.present, now).await,
-                session: Some(new),
-            },
-            Outcome::ProviderDown => Authentication {
-                session: Some(Arc::new(session)),
-                set_cookies: Vec::new(),
-            },
+            Outcome::Refreshed(new) => {
+                // Not kept (the store went away meanwhile): this request is served with the
+                // fresh tokens all the same; the next one finds the store back or is told.
+                let set_cookies = match self.sessions.update(&new, &loaded, now).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "a refreshed session could not be kept");
+                        Vec::new()
+                    }
+                };
+                Authentication {
+                    set_cookies,
+                    session: Some(new),
+                    unavailable: None,
+                }
+            }
+            Outcome::ProviderDown => Authentication::of(session),
             Outcome::Rejected => Authentication {
-                session: None,
-                set_cookies: self.sessions.clear(&loaded.present).await,
+                set_cookies: self.sessions.clear(&loaded).await,
+                ..Authentication::default()
             },
         }
     }

@@ -25,10 +25,12 @@ pub(crate) enum Outcome {
     InsufficientScope,
     /// 400: a path or host that could be read two ways.
     BadRequest,
+    /// 503: a session cookie that could not be checked (the session store is unreachable).
+    Unavailable,
 }
 
 impl Outcome {
-    pub(crate) const ALL: [Outcome; 11] = [
+    pub(crate) const ALL: [Outcome; 12] = [
         Outcome::Endpoint,
         Outcome::Public,
         Outcome::Cookie,
@@ -40,6 +42,7 @@ impl Outcome {
         Outcome::Forbidden,
         Outcome::InsufficientScope,
         Outcome::BadRequest,
+        Outcome::Unavailable,
     ];
 
     pub(crate) fn as_str(self) -> &'static str {
@@ -55,6 +58,7 @@ impl Outcome {
             Outcome::Forbidden => "forbidden",
             Outcome::InsufficientScope => "insufficient_scope",
             Outcome::BadRequest => "bad_request",
+            Outcome::Unavailable => "unavailable",
         }
     }
 }

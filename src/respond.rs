@@ -318,6 +318,24 @@ pub(crate) fn proxy_failure(status: StatusCode) -> Reply {
 }
 
 /// RFC 6750 §3 challenge for API clients.
+/// 503 while the session store cannot be reached: a page for a browser (never a login
+/// redirect, which would loop), JSON for everything else; retry shortly.
+pub(crate) fn session_store_unavailable(browser: bool) -> Reply {
+    let reply = if browser {
+        Reply::page(
+            503,
+            "Temporarily unavailable",
+            "Your session cannot be checked right now. Please try again in a moment.",
+        )
+    } else {
+        Reply::json(
+            503,
+            &serde_json::json!({"error": "temporarily_unavailable", "error_description": "the session store cannot be reached"}),
+        )
+    };
+    reply.header("Retry-After", "5")
+}
+
 pub(crate) fn unauthorized_api(description: &str) -> Reply {
     Reply::json(
         401,

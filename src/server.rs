@@ -39,6 +39,29 @@ impl BackgroundService for MaintainKeys {
     }
 }
 
+/// Pings the session store (Redis) every [`STORE_PROBE_EVERY`], so `/ready` follows it and
+/// requests stop failing fast as soon as it answers again, without waiting for traffic.
+struct ProbeSessionStore(Arc<App>);
+
+/// How often the session store is probed.
+const STORE_PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+#[async_trait]
+impl BackgroundService for ProbeSessionStore {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let Some(login) = &self.0.login else {
+            return;
+        };
+        loop {
+            login.sessions.probe().await;
+            tokio::select! {
+                _ = tokio::time::sleep(STORE_PROBE_EVERY) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
 /// Streams one HTTP/2 connection may carry at once (pingora's default too).
 const H2_MAX_STREAMS: u32 = 100;
 
@@ -127,6 +150,10 @@ pub(crate) fn build(config: Config) -> anyhow::Result<Server> {
             MaintainKeys(issuer, keys),
         ));
     }
+    server.add_service(background_service(
+        "session store probe",
+        ProbeSessionStore(app.clone()),
+    ));
     for provider in app.login.iter().flat_map(|l| l.providers.iter()) {
         server.add_service(background_service(
             &format!("identity provider {}", provider.oidc().issuer),

@@ -177,6 +177,43 @@ pub(super) struct SessionFile {
     pub secure: Option<bool>,
     pub same_site: Option<SameSiteFile>,
     pub domain: Option<String>,
+    /// Where sessions live: `cookie` (default) or `redis`.
+    pub store: Option<StoreFile>,
+    /// `[session.redis]`, for `store = "redis"`.
+    pub redis: Option<RedisFile>,
+}
+
+/// `session.store`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum StoreFile {
+    Cookie,
+    Redis,
+}
+
+/// `[session.redis]`: exactly one of `url`, `sentinel`, `cluster`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RedisFile {
+    pub url: Option<String>,
+    pub sentinel: Option<SentinelFile>,
+    pub cluster: Option<Vec<String>>,
+    pub password_file: Option<String>,
+    pub key_prefix: Option<String>,
+    /// The bound on every call to Redis.
+    pub timeout: Option<String>,
+}
+
+/// `session.redis.sentinel`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SentinelFile {
+    /// The name of the monitored master.
+    pub master: String,
+    /// The sentinels, `redis://host:26379` each.
+    pub nodes: Vec<String>,
+    /// The database on the master.
+    pub db: Option<i64>,
 }
 
 /// `session.same_site`.

@@ -13,6 +13,7 @@ mod file;
 mod headers;
 mod logging;
 mod oidc;
+mod redis;
 mod routes;
 mod server;
 mod session;
@@ -33,6 +34,9 @@ pub use client_auth::{ClientAuth, ClientIdentity, ClientKey, ProviderCa};
 pub use headers::Headers;
 pub use logging::{LogFormat, Logging};
 pub use oidc::{ClaimNames, ClientAuthMethod, EndSessionMethod, Oidc, Secret};
+pub use redis::{
+    shown as redis_url_shown, RedisSettings, RedisTopology, SessionStorage, ENV_REDIS_PASSWORD,
+};
 pub use server::{
     ClientCertHeader, ClientCerts, Listener, ListenerKind, Server, TlsListener,
     DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_HEADER_BYTES, MAX_HEADER_BYTES, MIN_HEADER_BYTES,

@@ -22,6 +22,8 @@ pub struct Session {
     pub same_site: cookie::SameSite,
     /// The cookies' `Domain`; host-only when `None`.
     pub domain: Option<String>,
+    /// Where sessions live: the cookie, or Redis.
+    pub storage: super::SessionStorage,
 }
 
 /// Decoded session secret bytes (at least [`MIN_SECRET_BYTES`]).
@@ -56,6 +58,8 @@ pub(super) fn validate(
         ("secure", s.secure.is_some()),
         ("same_site", s.same_site.is_some()),
         ("domain", s.domain.is_some()),
+        ("store", s.store.is_some()),
+        ("redis", s.redis.is_some()),
     ];
     if let Some((key, _)) = cookie_only.iter().find(|(_, set)| *set) {
         return Err(check.err(
@@ -67,6 +71,7 @@ pub(super) fn validate(
 }
 
 fn table(check: &Check, s: SessionFile) -> Result<Session, ConfigError> {
+    let storage = super::redis::validate(check, s.store, s.redis)?;
     let cookie_name = cookie_name(check, s.cookie_name)?;
     let secrets = secrets(check, s.secrets)?;
     let lifetime = check.duration(
@@ -112,6 +117,7 @@ fn table(check: &Check, s: SessionFile) -> Result<Session, ConfigError> {
         secure,
         same_site,
         domain,
+        storage,
     })
 }
 

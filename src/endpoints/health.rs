@@ -9,6 +9,14 @@ pub(super) fn ping() -> Reply {
 }
 
 pub(super) fn ready(app: &App) -> Reply {
+    // Still 200 while the session store is down: bearer tokens and client certificates are
+    // served, and taking every replica out would not bring Redis back.
+    if let Some(down) = app.login.as_ref().and_then(|l| l.sessions.health()) {
+        return Reply::text(
+            200,
+            &format!("degraded: session store unreachable ({down}); bearer tokens are served, session cookies get 503 until it is back\n"),
+        );
+    }
     let readiness = app.readiness();
     match readiness {
         Readiness::Ready => Reply::text(200, "OK"),

@@ -38,6 +38,9 @@ async fn with_session(
     build: impl FnOnce(&SessionData) -> Reply,
 ) -> Answer {
     let auth = app.authenticate(req).await;
+    if auth.unavailable.is_some() {
+        return respond::session_store_unavailable(false).into();
+    }
     match auth.session {
         None => unauthorized_api("no valid session")
             .cookies(auth.set_cookies)

@@ -44,6 +44,15 @@ pub(super) fn start(app: &App, login: &Login, req: &RequestHeader, facts: &Facts
     Reply::redirect(auth.url.as_str()).cookies(cookies)
 }
 
+fn store_unavailable() -> Reply {
+    Reply::page(
+        503,
+        "Sign-in is unavailable",
+        "Sessions cannot be stored right now. Please try again in a moment.",
+    )
+    .header("Retry-After", "5")
+}
+
 fn login_failed(status: u16, detail: &str) -> Reply {
     Reply::page(
         status,
@@ -120,8 +129,14 @@ pub(super) async fn callback(app: &App, login: &Login, req: &RequestHeader) -> A
         Ok(session) => {
             // Always a brand-new session: whatever cookie came in before login is replaced.
             let now = app.clock.now();
-            let present = login.sessions.load(&cookies, now).await.present;
-            set_cookies.extend(login.sessions.save(&session, &present, now).await);
+            let replacing = login.sessions.load(&cookies, now).await;
+            match login.sessions.create(&session, &replacing, now).await {
+                Ok(cookies) => set_cookies.extend(cookies),
+                Err(e) => {
+                    tracing::warn!(error = %e, "login failed: the session cannot be kept");
+                    return store_unavailable().cookies(set_cookies).into();
+                }
+            }
             tracing::info!(user = session.identity.user(), "login");
             let reply = if login.same_site == cookie::SameSite::Strict {
                 Reply::continue_to(&flow.return_to)

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 
 use super::chunks::{self, CookieAttrs, SetCookie};
 use super::seal::{self, SealKeys};
-use super::{Loaded, SessionData, SessionStore};
+use super::{Loaded, SessionData, SessionStore, StoreUnavailable};
 use crate::clock::UnixTime;
 use crate::config;
 
@@ -38,18 +38,18 @@ impl CookieStore {
             Ok(read) => read,
             Err(ambiguous) => {
                 return Loaded {
-                    session: None,
                     present: ambiguous.present,
                     unusable: true,
+                    ..Loaded::default()
                 }
             }
         };
         let Some(value) = read.value else {
             // Our name with an empty or malformed value is junk to clear, not "no cookie".
             return Loaded {
-                session: None,
                 unusable: !read.present.is_empty(),
                 present: read.present,
+                ..Loaded::default()
             };
         };
         let session = self
@@ -61,6 +61,7 @@ impl CookieStore {
             unusable: session.is_none(),
             session,
             present: read.present,
+            ..Loaded::default()
         }
     }
 
@@ -91,7 +92,9 @@ impl CookieStore {
 }
 
 /// Nothing here waits: each method is the synchronous one of the same name above, which
-/// callers holding a `CookieStore` itself (tools, tests) may use directly.
+/// callers holding a `CookieStore` itself (tools, tests) may use directly. A new session and a
+/// refreshed one are sealed alike (the cookie is the whole session); nothing is ever
+/// unavailable.
 #[async_trait]
 impl SessionStore for CookieStore {
     async fn load(&self, cookie_headers: &[&[u8]], now: UnixTime) -> Loaded {
@@ -100,12 +103,26 @@ impl SessionStore for CookieStore {
 
     /// Should sealing fail (no randomness from the OS, a session too large for the chunk
     /// limit) the session is cleared instead.
-    async fn save(&self, data: &SessionData, present: &[String], now: UnixTime) -> Vec<SetCookie> {
-        CookieStore::save(self, data, present, now)
+    async fn create(
+        &self,
+        data: &SessionData,
+        replacing: &Loaded,
+        now: UnixTime,
+    ) -> Result<Vec<SetCookie>, StoreUnavailable> {
+        Ok(CookieStore::save(self, data, &replacing.present, now))
     }
 
-    async fn clear(&self, present: &[String]) -> Vec<SetCookie> {
-        CookieStore::clear(self, present)
+    async fn update(
+        &self,
+        data: &SessionData,
+        loaded: &Loaded,
+        now: UnixTime,
+    ) -> Result<Vec<SetCookie>, StoreUnavailable> {
+        Ok(CookieStore::save(self, data, &loaded.present, now))
+    }
+
+    async fn clear(&self, loaded: &Loaded) -> Vec<SetCookie> {
+        CookieStore::clear(self, &loaded.present)
     }
 
     fn is_ours(&self, cookie_name: &str) -> bool {

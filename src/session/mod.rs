@@ -1,12 +1,15 @@
 //! The browser session: who the user is and the tokens needed to keep them signed in, sealed
 //! into a cookie ([`seal`]) that is split across several cookies when large ([`chunks`]).
 //!
-//! Where sessions are kept is a [`SessionStore`]. The one there is today, [`CookieStore`],
-//! keeps no server-side state: any replica with the same secrets can serve any request, and a
-//! cookie from a browser works the same from curl or a script (no binding to the user agent).
+//! Where sessions are kept is a [`SessionStore`]. [`CookieStore`] (the default) keeps no
+//! server-side state: any replica with the same secrets can serve any request, and a cookie
+//! from a browser works the same from curl or a script (no binding to the user agent).
+//! [`RedisStore`] keeps the session in Redis, encrypted with a key only the cookie carries,
+//! so that signing out ends every copy of the cookie and replicas share one refresh.
 
 pub mod chunks;
 mod cookie_store;
+pub(crate) mod redis_store;
 pub(crate) mod refresh;
 pub mod seal;
 
@@ -16,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::clock::UnixTime;
 use chunks::SetCookie;
 pub use cookie_store::CookieStore;
+pub use redis_store::{RedisStore, Ticket};
 
 /// The identity portcullis vouches for to the upstream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,9 +103,19 @@ pub struct Loaded {
     /// Names of our session cookies (plain or chunks) the request carried.
     pub present: Vec<String>,
     /// The request carried something that is not a usable session (tampered, truncated,
-    /// expired, from an old secret, ambiguous): it should be cleared.
+    /// expired, from an old secret, ambiguous, gone from the server): it should be cleared.
     pub unusable: bool,
+    /// The server-side session's ticket, when the store keeps sessions on a server.
+    pub ticket: Option<Ticket>,
+    /// The store could not be asked: whether the cookie names a session is unknown, so
+    /// neither a login redirect nor clearing it would be right.
+    pub unavailable: Option<StoreUnavailable>,
 }
+
+/// The session store cannot be reached (Redis down): the reason, without secrets.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the session store is unavailable: {0}")]
+pub struct StoreUnavailable(pub String);
 
 /// Where sessions live between requests.
 ///
@@ -114,13 +128,38 @@ pub trait SessionStore: Send + Sync {
     /// The session the request's `Cookie` headers name, if it is usable at `now`.
     async fn load(&self, cookie_headers: &[&[u8]], now: UnixTime) -> Loaded;
 
-    /// `Set-Cookie` values that keep `data` (replacing what `present` names). A store that
-    /// cannot keep it ends the session instead: failing closed means signing the user out.
-    async fn save(&self, data: &SessionData, present: &[String], now: UnixTime) -> Vec<SetCookie>;
+    /// Keeps a brand-new session (a login): never under the identity of the session it
+    /// replaces (`replacing`, what the request carried). `Set-Cookie` values that name it.
+    /// A session that cannot be sealed is cleared instead (failing closed signs the user
+    /// out); a store that cannot be reached says so.
+    async fn create(
+        &self,
+        data: &SessionData,
+        replacing: &Loaded,
+        now: UnixTime,
+    ) -> Result<Vec<SetCookie>, StoreUnavailable>;
 
-    /// `Set-Cookie` values that end the session whose cookies `present` names.
-    async fn clear(&self, present: &[String]) -> Vec<SetCookie>;
+    /// Keeps `data` as the new state of the session `loaded` read (a refresh).
+    async fn update(
+        &self,
+        data: &SessionData,
+        loaded: &Loaded,
+        now: UnixTime,
+    ) -> Result<Vec<SetCookie>, StoreUnavailable>;
+
+    /// Ends the session `loaded` read, everywhere the store can: `Set-Cookie` values that
+    /// clear its cookies.
+    async fn clear(&self, loaded: &Loaded) -> Vec<SetCookie>;
 
     /// Whether a cookie of this name belongs to the store (never forwarded upstream).
     fn is_ours(&self, cookie_name: &str) -> bool;
+
+    /// Why the store is not usable right now, if it is not (for `/ready`).
+    fn health(&self) -> Option<String> {
+        None
+    }
+
+    /// Checks on the store in the background (a server-side store pings its server, so
+    /// `/ready` and the fail-fast pause follow it without traffic).
+    async fn probe(&self) {}
 }

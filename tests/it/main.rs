@@ -16,6 +16,7 @@ mod grpc;
 mod login;
 mod metrics;
 mod policy;
+mod redis_sessions;
 mod resource_server;
 mod session;
 mod tls;

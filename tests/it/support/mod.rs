@@ -11,6 +11,7 @@ pub mod dpop;
 pub mod jws;
 pub mod keys;
 pub mod pki;
+pub mod redis;
 pub mod tokens;
 pub mod trap;
 

@@ -1,0 +1,219 @@
+//! Sessions kept in Redis (`session.store = "redis"`): the cookie holds only a sealed
+//! [`Ticket`]; Redis holds the session body, encrypted with the ticket's key, under
+//! `<key_prefix>session:<id>` with a TTL of the session's remaining lifetime.
+//!
+//! Signing out deletes the body, so every copy of the cookie, on every replica, stops
+//! working at once. A body Redis no longer has (expired, deleted, lost in a restart) is a
+//! signed-out user whose cookie is cleared. Redis unreachable is neither: the request is told
+//! so ([`Loaded::unavailable`]) and the cookie is kept for when Redis is back.
+
+mod conn;
+mod ticket;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+pub(crate) use conn::{Redis, Unavailable};
+pub use ticket::Ticket;
+
+use super::chunks::{self, CookieAttrs, SetCookie};
+use super::seal::{self, SealKeys};
+use super::{Loaded, SessionData, SessionStore, StoreUnavailable};
+use crate::clock::UnixTime;
+use crate::config::{self, RedisSettings};
+
+/// The first byte of a stored body: bump it when the layout changes.
+const BODY_VERSION: u8 = 1;
+
+/// Sessions in Redis, behind a ticket cookie named `session.cookie_name`.
+pub struct RedisStore {
+    redis: Redis,
+    keys: SealKeys,
+    name: String,
+    attrs: CookieAttrs,
+}
+
+impl RedisStore {
+    /// Not connected yet: Redis is reached on the first request (and by the probe).
+    pub fn new(
+        cfg: &config::Session,
+        settings: &RedisSettings,
+    ) -> Result<RedisStore, seal::SealKeyError> {
+        Ok(RedisStore {
+            redis: Redis::new(settings.clone()),
+            keys: SealKeys::from_config(cfg)?,
+            name: cfg.cookie_name.clone(),
+            attrs: CookieAttrs::from_config(cfg),
+        })
+    }
+
+    /// The Redis key of a session's body.
+    fn key(&self, ticket: &Ticket) -> String {
+        format!("{}session:{}", self.redis.prefix(), ticket.id())
+    }
+
+    /// Stores `data` under `ticket` for the rest of its lifetime and returns the cookie that
+    /// names it.
+    async fn store(
+        &self,
+        data: &SessionData,
+        ticket: &Ticket,
+        present: &[String],
+        now: UnixTime,
+    ) -> Result<Vec<SetCookie>, StoreUnavailable> {
+        let ttl = data.expires_at.saturating_sub(now.secs());
+        if ttl == 0 {
+            return Ok(self.clear_cookies(present));
+        }
+        let body = postcard::to_extend(data, vec![BODY_VERSION])
+            .ok()
+            .and_then(|plain| ticket.seal(&plain));
+        let sealed = self.keys.seal(&self.name, &ticket.encode()).ok();
+        let (Some(body), Some(sealed)) = (body, sealed) else {
+            tracing::error!("cannot seal the session; clearing it");
+            return Ok(self.clear_cookies(present));
+        };
+        let mut set = redis::cmd("SET");
+        set.arg(self.key(ticket)).arg(body).arg("EX").arg(ttl);
+        self.redis.run::<()>(&set).await.map_err(unavailable)?;
+        let max_age = Duration::from_secs(ttl);
+        Ok(
+            chunks::set_cookies(&self.name, &sealed, &self.attrs, max_age, present)
+                .unwrap_or_else(|_| self.clear_cookies(present)),
+        )
+    }
+
+    fn clear_cookies(&self, present: &[String]) -> Vec<SetCookie> {
+        chunks::clear_cookies(&self.name, &self.attrs, present).unwrap_or_default()
+    }
+
+    /// The ticket the cookies carry, if any opens.
+    fn ticket(&self, cookie_headers: &[&[u8]]) -> (Option<Ticket>, Vec<String>, bool) {
+        let read = match chunks::read_cookie(cookie_headers, &self.name) {
+            Ok(read) => read,
+            Err(ambiguous) => return (None, ambiguous.present, true),
+        };
+        let Some(value) = read.value else {
+            let junk = !read.present.is_empty();
+            return (None, read.present, junk);
+        };
+        let ticket = self
+            .keys
+            .open(&self.name, &value)
+            .and_then(|plain| Ticket::decode(&plain));
+        let junk = ticket.is_none();
+        (ticket, read.present, junk)
+    }
+
+    /// The Redis connection, for the other users of the same Redis (the refresh lock).
+    pub fn redis(&self) -> &Redis {
+        &self.redis
+    }
+}
+
+fn unavailable(e: Unavailable) -> StoreUnavailable {
+    StoreUnavailable(e.0)
+}
+
+#[async_trait]
+impl SessionStore for RedisStore {
+    async fn load(&self, cookie_headers: &[&[u8]], now: UnixTime) -> Loaded {
+        let (ticket, present, junk) = self.ticket(cookie_headers);
+        let Some(ticket) = ticket else {
+            return Loaded {
+                present,
+                unusable: junk,
+                ..Loaded::default()
+            };
+        };
+        let body: Option<Vec<u8>> = match self
+            .redis
+            .run(redis::cmd("GET").arg(self.key(&ticket)))
+            .await
+        {
+            Ok(b) => b,
+            Err(e) => {
+                return Loaded {
+                    present,
+                    unavailable: Some(unavailable(e)),
+                    ..Loaded::default()
+                }
+            }
+        };
+        let session = body
+            .and_then(|b| ticket.open(&b))
+            .and_then(|plain| match plain.split_first() {
+                Some((&BODY_VERSION, rest)) => postcard::from_bytes::<SessionData>(rest).ok(),
+                _ => None,
+            })
+            .filter(|s| now.secs() < s.expires_at);
+        Loaded {
+            unusable: session.is_none(),
+            session,
+            present,
+            ticket: Some(ticket),
+            unavailable: None,
+        }
+    }
+
+    /// A new session gets a new ticket; the one it replaces (a session before this login) is
+    /// deleted, so a cookie captured before sign-in is worth nothing after it.
+    async fn create(
+        &self,
+        data: &SessionData,
+        replacing: &Loaded,
+        now: UnixTime,
+    ) -> Result<Vec<SetCookie>, StoreUnavailable> {
+        let ticket = Ticket::fresh();
+        let cookies = self.store(data, &ticket, &replacing.present, now).await?;
+        if let Some(old) = &replacing.ticket {
+            let _ = self
+                .redis
+                .run::<()>(redis::cmd("DEL").arg(self.key(old)))
+                .await;
+        }
+        Ok(cookies)
+    }
+
+    async fn update(
+        &self,
+        data: &SessionData,
+        loaded: &Loaded,
+        now: UnixTime,
+    ) -> Result<Vec<SetCookie>, StoreUnavailable> {
+        match &loaded.ticket {
+            Some(ticket) => self.store(data, ticket, &loaded.present, now).await,
+            None => self.create(data, loaded, now).await,
+        }
+    }
+
+    /// Deletes the body (every copy of the cookie stops working, on every replica) and
+    /// clears the cookie. When Redis cannot be reached the cookie is cleared all the same.
+    async fn clear(&self, loaded: &Loaded) -> Vec<SetCookie> {
+        if let Some(ticket) = &loaded.ticket {
+            if let Err(e) = self
+                .redis
+                .run::<()>(redis::cmd("DEL").arg(self.key(ticket)))
+                .await
+            {
+                tracing::warn!(error = %e, "could not delete a session in redis");
+            }
+        }
+        self.clear_cookies(&loaded.present)
+    }
+
+    fn is_ours(&self, cookie_name: &str) -> bool {
+        chunks::is_session_cookie_name(cookie_name, &self.name)
+    }
+
+    fn health(&self) -> Option<String> {
+        self.redis.last_error()
+    }
+
+    async fn probe(&self) {
+        if let Err(e) = self.redis.ping().await {
+            tracing::debug!(error = %e, redis = %self.redis.describe(), "redis probe failed");
+        }
+    }
+}
