@@ -8,13 +8,17 @@ use pingora::http::RequestHeader;
 
 use crate::bearer::BearerAuth;
 use crate::clock::SharedClock;
+use crate::clock::UnixTime;
 use crate::config::Config;
 use crate::config::SessionStorage;
 use crate::oidc::flow::LoginFlows;
 use crate::oidc::providers::Providers;
 use crate::session::chunks::SetCookie;
 use crate::session::refresh::{Outcome, Refresher};
-use crate::session::{CookieStore, RedisStore, SessionData, SessionStore, StoreUnavailable};
+use crate::session::{
+    CookieStore, Lease, Loaded, RedisStore, SessionData, SessionStore, StoreUnavailable,
+};
+use std::time::Duration;
 
 /// The shared state of a running portcullis: its configuration and every stage a request
 /// goes through, built once at start.
@@ -37,7 +41,7 @@ pub struct Login {
     /// The identity providers; browsers sign in with [`Providers::login`].
     pub providers: Providers,
     /// Where sessions live between requests.
-    pub sessions: Box<dyn SessionStore>,
+    pub sessions: Arc<dyn SessionStore>,
     /// Logins in progress.
     pub flows: LoginFlows,
     /// Refreshes expired sessions, one call to the provider per session at a time.
@@ -55,8 +59,8 @@ impl Login {
         Ok(Some(Login {
             providers: Providers::new(oidc, session, &config.headers)?,
             sessions: match &session.storage {
-                SessionStorage::Cookie => Box::new(CookieStore::new(session)?),
-                SessionStorage::Redis(redis) => Box::new(RedisStore::new(session, redis)?),
+                SessionStorage::Cookie => Arc::new(CookieStore::new(session)?),
+                SessionStorage::Redis(redis) => Arc::new(RedisStore::new(session, redis)?),
             },
             flows: LoginFlows::new(session)?,
             refresher: Refresher::default(),
@@ -193,53 +197,117 @@ impl Login {
             // Nothing to refresh with: the session lives to its own expiry.
             return Authentication::of(session);
         };
-        let provider = self.providers.login().clone();
-        let old = session.clone();
-        let refreshed = self
-            .refresher
-            .refresh(&refresh_token, async move {
-                // Counted here, once per call to the provider, not per request that shares it.
-                let metrics = crate::metrics::get();
-                match provider.refresh_session(&old, now).await {
-                    Ok(s) => {
-                        metrics.refresh(RefreshResult::Refreshed);
-                        Outcome::Refreshed(Arc::new(s))
-                    }
-                    Err(e) => {
-                        tracing::info!(user = old.identity.user(), error = %e, "session refresh failed");
-                        if e.is_provider_down() {
-                            metrics.refresh(RefreshResult::ProviderDown);
-                            Outcome::ProviderDown
-                        } else {
-                            metrics.refresh(RefreshResult::Rejected);
-                            Outcome::Rejected
-                        }
-                    }
-                }
-            })
-            .await;
-        match refreshed {
-            Outcome::Refreshed(new) => {
-                // Not kept (the store went away meanwhile): this request is served with the
-                // fresh tokens all the same; the next one finds the store back or is told.
-                let set_cookies = match self.sessions.update(&new, &loaded, now).await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "a refreshed session could not be kept");
-                        Vec::new()
-                    }
-                };
-                Authentication {
-                    set_cookies,
-                    session: Some(new),
-                    unavailable: None,
-                }
-            }
+        let refresh = Refresh {
+            provider: self.providers.login().clone(),
+            sessions: self.sessions.clone(),
+            loaded: Loaded {
+                session: Some(session.clone()),
+                ..loaded.clone()
+            },
+            now,
+        };
+        match self.refresher.refresh(&refresh_token, refresh.run()).await {
+            Outcome::Refreshed(new) => Authentication {
+                set_cookies: self.sessions.refreshed_cookies(&new, &loaded, now),
+                session: Some(new),
+                unavailable: None,
+            },
             Outcome::ProviderDown => Authentication::of(session),
             Outcome::Rejected => Authentication {
                 set_cookies: self.sessions.clear(&loaded).await,
                 ..Authentication::default()
             },
+        }
+    }
+}
+
+/// One refresh of one session, run in a task of its own (see [`Refresher`]): with a store
+/// the replicas share, under the session's lease, so that only one replica asks the provider
+/// and the others read its result from the store.
+struct Refresh {
+    provider: Arc<crate::oidc::Provider>,
+    sessions: Arc<dyn SessionStore>,
+    /// The session as the request read it (`session` is the one that needs refreshing).
+    loaded: Loaded,
+    now: UnixTime,
+}
+
+/// How long a request waits for another replica's refresh of its session: the provider call
+/// is bounded by `oidc.http_timeout` (at most 60 s), a lease by its renewals.
+const WAIT_FOR_OTHER_REPLICA: Duration = Duration::from_secs(65);
+/// How often a waiting request looks for the other replica's result.
+const POLL_OTHER_REPLICA: Duration = Duration::from_millis(50);
+
+impl Refresh {
+    async fn run(self) -> Outcome {
+        let deadline = tokio::time::Instant::now() + WAIT_FOR_OTHER_REPLICA;
+        loop {
+            match self.sessions.lease(&self.loaded).await {
+                Lease::Unshared => return self.call_provider().await,
+                Lease::Held(lease) => {
+                    // Another replica may have refreshed it just before the lease was free.
+                    let outcome = match self.already_refreshed().await {
+                        Some(done) => done,
+                        None => self.call_provider().await,
+                    };
+                    lease.release().await;
+                    return outcome;
+                }
+                Lease::Busy => {}
+                Lease::Unavailable(e) => {
+                    tracing::warn!(error = %e, "no refresh while the session store is unavailable");
+                    return Outcome::ProviderDown;
+                }
+            }
+            tokio::time::sleep(POLL_OTHER_REPLICA).await;
+            if let Some(done) = self.already_refreshed().await {
+                return done;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Outcome::ProviderDown;
+            }
+        }
+    }
+
+    /// What the store says now: refreshed by another replica, signed out, or still due.
+    async fn already_refreshed(&self) -> Option<Outcome> {
+        let now = self.now;
+        let again = self.sessions.reload(&self.loaded, now).await;
+        if again.unavailable.is_some() {
+            return None;
+        }
+        match again.session {
+            None => Some(Outcome::Rejected),
+            Some(s) if !s.needs_refresh(now) => Some(Outcome::Refreshed(Arc::new(s))),
+            Some(_) => None,
+        }
+    }
+
+    /// Spends the refresh token at the provider and keeps the result in the store.
+    async fn call_provider(&self) -> Outcome {
+        let Some(old) = self.loaded.session.as_ref() else {
+            return Outcome::Rejected;
+        };
+        // Counted here, once per call to the provider, not per request that shares it.
+        let metrics = crate::metrics::get();
+        match self.provider.refresh_session(old, self.now).await {
+            Ok(s) => {
+                metrics.refresh(RefreshResult::Refreshed);
+                if let Err(e) = self.sessions.persist(&s, &self.loaded, self.now).await {
+                    tracing::warn!(error = %e, "a refreshed session could not be kept");
+                }
+                Outcome::Refreshed(Arc::new(s))
+            }
+            Err(e) => {
+                tracing::info!(user = old.identity.user(), error = %e, "session refresh failed");
+                if e.is_provider_down() {
+                    metrics.refresh(RefreshResult::ProviderDown);
+                    Outcome::ProviderDown
+                } else {
+                    metrics.refresh(RefreshResult::Rejected);
+                    Outcome::Rejected
+                }
+            }
         }
     }
 }

@@ -112,13 +112,13 @@ impl SessionStore for CookieStore {
         Ok(CookieStore::save(self, data, &replacing.present, now))
     }
 
-    async fn update(
+    fn refreshed_cookies(
         &self,
         data: &SessionData,
         loaded: &Loaded,
         now: UnixTime,
-    ) -> Result<Vec<SetCookie>, StoreUnavailable> {
-        Ok(CookieStore::save(self, data, &loaded.present, now))
+    ) -> Vec<SetCookie> {
+        CookieStore::save(self, data, &loaded.present, now)
     }
 
     async fn clear(&self, loaded: &Loaded) -> Vec<SetCookie> {

@@ -9,7 +9,7 @@
 
 pub mod chunks;
 mod cookie_store;
-pub(crate) mod redis_store;
+pub mod redis_store;
 pub(crate) mod refresh;
 pub mod seal;
 
@@ -96,7 +96,7 @@ impl SessionData {
 }
 
 /// Outcome of reading the session cookie.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Loaded {
     /// The session, when the cookies held a usable one.
     pub session: Option<SessionData>,
@@ -110,6 +110,18 @@ pub struct Loaded {
     /// The store could not be asked: whether the cookie names a session is unknown, so
     /// neither a login redirect nor clearing it would be right.
     pub unavailable: Option<StoreUnavailable>,
+}
+
+/// Who may refresh a session, across the replicas sharing a store.
+pub enum Lease {
+    /// The store is not shared: this process's single flight is all there is.
+    Unshared,
+    /// This process holds the lease until it releases it.
+    Held(redis_store::Held),
+    /// Another replica holds it: wait for its result in the store.
+    Busy,
+    /// The store cannot be asked.
+    Unavailable(StoreUnavailable),
 }
 
 /// The session store cannot be reached (Redis down): the reason, without secrets.
@@ -139,13 +151,36 @@ pub trait SessionStore: Send + Sync {
         now: UnixTime,
     ) -> Result<Vec<SetCookie>, StoreUnavailable>;
 
-    /// Keeps `data` as the new state of the session `loaded` read (a refresh).
-    async fn update(
+    /// Keeps `data`, a refresh of the session `loaded` read, where sessions are kept: once
+    /// per refresh (nothing to do for a cookie, which each response carries).
+    async fn persist(
+        &self,
+        _data: &SessionData,
+        _loaded: &Loaded,
+        _now: UnixTime,
+    ) -> Result<(), StoreUnavailable> {
+        Ok(())
+    }
+
+    /// `Set-Cookie` values for a request that carried `loaded` once its session was
+    /// refreshed into `data` (none when the cookie names the session, not its content).
+    fn refreshed_cookies(
         &self,
         data: &SessionData,
         loaded: &Loaded,
         now: UnixTime,
-    ) -> Result<Vec<SetCookie>, StoreUnavailable>;
+    ) -> Vec<SetCookie>;
+
+    /// The session's refresh lease, when replicas share the store: only its holder asks the
+    /// provider, so a rotating refresh token is never spent twice.
+    async fn lease(&self, _loaded: &Loaded) -> Lease {
+        Lease::Unshared
+    }
+
+    /// The session `loaded` read, read again (another replica may have refreshed it).
+    async fn reload(&self, loaded: &Loaded, _now: UnixTime) -> Loaded {
+        loaded.clone()
+    }
 
     /// Ends the session `loaded` read, everywhere the store can: `Set-Cookie` values that
     /// clear its cookies.

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use portcullis::demo::DevIdpConfig;
 use reqwest::StatusCode;
 
 use crate::support::redis::RedisServer;
@@ -172,4 +173,71 @@ async fn redis_away_is_a_503_for_cookies_only_and_heals_without_a_restart() {
     assert!(location(&r).starts_with("/oauth2/start"));
     assert!(!alice.jar.cookies.contains_key("_portcullis"), "cleared");
     assert!(!w.proxy.log().contains("\"status\":500"), "no 500 ever");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_replicas_share_one_refresh_of_a_session() {
+    let redis = RedisServer::start().await;
+    let ports = [free_port(), free_port(), free_port()];
+    let idp = start_idp(DevIdpConfig {
+        access_token_ttl: Duration::from_secs(2),
+        rotate_refresh_tokens: true,
+        ..idp_config(ports[0])
+    })
+    .await;
+    let echo = start_echo().await;
+    let mut replicas = Vec::new();
+    for port in ports {
+        let toml = session_option(
+            config(port, idp.issuer(), &format!("http://{}", echo.addr()), ""),
+            "store = \"redis\"",
+        ) + &format!("\n[session.redis]\nurl = \"{}\"\n", redis.url());
+        let proxy = Proxy::start(port, &toml).await;
+        proxy.wait_ready().await;
+        replicas.push(proxy);
+    }
+    let mut alice = Browser::new();
+    alice.login(&replicas[0], "alice", "/app").await;
+    let before = idp.stats().refresh_token_grants;
+    assert_eq!(before, 0);
+
+    // Past the access token's lifetime: every request of the session needs a refresh.
+    let expired_at = std::time::Instant::now() + Duration::from_secs(3);
+    wait_until(
+        "the access token to expire",
+        Duration::from_secs(10),
+        || async move { std::time::Instant::now() >= expired_at },
+    )
+    .await;
+    let cookie = alice.jar.header();
+    let mut calls = Vec::new();
+    for i in 0..30 {
+        let url = replicas[i % 3].url("/app");
+        let req = alice
+            .client
+            .get(url)
+            .header("accept", "application/json")
+            .header("cookie", cookie.clone());
+        calls.push(tokio::spawn(async move { req.send().await }));
+    }
+    let mut statuses = Vec::new();
+    for call in calls {
+        let r = call.await.expect("task").expect("request");
+        statuses.push(r.status().as_u16());
+    }
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    let stats = idp.stats();
+    assert_eq!(
+        stats.refresh_token_grants, 1,
+        "exactly one refresh at the provider"
+    );
+    assert_eq!(
+        stats.refresh_token_grants_failed, 0,
+        "no refresh token spent twice"
+    );
+    // The session goes on with the new tokens on every replica.
+    for proxy in &replicas {
+        let r = alice.api(&proxy.url("/app")).await;
+        assert_eq!(r.status(), StatusCode::OK);
+    }
 }

@@ -16,7 +16,7 @@ use crate::config::{redis_url_shown, RedisSettings, RedisTopology};
 /// Why Redis could not answer: shown in `/ready` and the log, never with a password.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("redis: {0}")]
-pub struct Unavailable(pub String);
+pub(crate) struct Unavailable(pub String);
 
 #[derive(Clone)]
 enum Conn {
@@ -27,7 +27,7 @@ enum Conn {
 
 /// Redis for one portcullis: a shared connection (multiplexed, so one is enough), made again
 /// when a call fails.
-pub struct Redis {
+pub(crate) struct Redis {
     settings: RedisSettings,
     conn: tokio::sync::Mutex<Option<Conn>>,
     last_error: Mutex<Option<String>>,
@@ -41,7 +41,7 @@ const RETRY_AFTER: Duration = Duration::from_millis(500);
 
 impl Redis {
     /// Not connected yet: the first call connects.
-    pub fn new(settings: RedisSettings) -> Redis {
+    pub(crate) fn new(settings: RedisSettings) -> Redis {
         Redis {
             settings,
             conn: tokio::sync::Mutex::new(None),
@@ -51,18 +51,18 @@ impl Redis {
     }
 
     /// Every key portcullis writes starts with this.
-    pub fn prefix(&self) -> &str {
+    pub(crate) fn prefix(&self) -> &str {
         &self.settings.key_prefix
     }
 
     /// The last call's failure, if it failed.
-    pub fn last_error(&self) -> Option<String> {
+    pub(crate) fn last_error(&self) -> Option<String> {
         self.last_error.lock().ok().and_then(|e| e.clone())
     }
 
     /// Runs `cmd`, within the timeout; a failure drops the connection, so the next call
     /// connects again (to the new master, after a Sentinel failover).
-    pub async fn run<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, Unavailable> {
+    pub(crate) async fn run<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, Unavailable> {
         let waiting = self
             .retry_at
             .lock()
@@ -170,7 +170,7 @@ impl Redis {
     }
 
     /// Where Redis is, for the log (no password).
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match &self.settings.topology {
             RedisTopology::Standalone(u) => redis_url_shown(u),
             RedisTopology::Sentinel { master, .. } => format!("sentinel master {master}"),
@@ -179,7 +179,7 @@ impl Redis {
     }
 
     /// Whether Redis answers (`PING`), past any fail-fast pause: the background probe.
-    pub async fn ping(&self) -> Result<(), Unavailable> {
+    pub(crate) async fn ping(&self) -> Result<(), Unavailable> {
         if let Ok(mut retry) = self.retry_at.lock() {
             *retry = None;
         }

@@ -8,6 +8,7 @@
 //! so ([`Loaded::unavailable`]) and the cookie is kept for when Redis is back.
 
 mod conn;
+mod lease;
 mod ticket;
 
 use std::time::Duration;
@@ -15,20 +16,22 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub(crate) use conn::{Redis, Unavailable};
+pub use lease::Held;
 pub use ticket::Ticket;
 
 use super::chunks::{self, CookieAttrs, SetCookie};
 use super::seal::{self, SealKeys};
-use super::{Loaded, SessionData, SessionStore, StoreUnavailable};
+use super::{Lease, Loaded, SessionData, SessionStore, StoreUnavailable};
 use crate::clock::UnixTime;
 use crate::config::{self, RedisSettings};
+use std::sync::Arc;
 
 /// The first byte of a stored body: bump it when the layout changes.
 const BODY_VERSION: u8 = 1;
 
 /// Sessions in Redis, behind a ticket cookie named `session.cookie_name`.
 pub struct RedisStore {
-    redis: Redis,
+    redis: Arc<Redis>,
     keys: SealKeys,
     name: String,
     attrs: CookieAttrs,
@@ -41,7 +44,7 @@ impl RedisStore {
         settings: &RedisSettings,
     ) -> Result<RedisStore, seal::SealKeyError> {
         Ok(RedisStore {
-            redis: Redis::new(settings.clone()),
+            redis: Arc::new(Redis::new(settings.clone())),
             keys: SealKeys::from_config(cfg)?,
             name: cfg.cookie_name.clone(),
             attrs: CookieAttrs::from_config(cfg),
@@ -106,27 +109,8 @@ impl RedisStore {
         (ticket, read.present, junk)
     }
 
-    /// The Redis connection, for the other users of the same Redis (the refresh lock).
-    pub fn redis(&self) -> &Redis {
-        &self.redis
-    }
-}
-
-fn unavailable(e: Unavailable) -> StoreUnavailable {
-    StoreUnavailable(e.0)
-}
-
-#[async_trait]
-impl SessionStore for RedisStore {
-    async fn load(&self, cookie_headers: &[&[u8]], now: UnixTime) -> Loaded {
-        let (ticket, present, junk) = self.ticket(cookie_headers);
-        let Some(ticket) = ticket else {
-            return Loaded {
-                present,
-                unusable: junk,
-                ..Loaded::default()
-            };
-        };
+    /// The session `ticket` names, as Redis has it now.
+    async fn read(&self, ticket: Ticket, present: Vec<String>, now: UnixTime) -> Loaded {
         let body: Option<Vec<u8>> = match self
             .redis
             .run(redis::cmd("GET").arg(self.key(&ticket)))
@@ -156,6 +140,25 @@ impl SessionStore for RedisStore {
             unavailable: None,
         }
     }
+}
+
+fn unavailable(e: Unavailable) -> StoreUnavailable {
+    StoreUnavailable(e.0)
+}
+
+#[async_trait]
+impl SessionStore for RedisStore {
+    async fn load(&self, cookie_headers: &[&[u8]], now: UnixTime) -> Loaded {
+        let (ticket, present, junk) = self.ticket(cookie_headers);
+        match ticket {
+            Some(ticket) => self.read(ticket, present, now).await,
+            None => Loaded {
+                present,
+                unusable: junk,
+                ..Loaded::default()
+            },
+        }
+    }
 
     /// A new session gets a new ticket; the one it replaces (a session before this login) is
     /// deleted, so a cookie captured before sign-in is worth nothing after it.
@@ -176,16 +179,44 @@ impl SessionStore for RedisStore {
         Ok(cookies)
     }
 
-    async fn update(
+    /// The refreshed body replaces the old one under the same ticket: every request still
+    /// carrying the cookie, on any replica, reads the new tokens.
+    async fn persist(
         &self,
         data: &SessionData,
         loaded: &Loaded,
         now: UnixTime,
-    ) -> Result<Vec<SetCookie>, StoreUnavailable> {
+    ) -> Result<(), StoreUnavailable> {
         match &loaded.ticket {
-            Some(ticket) => self.store(data, ticket, &loaded.present, now).await,
-            None => self.create(data, loaded, now).await,
+            Some(ticket) => self
+                .store(data, ticket, &loaded.present, now)
+                .await
+                .map(|_| ()),
+            None => Ok(()),
         }
+    }
+
+    fn refreshed_cookies(&self, _: &SessionData, _: &Loaded, _: UnixTime) -> Vec<SetCookie> {
+        Vec::new()
+    }
+
+    async fn lease(&self, loaded: &Loaded) -> Lease {
+        let Some(ticket) = &loaded.ticket else {
+            return Lease::Unshared;
+        };
+        let key = format!("{}refresh:{}", self.redis.prefix(), ticket.id());
+        match lease::take(&self.redis, key).await {
+            Ok(Some(held)) => Lease::Held(held),
+            Ok(None) => Lease::Busy,
+            Err(e) => Lease::Unavailable(unavailable(e)),
+        }
+    }
+
+    async fn reload(&self, loaded: &Loaded, now: UnixTime) -> Loaded {
+        let Some(ticket) = &loaded.ticket else {
+            return loaded.clone();
+        };
+        self.read(ticket.clone(), loaded.present.clone(), now).await
     }
 
     /// Deletes the body (every copy of the cookie stops working, on every replica) and
