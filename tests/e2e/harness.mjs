@@ -147,7 +147,8 @@ export class Proxy {
  * A portcullis configuration: listening on `port` (or behind a front proxy at `publicBase`),
  * logging in at `idp`, in front of `upstream`. `extra` is appended (more tables); `oidcExtra`
  * and `serverExtra` go into those tables; `clientAuth` says how portcullis authenticates to
- * the provider (its client secret by default).
+ * the provider (its client secret by default); `sessionSecret` and `sessionExtra` are
+ * `[session]`'s (replicas share one secret).
  */
 export function proxyConfig({
   port,
@@ -155,11 +156,12 @@ export function proxyConfig({
   upstream,
   publicBase = `http://127.0.0.1:${port}`,
   clientAuth = `client_secret = "${idp.clientSecret}"`,
+  sessionSecret = randomBytes(32).toString('base64'),
+  sessionExtra = '',
   oidcExtra = '',
   serverExtra = '',
   extra = '',
 }) {
-  const secret = randomBytes(32).toString('base64');
   return `
 [server]
 listen = "127.0.0.1:${port}"
@@ -177,8 +179,9 @@ redirect_url = "${publicBase}/oauth2/callback"
 ${oidcExtra}
 
 [session]
-secrets = ["${secret}"]
+secrets = ["${sessionSecret}"]
 secure = false
+${sessionExtra}
 
 [logging]
 level = "info"

@@ -82,7 +82,8 @@ const MTLS_HOOKS = {
  *   accessTokenTtl: seconds a login's access token lives (a short one makes portcullis
  *   refresh the session); webClient: metadata merged into portcullis' client (another
  *   token_endpoint_auth_method); clients: more clients; features: merged into the features;
- *   tls: PEM key, certificate and client CA of a second, HTTPS listener for mutual TLS, which
+ *   options: more provider options (e.g. rotateRefreshToken); tls: PEM key, certificate and
+ *   client CA of a second, HTTPS listener for mutual TLS, which
  *   discovery names as the `mtls_endpoint_aliases` token endpoint (mTLS features on)
  */
 export async function startIdp({
@@ -93,6 +94,7 @@ export async function startIdp({
   clients = [],
   features = {},
   tls,
+  options = {},
 }) {
   const clientSecret = randomBytes(24).toString('base64url');
   const machineSecret = randomBytes(24).toString('base64url');
@@ -201,6 +203,7 @@ export async function startIdp({
         Session: 3600,
         Grant: 3600,
       },
+      ...options,
       async findAccount(_ctx, id) {
         const user = USERS[id];
         if (!user) return undefined;

@@ -74,5 +74,17 @@ no fractional settings, so a whole number written that way is turned back into a
 {{- $_ := set $server "metrics_listen" (printf "%s:%d" .Values.listenAddress (int .Values.metrics.port)) }}
 {{- end }}
 {{- $_ := set $config "server" $server }}
+{{- if .Values.redis.enabled }}
+{{- $redis := get $session "redis" | default dict }}
+{{- if .Values.redis.url }}
+{{- $_ := set $redis "url" .Values.redis.url }}
+{{- end }}
+{{- if not (or (hasKey $redis "url") (hasKey $redis "sentinel") (hasKey $redis "cluster")) }}
+{{- fail "redis.enabled needs redis.url (or config.session.redis.sentinel / .cluster)" }}
+{{- end }}
+{{- $_ := set $session "store" "redis" }}
+{{- $_ := set $session "redis" $redis }}
+{{- $_ := set $config "session" $session }}
+{{- end }}
 {{- regexReplaceAll `(?m)^(\s*[A-Za-z0-9_-]+ = -?[0-9]+)\.0$` (toToml $config) "${1}" }}
 {{- end }}
