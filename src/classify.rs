@@ -18,6 +18,8 @@ pub(crate) enum Endpoint {
     SignOut,
     UserInfo,
     Auth,
+    /// OpenID Connect Back-Channel Logout: the provider ends logins.
+    BackchannelLogout,
     Ping,
     Ready,
     /// Under `/oauth2/` but not an endpoint: 404, never forwarded.
@@ -39,6 +41,7 @@ const FIXED: &[(&str, Endpoint)] = &[
     ("/oauth2/sign_out", Endpoint::SignOut),
     ("/oauth2/userinfo", Endpoint::UserInfo),
     ("/oauth2/auth", Endpoint::Auth),
+    ("/oauth2/backchannel_logout", Endpoint::BackchannelLogout),
 ];
 
 /// Classifies a request by its path (the part before `?`). `callback_path` comes from

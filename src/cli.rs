@@ -1,4 +1,4 @@
-//! The command line: argument parsing and the five commands. Everything else lives in the
+//! The command line: argument parsing and the six commands. Everything else lives in the
 //! library; this file only decides what to run.
 
 use std::path::PathBuf;
@@ -53,6 +53,11 @@ enum Command {
         #[arg(long, default_value = "localhost")]
         host: String,
     },
+    /// Server-side sessions (`session.store = "redis"`).
+    Sessions {
+        #[command(subcommand)]
+        action: SessionsAction,
+    },
     /// Print a fresh random session secret for `session.secrets`.
     Secret,
     /// Start a self-contained demo on loopback: a development identity provider, an echo
@@ -61,6 +66,22 @@ enum Command {
         /// Where the proxy listens.
         #[arg(long, default_value = "127.0.0.1:4180")]
         listen: std::net::SocketAddr,
+    },
+}
+
+#[derive(Subcommand)]
+enum SessionsAction {
+    /// End sessions in Redis at once, on every replica: every session of a user (`--sub`, the
+    /// provider's subject) or of one login at the provider (`--sid`).
+    Revoke {
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+        /// The provider's `sub` of the user.
+        #[arg(long, required_unless_present = "sid")]
+        sub: Option<String>,
+        /// The provider's session id (`sid`).
+        #[arg(long)]
+        sid: Option<String>,
     },
 }
 
@@ -99,6 +120,9 @@ pub fn main() -> ExitCode {
                 path: &path,
             },
         ),
+        Command::Sessions {
+            action: SessionsAction::Revoke { config, sub, sid },
+        } => revoke(&config, sub.as_deref(), sid.as_deref()),
         Command::Secret => {
             println!("{}", crate::config::generate_secret());
             ExitCode::SUCCESS
@@ -154,6 +178,30 @@ fn explain_token(path: &std::path::Path, request: &crate::explain::Request<'_>) 
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(2)
+        }
+    }
+}
+
+fn revoke(path: &std::path::Path, sub: Option<&str>, sid: Option<&str>) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match runtime(2) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    match runtime.block_on(crate::session::redis_store::revoke(&config, sub, sid)) {
+        Ok(count) => {
+            println!("ended {count} session(s)");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
         }
     }
 }

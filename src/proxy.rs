@@ -56,6 +56,18 @@ async fn refuse(session: &mut Session, ctx: &mut RequestCtx, reason: &str) -> Re
     Ok(true)
 }
 
+/// The request body, when it is at most `limit` bytes (`None` when it is larger).
+async fn read_body(session: &mut Session, limit: usize) -> Result<Option<Vec<u8>>> {
+    let mut body = Vec::new();
+    while let Some(chunk) = session.read_request_body().await? {
+        if body.len() + chunk.len() > limit {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body))
+}
+
 /// The first address `host:port` resolves to; a failed lookup is a connect error (502).
 async fn resolve(address: &str) -> Result<std::net::SocketAddr> {
     match tokio::net::lookup_host(address).await {
@@ -185,6 +197,21 @@ impl ProxyHttp for Portcullis {
             return refuse(session, ctx, reason).await;
         }
         let route = classify::classify(session.req_header().uri.path(), app.callback_path());
+        // Only back-channel logout reads a body (the provider's form), bounded.
+        let body = if route == Route::Endpoint(classify::Endpoint::BackchannelLogout) {
+            match read_body(session, endpoints::MAX_BODY_BYTES).await? {
+                Some(body) => body,
+                None => {
+                    ctx.outcome = Outcome::Endpoint;
+                    crate::respond::Reply::text(413, "request body too large\n")
+                        .send(session)
+                        .await?;
+                    return Ok(true);
+                }
+            }
+        } else {
+            Vec::new()
+        };
         // One host per request, checked before anything depends on it: the routes, the
         // endpoints and the upstream all see the same one. Only health checks need none.
         let trusted = self.trusted(session);
@@ -206,7 +233,8 @@ impl ProxyHttp for Portcullis {
                 client_cert: ctx.client_cert.as_deref(),
                 scheme: ctx.scheme,
             };
-            let answer = endpoints::handle(app, endpoint, session.req_header(), &facts).await;
+            let answer =
+                endpoints::handle(app, endpoint, session.req_header(), &body, &facts).await;
             ctx.outcome = Outcome::Endpoint;
             ctx.user = answer.user;
             ctx.reason = answer.reason;

@@ -1,6 +1,7 @@
 //! Built-in endpoints: health, login, sign-out and identity. Each handler computes a [`Reply`];
 //! this module only dispatches and sends.
 
+mod backchannel;
 mod health;
 mod identity;
 mod login;
@@ -42,10 +43,13 @@ impl From<Reply> for Answer {
     }
 }
 
+pub(crate) use backchannel::MAX_BODY_BYTES;
+
 pub(crate) async fn handle(
     app: &App,
     endpoint: Endpoint,
     req: &RequestHeader,
+    body: &[u8],
     facts: &Facts<'_>,
 ) -> Answer {
     let not_found = || Reply::text(404, "not found\n").into();
@@ -56,10 +60,18 @@ pub(crate) async fn handle(
         (Endpoint::Callback, Some(login)) => login::callback(app, login, req).await,
         (Endpoint::SignOut, Some(login)) => sign_out::sign_out(app, login, req, facts).await.into(),
         (Endpoint::UserInfo, Some(_)) => identity::userinfo(app, req).await,
-        // Without browser sign-in (no `[oidc]`) there is no one to sign in or out.
-        (Endpoint::Start | Endpoint::Callback | Endpoint::SignOut | Endpoint::UserInfo, None) => {
-            not_found()
+        (Endpoint::BackchannelLogout, Some(login)) => {
+            backchannel::logout(app, login, req, body).await.into()
         }
+        // Without browser sign-in (no `[oidc]`) there is no one to sign in or out.
+        (
+            Endpoint::Start
+            | Endpoint::Callback
+            | Endpoint::SignOut
+            | Endpoint::UserInfo
+            | Endpoint::BackchannelLogout,
+            None,
+        ) => not_found(),
         (Endpoint::Auth, _) => {
             let answer = identity::forward_auth(app, req, facts).await;
             crate::metrics::get().forward_auth(answer.reply.status());

@@ -65,9 +65,10 @@ impl Provider {
         let claims = self.verify_id_token(&id_token, Some(nonce), now).await?;
         let identity = identity::of_person(&claims, &self.settings.oidc.claims)
             .map_err(LoginError::Identity)?;
+        let ids = LoginIds::of(&claims);
         let created = now.secs();
         let expires_at = created + self.settings.session_lifetime.as_secs();
-        Ok(self.session_from(identity, tokens, None, now, expires_at))
+        Ok(self.session_from(identity, tokens, None, ids, now, expires_at))
     }
 
     /// Spends the session's refresh token for fresh tokens; the session keeps its identity
@@ -87,7 +88,7 @@ impl Provider {
         let tokens = self.observed(
             client::refresh(self.http(), &self.settings.oidc, &meta, refresh_token, now).await,
         )?;
-        let identity = match &tokens.id_token {
+        let (identity, ids) = match &tokens.id_token {
             Some(t) => {
                 let claims = self.verify_id_token(t, None, now).await?;
                 let fresh = identity::of_person(&claims, &self.settings.oidc.claims)
@@ -95,18 +96,20 @@ impl Provider {
                 if fresh.user != old.identity.user {
                     return Err(LoginError::UserChanged);
                 }
-                fresh
+                (fresh, LoginIds::of(&claims))
             }
-            None => old.identity.clone(),
+            None => (old.identity.clone(), LoginIds::default()),
         };
-        Ok(self.session_from(identity, tokens, Some(old), now, old.expires_at))
+        Ok(self.session_from(identity, tokens, Some(old), ids, now, old.expires_at))
     }
 
+    /// A session from the provider's tokens; `previous` is the session a refresh renews.
     fn session_from(
         &self,
         identity: crate::session::Identity,
         tokens: Tokens,
         previous: Option<&SessionData>,
+        login: LoginIds,
         now: UnixTime,
         expires_at: u64,
     ) -> SessionData {
@@ -140,6 +143,8 @@ impl Provider {
                 .settings
                 .keep_access_token
                 .then_some(tokens.access_token),
+            sub: login.sub.or_else(|| previous.and_then(|p| p.sub.clone())),
+            sid: login.sid.or_else(|| previous.and_then(|p| p.sid.clone())),
         }
     }
 
@@ -156,5 +161,28 @@ impl Provider {
             self.health.suspect();
         }
         result
+    }
+}
+
+/// The provider's names for one login, from its ID token: what back-channel logout names.
+#[derive(Default)]
+struct LoginIds {
+    sub: Option<String>,
+    sid: Option<String>,
+}
+
+impl LoginIds {
+    fn of(claims: &serde_json::Map<String, serde_json::Value>) -> LoginIds {
+        let text = |name: &str| {
+            claims
+                .get(name)
+                .and_then(serde_json::Value::as_str)
+                .filter(|v| !v.is_empty())
+                .map(str::to_string)
+        };
+        LoginIds {
+            sub: text("sub"),
+            sid: text("sid"),
+        }
     }
 }

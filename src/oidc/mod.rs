@@ -15,6 +15,7 @@ pub(crate) mod health;
 pub(crate) mod id_token;
 pub(crate) mod identity;
 pub(crate) mod login;
+pub(crate) mod logout_token;
 pub mod providers;
 
 use std::sync::{Arc, Mutex, RwLock};

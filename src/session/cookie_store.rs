@@ -12,14 +12,83 @@ use crate::clock::UnixTime;
 use crate::config;
 
 /// The first byte of every sealed session payload: bump it when the layout changes, so old
-/// cookies are refused cleanly instead of being misread.
-const PAYLOAD_VERSION: u8 = 1;
+/// cookies are refused cleanly instead of being misread. Version 1 (before `sub` and `sid`)
+/// is still read, so an upgrade signs nobody out.
+const PAYLOAD_VERSION: u8 = 2;
 
 /// Sessions sealed into the session cookie (`session.cookie_name` and its chunks).
 pub struct CookieStore {
     keys: SealKeys,
     name: String,
     attrs: CookieAttrs,
+    revoked: Revoked,
+    /// Logout tokens already used (by SHA-256 of their `jti`).
+    seen: quick_cache::sync::Cache<[u8; 32], std::time::Instant>,
+}
+
+/// Logins and users ended here (back-channel logout, revocation) while their cookies may
+/// still be out there: this process refuses those sessions from then on. Other processes do
+/// not know (that takes the Redis store); entries are dropped once every session they could
+/// match has expired anyway.
+struct Revoked {
+    /// `sid:<sid>` or `sub:<sub>` → when it was ended (Unix seconds).
+    entries: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+    /// Whether there is any entry: the common case costs no lock.
+    any: std::sync::atomic::AtomicBool,
+    lifetime: Duration,
+}
+
+/// The most entries kept; past it the oldest are dropped first (they match the fewest live
+/// sessions).
+const MAX_REVOKED: usize = 100_000;
+
+impl Revoked {
+    fn new(lifetime: Duration) -> Revoked {
+        Revoked {
+            entries: std::sync::Mutex::new(std::collections::HashMap::new()),
+            any: std::sync::atomic::AtomicBool::new(false),
+            lifetime,
+        }
+    }
+
+    fn add(&self, key: String, now: UnixTime) {
+        let Ok(mut entries) = self.entries.lock() else {
+            return;
+        };
+        let oldest_live = now.secs().saturating_sub(self.lifetime.as_secs());
+        entries.retain(|_, at| *at >= oldest_live);
+        if entries.len() >= MAX_REVOKED {
+            if let Some(oldest) = entries
+                .iter()
+                .min_by_key(|(_, at)| **at)
+                .map(|(k, _)| k.clone())
+            {
+                entries.remove(&oldest);
+            }
+        }
+        entries.insert(key, now.secs());
+        self.any.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether `s` was ended: its login, or its user after it signed in.
+    fn ended(&self, s: &SessionData) -> bool {
+        if !self.any.load(std::sync::atomic::Ordering::Acquire) {
+            return false;
+        }
+        let Ok(entries) = self.entries.lock() else {
+            return true;
+        };
+        let login = s
+            .sid
+            .as_ref()
+            .is_some_and(|sid| entries.contains_key(&format!("sid:{sid}")));
+        let user = s.sub.as_ref().is_some_and(|sub| {
+            entries
+                .get(&format!("sub:{sub}"))
+                .is_some_and(|at| *at >= s.created_at)
+        });
+        login || user
+    }
 }
 
 impl CookieStore {
@@ -29,6 +98,8 @@ impl CookieStore {
             keys: SealKeys::from_config(cfg)?,
             name: cfg.cookie_name.clone(),
             attrs: CookieAttrs::from_config(cfg),
+            revoked: Revoked::new(cfg.lifetime),
+            seen: quick_cache::sync::Cache::new(10_000),
         })
     }
 
@@ -56,7 +127,7 @@ impl CookieStore {
             .keys
             .open(&self.name, &value)
             .and_then(|plain| decode_payload(&plain))
-            .filter(|s| now.secs() < s.expires_at);
+            .filter(|s| now.secs() < s.expires_at && !self.revoked.ended(s));
         Loaded {
             unusable: session.is_none(),
             session,
@@ -125,17 +196,77 @@ impl SessionStore for CookieStore {
         CookieStore::clear(self, &loaded.present)
     }
 
+    /// In this process only, bounded: a replica that has not seen the token accepts it once.
+    async fn first_use(&self, what: &str, ttl: Duration) -> Result<bool, StoreUnavailable> {
+        use sha2::Digest;
+        let key: [u8; 32] = sha2::Sha256::digest(what.as_bytes()).into();
+        let now = std::time::Instant::now();
+        if let Some(at) = self.seen.get(&key) {
+            if now.duration_since(at) < ttl {
+                return Ok(false);
+            }
+        }
+        self.seen.insert(key, now);
+        Ok(true)
+    }
+
+    /// In this process only: the cookie is the session, so no other replica can be told.
+    async fn end_sessions(
+        &self,
+        sub: Option<&str>,
+        sid: Option<&str>,
+        now: UnixTime,
+    ) -> Result<usize, StoreUnavailable> {
+        for (kind, value) in [("sub", sub), ("sid", sid)] {
+            if let Some(value) = value {
+                self.revoked.add(format!("{kind}:{value}"), now);
+            }
+        }
+        Ok(0)
+    }
+
     fn is_ours(&self, cookie_name: &str) -> bool {
         chunks::is_session_cookie_name(cookie_name, &self.name)
     }
 }
 
 fn decode_payload(plain: &[u8]) -> Option<SessionData> {
-    let (&version, rest) = plain.split_first()?;
-    if version != PAYLOAD_VERSION {
-        return None;
+    match plain.split_first()? {
+        (&PAYLOAD_VERSION, rest) => postcard::from_bytes(rest).ok(),
+        (1, rest) => postcard::from_bytes::<SessionDataV1>(rest)
+            .ok()
+            .map(SessionData::from),
+        _ => None,
     }
-    postcard::from_bytes(rest).ok()
+}
+
+/// A session as version 1 of the payload laid it out.
+#[derive(serde::Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+struct SessionDataV1 {
+    identity: super::Identity,
+    created_at: u64,
+    expires_at: u64,
+    tokens_expire_at: Option<u64>,
+    refresh_token: Option<String>,
+    id_token: Option<String>,
+    access_token: Option<String>,
+}
+
+impl From<SessionDataV1> for SessionData {
+    fn from(v1: SessionDataV1) -> SessionData {
+        SessionData {
+            identity: v1.identity,
+            created_at: v1.created_at,
+            expires_at: v1.expires_at,
+            tokens_expire_at: v1.tokens_expire_at,
+            refresh_token: v1.refresh_token,
+            id_token: v1.id_token,
+            access_token: v1.access_token,
+            sub: None,
+            sid: None,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -170,6 +301,8 @@ mod tests {
             refresh_token: Some("r".repeat(big)),
             id_token: None,
             access_token: None,
+            sub: Some("alice-sub".into()),
+            sid: Some("sid-1".into()),
         }
     }
 
@@ -181,6 +314,33 @@ mod tests {
             .collect::<Vec<_>>()
             .join("; ")
             .into_bytes()
+    }
+
+    #[test]
+    fn a_cookie_from_before_sub_and_sid_still_opens() {
+        let s = store(A);
+        let now = now();
+        let d = data(now, 10);
+        let v1 = SessionDataV1 {
+            identity: d.identity.clone(),
+            created_at: d.created_at,
+            expires_at: d.expires_at,
+            tokens_expire_at: d.tokens_expire_at,
+            refresh_token: d.refresh_token.clone(),
+            id_token: None,
+            access_token: None,
+        };
+        let payload = postcard::to_extend(&v1, vec![1]).unwrap();
+        let sealed = s.keys.seal(&s.name, &payload).unwrap();
+        let header = format!("{}={sealed}", s.name).into_bytes();
+        let got = s
+            .load(&[&header], now)
+            .session
+            .expect("a version 1 cookie opens");
+        assert_eq!(got.identity.user.as_deref(), Some("alice"));
+        assert_eq!((got.sub, got.sid), (None, None));
+        let round = s.load(&[&cookie_header(&s.save(&d, &[], now))], now);
+        assert_eq!(round.session.unwrap().sid.as_deref(), Some("sid-1"));
     }
 
     #[test]

@@ -13,6 +13,8 @@ pub mod redis_store;
 pub(crate) mod refresh;
 pub mod seal;
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
@@ -76,6 +78,12 @@ pub struct SessionData {
     pub id_token: Option<String>,
     /// Kept only with `headers.pass_access_token`.
     pub access_token: Option<String>,
+    /// The provider's `sub` for this login: what back-channel logout and `portcullis sessions
+    /// revoke --sub` name (the user header may come from another claim).
+    pub sub: Option<String>,
+    /// The provider's session id (`sid`), when its ID token has one: what back-channel logout
+    /// names to end one login rather than all of a user's.
+    pub sid: Option<String>,
 }
 
 impl std::fmt::Debug for SessionData {
@@ -176,6 +184,19 @@ pub trait SessionStore: Send + Sync {
     async fn lease(&self, _loaded: &Loaded) -> Lease {
         Lease::Unshared
     }
+
+    /// Ends every session of the provider's login `sid`, or of its user `sub` (back-channel
+    /// logout, `portcullis sessions revoke`); how many it ended, when it can tell.
+    async fn end_sessions(
+        &self,
+        sub: Option<&str>,
+        sid: Option<&str>,
+        now: UnixTime,
+    ) -> Result<usize, StoreUnavailable>;
+
+    /// Whether `what` (a logout token's `jti`) is seen for the first time within `ttl`,
+    /// across every replica the store reaches: a replayed token is refused.
+    async fn first_use(&self, what: &str, ttl: Duration) -> Result<bool, StoreUnavailable>;
 
     /// The session `loaded` read, read again (another replica may have refreshed it).
     async fn reload(&self, loaded: &Loaded, _now: UnixTime) -> Loaded {

@@ -174,6 +174,8 @@ mod tests {
             refresh_token: Some("new".into()),
             id_token: None,
             access_token: None,
+            sub: None,
+            sid: None,
         }
     }
 

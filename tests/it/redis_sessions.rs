@@ -54,14 +54,20 @@ async fn sessions_live_in_redis_encrypted_and_end_everywhere_at_sign_out() {
         "the ticket cookie is {} bytes",
         cookie.len()
     );
-    let stored = keys(&redis);
-    assert_eq!(stored.len(), 1, "{stored:?}");
-    assert!(stored[0].starts_with("portcullis:session:"), "{stored:?}");
+    let all = keys(&redis);
+    let stored: Vec<&String> = all
+        .iter()
+        .filter(|k| k.starts_with("portcullis:session:"))
+        .collect();
+    assert_eq!(stored.len(), 1, "{all:?}");
+    // Besides it only the sub and sid indexes, keyed by MACs: no name in a key either.
+    assert_eq!(all.len(), 3, "{all:?}");
+    assert!(all.iter().all(|k| !k.contains("alice")), "{all:?}");
     let mut c = redis.connection();
-    let ttl: i64 = ::redis::cmd("TTL").arg(&stored[0]).query(&mut c).unwrap();
+    let ttl: i64 = ::redis::cmd("TTL").arg(stored[0]).query(&mut c).unwrap();
     assert!((43_000..=43_200).contains(&ttl), "TTL {ttl}");
     // Neither the value nor a dump of the whole database shows who signed in or a token.
-    let body: Vec<u8> = ::redis::cmd("GET").arg(&stored[0]).query(&mut c).unwrap();
+    let body: Vec<u8> = ::redis::cmd("GET").arg(stored[0]).query(&mut c).unwrap();
     let () = ::redis::cmd("SAVE").query(&mut c).unwrap();
     let dump = std::fs::read(redis.dir.join("dump.rdb")).expect("dump.rdb");
     for secret in ["alice", "example.com", "sre"] {
@@ -87,7 +93,12 @@ async fn sessions_live_in_redis_encrypted_and_end_everywhere_at_sign_out() {
         jar: alice.jar.clone(),
     };
     alice.sign_out(&w.proxy.url("/oauth2/sign_out")).await;
-    assert!(keys(&redis).is_empty(), "the session is deleted");
+    assert!(
+        keys(&redis)
+            .iter()
+            .all(|k| !k.starts_with("portcullis:session:")),
+        "the session is deleted"
+    );
     let r = copy.get(&w.proxy.url("/app"), BROWSER_ACCEPT).await;
     assert_eq!(r.status(), StatusCode::FOUND, "the copy is signed out");
     assert!(location(&r).starts_with("/oauth2/start"));
@@ -240,4 +251,141 @@ async fn three_replicas_share_one_refresh_of_a_session() {
         let r = alice.api(&proxy.url("/app")).await;
         assert_eq!(r.status(), StatusCode::OK);
     }
+}
+
+/// A logout token for `claims` (merged over a valid one for alice), signed by the provider.
+fn logout_token(w: &World, extra: serde_json::Value) -> String {
+    let now = crate::support::tokens::now();
+    let mut claims = serde_json::json!({
+        "iss": w.idp.issuer(),
+        "aud": DevIdpConfig::default().client_id,
+        "iat": now,
+        "exp": now + 120,
+        "jti": crate::support::tokens::random_id(),
+        "sub": "alice",
+        "events": {"http://schemas.openid.net/event/backchannel-logout": {}},
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        if v.is_null() {
+            claims.as_object_mut().unwrap().remove(k);
+        } else {
+            claims[k] = v.clone();
+        }
+    }
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    header.typ = Some("logout+jwt".into());
+    header.kid = Some(w.idp.current_kid());
+    w.idp.sign_with_header(&header, &claims).unwrap()
+}
+
+async fn post_logout(w: &World, token: &str) -> u16 {
+    plain_client()
+        .post(w.proxy.url("/oauth2/backchannel_logout"))
+        .form(&[("logout_token", token)])
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// The provider ends a login (back-channel logout); an administrator ends a user's sessions
+/// (`portcullis sessions revoke`). Both end every copy of the cookie; a forged, replayed or
+/// otherwise wrong logout token ends nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn back_channel_logout_and_revoke_end_sessions_in_redis() {
+    let redis = RedisServer::start().await;
+    let w = world(&redis).await;
+    let mut alice = Browser::new();
+    alice.login(&w.proxy, "alice", "/app").await;
+    let signed_in = |b: &Browser| {
+        let req = b
+            .client
+            .get(w.proxy.url("/app"))
+            .header("accept", "application/json")
+            .header("cookie", b.jar.header());
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(signed_in(&alice).await, 200);
+
+    // Wrong tokens end nothing.
+    let forged = {
+        let good = logout_token(&w, serde_json::json!({}));
+        let (head, rest) = good.split_once('.').unwrap();
+        let (payload, _) = rest.split_once('.').unwrap();
+        let other = crate::support::keys::EcKey::generate(jsonwebtoken::Algorithm::ES256);
+        let sig = other.sign_raw(format!("{head}.{payload}").as_bytes());
+        format!("{head}.{payload}.{}", crate::support::jws::b64(&sig))
+    };
+    let wrong = [
+        ("another key's signature", forged),
+        (
+            "a nonce",
+            logout_token(&w, serde_json::json!({"nonce": "n"})),
+        ),
+        (
+            "no event",
+            logout_token(&w, serde_json::json!({"events": {}})),
+        ),
+        (
+            "another audience",
+            logout_token(&w, serde_json::json!({"aud": "x"})),
+        ),
+        (
+            "neither sub nor sid",
+            logout_token(&w, serde_json::json!({"sub": null})),
+        ),
+        ("expired", logout_token(&w, serde_json::json!({"exp": 1}))),
+    ];
+    for (case, token) in &wrong {
+        assert_eq!(post_logout(&w, token).await, 400, "{case}");
+    }
+    assert_eq!(signed_in(&alice).await, 200, "still signed in");
+
+    // The provider's logout for alice ends her session; the same token again is refused.
+    let token = logout_token(&w, serde_json::json!({}));
+    assert_eq!(post_logout(&w, &token).await, 200);
+    assert_eq!(signed_in(&alice).await, 401);
+    assert_eq!(post_logout(&w, &token).await, 400, "replayed");
+
+    // The administrator's lever, from the command line against the same Redis.
+    let mut bob = Browser::new();
+    bob.login(&w.proxy, "bob", "/app").await;
+    assert_eq!(signed_in(&bob).await, 200);
+    let out = std::process::Command::new(binary())
+        .args(["sessions", "revoke", "--config"])
+        .arg(&w.proxy.config_path)
+        .args(["--sub", "bob"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "ended 1 session(s)"
+    );
+    assert_eq!(signed_in(&bob).await, 401);
+}
+
+/// With the cookie store, back-channel logout ends the login in this process (documented):
+/// the cookie stops working here at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn back_channel_logout_with_the_cookie_store_ends_the_login_in_this_process() {
+    let w = World::start(|c| c, "").await;
+    let mut alice = Browser::new();
+    alice.login(&w.proxy, "alice", "/app").await;
+    assert_eq!(
+        alice.api(&w.proxy.url("/app")).await.status(),
+        StatusCode::OK
+    );
+    let token = logout_token(&w, serde_json::json!({}));
+    assert_eq!(post_logout(&w, &token).await, 200);
+    assert_eq!(
+        alice.api(&w.proxy.url("/app")).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(post_logout(&w, &token).await, 400, "replayed");
 }

@@ -32,6 +32,9 @@ const BODY_VERSION: u8 = 1;
 /// Sessions in Redis, behind a ticket cookie named `session.cookie_name`.
 pub struct RedisStore {
     redis: Arc<Redis>,
+    /// One HMAC key per session secret, the first for new entries: the `sub` and `sid`
+    /// indexes are keyed by MACs, so Redis never shows who is signed in.
+    index_keys: Vec<[u8; 32]>,
     keys: SealKeys,
     name: String,
     attrs: CookieAttrs,
@@ -45,6 +48,7 @@ impl RedisStore {
     ) -> Result<RedisStore, seal::SealKeyError> {
         Ok(RedisStore {
             redis: Arc::new(Redis::new(settings.clone())),
+            index_keys: cfg.secrets.iter().filter_map(|s| index_key(&s.0)).collect(),
             keys: SealKeys::from_config(cfg)?,
             name: cfg.cookie_name.clone(),
             attrs: CookieAttrs::from_config(cfg),
@@ -109,6 +113,57 @@ impl RedisStore {
         (ticket, read.present, junk)
     }
 
+    /// The index keys of the sessions of a provider's `sub` or `sid`, one per session secret
+    /// (the first is where new sessions are filed): a MAC of the value, never the value.
+    fn index_keys(&self, kind: &str, value: &str) -> Vec<String> {
+        use hmac::Mac;
+        self.index_keys
+            .iter()
+            .filter_map(|key| {
+                let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).ok()?;
+                mac.update(kind.as_bytes());
+                mac.update(b"\0");
+                mac.update(value.as_bytes());
+                let tag: String = mac
+                    .finalize()
+                    .into_bytes()
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect();
+                Some(format!("{}by-{kind}:{tag}", self.redis.prefix()))
+            })
+            .collect()
+    }
+
+    /// Files a new session under its `sub` and `sid`, for back-channel logout and revocation;
+    /// each index lives as long as its longest session.
+    async fn index(
+        &self,
+        data: &SessionData,
+        ticket: &Ticket,
+        now: UnixTime,
+    ) -> Result<(), StoreUnavailable> {
+        let ttl = data.expires_at.saturating_sub(now.secs()).max(1);
+        for (kind, value) in [("sub", &data.sub), ("sid", &data.sid)] {
+            let Some(value) = value else { continue };
+            let Some(key) = self.index_keys(kind, value).into_iter().next() else {
+                continue;
+            };
+            self.redis
+                .run::<()>(redis::cmd("SADD").arg(&key).arg(ticket.id()))
+                .await
+                .map_err(unavailable)?;
+            // NX gives a new set its TTL, GT lengthens an older one's; never shortens it.
+            for when in ["NX", "GT"] {
+                self.redis
+                    .run::<()>(redis::cmd("EXPIRE").arg(&key).arg(ttl).arg(when))
+                    .await
+                    .map_err(unavailable)?;
+            }
+        }
+        Ok(())
+    }
+
     /// The session `ticket` names, as Redis has it now.
     async fn read(&self, ticket: Ticket, present: Vec<String>, now: UnixTime) -> Loaded {
         let body: Option<Vec<u8>> = match self
@@ -142,6 +197,45 @@ impl RedisStore {
     }
 }
 
+/// `portcullis sessions revoke`: ends the sessions of `sub` or `sid` in the Redis `config`
+/// names, for every replica at once.
+pub async fn revoke(
+    config: &config::Config,
+    sub: Option<&str>,
+    sid: Option<&str>,
+) -> Result<usize, String> {
+    let session = config
+        .session
+        .as_ref()
+        .filter(|_| config.oidc.is_some())
+        .ok_or("there are no browser sessions without [oidc]")?;
+    let config::SessionStorage::Redis(settings) = &session.storage else {
+        return Err(
+            "sessions live in the cookie (session.store = \"cookie\"): nothing to revoke on a \
+             server; back-channel logout ends them in each process"
+                .into(),
+        );
+    };
+    let store = RedisStore::new(session, settings).map_err(|e| e.to_string())?;
+    store
+        .end_sessions(
+            sub,
+            sid,
+            crate::clock::Clock::now(&crate::clock::SystemClock),
+        )
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// The index MAC key a session secret gives (HKDF-SHA256, its own info string).
+fn index_key(secret: &[u8]) -> Option<[u8; 32]> {
+    let mut key = [0u8; 32];
+    hkdf::Hkdf::<sha2::Sha256>::new(Some(b"portcullis redis"), secret)
+        .expand(b"session index v1", &mut key)
+        .ok()?;
+    Some(key)
+}
+
 fn unavailable(e: Unavailable) -> StoreUnavailable {
     StoreUnavailable(e.0)
 }
@@ -170,6 +264,7 @@ impl SessionStore for RedisStore {
     ) -> Result<Vec<SetCookie>, StoreUnavailable> {
         let ticket = Ticket::fresh();
         let cookies = self.store(data, &ticket, &replacing.present, now).await?;
+        self.index(data, &ticket, now).await?;
         if let Some(old) = &replacing.ticket {
             let _ = self
                 .redis
@@ -210,6 +305,56 @@ impl SessionStore for RedisStore {
             Ok(None) => Lease::Busy,
             Err(e) => Lease::Unavailable(unavailable(e)),
         }
+    }
+
+    /// Deletes every session the `sid` or `sub` index names, on every replica at once.
+    async fn end_sessions(
+        &self,
+        sub: Option<&str>,
+        sid: Option<&str>,
+        _now: UnixTime,
+    ) -> Result<usize, StoreUnavailable> {
+        let mut ended = 0;
+        for (kind, value) in [("sub", sub), ("sid", sid)] {
+            let Some(value) = value else { continue };
+            for key in self.index_keys(kind, value) {
+                let ids: Vec<String> = self
+                    .redis
+                    .run(redis::cmd("SMEMBERS").arg(&key))
+                    .await
+                    .map_err(unavailable)?;
+                for id in ids {
+                    let session = format!("{}session:{id}", self.redis.prefix());
+                    let deleted: usize = self
+                        .redis
+                        .run(redis::cmd("DEL").arg(&session))
+                        .await
+                        .map_err(unavailable)?;
+                    ended += deleted;
+                }
+                self.redis
+                    .run::<()>(redis::cmd("DEL").arg(&key))
+                    .await
+                    .map_err(unavailable)?;
+            }
+        }
+        Ok(ended)
+    }
+
+    async fn first_use(&self, what: &str, ttl: Duration) -> Result<bool, StoreUnavailable> {
+        use sha2::Digest;
+        let digest: String = sha2::Sha256::digest(what.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let mut set = redis::cmd("SET");
+        set.arg(format!("{}seen:{digest}", self.redis.prefix()))
+            .arg(1)
+            .arg("NX")
+            .arg("EX")
+            .arg(ttl.as_secs().max(1));
+        let first: Option<String> = self.redis.run(&set).await.map_err(unavailable)?;
+        Ok(first.is_some())
     }
 
     async fn reload(&self, loaded: &Loaded, now: UnixTime) -> Loaded {
