@@ -265,7 +265,6 @@ async fn no_bit_flip_truncation_or_reencoding_of_a_real_session_opens() {
     let mut variants = vec![
         ("one =", format!("{value}=")),
         ("two =", format!("{value}==")),
-        ("padded", padded),
         ("+/ alphabet", value.replace('-', "+").replace('_', "/")),
         ("only + for -", value.replace('-', "+")),
         ("only / for _", value.replace('_', "/")),
@@ -281,6 +280,10 @@ async fn no_bit_flip_truncation_or_reencoding_of_a_real_session_opens() {
         ("quoted", format!("\"{value}\"")),
         ("lower-cased", value.to_ascii_lowercase()),
     ];
+    // A value whose length is a multiple of 4 has no padding to add.
+    if padded != value {
+        variants.push(("padded", padded));
+    }
     if spare_bits != 0 {
         const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
         let pos = ALPHABET
