@@ -223,6 +223,7 @@ export async function startIdp({
       'userinfo.error',
       'jwks.error',
       'discovery.error',
+      'backchannel.error',
     ]) {
       provider.on(event, (...args) => {
         const err = args.find((a) => a instanceof Error);

@@ -1,0 +1,206 @@
+// OpenID Connect Back-Channel Logout with oidc-provider's backchannelLogout feature: alice
+// signs in through one of two replicas that share Redis, then signs out at the provider; the
+// provider posts a logout token, and her next request on either replica is refused. The token
+// the provider sent, replayed, and a forged one are refused with 400.
+
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { randomBytes } from 'node:crypto';
+import { createServer } from 'node:http';
+import { createConnection } from 'node:net';
+import { after, before, describe, it } from 'node:test';
+
+import {
+  freePort,
+  launchBrowser,
+  newContext,
+  Proxy,
+  proxyConfig,
+  requireTools,
+  scratchDir,
+  signInAtIdp,
+  stepper,
+  teardown,
+  waitUntil,
+} from './harness.mjs';
+import { CLIENT_ID, startIdp } from './idp.mjs';
+import { startUpstream } from './upstream.mjs';
+
+/** Debian's redis-server on a free loopback port, without persistence; ended by PID. */
+async function startRedis(dir) {
+  const port = await freePort();
+  const child = spawn(
+    'redis-server',
+    ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'no'],
+    { stdio: 'ignore' },
+  );
+  const exited = once(child, 'exit');
+  await waitUntil('redis-server to answer', 10_000, () =>
+    new Promise((resolve) => {
+      const s = createConnection({ port, host: '127.0.0.1' }, () => s.write('PING\r\n'));
+      s.on('data', (d) => {
+        s.destroy();
+        resolve(d.toString().startsWith('+PONG'));
+      });
+      s.on('error', () => resolve(false));
+    }),
+  );
+  return {
+    url: `redis://127.0.0.1:${port}/0`,
+    async stop() {
+      child.kill('SIGKILL');
+      await exited;
+    },
+  };
+}
+
+/**
+ * Records what the provider posts to the back-channel logout URI and passes it on to
+ * portcullis: the test can then replay exactly that request.
+ */
+async function startRecorder(target) {
+  const bodies = [];
+  const server = createServer(async (req, res) => {
+    const chunks = [];
+    for await (const c of req) chunks.push(c);
+    const body = Buffer.concat(chunks).toString();
+    bodies.push(body);
+    const r = await fetch(target, {
+      method: 'POST',
+      headers: { 'content-type': req.headers['content-type'] ?? '' },
+      body,
+    });
+    res.writeHead(r.status);
+    res.end(await r.text());
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return {
+    url: `http://127.0.0.1:${server.address().port}/backchannel`,
+    bodies,
+    close: () => new Promise((resolve) => server.close(resolve)),
+  };
+}
+
+describe('back-channel logout from oidc-provider', { timeout: 90_000 }, () => {
+  let scratch;
+  let redis;
+  let idp;
+  let upstream;
+  let recorder;
+  let browser;
+  let page;
+  const replicas = [];
+  const step = stepper('backchannel', () => ({
+    pages: page ? [page] : [],
+    logs: {
+      ...Object.fromEntries(replicas.map((p, i) => [`portcullis-${i}`, p.log()])),
+      provider: idp?.errors.join('\n'),
+    },
+  }));
+
+  before(async () => {
+    requireTools();
+    scratch = scratchDir();
+    redis = await startRedis(scratch.dir);
+    const ports = [await freePort(), await freePort()];
+    recorder = await startRecorder(`http://127.0.0.1:${ports[0]}/oauth2/backchannel_logout`);
+    idp = await startIdp({
+      redirectUris: ports.map((p) => `http://127.0.0.1:${p}/oauth2/callback`),
+      postLogoutRedirectUris: [],
+      features: { backchannelLogout: { enabled: true } },
+      // The provider refuses to call special-use addresses (SSRF protection); here the
+      // relying party is on loopback, as everything in the tests is.
+      options: {
+        fetch: (url, { dispatcher: _ssrfGuard, ...rest }) => globalThis.fetch(url, rest),
+      },
+      webClient: {
+        backchannel_logout_uri: recorder.url,
+        backchannel_logout_session_required: true,
+      },
+    });
+    upstream = await startUpstream();
+    const sessionSecret = randomBytes(32).toString('base64');
+    for (const port of ports) {
+      replicas.push(
+        Proxy.start(
+          scratch.dir,
+          port,
+          proxyConfig({
+            port,
+            idp,
+            upstream: upstream.url,
+            sessionSecret,
+            sessionExtra: 'store = "redis"',
+            extra: `\n[session.redis]\nurl = "${redis.url}"\n`,
+          }),
+        ),
+      );
+    }
+    await Promise.all(replicas.map((p) => p.waitReady()));
+    browser = await launchBrowser();
+    page = await (await newContext(browser)).newPage();
+  });
+
+  after(() =>
+    teardown(
+      () => browser?.close(),
+      ...replicas.map((p) => () => p.stop()),
+      () => recorder?.close(),
+      () => idp?.close(),
+      () => upstream?.close(),
+      () => redis?.stop(),
+      () => scratch?.remove(),
+    ),
+  );
+
+  it('signing out at the provider ends the session on every replica', async (t) => {
+    let cookie;
+    const status = (replica) =>
+      fetch(replica.url('/app'), {
+        headers: { cookie, accept: 'application/json' },
+        redirect: 'manual',
+      }).then((r) => r.status);
+    await step(t, 'sign in', async () => {
+      const target = replicas[0].url('/app');
+      await page.goto(target);
+      await signInAtIdp(page, idp, 'alice');
+      await page.waitForURL(target);
+      cookie = (await page.context().cookies(replicas[0].base))
+        .filter((c) => c.name.startsWith('_portcullis') && !c.name.includes('_flow_'))
+        .map((c) => `${c.name}=${c.value}`)
+        .join('; ');
+      for (const replica of replicas) assert.equal(await status(replica), 200);
+    });
+    await step(t, 'sign out at the provider', async () => {
+      await page.goto(`${idp.issuer}/session/end`);
+      await page.locator('button[name="logout"][value="yes"]').click();
+      await waitUntil('the provider to post the logout token', 10_000, () => recorder.bodies.length > 0);
+      const token = new URLSearchParams(recorder.bodies[0]).get('logout_token');
+      const claims = JSON.parse(Buffer.from(token.split('.')[1], 'base64url'));
+      assert.equal(claims.aud, CLIENT_ID);
+      assert.ok(claims.sid, 'the provider names the login');
+    });
+    await step(t, 'every replica refuses the cookie', async () => {
+      for (const replica of replicas) assert.equal(await status(replica), 401);
+    });
+    await step(t, 'the same token again, and a forged one, are refused', async () => {
+      const url = replicas[1].url('/oauth2/backchannel_logout');
+      const post = (body) =>
+        fetch(url, {
+          method: 'POST',
+          headers: { 'content-type': 'application/x-www-form-urlencoded' },
+          body,
+        }).then((r) => r.status);
+      assert.equal(await post(recorder.bodies[0]), 400, 'replayed');
+      const token = new URLSearchParams(recorder.bodies[0]).get('logout_token');
+      const [h, p, s] = token.split('.');
+      const forgedPayload = Buffer.from(
+        JSON.stringify({ ...JSON.parse(Buffer.from(p, 'base64url')), jti: 'another', sub: 'bob' }),
+      ).toString('base64url');
+      const forged = `${h}.${forgedPayload}.${s}`;
+      assert.equal(await post(new URLSearchParams({ logout_token: forged }).toString()), 400, 'forged');
+    });
+  });
+});
