@@ -540,7 +540,10 @@ async function main() {
   const payload = `${'portcullis benchmark payload. '.repeat(10)}`.slice(0, PAYLOAD_BYTES - 1) + '\n';
   writeFileSync(join(www, 'payload.txt'), payload);
   const ports = {};
-  for (const k of ['upstream', 'nginx', 'nginxTls', 'apache', 'portcullis', 'portcullisTls', 'metrics', 'front']) {
+  for (const k of [
+    'upstream', 'nginx', 'nginxTls', 'apache', 'portcullis', 'portcullisTls', 'metrics', 'front',
+    'redis', 'portcullisRedis', 'portcullisRedisTls', 'metricsRedis',
+  ]) {
     ports[k] = await h.freePort();
   }
   const upstream = await startNginx(
@@ -561,7 +564,11 @@ async function main() {
   // The identity provider (in this process; idle while measuring).
   const base = (port) => `http://127.0.0.1:${port}`;
   const idp = await idpModule.startIdp({
-    redirectUris: [`${base(ports.portcullis)}/oauth2/callback`, `${base(ports.apache)}/app/redirect_uri`],
+    redirectUris: [
+      `${base(ports.portcullis)}/oauth2/callback`,
+      `${base(ports.portcullisRedis)}/oauth2/callback`,
+      `${base(ports.apache)}/app/redirect_uri`,
+    ],
     postLogoutRedirectUris: [`${base(ports.portcullis)}/`],
   });
   log(`identity provider at ${idp.issuer}`);
@@ -615,6 +622,35 @@ async function main() {
       return undefined;
     }
   };
+
+  // Row 5b: a second portcullis with the same configuration but sessions in Redis (Debian's
+  // redis-server on loopback, no persistence).
+  const redisServer = startProcess('redis', 'redis-server', [
+    '--port', String(ports.redis), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
+    '--dir', RUN,
+  ]);
+  const withRedis = await attempt('portcullis with redis', async () => {
+    const dir = join(RUN, 'portcullis-redis');
+    mkdirSync(dir, { recursive: true });
+    const conf = join(dir, 'portcullis.toml');
+    let text = readFileSync(pconf, 'utf8')
+      .replaceAll(`127.0.0.1:${ports.portcullis}`, `127.0.0.1:${ports.portcullisRedis}`)
+      .replace(`127.0.0.1:${ports.portcullisTls}`, `127.0.0.1:${ports.portcullisRedisTls}`)
+      .replace(`127.0.0.1:${ports.metrics}`, `127.0.0.1:${ports.metricsRedis}`);
+    text = replaceOnce(text, '[session]\n', '[session]\nstore = "redis"\n', 'portcullis.toml');
+    text += `\n[session.redis]\nurl = "redis://127.0.0.1:${ports.redis}/0"\n`;
+    writeFileSync(conf, text);
+    const p = startProcess('portcullis-redis', BIN, ['run', '--config', conf], {
+      logFile: join(dir, 'portcullis.log'),
+      env: portcullisEnv,
+    });
+    await waitFor('portcullis (redis) /ready', 20_000, async () => {
+      const r = await get(`${base(ports.portcullisRedis)}/ready`);
+      return r.status === 200 && r.body === 'OK';
+    }, p);
+    return p;
+  });
+
 
   // nginx auth_request in front of portcullis: the recipe from deploy/nginx (HEAD's copy).
   const front = await attempt('front', async () => {
@@ -680,11 +716,17 @@ async function main() {
   }
   const appPath = '/app/bench.txt';
   let portcullisCookie;
+  let redisCookie;
   let apacheCookie;
   try {
     portcullisCookie = await attempt('portcullis login', () =>
       browserLogin(h, browser, idp, `${base(ports.portcullis)}${appPath}`, /^_portcullis(_\d+)?$/),
     );
+    if (withRedis) {
+      redisCookie = await attempt('portcullis (redis) login', () =>
+        browserLogin(h, browser, idp, `${base(ports.portcullisRedis)}${appPath}`, /^_portcullis(_\d+)?$/),
+      );
+    }
     if (apache) {
       apacheCookie = await attempt('apache login', () =>
         browserLogin(h, browser, idp, `${base(ports.apache)}${appPath}`, /^mod_auth_openidc_session/),
@@ -728,6 +770,13 @@ async function main() {
       url: `${base(ports.portcullis)}${appPath}`, cpu: () => [portcullis.pid], metrics: true,
       headers: () => [`Cookie: ${portcullisCookie}`], deny: [401],
       broken: () => cookieRows(portcullisCookie, setupErrors['portcullis login']),
+    },
+    {
+      id: '5b', name: 'portcullis, session in Redis (server-side store)', baseline: '5',
+      url: `${base(ports.portcullisRedis)}${appPath}`, cpu: () => [withRedis.pid, redisServer.pid],
+      metrics: true, metricsPort: ports.metricsRedis,
+      headers: () => [`Cookie: ${redisCookie}`], deny: [401],
+      broken: () => setupErrors['portcullis with redis'] ?? cookieRows(redisCookie, setupErrors['portcullis (redis) login']),
     },
     {
       id: '6', name: 'portcullis, Bearer JWT (ES256), warm cache',
@@ -865,14 +914,14 @@ async function main() {
       });
     }
     const upBefore = await upstreamRequests(ports.upstream);
-    const mBefore = row.metrics ? await portcullisMetrics(ports.metrics) : null;
+    const mBefore = row.metrics ? await portcullisMetrics(row.metricsPort ?? ports.metrics) : null;
     const cpuBefore = cpuSeconds(roots);
     const w = row.h2
       ? await runH2load({ url: row.url, headers: row.headers?.() ?? [], seconds })
       : await runWrk({ url: row.url, headers: row.headers?.() ?? [], env, seconds });
     checkInterrupted();
     const cpu = cpuSeconds(roots) - cpuBefore;
-    const mAfter = row.metrics ? await portcullisMetrics(ports.metrics) : null;
+    const mAfter = row.metrics ? await portcullisMetrics(row.metricsPort ?? ports.metrics) : null;
     if (mAfter) {
       for (const at of RSS_CHECKPOINTS) {
         if (mAfter.requests >= at && !rssAt.has(at)) {
@@ -1182,6 +1231,13 @@ function buildReport({ rows, rssAtStart, rssIdle, rssAfter, rssAt, rssOthers, co
       `Rows 13 and 14 are driven by h2load (nghttp2) instead of wrk: ${WRK_THREADS} threads, the same ` +
       `connections, ${H2_STREAMS} streams in flight on each; their p50/p99 come from h2load's ` +
       'per-request log.',
+  );
+  lines.push(
+    '- Row 5b is a second portcullis with the same configuration and `session.store = "redis"` ' +
+      '(Debian\'s redis-server on loopback, no persistence, one multiplexed connection): each ' +
+      'request opens the ticket cookie and GETs and decrypts the session from Redis. Its CPU ' +
+      'column counts portcullis and redis-server together; "× baseline" is against row 5, the ' +
+      'same login with the session in the cookie.',
   );
   lines.push(
     '- Row 15 sends one DPoP-bound access token (cnf.jkt, verified once and remembered like row ' +

@@ -5,7 +5,7 @@
 #
 # (--rows: only these rows, e.g. while working on one path; the default is all of them.)
 #
-# 1. installs what is missing (Debian: wrk, nghttp2-client (h2load), nginx, apache2, libapache2-mod-auth-openidc,
+# 1. installs what is missing (Debian: wrk, nghttp2-client (h2load), redis-server, nginx, apache2, libapache2-mod-auth-openidc,
 #    chromium, cmake),
 # 2. builds portcullis in release mode from a git worktree of HEAD in bench/.work/src (so
 #    uncommitted edits in the main work tree never affect the numbers), with its own target
@@ -37,7 +37,7 @@ mkdir -p "$WORK"
 # 1. Debian packages.
 step "packages"
 missing=()
-for pkg in wrk nghttp2-client nginx apache2 libapache2-mod-auth-openidc chromium cmake git; do
+for pkg in wrk nghttp2-client redis-server nginx apache2 libapache2-mod-auth-openidc chromium cmake git; do
   if [ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null)" != "install ok installed" ]; then
     missing+=("$pkg")
   fi
