@@ -389,3 +389,34 @@ async fn back_channel_logout_with_the_cookie_store_ends_the_login_in_this_proces
     );
     assert_eq!(post_logout(&w, &token).await, 400, "replayed");
 }
+
+/// The same sessions in a Redis Cluster (three masters): login, a session read through the
+/// cluster, sign-out that deletes it.
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_work_in_a_redis_cluster() {
+    let cluster = crate::support::redis::RedisCluster::start().await;
+    let nodes = cluster.toml_list();
+    let w = World::start_with(
+        |c| c,
+        |toml| {
+            session_option(toml, "store = \"redis\"")
+                + &format!("\n[session.redis]\ncluster = {nodes}\n")
+        },
+    )
+    .await;
+    let mut alice = Browser::new();
+    alice.login(&w.proxy, "alice", "/app").await;
+    let mut copy = Browser {
+        client: plain_client(),
+        jar: alice.jar.clone(),
+    };
+    assert_eq!(
+        alice.api(&w.proxy.url("/app")).await.status(),
+        StatusCode::OK
+    );
+    alice.sign_out(&w.proxy.url("/oauth2/sign_out")).await;
+    assert_eq!(
+        copy.api(&w.proxy.url("/app")).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+}

@@ -28,11 +28,30 @@ impl RedisServer {
         server
     }
 
+    /// Starts a server with `extra` arguments (cluster mode, say) and waits for `PING`.
+    pub async fn start_with(extra: &[&str]) -> RedisServer {
+        let port = free_port();
+        let dir = scratch_file("redis-dir", b"").with_extension("d");
+        std::fs::create_dir_all(&dir).expect("redis dir");
+        let mut server = RedisServer {
+            child: None,
+            port,
+            dir,
+        };
+        server.spawn_with(extra).await;
+        server
+    }
+
     async fn spawn(&mut self) {
+        self.spawn_with(&[]).await;
+    }
+
+    async fn spawn_with(&mut self, extra: &[&str]) {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--dir", &self.dir.display().to_string()])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -115,4 +134,72 @@ fn signal_quietly(name: &str, pid: u32) {
     let _ = Command::new("kill")
         .args([&format!("-{name}"), &pid.to_string()])
         .status();
+}
+
+/// A Redis Cluster of three masters (no replicas) on loopback, its slots assigned with
+/// `redis-cli --cluster create`, ready when every node says `cluster_state:ok`.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    pub async fn start() -> RedisCluster {
+        let mut nodes = Vec::new();
+        for _ in 0..3 {
+            nodes.push(
+                RedisServer::start_with(&[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-node-timeout",
+                    "5000",
+                ])
+                .await,
+            );
+        }
+        let addresses: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli --cluster create");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let urls: Vec<String> = nodes.iter().map(RedisServer::url).collect();
+        wait_until("the cluster to be ok", Duration::from_secs(20), || {
+            let urls = urls.clone();
+            async move {
+                tokio::task::spawn_blocking(move || {
+                    urls.iter().all(|u| {
+                        redis::Client::open(u.as_str())
+                            .and_then(|c| c.get_connection())
+                            .and_then(|mut c| {
+                                redis::cmd("CLUSTER").arg("INFO").query::<String>(&mut c)
+                            })
+                            .is_ok_and(|info| info.contains("cluster_state:ok"))
+                    })
+                })
+                .await
+                .unwrap_or(false)
+            }
+        })
+        .await;
+        RedisCluster { nodes }
+    }
+
+    /// `cluster = [...]` for `[session.redis]`.
+    pub fn toml_list(&self) -> String {
+        let urls: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("\"redis://127.0.0.1:{}\"", n.port))
+            .collect();
+        format!("[{}]", urls.join(", "))
+    }
 }
