@@ -420,3 +420,34 @@ async fn sessions_work_in_a_redis_cluster() {
         StatusCode::UNAUTHORIZED
     );
 }
+
+/// The same through Sentinel: portcullis asks the sentinel for the master and keeps the
+/// session there.
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_work_through_sentinel() {
+    let sentinel = crate::support::redis::RedisSentinel::start().await;
+    let port = sentinel.port;
+    let w = World::start_with(
+        |c| c,
+        |toml| {
+            session_option(toml, "store = \"redis\"")
+                + &format!(
+                    "\n[session.redis]\nsentinel = {{ master = \"mymaster\", nodes = [\"redis://127.0.0.1:{port}\"] }}\n"
+                )
+        },
+    )
+    .await;
+    let mut alice = Browser::new();
+    alice.login(&w.proxy, "alice", "/app").await;
+    assert_eq!(
+        alice.api(&w.proxy.url("/app")).await.status(),
+        StatusCode::OK
+    );
+    // The session is on the master the sentinel named.
+    let mut c = sentinel.master.connection();
+    let stored: Vec<String> = ::redis::cmd("KEYS")
+        .arg("portcullis:session:*")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(stored.len(), 1, "{stored:?}");
+}

@@ -203,3 +203,72 @@ impl RedisCluster {
         format!("[{}]", urls.join(", "))
     }
 }
+
+/// A master and one Sentinel watching it (`mymaster`), ready when the Sentinel names it.
+pub struct RedisSentinel {
+    pub master: RedisServer,
+    sentinel: Option<Child>,
+    pub port: u16,
+}
+
+impl RedisSentinel {
+    pub async fn start() -> RedisSentinel {
+        let master = RedisServer::start().await;
+        let port = free_port();
+        let conf = scratch_file(
+            "sentinel.conf",
+            format!(
+                "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor mymaster 127.0.0.1 {} 1\n",
+                master.dir.display(),
+                master.port
+            )
+            .as_bytes(),
+        );
+        let child = Command::new("redis-server")
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server --sentinel");
+        let url = format!("redis://127.0.0.1:{port}");
+        let want = master.port.to_string();
+        wait_until(
+            "the sentinel to name its master",
+            Duration::from_secs(20),
+            || {
+                let (url, want) = (url.clone(), want.clone());
+                async move {
+                    tokio::task::spawn_blocking(move || {
+                        redis::Client::open(url.as_str())
+                            .and_then(|c| c.get_connection())
+                            .and_then(|mut c| {
+                                redis::cmd("SENTINEL")
+                                    .arg("get-master-addr-by-name")
+                                    .arg("mymaster")
+                                    .query::<Vec<String>>(&mut c)
+                            })
+                            .is_ok_and(|addr| addr.get(1) == Some(&want))
+                    })
+                    .await
+                    .unwrap_or(false)
+                }
+            },
+        )
+        .await;
+        RedisSentinel {
+            master,
+            sentinel: Some(child),
+            port,
+        }
+    }
+}
+
+impl Drop for RedisSentinel {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.sentinel.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
