@@ -195,8 +195,12 @@ fn revoke(path: &std::path::Path, sub: Option<&str>, sid: Option<&str>) -> ExitC
         Err(code) => return code,
     };
     match runtime.block_on(crate::session::redis_store::revoke(&config, sub, sid)) {
-        Ok(count) => {
+        Ok(Some(count)) => {
             println!("ended {count} session(s)");
+            ExitCode::SUCCESS
+        }
+        Ok(None) => {
+            println!("recorded: every replica refuses those sessions from now on");
             ExitCode::SUCCESS
         }
         Err(e) => {

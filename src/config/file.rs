@@ -181,6 +181,8 @@ pub(super) struct SessionFile {
     pub store: Option<StoreFile>,
     /// `[session.redis]`, for `store = "redis"`.
     pub redis: Option<RedisFile>,
+    /// `[session.revocation]`: a Redis where the cookie store records ended sessions.
+    pub revocation: Option<RedisFile>,
 }
 
 /// `session.store`.

@@ -99,6 +99,23 @@ enum Topology {
     Cluster(Vec<String>),
 }
 
+/// `[session.revocation]`: a Redis every replica checks for sessions ended elsewhere, for the
+/// cookie store (the Redis store ends sessions itself).
+pub(super) fn revocation(
+    check: &Check,
+    storage: &SessionStorage,
+    r: Option<RedisFile>,
+) -> Result<Option<RedisSettings>, ConfigError> {
+    match (storage, r) {
+        (_, None) => Ok(None),
+        (SessionStorage::Redis(_), Some(_)) => Err(check.err(
+            "session.revocation",
+            "is for the cookie store: with session.store = \"redis\" sessions are ended in Redis itself",
+        )),
+        (SessionStorage::Cookie, Some(r)) => settings(check, "session.revocation", r).map(Some),
+    }
+}
+
 /// `session.store` with its `[session.redis]`.
 pub(super) fn validate(
     check: &Check,
@@ -115,31 +132,38 @@ pub(super) fn validate(
             "session.redis",
             "missing: session.store = \"redis\" needs [session.redis] with url, sentinel or cluster",
         )),
-        (StoreFile::Redis, Some(r)) => Ok(SessionStorage::Redis(settings(check, r)?)),
+        (StoreFile::Redis, Some(r)) => Ok(SessionStorage::Redis(settings(check, "session.redis", r)?)),
     }
 }
 
-fn settings(check: &Check, r: RedisFile) -> Result<RedisSettings, ConfigError> {
+fn settings(check: &Check, table: &str, r: RedisFile) -> Result<RedisSettings, ConfigError> {
     let sources = vec![
         Source::new("url", r.url.map(Topology::Url)),
         Source::new("sentinel", r.sentinel.map(Topology::Sentinel)),
         Source::new("cluster", r.cluster.map(Topology::Cluster)),
     ];
-    let topology = match check.exactly_one("session.redis.url", sources)? {
-        None => return Err(check.err("session.redis.url", "missing: set url, sentinel or cluster")),
-        Some(Topology::Url(u)) => RedisTopology::Standalone(url(check, "session.redis.url", &u)?),
+    let topology = match check.exactly_one(&format!("{table}.url"), sources)? {
+        None => {
+            return Err(check.err(
+                format!("{table}.url"),
+                "missing: set url, sentinel or cluster",
+            ))
+        }
+        Some(Topology::Url(u)) => {
+            RedisTopology::Standalone(url(check, &format!("{table}.url"), &u)?)
+        }
         Some(Topology::Sentinel(s)) => {
             if s.master.trim().is_empty() {
-                return Err(check.err("session.redis.sentinel.master", "must not be empty"));
+                return Err(check.err(format!("{table}.sentinel.master"), "must not be empty"));
             }
             if s.nodes.is_empty() {
-                return Err(check.err("session.redis.sentinel.nodes", "lists no sentinel"));
+                return Err(check.err(format!("{table}.sentinel.nodes"), "lists no sentinel"));
             }
             let nodes = s
                 .nodes
                 .iter()
                 .enumerate()
-                .map(|(i, n)| url(check, &format!("session.redis.sentinel.nodes[{i}]"), n))
+                .map(|(i, n)| url(check, &format!("{table}.sentinel.nodes[{i}]"), n))
                 .collect::<Result<_, _>>()?;
             RedisTopology::Sentinel {
                 master: s.master,
@@ -149,12 +173,12 @@ fn settings(check: &Check, r: RedisFile) -> Result<RedisSettings, ConfigError> {
         }
         Some(Topology::Cluster(nodes)) => {
             if nodes.is_empty() {
-                return Err(check.err("session.redis.cluster", "lists no node"));
+                return Err(check.err(format!("{table}.cluster"), "lists no node"));
             }
             let nodes = nodes
                 .iter()
                 .enumerate()
-                .map(|(i, n)| url(check, &format!("session.redis.cluster[{i}]"), n))
+                .map(|(i, n)| url(check, &format!("{table}.cluster[{i}]"), n))
                 .collect::<Result<_, _>>()?;
             RedisTopology::Cluster(nodes)
         }
@@ -165,7 +189,7 @@ fn settings(check: &Check, r: RedisFile) -> Result<RedisSettings, ConfigError> {
             nodes.iter().any(|u| u.password().is_some())
         }
     };
-    let password = password(check, r.password_file, in_url)?;
+    let password = password(check, table, r.password_file, in_url)?;
     let key_prefix = r.key_prefix.unwrap_or_else(|| "portcullis:".to_string());
     if key_prefix.is_empty()
         || key_prefix
@@ -173,7 +197,7 @@ fn settings(check: &Check, r: RedisFile) -> Result<RedisSettings, ConfigError> {
             .any(|c| c.is_whitespace() || c.is_control() || c == '{' || c == '}')
     {
         return Err(check.err(
-            "session.redis.key_prefix",
+            format!("{table}.key_prefix"),
             "must be non-empty, without spaces, control characters or braces",
         ));
     }
@@ -182,7 +206,7 @@ fn settings(check: &Check, r: RedisFile) -> Result<RedisSettings, ConfigError> {
         password,
         key_prefix,
         timeout: check.duration(
-            "session.redis.timeout",
+            &format!("{table}.timeout"),
             r.timeout.as_deref(),
             Duration::from_secs(2),
             Duration::from_secs(30),
@@ -201,35 +225,36 @@ fn url(check: &Check, key: &str, text: &str) -> Result<Url, ConfigError> {
 /// From `password_file` or [`ENV_REDIS_PASSWORD`], not both, and not beside a password in a URL.
 fn password(
     check: &Check,
+    table: &str,
     file: Option<String>,
     in_url: bool,
 ) -> Result<Option<Secret>, ConfigError> {
     let env = (check.env)(ENV_REDIS_PASSWORD);
-    let given = match (file, env) {
-        (Some(_), Some(_)) => {
-            return Err(check.err(
-                "session.redis.password_file",
-                format!("set both the file and {ENV_REDIS_PASSWORD}; use one"),
-            ))
-        }
-        (Some(path), None) => {
-            let bytes = check.secret_file("session.redis.password_file", &path)?;
-            Some(
-                String::from_utf8(bytes)
-                    .map_err(|_| check.err("session.redis.password_file", "is not UTF-8 text"))?,
-            )
-        }
-        (None, Some(p)) => Some(p),
-        (None, None) => None,
-    };
+    let given =
+        match (file, env) {
+            (Some(_), Some(_)) => {
+                return Err(check.err(
+                    format!("{table}.password_file"),
+                    format!("set both the file and {ENV_REDIS_PASSWORD}; use one"),
+                ))
+            }
+            (Some(path), None) => {
+                let bytes = check.secret_file(&format!("{table}.password_file"), &path)?;
+                Some(String::from_utf8(bytes).map_err(|_| {
+                    check.err(format!("{table}.password_file"), "is not UTF-8 text")
+                })?)
+            }
+            (None, Some(p)) => Some(p),
+            (None, None) => None,
+        };
     if given.is_some() && in_url {
         return Err(check.err(
-            "session.redis.url",
+            format!("{table}.url"),
             "carries a password, and password_file or the environment gives another; use one",
         ));
     }
     match given {
-        Some(p) if p.is_empty() => Err(check.err("session.redis.password_file", "is empty")),
+        Some(p) if p.is_empty() => Err(check.err(format!("{table}.password_file"), "is empty")),
         other => Ok(other.map(Secret::new)),
     }
 }

@@ -24,6 +24,9 @@ pub struct Session {
     pub domain: Option<String>,
     /// Where sessions live: the cookie, or Redis.
     pub storage: super::SessionStorage,
+    /// With the cookie store: the Redis where every replica records and checks sessions
+    /// ended (sign-out, back-channel logout, `portcullis sessions revoke`).
+    pub revocation: Option<super::RedisSettings>,
 }
 
 /// Decoded session secret bytes (at least [`MIN_SECRET_BYTES`]).
@@ -60,6 +63,7 @@ pub(super) fn validate(
         ("domain", s.domain.is_some()),
         ("store", s.store.is_some()),
         ("redis", s.redis.is_some()),
+        ("revocation", s.revocation.is_some()),
     ];
     if let Some((key, _)) = cookie_only.iter().find(|(_, set)| *set) {
         return Err(check.err(
@@ -72,6 +76,7 @@ pub(super) fn validate(
 
 fn table(check: &Check, s: SessionFile) -> Result<Session, ConfigError> {
     let storage = super::redis::validate(check, s.store, s.redis)?;
+    let revocation = super::redis::revocation(check, &storage, s.revocation)?;
     let cookie_name = cookie_name(check, s.cookie_name)?;
     let secrets = secrets(check, s.secrets)?;
     let lifetime = check.duration(
@@ -118,6 +123,7 @@ fn table(check: &Check, s: SessionFile) -> Result<Session, ConfigError> {
         same_site,
         domain,
         storage,
+        revocation,
     })
 }
 

@@ -145,6 +145,10 @@ impl Provider {
                 .then_some(tokens.access_token),
             sub: login.sub.or_else(|| previous.and_then(|p| p.sub.clone())),
             sid: login.sid.or_else(|| previous.and_then(|p| p.sid.clone())),
+            id: match previous {
+                Some(p) => p.id.clone(),
+                None => Some(crate::session::Ticket::fresh().id()),
+            },
         }
     }
 

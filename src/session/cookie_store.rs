@@ -24,6 +24,8 @@ pub struct CookieStore {
     revoked: Revoked,
     /// Logout tokens already used (by SHA-256 of their `jti`).
     seen: quick_cache::sync::Cache<[u8; 32], std::time::Instant>,
+    /// `[session.revocation]`: ended sessions recorded in Redis for every replica.
+    revocations: Option<super::redis_store::Revocations>,
 }
 
 /// Logins and users ended here (back-channel logout, revocation) while their cookies may
@@ -100,6 +102,10 @@ impl CookieStore {
             attrs: CookieAttrs::from_config(cfg),
             revoked: Revoked::new(cfg.lifetime),
             seen: quick_cache::sync::Cache::new(10_000),
+            revocations: cfg
+                .revocation
+                .as_ref()
+                .map(|r| super::redis_store::Revocations::new(r, &cfg.secrets, cfg.lifetime)),
         })
     }
 
@@ -168,8 +174,24 @@ impl CookieStore {
 /// unavailable.
 #[async_trait]
 impl SessionStore for CookieStore {
+    /// With `[session.revocation]`, a session is also checked against the ended ones in Redis;
+    /// while Redis cannot say, the request is told so (a 503), never let through.
     async fn load(&self, cookie_headers: &[&[u8]], now: UnixTime) -> Loaded {
-        CookieStore::load(self, cookie_headers, now)
+        let mut loaded = CookieStore::load(self, cookie_headers, now);
+        if let (Some(list), Some(session)) = (&self.revocations, &loaded.session) {
+            match list.ended(session).await {
+                Ok(false) => {}
+                Ok(true) => {
+                    loaded.session = None;
+                    loaded.unusable = true;
+                }
+                Err(e) => {
+                    loaded.session = None;
+                    loaded.unavailable = Some(e);
+                }
+            }
+        }
+        loaded
     }
 
     /// Should sealing fail (no randomness from the OS, a session too large for the chunk
@@ -192,7 +214,17 @@ impl SessionStore for CookieStore {
         CookieStore::save(self, data, &loaded.present, now)
     }
 
+    /// With `[session.revocation]` the session is recorded as ended, so a copy of the cookie
+    /// is refused on every replica too.
     async fn clear(&self, loaded: &Loaded) -> Vec<SetCookie> {
+        let id = loaded.session.as_ref().and_then(|s| s.id.as_deref());
+        if let (Some(list), Some(id)) = (&self.revocations, id) {
+            // Clock: the store has none of its own; the sign-out's time is now.
+            let now = crate::clock::Clock::now(&crate::clock::SystemClock);
+            if let Err(e) = list.end_session(id, now).await {
+                tracing::warn!(error = %e, "could not record a sign-out in redis");
+            }
+        }
         CookieStore::clear(self, &loaded.present)
     }
 
@@ -217,6 +249,10 @@ impl SessionStore for CookieStore {
         sid: Option<&str>,
         now: UnixTime,
     ) -> Result<usize, StoreUnavailable> {
+        if let Some(list) = &self.revocations {
+            list.end(sub, sid, now).await?;
+            return Ok(0);
+        }
         for (kind, value) in [("sub", sub), ("sid", sid)] {
             if let Some(value) = value {
                 self.revoked.add(format!("{kind}:{value}"), now);
@@ -227,6 +263,16 @@ impl SessionStore for CookieStore {
 
     fn is_ours(&self, cookie_name: &str) -> bool {
         chunks::is_session_cookie_name(cookie_name, &self.name)
+    }
+
+    fn health(&self) -> Option<String> {
+        self.revocations.as_ref().and_then(|l| l.health())
+    }
+
+    async fn probe(&self) {
+        if let Some(list) = &self.revocations {
+            list.probe().await;
+        }
     }
 }
 
@@ -265,6 +311,7 @@ impl From<SessionDataV1> for SessionData {
             access_token: v1.access_token,
             sub: None,
             sid: None,
+            id: None,
         }
     }
 }
@@ -303,6 +350,7 @@ mod tests {
             access_token: None,
             sub: Some("alice-sub".into()),
             sid: Some("sid-1".into()),
+            id: Some("0123".into()),
         }
     }
 

@@ -84,6 +84,9 @@ pub struct SessionData {
     /// The provider's session id (`sid`), when its ID token has one: what back-channel logout
     /// names to end one login rather than all of a user's.
     pub sid: Option<String>,
+    /// Ours: random at sign-in, kept by refreshes. What sign-out revokes with the cookie store
+    /// and `[session.revocation]` (`None` for a cookie from before it existed).
+    pub id: Option<String>,
 }
 
 impl std::fmt::Debug for SessionData {

@@ -176,6 +176,7 @@ mod tests {
             access_token: None,
             sub: None,
             sid: None,
+            id: None,
         }
     }
 

@@ -451,3 +451,69 @@ async fn sessions_work_through_sentinel() {
         .unwrap();
     assert_eq!(stored.len(), 1, "{stored:?}");
 }
+
+/// The cookie store with `[session.revocation]`: two replicas share a revocation list in
+/// Redis, so a sign-out on one, a back-channel logout on one and `sessions revoke` all end the
+/// session on the other too.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cookie_store_with_a_revocation_list_ends_sessions_on_every_replica() {
+    let redis = RedisServer::start().await;
+    let ports = [free_port(), free_port()];
+    let idp = start_idp(idp_config(ports[0])).await;
+    let echo = start_echo().await;
+    let mut replicas = Vec::new();
+    for port in ports {
+        let toml = config(port, idp.issuer(), &format!("http://{}", echo.addr()), "")
+            + &format!("\n[session.revocation]\nurl = \"{}\"\n", redis.url());
+        let proxy = Proxy::start(port, &toml).await;
+        proxy.wait_ready().await;
+        replicas.push(proxy);
+    }
+    let status = |b: &Browser, proxy: &Proxy| {
+        let req = b
+            .client
+            .get(proxy.url("/app"))
+            .header("accept", "application/json")
+            .header("cookie", b.jar.header());
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+
+    // Sign-out on the first replica: a copy of the cookie is refused on the second.
+    let mut alice = Browser::new();
+    alice.login(&replicas[0], "alice", "/app").await;
+    let copy = Browser {
+        client: plain_client(),
+        jar: alice.jar.clone(),
+    };
+    assert_eq!(status(&copy, &replicas[1]).await, 200);
+    alice.sign_out(&replicas[0].url("/oauth2/sign_out")).await;
+    assert_eq!(status(&copy, &replicas[1]).await, 401);
+
+    // The administrator's lever ends bob's sessions on both.
+    let mut bob = Browser::new();
+    bob.login(&replicas[0], "bob", "/app").await;
+    assert_eq!(status(&bob, &replicas[1]).await, 200);
+    let out = std::process::Command::new(binary())
+        .args(["sessions", "revoke", "--config"])
+        .arg(&replicas[1].config_path)
+        .args(["--sub", "bob"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for proxy in &replicas {
+        assert_eq!(status(&bob, proxy).await, 401);
+    }
+    // Nothing in Redis names them.
+    let mut c = redis.connection();
+    let keys: Vec<String> = ::redis::cmd("KEYS").arg("*").query(&mut c).unwrap();
+    assert!(!keys.is_empty());
+    assert!(
+        keys.iter()
+            .all(|k| !k.contains("alice") && !k.contains("bob")),
+        "{keys:?}"
+    );
+}

@@ -9,6 +9,8 @@
 
 mod conn;
 mod lease;
+mod macs;
+mod revocation;
 mod ticket;
 
 use std::time::Duration;
@@ -17,6 +19,8 @@ use async_trait::async_trait;
 
 pub(crate) use conn::{Redis, Unavailable};
 pub use lease::Held;
+pub(crate) use macs::Macs;
+pub(crate) use revocation::Revocations;
 pub use ticket::Ticket;
 
 use super::chunks::{self, CookieAttrs, SetCookie};
@@ -32,9 +36,8 @@ const BODY_VERSION: u8 = 1;
 /// Sessions in Redis, behind a ticket cookie named `session.cookie_name`.
 pub struct RedisStore {
     redis: Arc<Redis>,
-    /// One HMAC key per session secret, the first for new entries: the `sub` and `sid`
-    /// indexes are keyed by MACs, so Redis never shows who is signed in.
-    index_keys: Vec<[u8; 32]>,
+    /// The `sub` and `sid` indexes are keyed by MACs: Redis never shows who is signed in.
+    macs: Macs,
     keys: SealKeys,
     name: String,
     attrs: CookieAttrs,
@@ -48,7 +51,7 @@ impl RedisStore {
     ) -> Result<RedisStore, seal::SealKeyError> {
         Ok(RedisStore {
             redis: Arc::new(Redis::new(settings.clone())),
-            index_keys: cfg.secrets.iter().filter_map(|s| index_key(&s.0)).collect(),
+            macs: Macs::from_secrets(&cfg.secrets),
             keys: SealKeys::from_config(cfg)?,
             name: cfg.cookie_name.clone(),
             attrs: CookieAttrs::from_config(cfg),
@@ -114,24 +117,12 @@ impl RedisStore {
     }
 
     /// The index keys of the sessions of a provider's `sub` or `sid`, one per session secret
-    /// (the first is where new sessions are filed): a MAC of the value, never the value.
+    /// (the first is where new sessions are filed).
     fn index_keys(&self, kind: &str, value: &str) -> Vec<String> {
-        use hmac::Mac;
-        self.index_keys
-            .iter()
-            .filter_map(|key| {
-                let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).ok()?;
-                mac.update(kind.as_bytes());
-                mac.update(b"\0");
-                mac.update(value.as_bytes());
-                let tag: String = mac
-                    .finalize()
-                    .into_bytes()
-                    .iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect();
-                Some(format!("{}by-{kind}:{tag}", self.redis.prefix()))
-            })
+        self.macs
+            .tags(kind, value)
+            .into_iter()
+            .map(|tag| format!("{}by-{kind}:{tag}", self.redis.prefix()))
             .collect()
     }
 
@@ -198,42 +189,42 @@ impl RedisStore {
 }
 
 /// `portcullis sessions revoke`: ends the sessions of `sub` or `sid` in the Redis `config`
-/// names, for every replica at once.
+/// names, for every replica at once: how many, when the store can count them.
 pub async fn revoke(
     config: &config::Config,
     sub: Option<&str>,
     sid: Option<&str>,
-) -> Result<usize, String> {
+) -> Result<Option<usize>, String> {
     let session = config
         .session
         .as_ref()
         .filter(|_| config.oidc.is_some())
         .ok_or("there are no browser sessions without [oidc]")?;
-    let config::SessionStorage::Redis(settings) = &session.storage else {
-        return Err(
-            "sessions live in the cookie (session.store = \"cookie\"): nothing to revoke on a \
-             server; back-channel logout ends them in each process"
+    let now = crate::clock::Clock::now(&crate::clock::SystemClock);
+    match (&session.storage, &session.revocation) {
+        (config::SessionStorage::Redis(settings), _) => {
+            let store = RedisStore::new(session, settings).map_err(|e| e.to_string())?;
+            store
+                .end_sessions(sub, sid, now)
+                .await
+                .map(Some)
+                .map_err(|e| e.to_string())
+        }
+        // The cookie store with a revocation list: recorded for every replica; how many
+        // cookies that ends cannot be known.
+        (config::SessionStorage::Cookie, Some(settings)) => {
+            Revocations::new(settings, &session.secrets, session.lifetime)
+                .end(sub, sid, now)
+                .await
+                .map(|()| None)
+                .map_err(|e| e.to_string())
+        }
+        (config::SessionStorage::Cookie, None) => Err(
+            "sessions live in the cookie and there is no [session.revocation]: nothing to \
+             revoke on a server; back-channel logout ends them in each process"
                 .into(),
-        );
-    };
-    let store = RedisStore::new(session, settings).map_err(|e| e.to_string())?;
-    store
-        .end_sessions(
-            sub,
-            sid,
-            crate::clock::Clock::now(&crate::clock::SystemClock),
-        )
-        .await
-        .map_err(|e| e.to_string())
-}
-
-/// The index MAC key a session secret gives (HKDF-SHA256, its own info string).
-fn index_key(secret: &[u8]) -> Option<[u8; 32]> {
-    let mut key = [0u8; 32];
-    hkdf::Hkdf::<sha2::Sha256>::new(Some(b"portcullis redis"), secret)
-        .expand(b"session index v1", &mut key)
-        .ok()?;
-    Some(key)
+        ),
+    }
 }
 
 fn unavailable(e: Unavailable) -> StoreUnavailable {
