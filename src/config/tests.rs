@@ -810,3 +810,36 @@ fn client_auth_tls_needs_a_certificate_and_its_own_key() {
     .unwrap_err();
     assert_eq!(e.key, "oidc.provider_ca");
 }
+
+#[test]
+fn session_storage_and_revocation_are_checked() {
+    // The base file ends in [session]: these lines go into it.
+    let with = |lines: &str| parse(&format!("{}{lines}\n", base()));
+    let c = with("store = \"redis\"\n[session.redis]\nurl = \"redis://127.0.0.1:6379/0\"").unwrap();
+    assert!(matches!(
+        c.session.as_ref().unwrap().storage,
+        SessionStorage::Redis(_)
+    ));
+    for (lines, key) in [
+        ("store = \"redis\"", "session.redis"),
+        ("[session.redis]\nurl = \"redis://x\"", "session.redis"),
+        (
+            "store = \"redis\"\n[session.redis]\nurl = \"http://x\"",
+            "session.redis.url",
+        ),
+        (
+            "store = \"redis\"\n[session.redis]\nurl = \"redis://x\"\ncluster = [\"redis://y\"]",
+            "session.redis.url",
+        ),
+        (
+            "store = \"redis\"\n[session.redis]\nurl = \"redis://x\"\n[session.revocation]\nurl = \"redis://x\"",
+            "session.revocation",
+        ),
+        ("[session.revocation]\nurl = \"ftp://x\"", "session.revocation.url"),
+    ] {
+        let e = with(lines).unwrap_err();
+        assert_eq!(e.key, key, "{lines}: {e}");
+    }
+    let c = with("[session.revocation]\nurl = \"redis://127.0.0.1:6379/0\"").unwrap();
+    assert!(c.session.unwrap().revocation.is_some());
+}
