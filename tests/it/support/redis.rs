@@ -16,38 +16,42 @@ pub struct RedisServer {
 impl RedisServer {
     /// Starts a server and waits until it answers `PING`.
     pub async fn start() -> RedisServer {
-        let port = free_port();
-        let dir = scratch_file("redis-dir", b"").with_extension("d");
-        std::fs::create_dir_all(&dir).expect("redis dir");
-        let mut server = RedisServer {
-            child: None,
-            port,
-            dir,
-        };
-        server.spawn().await;
-        server
+        RedisServer::start_with(&[]).await
     }
 
-    /// Starts a server with `extra` arguments (cluster mode, say) and waits for `PING`.
+    /// Starts a server with `extra` arguments (cluster mode, say) and waits for `PING`. A
+    /// cluster node also listens on its port + 10000 (the cluster bus): both must be free. A
+    /// port another test took in the meantime makes the server exit: then another port.
     pub async fn start_with(extra: &[&str]) -> RedisServer {
-        let port = free_port();
+        let cluster = extra.contains(&"--cluster-enabled");
         let dir = scratch_file("redis-dir", b"").with_extension("d");
         std::fs::create_dir_all(&dir).expect("redis dir");
-        let mut server = RedisServer {
-            child: None,
-            port,
-            dir,
-        };
-        server.spawn_with(extra).await;
-        server
+        for _ in 0..10 {
+            let port = loop {
+                let p = free_port();
+                if !cluster || std::net::TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok() {
+                    break p;
+                }
+            };
+            let mut server = RedisServer {
+                child: None,
+                port,
+                dir: dir.clone(),
+            };
+            if server.spawn_with(extra).await {
+                return server;
+            }
+        }
+        panic!("redis-server would not start on any free port");
     }
 
     async fn spawn(&mut self) {
-        self.spawn_with(&[]).await;
+        assert!(self.spawn_with(&[]).await, "redis-server exited at start");
     }
 
-    async fn spawn_with(&mut self, extra: &[&str]) {
-        let child = Command::new("redis-server")
+    /// Starts the process and waits until it answers `PING` (true) or exits (false).
+    async fn spawn_with(&mut self, extra: &[&str]) -> bool {
+        let mut child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--dir", &self.dir.display().to_string()])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
@@ -56,22 +60,32 @@ impl RedisServer {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server (apt-get install redis-server)");
-        self.child = Some(child);
         let url = self.url();
-        wait_until("redis to answer PING", Duration::from_secs(10), || {
-            let url = url.clone();
-            async move {
-                tokio::task::spawn_blocking(move || {
-                    redis::Client::open(url.as_str())
-                        .and_then(|c| c.get_connection())
-                        .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
-                        .is_ok()
-                })
-                .await
-                .unwrap_or(false)
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(_)) = child.try_wait() {
+                return false;
             }
-        })
-        .await;
+            let probe = url.clone();
+            let answers = tokio::task::spawn_blocking(move || {
+                redis::Client::open(probe.as_str())
+                    .and_then(|c| c.get_connection())
+                    .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+                    .is_ok()
+            })
+            .await
+            .unwrap_or(false);
+            if answers {
+                self.child = Some(child);
+                return true;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server on {} does not answer PING",
+                self.port
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     pub fn url(&self) -> String {
