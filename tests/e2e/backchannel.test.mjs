@@ -4,11 +4,9 @@
 // the provider sent, replayed, and a forged one are refused with 400.
 
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:http';
-import { createConnection } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 
 import {
@@ -20,40 +18,13 @@ import {
   requireTools,
   scratchDir,
   signInAtIdp,
+  startRedis,
   stepper,
   teardown,
   waitUntil,
 } from './harness.mjs';
 import { CLIENT_ID, startIdp } from './idp.mjs';
 import { startUpstream } from './upstream.mjs';
-
-/** Debian's redis-server on a free loopback port, without persistence; ended by PID. */
-async function startRedis(dir) {
-  const port = await freePort();
-  const child = spawn(
-    'redis-server',
-    ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'no'],
-    { stdio: 'ignore' },
-  );
-  const exited = once(child, 'exit');
-  await waitUntil('redis-server to answer', 10_000, () =>
-    new Promise((resolve) => {
-      const s = createConnection({ port, host: '127.0.0.1' }, () => s.write('PING\r\n'));
-      s.on('data', (d) => {
-        s.destroy();
-        resolve(d.toString().startsWith('+PONG'));
-      });
-      s.on('error', () => resolve(false));
-    }),
-  );
-  return {
-    url: `redis://127.0.0.1:${port}/0`,
-    async stop() {
-      child.kill('SIGKILL');
-      await exited;
-    },
-  };
-}
 
 /**
  * Records what the provider posts to the back-channel logout URI and passes it on to

@@ -5,7 +5,7 @@ import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { createConnection, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -351,4 +351,32 @@ export async function startStack({ idp: idpOptions = {}, proxy: proxyOptions = {
     throw e;
   }
   return stack;
+}
+
+/** Debian's redis-server on a free loopback port, without persistence; ended by PID. */
+export async function startRedis(dir) {
+  const port = await freePort();
+  const child = spawn(
+    'redis-server',
+    ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'no'],
+    { stdio: 'ignore' },
+  );
+  const exited = once(child, 'exit');
+  await waitUntil('redis-server to answer', 10_000, () =>
+    new Promise((resolve) => {
+      const s = createConnection({ port, host: '127.0.0.1' }, () => s.write('PING\r\n'));
+      s.on('data', (d) => {
+        s.destroy();
+        resolve(d.toString().startsWith('+PONG'));
+      });
+      s.on('error', () => resolve(false));
+    }),
+  );
+  return {
+    url: `redis://127.0.0.1:${port}/0`,
+    async stop() {
+      child.kill('SIGKILL');
+      await exited;
+    },
+  };
 }

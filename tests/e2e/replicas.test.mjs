@@ -4,8 +4,6 @@
 // provider, signs nobody out and fails no request.
 
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 
@@ -18,6 +16,7 @@ import {
   requireTools,
   scratchDir,
   signInAtIdp,
+  startRedis,
   stepper,
   teardown,
   waitUntil,
@@ -26,37 +25,6 @@ import { startIdp } from './idp.mjs';
 import { startUpstream } from './upstream.mjs';
 
 const ACCESS_TOKEN_TTL = 2;
-
-/** Debian's redis-server on a free loopback port, without persistence; ended by PID. */
-async function startRedis(dir) {
-  const port = await freePort();
-  const child = spawn(
-    'redis-server',
-    ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'no'],
-    { stdio: 'ignore' },
-  );
-  const exited = once(child, 'exit');
-  await waitUntil('redis-server to accept connections', 10_000, async () => {
-    const { createConnection } = await import('node:net');
-    return new Promise((resolve) => {
-      const s = createConnection({ port, host: '127.0.0.1' }, () => {
-        s.write('PING\r\n');
-      });
-      s.on('data', (d) => {
-        s.destroy();
-        resolve(d.toString().startsWith('+PONG'));
-      });
-      s.on('error', () => resolve(false));
-    });
-  });
-  return {
-    url: `redis://127.0.0.1:${port}/0`,
-    async stop() {
-      child.kill('SIGKILL');
-      await exited;
-    },
-  };
-}
 
 describe('three replicas, one Redis, a rotating provider', { timeout: 90_000 }, () => {
   let scratch;
