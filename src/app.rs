@@ -181,7 +181,7 @@ impl Login {
         }
         let Some(session) = loaded.session.take() else {
             let set_cookies = if loaded.unusable {
-                self.sessions.clear(&loaded).await
+                self.sessions.clear(&loaded, now).await
             } else {
                 Vec::new()
             };
@@ -214,7 +214,7 @@ impl Login {
             },
             Outcome::ProviderDown => Authentication::of(session),
             Outcome::Rejected => Authentication {
-                set_cookies: self.sessions.clear(&loaded).await,
+                set_cookies: self.sessions.clear(&loaded, now).await,
                 ..Authentication::default()
             },
         }

@@ -45,7 +45,7 @@ pub(super) async fn sign_out(
     let target = return_target(app, req, facts);
     let cookies = cookie_headers(req);
     let loaded = login.sessions.load(&cookies, app.clock.now()).await;
-    let mut set_cookies = login.sessions.clear(&loaded).await;
+    let mut set_cookies = login.sessions.clear(&loaded, app.clock.now()).await;
     set_cookies.extend(login.flows.clear_all(&cookies));
     if let Some(session) = loaded.session.as_ref() {
         tracing::info!(user = session.identity.user(), "sign-out");

@@ -216,11 +216,9 @@ impl SessionStore for CookieStore {
 
     /// With `[session.revocation]` the session is recorded as ended, so a copy of the cookie
     /// is refused on every replica too.
-    async fn clear(&self, loaded: &Loaded) -> Vec<SetCookie> {
+    async fn clear(&self, loaded: &Loaded, now: UnixTime) -> Vec<SetCookie> {
         let id = loaded.session.as_ref().and_then(|s| s.id.as_deref());
         if let (Some(list), Some(id)) = (&self.revocations, id) {
-            // Clock: the store has none of its own; the sign-out's time is now.
-            let now = crate::clock::Clock::now(&crate::clock::SystemClock);
             if let Err(e) = list.end_session(id, now).await {
                 tracing::warn!(error = %e, "could not record a sign-out in redis");
             }

@@ -208,7 +208,7 @@ pub trait SessionStore: Send + Sync {
 
     /// Ends the session `loaded` read, everywhere the store can: `Set-Cookie` values that
     /// clear its cookies.
-    async fn clear(&self, loaded: &Loaded) -> Vec<SetCookie>;
+    async fn clear(&self, loaded: &Loaded, now: UnixTime) -> Vec<SetCookie>;
 
     /// Whether a cookie of this name belongs to the store (never forwarded upstream).
     fn is_ours(&self, cookie_name: &str) -> bool;

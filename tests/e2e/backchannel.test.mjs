@@ -5,7 +5,6 @@
 
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:http';
 import { after, before, describe, it } from 'node:test';
 
@@ -13,12 +12,11 @@ import {
   freePort,
   launchBrowser,
   newContext,
-  Proxy,
-  proxyConfig,
   requireTools,
   scratchDir,
   signInAtIdp,
   startRedis,
+  startReplicas,
   stepper,
   teardown,
   waitUntil,
@@ -92,24 +90,7 @@ describe('back-channel logout from oidc-provider', { timeout: 90_000 }, () => {
       },
     });
     upstream = await startUpstream();
-    const sessionSecret = randomBytes(32).toString('base64');
-    for (const port of ports) {
-      replicas.push(
-        Proxy.start(
-          scratch.dir,
-          port,
-          proxyConfig({
-            port,
-            idp,
-            upstream: upstream.url,
-            sessionSecret,
-            sessionExtra: 'store = "redis"',
-            extra: `\n[session.redis]\nurl = "${redis.url}"\n`,
-          }),
-        ),
-      );
-    }
-    await Promise.all(replicas.map((p) => p.waitReady()));
+    replicas.push(...(await startReplicas({ dir: scratch.dir, ports, idp, upstream, redis })));
     browser = await launchBrowser();
     page = await (await newContext(browser)).newPage();
   });

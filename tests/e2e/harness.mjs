@@ -380,3 +380,27 @@ export async function startRedis(dir) {
     },
   };
 }
+
+/**
+ * portcullis replicas on `ports`, logging in at `idp` in front of `upstream`, sharing one
+ * session secret and the sessions in `redis` (from `startRedis`); ready when they return.
+ */
+export async function startReplicas({ dir, ports, idp, upstream, redis }) {
+  const sessionSecret = randomBytes(32).toString('base64');
+  const replicas = ports.map((port) =>
+    Proxy.start(
+      dir,
+      port,
+      proxyConfig({
+        port,
+        idp,
+        upstream: upstream.url,
+        sessionSecret,
+        sessionExtra: 'store = "redis"',
+        extra: `\n[session.redis]\nurl = "${redis.url}"\n`,
+      }),
+    ),
+  );
+  await Promise.all(replicas.map((p) => p.waitReady()));
+  return replicas;
+}

@@ -4,19 +4,17 @@
 // provider, signs nobody out and fails no request.
 
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 
 import {
   freePort,
   launchBrowser,
   newContext,
-  Proxy,
-  proxyConfig,
   requireTools,
   scratchDir,
   signInAtIdp,
   startRedis,
+  startReplicas,
   stepper,
   teardown,
   waitUntil,
@@ -55,19 +53,7 @@ describe('three replicas, one Redis, a rotating provider', { timeout: 90_000 }, 
       options: { rotateRefreshToken: true },
     });
     upstream = await startUpstream();
-    const sessionSecret = randomBytes(32).toString('base64');
-    for (const port of ports) {
-      const config = proxyConfig({
-        port,
-        idp,
-        upstream: upstream.url,
-        sessionSecret,
-        sessionExtra: 'store = "redis"',
-        extra: `\n[session.redis]\nurl = "${redis.url}"\n`,
-      });
-      replicas.push(Proxy.start(scratch.dir, port, config));
-    }
-    await Promise.all(replicas.map((p) => p.waitReady()));
+    replicas.push(...(await startReplicas({ dir: scratch.dir, ports, idp, upstream, redis })));
     browser = await launchBrowser();
     page = await (await newContext(browser)).newPage();
   });

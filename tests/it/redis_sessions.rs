@@ -253,6 +253,22 @@ async fn three_replicas_share_one_refresh_of_a_session() {
     }
 }
 
+/// `portcullis sessions revoke --sub <sub>` against `config`; what it printed.
+fn revoke_sub(config: &std::path::Path, sub: &str) -> String {
+    let out = std::process::Command::new(binary())
+        .args(["sessions", "revoke", "--config"])
+        .arg(config)
+        .args(["--sub", sub])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 /// A logout token for `claims` (merged over a valid one for alice), signed by the provider.
 fn logout_token(w: &World, extra: serde_json::Value) -> String {
     let now = crate::support::tokens::now();
@@ -352,19 +368,8 @@ async fn back_channel_logout_and_revoke_end_sessions_in_redis() {
     let mut bob = Browser::new();
     bob.login(&w.proxy, "bob", "/app").await;
     assert_eq!(signed_in(&bob).await, 200);
-    let out = std::process::Command::new(binary())
-        .args(["sessions", "revoke", "--config"])
-        .arg(&w.proxy.config_path)
-        .args(["--sub", "bob"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
+        revoke_sub(&w.proxy.config_path, "bob"),
         "ended 1 session(s)"
     );
     assert_eq!(signed_in(&bob).await, 401);
@@ -493,16 +498,9 @@ async fn the_cookie_store_with_a_revocation_list_ends_sessions_on_every_replica(
     let mut bob = Browser::new();
     bob.login(&replicas[0], "bob", "/app").await;
     assert_eq!(status(&bob, &replicas[1]).await, 200);
-    let out = std::process::Command::new(binary())
-        .args(["sessions", "revoke", "--config"])
-        .arg(&replicas[1].config_path)
-        .args(["--sub", "bob"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    assert_eq!(
+        revoke_sub(&replicas[1].config_path, "bob"),
+        "recorded: every replica refuses those sessions from now on"
     );
     for proxy in &replicas {
         assert_eq!(status(&bob, proxy).await, 401);

@@ -77,7 +77,8 @@ impl Redis {
         let result = tokio::time::timeout(self.settings.timeout, self.run_once(cmd)).await;
         let outcome = match result {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(describe(&e)),
+            // redis-rs never prints a password in its errors.
+            Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err(format!(
                 "no answer within {} ms",
                 self.settings.timeout.as_millis()
@@ -190,9 +191,4 @@ impl Redis {
             Err(Unavailable(format!("PING answered {pong:?}")))
         }
     }
-}
-
-/// A Redis error in words that never carry a password (redis-rs does not print them).
-fn describe(e: &RedisError) -> String {
-    e.to_string()
 }

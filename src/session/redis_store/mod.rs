@@ -357,7 +357,7 @@ impl SessionStore for RedisStore {
 
     /// Deletes the body (every copy of the cookie stops working, on every replica) and
     /// clears the cookie. When Redis cannot be reached the cookie is cleared all the same.
-    async fn clear(&self, loaded: &Loaded) -> Vec<SetCookie> {
+    async fn clear(&self, loaded: &Loaded, _now: UnixTime) -> Vec<SetCookie> {
         if let Some(ticket) = &loaded.ticket {
             if let Err(e) = self
                 .redis
