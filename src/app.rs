@@ -16,7 +16,7 @@ use crate::oidc::providers::Providers;
 use crate::session::chunks::SetCookie;
 use crate::session::refresh::{Outcome, Refresher};
 use crate::session::{
-    CookieStore, Lease, Loaded, RedisStore, SessionData, SessionStore, StoreUnavailable,
+    CookieStore, EndedHere, Lease, Loaded, RedisStore, SessionData, SessionStore, StoreUnavailable,
 };
 use std::time::Duration;
 
@@ -33,6 +33,52 @@ pub struct App {
     pub clock: SharedClock,
     /// DPoP proofs, when `[bearer.dpop]` accepts them.
     pub(crate) dpop: Option<crate::dpop::Dpop>,
+    /// What a reload hands to the next `App`.
+    kept: Kept,
+}
+
+/// What this process remembers that no configuration describes: refreshes in flight, DPoP
+/// proofs already used, sessions ended and logout tokens used here. Each `App` built by a
+/// reload gets its predecessor's, so that changing the configuration forgets none of it: a
+/// refresh token is still spent once, a proof still used once, an ended session stays ended.
+#[derive(Clone)]
+struct Kept {
+    refresher: Arc<Refresher>,
+    dpop_replays: Arc<crate::dpop::Replays>,
+    ended_here: Arc<EndedHere>,
+}
+
+impl Kept {
+    fn new(config: &Config) -> Kept {
+        Kept {
+            refresher: Arc::default(),
+            dpop_replays: Arc::new(crate::dpop::Replays::new(
+                config.bearer.dpop_replay_cache_entries(),
+            )),
+            ended_here: Arc::default(),
+        }
+    }
+}
+
+/// The `App` new requests get. A reload replaces it; a request keeps the one it started
+/// with to its end, so requests in flight finish on the configuration they began on.
+pub struct Live(arc_swap::ArcSwap<App>);
+
+impl Live {
+    /// `app` serves from now on.
+    pub fn new(app: Arc<App>) -> Live {
+        Live(arc_swap::ArcSwap::new(app))
+    }
+
+    /// The `App` now serving, for one request (or one reload) to hold.
+    pub fn app(&self) -> Arc<App> {
+        self.0.load_full()
+    }
+
+    /// Makes `app` the one new requests get.
+    pub(crate) fn set(&self, app: Arc<App>) {
+        self.0.store(app);
+    }
 }
 
 /// Everything browser sign-in needs: present exactly when `[oidc]` is configured, so no
@@ -45,25 +91,39 @@ pub struct Login {
     /// Logins in progress.
     pub flows: LoginFlows,
     /// Refreshes expired sessions, one call to the provider per session at a time.
-    pub refresher: Refresher,
+    pub refresher: Arc<Refresher>,
     /// `session.same_site`, which decides how the callback hands the session over.
     pub same_site: cookie::SameSite,
 }
 
 impl Login {
-    /// Browser sign-in for `[oidc]` and `[session]`, `None` without them.
-    fn new(config: &Config) -> anyhow::Result<Option<Login>> {
+    /// Browser sign-in for `[oidc]` and `[session]`, `None` without them. After a reload
+    /// (`previous`), the providers take over what the old ones loaded, and an unchanged
+    /// `[session]` keeps its store (and with it the connections to Redis).
+    fn new(config: &Config, kept: &Kept, previous: Option<&App>) -> anyhow::Result<Option<Login>> {
         let (Some(oidc), Some(session)) = (&config.oidc, &config.session) else {
             return Ok(None);
         };
-        Ok(Some(Login {
-            providers: Providers::new(oidc, session, &config.headers)?,
-            sessions: match &session.storage {
-                SessionStorage::Cookie => Arc::new(CookieStore::new(session)?),
+        let before = previous.and_then(|app| Some((app.login.as_ref()?, &app.config.session)));
+        let sessions: Arc<dyn SessionStore> = match before {
+            Some((login, Some(s))) if s == session => login.sessions.clone(),
+            _ => match &session.storage {
+                SessionStorage::Cookie => {
+                    Arc::new(CookieStore::remembering(session, kept.ended_here.clone())?)
+                }
                 SessionStorage::Redis(redis) => Arc::new(RedisStore::new(session, redis)?),
             },
+        };
+        Ok(Some(Login {
+            providers: Providers::new(
+                oidc,
+                session,
+                &config.headers,
+                before.map(|(l, _)| &l.providers),
+            )?,
+            sessions,
             flows: LoginFlows::new(session)?,
-            refresher: Refresher::default(),
+            refresher: kept.refresher.clone(),
             same_site: session.same_site,
         }))
     }
@@ -104,18 +164,43 @@ impl App {
 
     /// With another clock than the system's: for tests that need time to pass.
     pub fn with_clock(config: Arc<Config>, clock: SharedClock) -> anyhow::Result<App> {
-        let login = Login::new(&config)?;
+        let kept = Kept::new(&config);
+        App::build(config, clock, kept, None)
+    }
+
+    /// The `App` for a reloaded configuration: it keeps what this one remembers ([`Kept`])
+    /// and takes over what this one has loaded where the configuration still names it (a
+    /// provider's metadata and keys, an issuer's key set, an unchanged session store). What
+    /// is new is loaded before it is returned: a provider or key set that cannot be reached
+    /// is an error, and the configuration before stays in use.
+    pub async fn reloaded(&self, config: Arc<Config>) -> anyhow::Result<App> {
+        let next = App::build(config, self.clock.clone(), self.kept.clone(), Some(self))?;
+        if let Some(login) = &next.login {
+            login.providers.load_new().await?;
+        }
+        next.bearer.load_new().await.map_err(anyhow::Error::msg)?;
+        Ok(next)
+    }
+
+    fn build(
+        config: Arc<Config>,
+        clock: SharedClock,
+        kept: Kept,
+        previous: Option<&App>,
+    ) -> anyhow::Result<App> {
+        let login = Login::new(&config, &kept, previous)?;
         let bearer = BearerAuth::new(
             &config,
             login.as_ref().map(|l| l.providers.login().clone()),
             clock.clone(),
+            previous.map(|p| &p.bearer),
         )?;
         let dpop = config.bearer.dpop.as_ref().map(|d| {
             crate::dpop::Dpop::new(
                 d.algorithms.clone(),
                 d.proof_lifetime,
                 config.bearer.leeway,
-                d.replay_cache_entries,
+                kept.dpop_replays.clone(),
                 // Nonces every replica accepts: derived from the first session secret.
                 d.use_dpop_nonce
                     .then(|| config.session.as_ref())
@@ -126,6 +211,7 @@ impl App {
         });
         Ok(App {
             dpop,
+            kept,
             login,
             bearer,
             clock,
@@ -324,6 +410,82 @@ pub fn cookie_headers(req: &RequestHeader) -> Vec<&[u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const FIRST: &str = "\"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY\"";
+    const SECOND: &str = "\"bmV3LXNlY3JldC1uZXctc2VjcmV0LW5ldy1zZWNyZXQtISE\"";
+
+    /// A rotation of the session secrets builds a new session store; what the old one ended
+    /// must stay ended, a used logout token stay used, and refreshes in flight stay shared.
+    #[tokio::test]
+    async fn a_reload_forgets_no_ended_session_no_used_logout_token_and_no_refresh() {
+        let app = App::new(Arc::new(crate::config::for_tests(FIRST))).unwrap();
+        let now = app.clock.now();
+        let before = app.login.as_ref().unwrap();
+        let data = SessionData {
+            identity: crate::session::Identity {
+                user: Some("alice".into()),
+                email: None,
+                groups: Vec::new(),
+                preferred_username: None,
+            },
+            created_at: now.secs() - 10,
+            expires_at: now.secs() + 3600,
+            tokens_expire_at: None,
+            refresh_token: None,
+            id_token: None,
+            access_token: None,
+            sub: Some("alice-sub".into()),
+            sid: None,
+            id: Some("session-1".into()),
+        };
+        let set = before
+            .sessions
+            .create(&data, &Loaded::default(), now)
+            .await
+            .unwrap();
+        let cookie = set[0].clone().into_string();
+        let cookie = cookie.split(';').next().unwrap().to_string();
+        before
+            .sessions
+            .end_sessions(Some("alice-sub"), None, now)
+            .await
+            .unwrap();
+        let ttl = Duration::from_secs(60);
+        assert!(before.sessions.first_use("jti-1", ttl).await.unwrap());
+
+        let rotated = crate::config::for_tests(&format!("{SECOND}, {FIRST}"));
+        let next = App::build(
+            Arc::new(rotated),
+            app.clock.clone(),
+            app.kept.clone(),
+            Some(&app),
+        )
+        .unwrap();
+        let after = next.login.as_ref().unwrap();
+        assert!(
+            !Arc::ptr_eq(&before.sessions, &after.sessions),
+            "a new store"
+        );
+        let loaded = after.sessions.load(&[cookie.as_bytes()], now).await;
+        assert!(loaded.session.is_none(), "the ended session stays ended");
+        assert!(!after.sessions.first_use("jti-1", ttl).await.unwrap());
+        assert!(Arc::ptr_eq(&before.refresher, &after.refresher));
+
+        // Control: a session that was not ended opens under the rotated secrets.
+        let other = SessionData {
+            sub: Some("bob-sub".into()),
+            ..data
+        };
+        let set = before
+            .sessions
+            .create(&other, &Loaded::default(), now)
+            .await
+            .unwrap();
+        let cookie = set[0].clone().into_string();
+        let cookie = cookie.split(';').next().unwrap().to_string();
+        let loaded = after.sessions.load(&[cookie.as_bytes()], now).await;
+        assert!(loaded.session.is_some());
+    }
 
     #[test]
     fn the_proxy_keeps_its_own_cookies_from_the_upstream() {

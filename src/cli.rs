@@ -89,11 +89,11 @@ enum SessionsAction {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { config } => match Config::load(&config) {
+        Command::Run { config: path } => match Config::load(&path) {
             Ok(config) => {
                 crate::logging::init(&config.logging.level, config.logging.format);
                 tracing::info!(config = %config.source, summary = %config.summary(), "starting");
-                match crate::server::build(config) {
+                match crate::server::build(config, Some(path)) {
                     Ok(server) => server.run_forever(),
                     Err(e) => {
                         eprintln!("error: {e}");

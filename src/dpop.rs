@@ -11,6 +11,7 @@
 //! Nonces are derived from the session secrets and the time, so every replica accepts every
 //! other's; they change every [`NONCE_PERIOD`], and the previous one stays good.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -83,6 +84,17 @@ pub struct Expected<'a> {
     pub jkt: &'a str,
 }
 
+/// The proofs already used (their `jti` hashed with their key, until their lifetime ends),
+/// bounded. It outlives a configuration reload, so that no proof is accepted twice across one.
+pub struct Replays(Cache<[u8; 32], u64>);
+
+impl Replays {
+    /// Remembers up to `entries` proofs.
+    pub fn new(entries: usize) -> Replays {
+        Replays(Cache::new(entries.max(1)))
+    }
+}
+
 /// The DPoP settings and the state proofs are checked against.
 pub struct Dpop {
     algorithms: Vec<Algorithm>,
@@ -91,18 +103,18 @@ pub struct Dpop {
     lifetime: Duration,
     leeway: Duration,
     /// `jti`s seen (hashed with their key), until their proof's lifetime ends.
-    seen: Cache<[u8; 32], u64>,
+    seen: Arc<Replays>,
     nonce_key: Option<[u8; 32]>,
 }
 
 impl Dpop {
     /// Proofs signed with `algorithms`, at most `lifetime` old (with `leeway` either way),
-    /// `replay_entries` of them remembered; with `nonce_secret`, nonces are required.
+    /// each used once (`seen`); with `nonce_secret`, nonces are required.
     pub fn new(
         algorithms: Vec<Algorithm>,
         lifetime: Duration,
         leeway: Duration,
-        replay_entries: usize,
+        seen: Arc<Replays>,
         nonce_secret: Option<&[u8]>,
     ) -> Dpop {
         let nonce_key = nonce_secret.map(|secret| {
@@ -121,7 +133,7 @@ impl Dpop {
             algs,
             lifetime,
             leeway,
-            seen: Cache::new(replay_entries.max(1)),
+            seen,
             nonce_key,
         }
     }
@@ -262,7 +274,7 @@ impl Dpop {
         let until = now.secs() + self.lifetime.as_secs() + 2 * self.leeway.as_secs();
         // One atomic step: of two uses at once, only one inserts.
         let mut fresh = false;
-        let stored = self.seen.get_or_insert_with(&id, || {
+        let stored = self.seen.0.get_or_insert_with(&id, || {
             fresh = true;
             Ok::<u64, std::convert::Infallible>(until)
         });
@@ -271,7 +283,7 @@ impl Dpop {
             Ok(expires) if expires > now.secs() => Err(ProofError::Replay),
             _ => {
                 // A proof of the same key and jti whose lifetime ended long ago.
-                self.seen.insert(id, until);
+                self.seen.0.insert(id, until);
                 Ok(())
             }
         }
@@ -362,7 +374,7 @@ mod tests {
             vec![Algorithm::ES256, Algorithm::RS256],
             Duration::from_secs(60),
             Duration::from_secs(5),
-            1000,
+            Arc::new(Replays::new(1000)),
             nonce.then_some(b"0123456789abcdef0123456789abcdef".as_slice()),
         )
     }

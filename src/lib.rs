@@ -62,6 +62,7 @@ pub(crate) mod outcome;
 pub mod policy;
 pub(crate) mod proxy;
 pub mod redirect;
+pub(crate) mod reload;
 pub(crate) mod respond;
 pub(crate) mod server;
 pub mod session;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use prometheus::{
     exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter,
-    IntCounterVec, Opts, Registry, TextEncoder,
+    IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 
 use crate::outcome::Outcome;
@@ -27,6 +27,9 @@ pub(crate) struct Metrics {
     jwks_refetches: IntCounter,
     refreshes: IntCounterVec,
     cookie_bytes: Histogram,
+    reloads: [IntCounter; 2],
+    last_reload_ok: IntGauge,
+    last_reload_success: IntGauge,
 }
 
 /// Latency buckets from 50 µs to about 3.3 s (×2 each): authentication decisions are
@@ -70,6 +73,15 @@ pub(crate) enum RefreshResult {
     Rejected,
     /// The provider could not be asked: the session is kept as it is.
     ProviderDown,
+}
+
+/// How a configuration reload ended, for `portcullis_config_reloads_total{result}`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ReloadResult {
+    /// The new configuration serves.
+    Applied,
+    /// It did not validate (or a provider it names could not be loaded): the old one serves.
+    Refused,
 }
 
 impl Metrics {
@@ -157,7 +169,32 @@ impl Metrics {
             "Size of each session cookie written (all chunks together).",
             exponential_buckets(256.0, 2.0, 8).unwrap_or_default(),
         );
+        let reloads_vec = counter_vec(
+            "config_reloads_total",
+            "Configuration reloads (SIGHUP or a changed file) by result: applied, or refused \
+             (the configuration before it keeps serving).",
+            &["result"],
+        );
+        let reloads = ["applied", "refused"].map(|r| reloads_vec.with_label_values(&[r]));
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).unwrap_or_else(|e| unreachable_metric(name, e));
+            let _ = registry.register(Box::new(g.clone()));
+            g
+        };
+        let last_reload_ok = gauge(
+            "config_last_reload_successful",
+            "1 when the last reload was applied (or none was tried), 0 when it was refused.",
+        );
+        last_reload_ok.set(1);
+        let last_reload_success = gauge(
+            "config_last_reload_success_timestamp_seconds",
+            "When the configuration now serving was loaded (Unix seconds).",
+        );
+        last_reload_success.set(unix_now());
         Metrics {
+            reloads,
+            last_reload_ok,
+            last_reload_success,
             registry,
             requests,
             forward_auth,
@@ -227,6 +264,20 @@ impl Metrics {
         self.refreshes.with_label_values(&[label]).inc();
     }
 
+    pub(crate) fn reload(&self, result: ReloadResult) {
+        match result {
+            ReloadResult::Applied => {
+                self.reloads[0].inc();
+                self.last_reload_ok.set(1);
+                self.last_reload_success.set(unix_now());
+            }
+            ReloadResult::Refused => {
+                self.reloads[1].inc();
+                self.last_reload_ok.set(0);
+            }
+        }
+    }
+
     pub(crate) fn session_cookie(&self, bytes: usize) {
         self.cookie_bytes.observe(bytes as f64);
     }
@@ -268,6 +319,12 @@ impl pingora::apps::http_app::ServeHttp for MetricsApp {
     }
 }
 
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
 /// The options above are constants that prometheus accepts; reaching this is a programming
 /// error caught by the unit test below, never by a request.
 /// (The registry is built before the server starts listening, so no request can reach it.)
@@ -292,6 +349,7 @@ mod tests {
         m.jwks_refetch();
         m.refresh(RefreshResult::Refreshed);
         m.session_cookie(1100);
+        m.reload(ReloadResult::Refused);
         let text = String::from_utf8(m.render()).unwrap();
         for line in [
             "portcullis_requests_total{outcome=\"cookie\"}",
@@ -305,6 +363,9 @@ mod tests {
             "portcullis_jwks_refetches_total",
             "portcullis_session_refreshes_total{result=\"refreshed\"}",
             "portcullis_session_cookie_bytes_count",
+            "portcullis_config_reloads_total{result=\"refused\"} 1",
+            "portcullis_config_last_reload_successful 0",
+            "portcullis_config_last_reload_success_timestamp_seconds",
         ] {
             assert!(text.contains(line), "{line} missing in\n{text}");
         }

@@ -12,7 +12,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use crate::access::{Caller, Target};
 use crate::access_log;
 use crate::answer::{self, Asker, Then};
-use crate::app::App;
+use crate::app::{App, Live};
 use crate::classify::{self, Route};
 use crate::client_cert::{ClientCert, UnreadableCertHeader};
 use crate::config::UpstreamProtocol;
@@ -24,11 +24,15 @@ use crate::respond;
 use crate::session::chunks::SetCookie;
 
 pub(crate) struct Portcullis {
-    pub app: Arc<App>,
+    /// The configuration new requests get; a reload replaces it.
+    pub live: Arc<Live>,
 }
 
 /// Per-request state shared across the filters.
 pub(crate) struct RequestCtx {
+    /// The configuration and stages this request runs on, from start to end, whatever a
+    /// reload does meanwhile.
+    app: Arc<App>,
     started: Instant,
     caller: Option<Caller>,
     /// The verified client certificate (our TLS listener's, or a trusted proxy's report).
@@ -100,31 +104,31 @@ fn peer_ip(session: &Session) -> Option<std::net::IpAddr> {
         .map(|a| a.ip())
 }
 
-impl Portcullis {
+/// How the client reached us: a trusted proxy's `X-Forwarded-Proto` when it sends one
+/// (once, `http` or `https`), else the listener's.
+fn scheme(session: &Session, trusted: bool) -> &'static str {
+    let mut reported = session
+        .req_header()
+        .headers
+        .get_all("x-forwarded-proto")
+        .iter();
+    let own = if is_tls(session) { "https" } else { "http" };
+    match (trusted, reported.next(), reported.next()) {
+        (true, Some(v), None) if v.as_bytes().eq_ignore_ascii_case(b"https") => "https",
+        (true, Some(v), None) if v.as_bytes().eq_ignore_ascii_case(b"http") => "http",
+        _ => own,
+    }
+}
+
+impl RequestCtx {
     fn trusted(&self, session: &Session) -> bool {
         peer_ip(session).is_some_and(|ip| self.app.config.server.is_trusted_proxy(ip))
-    }
-
-    /// How the client reached us: a trusted proxy's `X-Forwarded-Proto` when it sends one
-    /// (once, `http` or `https`), else the listener's.
-    fn scheme(&self, session: &Session, trusted: bool) -> &'static str {
-        let mut reported = session
-            .req_header()
-            .headers
-            .get_all("x-forwarded-proto")
-            .iter();
-        let own = if is_tls(session) { "https" } else { "http" };
-        match (trusted, reported.next(), reported.next()) {
-            (true, Some(v), None) if v.as_bytes().eq_ignore_ascii_case(b"https") => "https",
-            (true, Some(v), None) if v.as_bytes().eq_ignore_ascii_case(b"http") => "http",
-            _ => own,
-        }
     }
 
     /// The client certificate the TLS handshake verified; else, from a trusted proxy, the
     /// one its header (`server.client_cert_header`) reports. A header that cannot be read one
     /// way is an error (400); from anyone else the header means nothing (and is stripped).
-    fn client_cert(
+    fn client_cert_of(
         &self,
         session: &Session,
         trusted: bool,
@@ -162,6 +166,7 @@ impl ProxyHttp for Portcullis {
 
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
+            app: self.live.app(),
             started: Instant::now(),
             caller: None,
             client_cert: None,
@@ -188,7 +193,8 @@ impl ProxyHttp for Portcullis {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        let app = &self.app;
+        let app = ctx.app.clone();
+        let app = app.as_ref();
         // Before anything else looks at it: a request whose body could be read two ways is
         // refused, and its connection closed (what follows it cannot be trusted either).
         let raw_head = || session.as_http1().map(|h1| h1.get_headers_raw_bytes());
@@ -214,18 +220,18 @@ impl ProxyHttp for Portcullis {
         };
         // One host per request, checked before anything depends on it: the routes, the
         // endpoints and the upstream all see the same one. Only health checks need none.
-        let trusted = self.trusted(session);
+        let trusted = ctx.trusted(session);
         let host = match crate::host::of_request(session.req_header(), trusted) {
             Ok(Some(host)) => Some(host),
             Ok(None) if classify::needs_no_host(route) => None,
             Ok(None) => return refuse(session, ctx, "a request without a Host header").await,
             Err(e) => return refuse(session, ctx, &e.to_string()).await,
         };
-        ctx.client_cert = match self.client_cert(session, trusted) {
+        ctx.client_cert = match ctx.client_cert_of(session, trusted) {
             Ok(cert) => cert,
             Err(e) => return refuse(session, ctx, &e.to_string()).await,
         };
-        ctx.scheme = self.scheme(session, trusted);
+        ctx.scheme = scheme(session, trusted);
         if let Route::Endpoint(endpoint) = route {
             let facts = Facts {
                 trusted_proxy: trusted,
@@ -276,9 +282,9 @@ impl ProxyHttp for Portcullis {
     async fn upstream_peer(
         &self,
         _session: &mut Session,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let up = &self.app.config.upstream;
+        let up = &ctx.app.config.upstream;
         let addr = match up.ip {
             Some(ip) => ip,
             // A host name is looked up for each new request, off the worker threads (the
@@ -302,7 +308,8 @@ impl ProxyHttp for Portcullis {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let headers = &self.app.config.headers;
+        let app = ctx.app.clone();
+        let headers = &app.config.headers;
         // Tokens of a browser session may travel upstream; a bearer caller's own
         // Authorization header is forwarded untouched.
         let s = match &ctx.caller {
@@ -321,12 +328,11 @@ impl ProxyHttp for Portcullis {
         };
         let peer = Peer {
             ip: peer_ip(session),
-            trusted: self.trusted(session),
+            trusted: ctx.trusted(session),
             // A trusted proxy's own X-Forwarded-Proto is kept as it is; anyone else's is
             // replaced by how the client reached us.
             scheme: ctx.scheme,
         };
-        let app = &self.app;
         let hygiene = forward::Hygiene {
             names: &headers.names,
             strip: &headers.strip,

@@ -8,7 +8,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use portcullis::clock::{Clock, SystemClock};
-use portcullis::dpop::{Dpop, Expected};
+use portcullis::dpop::{Dpop, Expected, Replays};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -24,7 +24,7 @@ fn dpop() -> &'static Dpop {
             ],
             Duration::from_secs(60),
             Duration::from_secs(5),
-            10_000,
+            std::sync::Arc::new(Replays::new(10_000)),
             Some(b"0123456789abcdef0123456789abcdef".as_slice()),
         )
     })

@@ -77,6 +77,15 @@ impl Issuer {
         }
     }
 
+    /// Its key set fetched over HTTP, when it has one of its own (the login issuer's belongs
+    /// to the provider).
+    pub(super) fn remote(&self) -> Option<(&str, &Arc<RemoteKeys>)> {
+        match &self.keys {
+            IssuerKeys::Remote(r) => Some((&self.issuer, r)),
+            _ => None,
+        }
+    }
+
     /// How long ago its published keys were last fetched (`None` for configured keys).
     pub(super) fn fetched_ago(&self) -> Option<std::time::Duration> {
         match &self.keys {

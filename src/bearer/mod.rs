@@ -24,7 +24,7 @@ use crate::jwt::remote::RemoteKeys;
 use crate::jwt::verify::{self, Expect, Step, VerifyError};
 use crate::oidc::{Provider, Readiness};
 use crate::session::Identity;
-use issuer::{Issuer, IssuerKeys};
+use issuer::Issuer;
 
 /// What kind of token this was, for routes that accept only one kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -225,10 +225,14 @@ pub struct BearerAuth {
 impl BearerAuth {
     /// The login issuer (through its `provider`'s keys), when there is browser sign-in, and
     /// each `[[bearer.issuers]]`.
+    /// With `previous` (the verifier before a reload), key sets fetched from the same place
+    /// are taken over rather than fetched again; verified tokens are not, since the new
+    /// configuration may judge them otherwise.
     pub fn new(
         config: &Config,
         login: Option<Arc<Provider>>,
         clock: SharedClock,
+        previous: Option<&BearerAuth>,
     ) -> reqwest::Result<BearerAuth> {
         let timeout = config
             .oidc
@@ -246,6 +250,12 @@ impl BearerAuth {
                 .iter()
                 .map(|i| Issuer::extra(i, http.clone())),
         );
+        let before = previous.map(BearerAuth::remote_keys).unwrap_or_default();
+        for (_, keys) in issuers.iter().filter_map(Issuer::remote) {
+            for (_, old) in &before {
+                keys.adopt(old);
+            }
+        }
         Ok(BearerAuth {
             issuers,
             leeway: config.bearer.leeway,
@@ -268,11 +278,22 @@ impl BearerAuth {
     pub fn remote_keys(&self) -> Vec<(String, Arc<RemoteKeys>)> {
         self.issuers
             .iter()
-            .filter_map(|i| match &i.keys {
-                IssuerKeys::Remote(r) => Some((i.issuer.clone(), r.clone())),
-                _ => None,
-            })
+            .filter_map(Issuer::remote)
+            .map(|(issuer, keys)| (issuer.to_string(), keys.clone()))
             .collect()
+    }
+
+    /// Fetches every key set never fetched (new in a reload), so that a configuration whose
+    /// issuer cannot be reached is refused before it serves anyone.
+    pub async fn load_new(&self) -> Result<(), String> {
+        for (issuer, keys) in self.issuers.iter().filter_map(Issuer::remote) {
+            if keys.current().is_none() {
+                keys.refresh()
+                    .await
+                    .map_err(|e| format!("keys of {issuer}: {e}"))?;
+            }
+        }
+        Ok(())
     }
 
     /// Verifies a bearer token, from memory when it was verified before.

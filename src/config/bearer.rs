@@ -43,6 +43,19 @@ pub struct Dpop {
     pub use_dpop_nonce: bool,
 }
 
+impl Bearer {
+    /// The size of the DPoP replay cache: the configured one, or the default while DPoP is
+    /// off (a reload that turns it on finds the cache this process started with).
+    pub fn dpop_replay_cache_entries(&self) -> usize {
+        self.dpop
+            .as_ref()
+            .map_or(DPOP_REPLAY_CACHE_ENTRIES, |d| d.replay_cache_entries)
+    }
+}
+
+/// `bearer.dpop.replay_cache_entries` by default.
+const DPOP_REPLAY_CACHE_ENTRIES: usize = 100_000;
+
 /// Asymmetric algorithms a DPoP proof may use, the default set.
 const DPOP_ALGORITHMS: &[&str] = &["ES256", "ES384", "RS256", "PS256", "EdDSA"];
 
@@ -79,7 +92,7 @@ fn dpop(check: &Check, d: DpopFile, have_secrets: bool) -> Result<Option<Dpop>, 
             })?;
         algorithms.push(alg);
     }
-    let replay_cache_entries = d.replay_cache_entries.unwrap_or(100_000);
+    let replay_cache_entries = d.replay_cache_entries.unwrap_or(DPOP_REPLAY_CACHE_ENTRIES);
     if !(1_000..=10_000_000).contains(&replay_cache_entries) {
         return Err(check.err(
             "bearer.dpop.replay_cache_entries",
@@ -250,6 +263,7 @@ fn issuer(check: &Check, table: &str, f: IssuerFile) -> Result<BearerIssuer, Con
                 return Err(check.err(at("public_keys"), "lists no file"));
             }
             let paths: Vec<std::path::PathBuf> = paths.iter().map(Into::into).collect();
+            paths.iter().for_each(|p| check.names(p));
             let set = KeySet::from_files(&paths).map_err(|e| check.err(at("public_keys"), e))?;
             IssuerKeys::Static(Arc::new(set))
         }

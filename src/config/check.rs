@@ -9,10 +9,12 @@ use url::Url;
 use super::file::OneOrMany;
 use super::{ClaimNames, ConfigError};
 
-/// The context of one validation: the file's name for errors, and the environment.
+/// The context of one validation: the file's name for errors, the environment, and the
+/// files the configuration names (read here or later), which a reload watches.
 pub(super) struct Check<'a> {
     pub source: &'a str,
     pub env: &'a dyn Fn(&str) -> Option<String>,
+    files: std::cell::RefCell<Vec<std::path::PathBuf>>,
 }
 
 /// One place a value may come from, for [`Check::exactly_one`].
@@ -31,7 +33,36 @@ impl<T> Source<T> {
     }
 }
 
-impl Check<'_> {
+impl<'a> Check<'a> {
+    pub(super) fn new(source: &'a str, env: &'a dyn Fn(&str) -> Option<String>) -> Check<'a> {
+        Check {
+            source,
+            env,
+            files: std::cell::RefCell::new(Vec::new()),
+        }
+    }
+
+    /// Every file named so far, in the order named, each once.
+    pub(super) fn files(&self) -> Vec<std::path::PathBuf> {
+        self.files.borrow().clone()
+    }
+
+    /// Notes a file the configuration depends on but another part of the program reads (a
+    /// TLS certificate, a public key), so that a change to it reloads the configuration.
+    pub(super) fn names(&self, path: impl Into<std::path::PathBuf>) {
+        let path = path.into();
+        let mut files = self.files.borrow_mut();
+        if !files.contains(&path) {
+            files.push(path);
+        }
+    }
+
+    /// Reads a file the configuration names under `key`; the one way a section reads a file.
+    pub(super) fn read(&self, key: &str, path: &str) -> Result<Vec<u8>, ConfigError> {
+        self.names(path);
+        std::fs::read(path).map_err(|e| self.err(key, format!("cannot read `{path}`: {e}")))
+    }
+
     pub(super) fn err(&self, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
         ConfigError {
             file: self.source.to_string(),
@@ -104,8 +135,7 @@ impl Check<'_> {
     /// The contents of a secret file, without the line ending editors and `echo` leave at its
     /// end (`\n` or `\r\n`, repeated or not): the same rule for every secret file.
     pub(super) fn secret_file(&self, key: &str, path: &str) -> Result<Vec<u8>, ConfigError> {
-        let mut bytes =
-            std::fs::read(path).map_err(|e| self.err(key, format!("cannot read `{path}`: {e}")))?;
+        let mut bytes = self.read(key, path)?;
         while bytes.last().is_some_and(|b| matches!(b, b'\n' | b'\r')) {
             bytes.pop();
         }

@@ -227,8 +227,7 @@ fn client_secret(
 /// A P-256 key (ES256) or an RSA key of at least 2048 bits (RS256), PKCS#8 or PKCS#1 PEM.
 fn signing_key(check: &Check, path: &str) -> Result<(Algorithm, EncodingKey), ConfigError> {
     let key = "oidc.client_key";
-    let pem =
-        std::fs::read(path).map_err(|e| check.err(key, format!("cannot read `{path}`: {e}")))?;
+    let pem = check.read(key, path)?;
     let der = PrivateKeyDer::from_pem_slice(&pem)
         .map_err(|e| check.err(key, format!("`{path}` holds no PEM private key ({e})")))?;
     let rng = ring::rand::SystemRandom::new();
@@ -278,16 +277,14 @@ fn rsa(
 
 /// The client certificate chain and its key, checked to parse and to belong together.
 fn identity(check: &Check, cert: &str, key: &str) -> Result<ClientIdentity, ConfigError> {
-    let cert_pem = std::fs::read(cert)
-        .map_err(|e| check.err("oidc.client_cert", format!("cannot read `{cert}`: {e}")))?;
+    let cert_pem = check.read("oidc.client_cert", cert)?;
     let chain: Vec<CertificateDer<'_>> = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<_, _>>()
         .map_err(|e| check.err("oidc.client_cert", format!("`{cert}`: {e}")))?;
     if chain.is_empty() {
         return Err(check.err("oidc.client_cert", format!("`{cert}` holds no certificate")));
     }
-    let key_pem = std::fs::read(key)
-        .map_err(|e| check.err("oidc.client_key", format!("cannot read `{key}`: {e}")))?;
+    let key_pem = check.read("oidc.client_key", key)?;
     let private = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
         check.err(
             "oidc.client_key",
@@ -320,8 +317,7 @@ pub(super) fn provider_ca(check: &Check, path: Option<&str>) -> Result<ProviderC
         return Ok(ProviderCa::default());
     };
     let key = "oidc.provider_ca";
-    let pem =
-        std::fs::read(path).map_err(|e| check.err(key, format!("cannot read `{path}`: {e}")))?;
+    let pem = check.read(key, path)?;
     let certs = reqwest::Certificate::from_pem_bundle(&pem)
         .map_err(|e| check.err(key, format!("`{path}`: {e}")))?;
     if certs.is_empty() {

@@ -18,7 +18,7 @@ pub enum LogFormat {
 }
 
 /// The validated `[logging]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Logging {
     /// A `tracing` filter (`info`, `portcullis=debug,info`).
     pub level: String,

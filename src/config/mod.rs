@@ -102,6 +102,9 @@ pub struct Config {
     pub routes: RouteTable,
     /// `[authorization]`: applies to every authenticated request, on top of route rules.
     pub authorization: Requirements,
+    /// Every file this configuration was read from: the file itself (when loaded from one)
+    /// and each file it names (secrets, keys, certificates). A change to any reloads it.
+    pub files: Vec<std::path::PathBuf>,
 }
 
 impl Config {
@@ -113,7 +116,9 @@ impl Config {
             key: String::new(),
             message: format!("cannot read: {e}"),
         })?;
-        Config::parse(&text, &source, &|name| std::env::var(name).ok())
+        let mut config = Config::parse(&text, &source, &|name| std::env::var(name).ok())?;
+        config.files.insert(0, path.to_path_buf());
+        Ok(config)
     }
 
     /// Parses TOML `text`; `source` names it in errors; `env` looks up environment variables.
@@ -123,7 +128,7 @@ impl Config {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
         let file = parse_file(text, source)?;
-        validate(&Check { source, env }, file)
+        validate(&Check::new(source, env), file)
     }
 
     /// A one-line description without secrets, for `portcullis check` and the start-up log.
@@ -150,6 +155,73 @@ impl Config {
             self.upstream.url,
             self.bearer.issuers.len(),
         )
+    }
+}
+
+impl Config {
+    /// For a reload: puts back the running values of the keys that take effect only at the
+    /// next start, and names those that changed. They are what pingora binds and sizes once
+    /// (listen addresses, threads, connection bounds), the log set-up, and the DPoP replay
+    /// cache, which a reload keeps so that no proof can be replayed across it. So the new
+    /// configuration says what actually runs.
+    pub fn keep_restart_only(&mut self, running: &Config) -> Vec<&'static str> {
+        let changed = running.restart_only_changes(self);
+        let (next, run) = (&mut self.server, &running.server);
+        next.listeners.clone_from(&run.listeners);
+        next.threads = run.threads;
+        next.shutdown_grace = run.shutdown_grace;
+        next.metrics_listen = run.metrics_listen;
+        next.head_limits = run.head_limits;
+        next.connection_limits = run.connection_limits;
+        next.tls_handshake_timeout = run.tls_handshake_timeout;
+        self.logging.clone_from(&running.logging);
+        if let Some(dpop) = &mut self.bearer.dpop {
+            dpop.replay_cache_entries = running.bearer.dpop_replay_cache_entries();
+        }
+        changed
+    }
+
+    /// The keys whose values in `next` differ from this running configuration's and take
+    /// effect only at the next start.
+    fn restart_only_changes(&self, next: &Config) -> Vec<&'static str> {
+        let (a, b) = (&self.server, &next.server);
+        let replay_cache = |c: &Config| c.bearer.dpop_replay_cache_entries();
+        [
+            (
+                "server.listen / server.listeners",
+                a.listeners != b.listeners,
+            ),
+            ("server.threads", a.threads != b.threads),
+            (
+                "server.shutdown_grace",
+                a.shutdown_grace != b.shutdown_grace,
+            ),
+            (
+                "server.metrics_listen",
+                a.metrics_listen != b.metrics_listen,
+            ),
+            (
+                "server.header_timeout / server.max_header_bytes",
+                a.head_limits != b.head_limits,
+            ),
+            (
+                "server.max_connections / server.max_connections_per_client",
+                a.connection_limits != b.connection_limits,
+            ),
+            (
+                "server.tls_handshake_timeout",
+                a.tls_handshake_timeout != b.tls_handshake_timeout,
+            ),
+            ("logging", self.logging != next.logging),
+            (
+                "bearer.dpop.replay_cache_entries",
+                replay_cache(self) != replay_cache(next),
+            ),
+        ]
+        .into_iter()
+        .filter(|(_, changed)| *changed)
+        .map(|(key, _)| key)
+        .collect()
     }
 }
 
@@ -215,6 +287,7 @@ fn validate(check: &Check, f: FileConfig) -> Result<Config, ConfigError> {
         routes: routes::routes(check, f.routes)?,
         authorization: routes::authorization(check, f.authorization)?,
         oidc,
+        files: check.files(),
     })
 }
 

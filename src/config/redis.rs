@@ -17,7 +17,7 @@ use super::ConfigError;
 pub const ENV_REDIS_PASSWORD: &str = "PORTCULLIS_REDIS_PASSWORD";
 
 /// Where sessions live between requests.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum SessionStorage {
     /// Sealed whole into the browser's cookie (the default).
     #[default]
@@ -27,7 +27,7 @@ pub enum SessionStorage {
 }
 
 /// The validated `[session.redis]`.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct RedisSettings {
     /// Standalone, Sentinel or Cluster.
     pub topology: RedisTopology,
@@ -51,7 +51,7 @@ impl fmt::Debug for RedisSettings {
 }
 
 /// How Redis is deployed.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum RedisTopology {
     /// One server (`redis://` or `rediss://`).
     Standalone(Url),

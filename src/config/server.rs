@@ -297,6 +297,11 @@ fn listener(check: &Check, table: &str, l: &ListenerFile) -> Result<Listener, Co
         (ClientCertsFile::Optional, Some(ca)) => ClientCerts::Optional(ca),
         (ClientCertsFile::Required, Some(ca)) => ClientCerts::Required(ca),
     };
+    check.names(&cert);
+    check.names(&key);
+    if let ClientCerts::Optional(ca) | ClientCerts::Required(ca) = &client_certs {
+        check.names(ca);
+    }
     let spec = TlsListener {
         cert,
         key,

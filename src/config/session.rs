@@ -8,7 +8,7 @@ use super::file::{SameSiteFile, SessionFile};
 use super::{decode_secret, ConfigError, ENV_SESSION_SECRETS, MIN_SECRET_BYTES};
 
 /// The validated `[session]`.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct Session {
     /// The session cookie's name (chunks add `_0`, `_1`, …).
     pub cookie_name: String,
@@ -30,7 +30,7 @@ pub struct Session {
 }
 
 /// Decoded session secret bytes (at least [`MIN_SECRET_BYTES`]).
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct SessionSecret(pub Vec<u8>);
 
 impl fmt::Debug for SessionSecret {

@@ -843,3 +843,46 @@ fn session_storage_and_revocation_are_checked() {
     let c = with("[session.revocation]\nurl = \"redis://127.0.0.1:6379/0\"").unwrap();
     assert!(c.session.unwrap().revocation.is_some());
 }
+
+#[test]
+fn a_configuration_lists_the_files_it_names_for_reloads_to_watch() {
+    let dir = std::env::temp_dir().join(format!("portcullis-files-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let secret = dir.join("client.secret");
+    std::fs::write(&secret, "from-a-file\n").unwrap();
+    let file = dir.join("portcullis.toml");
+    let text = base().replace(
+        "client_secret = \"s3cr3t-value\"",
+        &format!("client_secret_file = \"{}\"", secret.display()),
+    );
+    std::fs::write(&file, text).unwrap();
+    let c = Config::load(&file).unwrap();
+    assert_eq!(c.files, vec![file.clone(), secret.clone()]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_reload_keeps_what_only_a_restart_changes_and_names_it() {
+    let running = parse(&base()).unwrap();
+    let mut next = parse(&base().replace(
+        "listen = \"127.0.0.1:4180\"",
+        "listen = \"127.0.0.1:4181\"\nthreads = 7\nmax_connections = 10000",
+    ))
+    .unwrap();
+    let mut same = parse(&base()).unwrap();
+    assert!(same.keep_restart_only(&running).is_empty());
+    assert_eq!(
+        next.keep_restart_only(&running),
+        vec![
+            "server.listen / server.listeners",
+            "server.threads",
+            "server.max_connections / server.max_connections_per_client",
+        ]
+    );
+    assert_eq!(next.server.listeners, running.server.listeners);
+    assert_eq!(next.server.threads, running.server.threads);
+    assert_eq!(
+        next.server.connection_limits,
+        running.server.connection_limits
+    );
+}

@@ -86,7 +86,7 @@ audiences = ["{api_audience}"]
         secret = crate::config::generate_secret(),
     );
     let config = Config::parse(&toml, "<demo>", &|_| None)?;
-    let server = crate::server::build(config)?;
+    let server = crate::server::build(config, None)?;
 
     let scripts = match &machine {
         Some(m) => format!(

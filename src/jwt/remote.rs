@@ -24,7 +24,7 @@ const BACKOFF_START: Duration = Duration::from_millis(250);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// Where the key set's address comes from.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JwksSource {
     /// A fixed `jwks_uri`.
     Url(String),
@@ -47,6 +47,7 @@ pub struct RemoteKeys {
     last_fetch: Mutex<Option<Result<Instant, FetchError>>>,
 }
 
+#[derive(Clone)]
 struct Loaded {
     keys: Arc<KeySet>,
     /// The document the keys came from: an unchanged refetch keeps the same `Arc`, so caches
@@ -68,6 +69,30 @@ impl RemoteKeys {
             keys: RwLock::new(None),
             last_kid_refetch: Mutex::new(None),
             last_fetch: Mutex::new(None),
+        }
+    }
+
+    /// Takes over what `previous` (the same issuer's keys under the configuration before a
+    /// reload) has fetched, so that a reload neither refetches nor forgets keys. Nothing is
+    /// taken from a set with another source: its keys are not this one's.
+    pub fn adopt(&self, previous: &RemoteKeys) {
+        if self.source != previous.source {
+            return;
+        }
+        if let (Ok(from), Ok(mut to)) = (previous.uri.read(), self.uri.write()) {
+            to.clone_from(&from);
+        }
+        if let (Ok(from), Ok(mut to)) = (previous.keys.read(), self.keys.write()) {
+            to.clone_from(&from);
+        }
+        if let (Ok(from), Ok(mut to)) = (previous.last_fetch.lock(), self.last_fetch.lock()) {
+            to.clone_from(&from);
+        }
+        if let (Ok(from), Ok(mut to)) = (
+            previous.last_kid_refetch.lock(),
+            self.last_kid_refetch.lock(),
+        ) {
+            *to = *from;
         }
     }
 

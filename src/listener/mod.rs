@@ -19,7 +19,6 @@
 
 mod admission;
 mod head;
-pub(crate) mod reload;
 pub mod tls;
 
 use std::net::IpAddr;
@@ -42,7 +41,7 @@ pub use head::{HeadScan, Oversized, Progress, MAX_FIELDS};
 use crate::outcome::Outcome;
 
 /// The bounds on one request head.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// How long a whole head may take: counted from the accept for a connection's first
     /// request, from the first byte for the next ones (the wait before is [`IDLE`]).

@@ -14,7 +14,7 @@
 //! that may since have been replaced.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -229,16 +229,6 @@ impl TlsEndpoint {
         &self.acceptor
     }
 
-    /// The files this endpoint loads, for watching them.
-    pub fn files(&self) -> Vec<PathBuf> {
-        let mut files = vec![self.spec.cert.clone(), self.spec.key.clone()];
-        match &self.spec.client_certs {
-            ClientCerts::Off => {}
-            ClientCerts::Optional(ca) | ClientCerts::Required(ca) => files.push(ca.clone()),
-        }
-        files
-    }
-
     /// Loads the files again and, if they load, serves them to new handshakes. On an error
     /// the material in use stays.
     pub fn reload(&self) -> Result<(), TlsLoadError> {
@@ -371,9 +361,21 @@ impl TlsPorts {
             .map(|(_, e)| e)
     }
 
-    /// Every endpoint, for reloading them.
-    pub fn endpoints(&self) -> impl Iterator<Item = &Arc<TlsEndpoint>> {
-        self.endpoints.iter().map(|(_, e)| e)
+    /// Reloads every endpoint's files (`why` says what asked, for the log); an endpoint
+    /// whose files do not load keeps the material it had.
+    pub(crate) fn reload(&self, why: impl fmt::Display) {
+        for (_, endpoint) in &self.endpoints {
+            match endpoint.reload() {
+                Ok(()) => {
+                    tracing::info!(trigger = %why, listener = ?endpoint, "TLS files reloaded")
+                }
+                Err(e) => tracing::warn!(
+                    trigger = %why,
+                    error = %e,
+                    "TLS files not reloaded: the ones loaded before stay in use"
+                ),
+            }
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use super::discovery::FetchError;
 use super::{Provider, ProviderSettings, Readiness};
 use crate::config::{Headers, Oidc, Session};
 
@@ -16,12 +17,34 @@ pub struct Providers {
 }
 
 impl Providers {
-    /// One provider for `[oidc]`.
-    pub fn new(oidc: &Oidc, session: &Session, headers: &Headers) -> reqwest::Result<Providers> {
+    /// One provider for `[oidc]`; with `previous` (the set before a reload), a provider of
+    /// the same issuer hands over its metadata and keys (see [`Provider::adopt`]).
+    pub fn new(
+        oidc: &Oidc,
+        session: &Session,
+        headers: &Headers,
+        previous: Option<&Providers>,
+    ) -> anyhow::Result<Providers> {
         let login = Provider::new(ProviderSettings::new(oidc, session, headers))?;
+        for before in previous.iter().flat_map(|p| p.iter()) {
+            login
+                .adopt(before)
+                .map_err(|reason| anyhow::anyhow!("oidc.client_auth: {reason}"))?;
+        }
         Ok(Providers {
             all: vec![Arc::new(login)],
         })
+    }
+
+    /// Loads every provider not loaded yet (new in a reload), so that a configuration whose
+    /// provider cannot be reached is refused before it serves anyone.
+    pub async fn load_new(&self) -> Result<(), FetchError> {
+        for provider in &self.all {
+            if provider.metadata().is_none() {
+                provider.load().await?;
+            }
+        }
+        Ok(())
     }
 
     /// The provider browsers sign in with.

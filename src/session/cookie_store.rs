@@ -1,6 +1,7 @@
 //! The session kept whole in the browser: sealed ([`super::seal`]) into a cookie that is
 //! split across several when large ([`super::chunks`]). Nothing is kept on the server.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -21,23 +22,51 @@ pub struct CookieStore {
     keys: SealKeys,
     name: String,
     attrs: CookieAttrs,
+    /// `session.lifetime`: how long an ended login or user must stay remembered.
+    lifetime: Duration,
+    ended: Arc<EndedHere>,
+    /// `[session.revocation]`: ended sessions recorded in Redis for every replica.
+    revocations: Option<super::redis_store::Revocations>,
+}
+
+/// What the cookie store remembers in this process: the sessions ended here, and the logout
+/// tokens already used. It outlives a configuration reload (the new store is handed the old
+/// one's), so that a reload brings back no ended session and no used token.
+pub struct EndedHere {
     revoked: Revoked,
     /// Logout tokens already used (by SHA-256 of their `jti`).
     seen: quick_cache::sync::Cache<[u8; 32], std::time::Instant>,
-    /// `[session.revocation]`: ended sessions recorded in Redis for every replica.
-    revocations: Option<super::redis_store::Revocations>,
+}
+
+/// How many used logout tokens are remembered.
+const LOGOUT_TOKENS_REMEMBERED: usize = 10_000;
+
+impl EndedHere {
+    /// Nothing ended yet.
+    pub fn new() -> EndedHere {
+        EndedHere {
+            revoked: Revoked::default(),
+            seen: quick_cache::sync::Cache::new(LOGOUT_TOKENS_REMEMBERED),
+        }
+    }
+}
+
+impl Default for EndedHere {
+    fn default() -> EndedHere {
+        EndedHere::new()
+    }
 }
 
 /// Logins and users ended here (back-channel logout, revocation) while their cookies may
 /// still be out there: this process refuses those sessions from then on. Other processes do
 /// not know (that takes the Redis store); entries are dropped once every session they could
 /// match has expired anyway.
+#[derive(Default)]
 struct Revoked {
     /// `sid:<sid>` or `sub:<sub>` → when it was ended (Unix seconds).
     entries: std::sync::Mutex<std::collections::HashMap<String, u64>>,
     /// Whether there is any entry: the common case costs no lock.
     any: std::sync::atomic::AtomicBool,
-    lifetime: Duration,
 }
 
 /// The most entries kept; past it the oldest are dropped first (they match the fewest live
@@ -45,19 +74,12 @@ struct Revoked {
 const MAX_REVOKED: usize = 100_000;
 
 impl Revoked {
-    fn new(lifetime: Duration) -> Revoked {
-        Revoked {
-            entries: std::sync::Mutex::new(std::collections::HashMap::new()),
-            any: std::sync::atomic::AtomicBool::new(false),
-            lifetime,
-        }
-    }
-
-    fn add(&self, key: String, now: UnixTime) {
+    /// Records `key` as ended at `now`, forgetting what ended more than `lifetime` ago.
+    fn add(&self, key: String, now: UnixTime, lifetime: Duration) {
         let Ok(mut entries) = self.entries.lock() else {
             return;
         };
-        let oldest_live = now.secs().saturating_sub(self.lifetime.as_secs());
+        let oldest_live = now.secs().saturating_sub(lifetime.as_secs());
         entries.retain(|_, at| *at >= oldest_live);
         if entries.len() >= MAX_REVOKED {
             if let Some(oldest) = entries
@@ -96,12 +118,20 @@ impl Revoked {
 impl CookieStore {
     /// Fails only if the secrets were not validated (config guarantees at least one of 32+ bytes).
     pub fn new(cfg: &config::Session) -> Result<CookieStore, seal::SealKeyError> {
+        CookieStore::remembering(cfg, Arc::new(EndedHere::new()))
+    }
+
+    /// A store that knows what `ended` remembers (the store of the configuration before).
+    pub fn remembering(
+        cfg: &config::Session,
+        ended: Arc<EndedHere>,
+    ) -> Result<CookieStore, seal::SealKeyError> {
         Ok(CookieStore {
             keys: SealKeys::from_config(cfg)?,
             name: cfg.cookie_name.clone(),
             attrs: CookieAttrs::from_config(cfg),
-            revoked: Revoked::new(cfg.lifetime),
-            seen: quick_cache::sync::Cache::new(10_000),
+            lifetime: cfg.lifetime,
+            ended,
             revocations: cfg
                 .revocation
                 .as_ref()
@@ -133,7 +163,7 @@ impl CookieStore {
             .keys
             .open(&self.name, &value)
             .and_then(|plain| decode_payload(&plain))
-            .filter(|s| now.secs() < s.expires_at && !self.revoked.ended(s));
+            .filter(|s| now.secs() < s.expires_at && !self.ended.revoked.ended(s));
         Loaded {
             unusable: session.is_none(),
             session,
@@ -231,12 +261,13 @@ impl SessionStore for CookieStore {
         use sha2::Digest;
         let key: [u8; 32] = sha2::Sha256::digest(what.as_bytes()).into();
         let now = std::time::Instant::now();
-        if let Some(at) = self.seen.get(&key) {
+        let seen = &self.ended.seen;
+        if let Some(at) = seen.get(&key) {
             if now.duration_since(at) < ttl {
                 return Ok(false);
             }
         }
-        self.seen.insert(key, now);
+        seen.insert(key, now);
         Ok(true)
     }
 
@@ -253,7 +284,9 @@ impl SessionStore for CookieStore {
         }
         for (kind, value) in [("sub", sub), ("sid", sid)] {
             if let Some(value) = value {
-                self.revoked.add(format!("{kind}:{value}"), now);
+                self.ended
+                    .revoked
+                    .add(format!("{kind}:{value}"), now, self.lifetime);
             }
         }
         Ok(0)

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::UnixTime;
 use chunks::SetCookie;
-pub use cookie_store::CookieStore;
+pub use cookie_store::{CookieStore, EndedHere};
 pub use redis_store::{RedisStore, Ticket};
 
 /// The identity portcullis vouches for to the upstream.

@@ -17,6 +17,7 @@ mod login;
 mod metrics;
 mod policy;
 mod redis_sessions;
+mod reload;
 mod resource_server;
 mod session;
 mod tls;

@@ -1,14 +1,8 @@
 //! `/metrics` on `server.metrics_listen`: the counters move with what the proxy does.
 
+use crate::support::metric_value as value;
 use crate::support::*;
 use reqwest::StatusCode;
-
-/// The value of one series in the text exposition format (0 when absent).
-fn value(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_count_outcomes_provider_calls_refreshes_and_cookie_sizes() {

@@ -323,11 +323,7 @@ async fn certificates_reload_on_sighup_and_on_change_and_a_broken_file_keeps_the
     let second = ca.server("second");
     std::fs::write(&cert, &second.cert_pem).expect("write cert");
     std::fs::write(&key, &second.key_pem).expect("write key");
-    let hup = std::process::Command::new("kill")
-        .args(["-HUP", &w.proxy.pid().to_string()])
-        .status()
-        .expect("kill");
-    assert!(hup.success());
+    w.proxy.hangup();
     let want = &der(&second);
     wait_until(
         "the reloaded certificate",

@@ -14,6 +14,7 @@ pub mod pki;
 pub mod redis;
 pub mod tokens;
 pub mod trap;
+pub mod upstream;
 
 use std::collections::BTreeMap;
 use std::net::TcpListener as StdListener;
@@ -63,6 +64,13 @@ where
     panic!("timed out waiting for {what}");
 }
 
+/// The value of one series in the text exposition format (0 when absent).
+pub fn metric_value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// Polls `url` until it answers 200.
 pub async fn wait_for_ok(url: &str, what: &str, within: Duration) {
     let client = plain_client();
@@ -88,6 +96,13 @@ fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("portcullis-tests-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir.join(format!("{}-{name}", COUNTER.fetch_add(1, Ordering::SeqCst)))
+}
+
+/// A new, empty directory of its own in the test process's temp directory.
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let dir = scratch(name);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
 }
 
 /// A file for this test process (a config, keys it names), in the process's own temp directory.
@@ -169,6 +184,15 @@ impl Proxy {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Sends the proxy SIGHUP (reload).
+    pub fn hangup(&self) {
+        let hup = Command::new("kill")
+            .args(["-HUP", &self.pid().to_string()])
+            .status()
+            .expect("kill");
+        assert!(hup.success(), "kill -HUP");
     }
 
     /// Waits for `/ready` to answer 200.
