@@ -33,6 +33,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
 import { AUDIENCE as BENCH_AUDIENCE, ISSUER as BENCH_ISSUER } from './mint.mjs';
+import { refreshStorms, stormReport, STORM } from './storm.mjs';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const ROOT = join(HERE, '..');
@@ -837,8 +838,10 @@ async function main() {
       dpop: true, deny: [401],
     },
   ];
+  // `--rows storm` (alone or with others) runs the refresh storm; without --rows it always runs.
+  const wantStorm = !opts.rows || opts.rows.includes('storm');
   if (opts.rows) {
-    const unknown = opts.rows.filter((id) => !rows.some((r) => r.id === id));
+    const unknown = opts.rows.filter((id) => id !== 'storm' && !rows.some((r) => r.id === id));
     if (unknown.length) throw new Error(`--rows: no row ${unknown.join(', ')}`);
     rows.splice(0, rows.length, ...rows.filter((r) => opts.rows.includes(r.id)));
   }
@@ -1042,6 +1045,25 @@ async function main() {
     }
   }
   const rssAfter = rssMiB([portcullis.pid]);
+
+  // The refresh storm, after the throughput rows (its processes start only now).
+  let storms = [];
+  if (wantStorm && !stopping) {
+    log('refresh storm');
+    storms =
+      (await attempt('refresh storm', () =>
+        refreshStorms({
+          h, idpModule, bin: BIN, run: RUN, env: portcullisEnv, startProcess, waitFor, browserLogin, log,
+          upstreamPort: ports.upstream, redisPort: ports.redis, path: appPath,
+          adopt: () => {
+            const ours = new Set(procs.map((p) => p.pid));
+            for (const pid of descendants([process.pid])) {
+              if (pid !== process.pid && !ours.has(pid)) extraPids.add(pid);
+            }
+          },
+        }),
+      )) ?? [{ name: 'refresh storm', rounds: [], failure: setupErrors['refresh storm'] }];
+  }
   const rssOthers = {
     'nginx proxy_pass (row 2)': rssMiB([nginx.pid]),
     ...(apache ? { 'Apache + mod_auth_openidc (row 3)': rssMiB([apache.pid]) } : {}),
@@ -1076,7 +1098,7 @@ async function main() {
 
   checkInterrupted();
   const report = buildReport({
-    rows, rssAtStart, rssIdle, rssAfter, rssAt, rssOthers, complaints, elapsed: Date.now() - t0,
+    rows, storms, rssAtStart, rssIdle, rssAfter, rssAt, rssOthers, complaints, elapsed: Date.now() - t0,
   });
   // A run of some rows only does not replace the full table.
   const resultsFile = opts.rows ? join(WORK, 'results.md') : RESULTS;
@@ -1105,7 +1127,7 @@ function versionOf(cmd, args, pattern) {
   return `${r.stdout ?? ''}${r.stderr ?? ''}`.match(pattern)?.[1] ?? '?';
 }
 
-function buildReport({ rows, rssAtStart, rssIdle, rssAfter, rssAt, rssOthers, complaints, elapsed }) {
+function buildReport({ rows, storms, rssAtStart, rssIdle, rssAfter, rssAt, rssOthers, complaints, elapsed }) {
   for (const row of rows) {
     const good = row.rounds.filter((m) => !m.failure);
     const bad = row.rounds.filter((m) => m.failure);
@@ -1196,6 +1218,10 @@ function buildReport({ rows, rssAtStart, rssIdle, rssAfter, rssAt, rssOthers, co
       : `portcullis memory growth: not measured, this run did not reach ${fmtInt(RSS_CHECKPOINTS[1])} ` +
           'portcullis requests (more rounds, rows or seconds would).',
   );
+  if (storms.length) {
+    lines.push('');
+    lines.push(...stormReport(storms));
+  }
   lines.push('');
   lines.push('Notes:');
   lines.push('');
@@ -1246,6 +1272,15 @@ function buildReport({ rows, rssAtStart, rssIdle, rssAfter, rssAt, rssOthers, co
       '(signature, htm, htu, iat, ath, jkt) and a replay-cache insert. Its "× baseline" is against ' +
       'row 6, the same token path without a proof, and the difference of their auth µs is the ' +
       'cost of a proof.',
+  );
+  lines.push(
+    `- Refresh storm: its own oidc-provider (access tokens of ${STORM.ttl} s, \`rotateRefreshToken\`) ` +
+      'and its own portcullis processes (one with the cookie store, three with sessions in the ' +
+      'benchmark\'s redis-server), started after the rows above. Each storm waits until the ' +
+      'session\'s access token has expired, then sends the requests at once, each on a new ' +
+      'connection (Node\'s http client, no keep-alive), and counts the refresh_token grants the ' +
+      'provider issued: one per storm is right, more would spend a rotated refresh token twice ' +
+      '(and sign the user out), and any answer other than 200 fails the setup.',
   );
   lines.push(
     '- Credentials: sessions come from a real login (Chromium, oidc-provider\'s development login). ' +
