@@ -321,12 +321,18 @@ struct Refresh {
 /// How long a request waits for another replica's refresh of its session: the provider call
 /// is bounded by `oidc.http_timeout` (at most 60 s), a lease by its renewals.
 const WAIT_FOR_OTHER_REPLICA: Duration = Duration::from_secs(65);
-/// How often a waiting request looks for the other replica's result.
-const POLL_OTHER_REPLICA: Duration = Duration::from_millis(50);
+/// How soon a waiting replica first looks for the other replica's result; it waits twice as
+/// long each time after, up to [`POLL_OTHER_REPLICA_MAX`]. Only one task per session and
+/// replica polls (the others share its flight), so polling often costs Redis little, and a
+/// refresh at a nearby provider takes about 10 ms (the refresh storm of `bench/run.sh`).
+const POLL_OTHER_REPLICA: Duration = Duration::from_millis(5);
+/// The longest wait between two looks at the other replica's result.
+const POLL_OTHER_REPLICA_MAX: Duration = Duration::from_millis(100);
 
 impl Refresh {
     async fn run(self) -> Outcome {
         let deadline = tokio::time::Instant::now() + WAIT_FOR_OTHER_REPLICA;
+        let mut poll = POLL_OTHER_REPLICA;
         loop {
             match self.sessions.lease(&self.loaded).await {
                 Lease::Unshared => return self.call_provider().await,
@@ -345,7 +351,8 @@ impl Refresh {
                     return Outcome::ProviderDown;
                 }
             }
-            tokio::time::sleep(POLL_OTHER_REPLICA).await;
+            tokio::time::sleep(poll).await;
+            poll = (poll * 2).min(POLL_OTHER_REPLICA_MAX);
             if let Some(done) = self.already_refreshed().await {
                 return done;
             }

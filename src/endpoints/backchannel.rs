@@ -82,7 +82,12 @@ pub(super) async fn logout(app: &App, login: &Login, req: &RequestHeader, body: 
             );
             Reply::text(200, "").header("Cache-Control", "no-store")
         }
-        Err(e) => unavailable(&e.to_string()),
+        Err(e) => {
+            // Checked first so that a replay ends nothing; undone now so that the provider's
+            // retry of this very token is carried out rather than refused as a replay.
+            login.sessions.forget_use(&ended.jti).await;
+            unavailable(&e.to_string())
+        }
     }
 }
 

@@ -271,6 +271,12 @@ impl SessionStore for CookieStore {
         Ok(true)
     }
 
+    async fn forget_use(&self, what: &str) {
+        use sha2::Digest;
+        let key: [u8; 32] = sha2::Sha256::digest(what.as_bytes()).into();
+        self.ended.seen.remove(&key);
+    }
+
     /// In this process only: the cookie is the session, so no other replica can be told.
     async fn end_sessions(
         &self,

@@ -201,6 +201,10 @@ pub trait SessionStore: Send + Sync {
     /// across every replica the store reaches: a replayed token is refused.
     async fn first_use(&self, what: &str, ttl: Duration) -> Result<bool, StoreUnavailable>;
 
+    /// Undoes [`SessionStore::first_use`] of `what`: the work it guarded could not be done,
+    /// so the same token must be accepted when the provider sends it again. Best effort.
+    async fn forget_use(&self, what: &str);
+
     /// The session `loaded` read, read again (another replica may have refreshed it).
     async fn reload(&self, loaded: &Loaded, _now: UnixTime) -> Loaded {
         loaded.clone()

@@ -395,6 +395,42 @@ async fn back_channel_logout_with_the_cookie_store_ends_the_login_in_this_proces
     assert_eq!(post_logout(&w, &token).await, 400, "replayed");
 }
 
+/// A logout token whose sessions could not be ended (the revocation list's Redis frozen) is
+/// not spent: the provider's retry of the same token is carried out once Redis is back, and
+/// only then is it a replay.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_logout_token_that_could_not_be_carried_out_is_accepted_again() {
+    let redis = RedisServer::start().await;
+    let url = redis.url();
+    let w = World::start_with(
+        |c| c,
+        |toml| toml + &format!("\n[session.revocation]\nurl = \"{url}\"\ntimeout = \"300ms\"\n"),
+    )
+    .await;
+    let mut alice = Browser::new();
+    alice.login(&w.proxy, "alice", "/app").await;
+    let token = logout_token(&w, serde_json::json!({}));
+    redis.pause();
+    assert_eq!(post_logout(&w, &token).await, 503);
+    assert_eq!(
+        post_logout(&w, &token).await,
+        503,
+        "a retry is not a replay"
+    );
+    redis.resume();
+    wait_until(
+        "the revocation list to answer",
+        Duration::from_secs(10),
+        || async { post_logout(&w, &token).await == 200 },
+    )
+    .await;
+    assert_eq!(
+        alice.api(&w.proxy.url("/app")).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(post_logout(&w, &token).await, 400, "now it is a replay");
+}
+
 /// The same sessions in a Redis Cluster (three masters): login, a session read through the
 /// cluster, sign-out that deletes it.
 #[tokio::test(flavor = "multi_thread")]

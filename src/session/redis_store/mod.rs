@@ -58,6 +58,17 @@ impl RedisStore {
         })
     }
 
+    /// The Redis key marking `what` (a logout token's `jti`) as used: by its SHA-256, so
+    /// that Redis holds no token material.
+    fn seen_key(&self, what: &str) -> String {
+        use sha2::Digest;
+        let digest: String = sha2::Sha256::digest(what.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        format!("{}seen:{digest}", self.redis.prefix())
+    }
+
     /// The Redis key of a session's body.
     fn key(&self, ticket: &Ticket) -> String {
         format!("{}session:{}", self.redis.prefix(), ticket.id())
@@ -333,19 +344,22 @@ impl SessionStore for RedisStore {
     }
 
     async fn first_use(&self, what: &str, ttl: Duration) -> Result<bool, StoreUnavailable> {
-        use sha2::Digest;
-        let digest: String = sha2::Sha256::digest(what.as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
         let mut set = redis::cmd("SET");
-        set.arg(format!("{}seen:{digest}", self.redis.prefix()))
+        set.arg(self.seen_key(what))
             .arg(1)
             .arg("NX")
             .arg("EX")
             .arg(ttl.as_secs().max(1));
         let first: Option<String> = self.redis.run(&set).await.map_err(unavailable)?;
         Ok(first.is_some())
+    }
+
+    async fn forget_use(&self, what: &str) {
+        let mut del = redis::cmd("DEL");
+        del.arg(self.seen_key(what));
+        if let Err(e) = self.redis.run::<()>(&del).await {
+            tracing::warn!(error = %e, "a used token could not be forgotten; its retry will be refused");
+        }
     }
 
     async fn reload(&self, loaded: &Loaded, now: UnixTime) -> Loaded {
