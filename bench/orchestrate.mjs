@@ -1276,7 +1276,8 @@ function buildReport({ rows, storms, rssAtStart, rssIdle, rssAfter, rssAt, rssOt
   lines.push(
     `- Refresh storm: its own oidc-provider (access tokens of ${STORM.ttl} s, \`rotateRefreshToken\`) ` +
       'and its own portcullis processes (one with the cookie store, three with sessions in the ' +
-      'benchmark\'s redis-server), started after the rows above. Each storm waits until the ' +
+      'benchmark\'s redis-server, three with the cookie store and a `[session.revocation]` in it), ' +
+      'started after the rows above. Each storm waits until the ' +
       'session\'s access token has expired, then sends the requests at once, each on a new ' +
       'connection (Node\'s http client, no keep-alive), and counts the refresh_token grants the ' +
       'provider issued: one per storm is right, more would spend a rotated refresh token twice ' +

@@ -3,9 +3,10 @@
 // refresh tokens. Each storm should cost exactly one refresh grant and sign nobody out; its
 // time is compared with the same burst when no refresh is due, measured in the same round.
 //
-// Three setups: the cookie store in one process (its in-process single flight), the Redis
-// store in one process, and three replicas sharing one Redis with the requests spread over
-// them (the lease across replicas).
+// Four setups: the cookie store in one process (its in-process single flight), the Redis
+// store in one process, three replicas sharing one Redis store with the requests spread over
+// them (the lease across replicas), and three replicas with the cookie store and a shared
+// `[session.revocation]` (the lease, and the refreshed session handed over in Redis).
 import { request } from 'node:http';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -65,16 +66,24 @@ async function burst(urls, cookie) {
 export async function refreshStorms(ctx) {
   const { h, idpModule, bin, run, startProcess, waitFor, browserLogin, log, env } = ctx;
   const ports = {};
-  for (const k of ['cookie', 'r1', 'r2', 'r3', 'mCookie', 'm1', 'm2', 'm3']) ports[k] = await h.freePort();
+  const names = ['cookie', 'r1', 'r2', 'r3', 'c1', 'c2', 'c3'];
+  for (const k of names) {
+    ports[k] = await h.freePort();
+    ports[`m-${k}`] = await h.freePort();
+  }
   const base = (port) => `http://127.0.0.1:${port}`;
   const idp = await idpModule.startIdp({
-    redirectUris: ['cookie', 'r1', 'r2', 'r3'].map((k) => `${base(ports[k])}/oauth2/callback`),
+    redirectUris: names.map((k) => `${base(ports[k])}/oauth2/callback`),
     postLogoutRedirectUris: [],
     accessTokenTtl: STORM.ttl,
     options: { rotateRefreshToken: true },
   });
   const secret = randomBytes(32).toString('base64');
-  const start = async (name, port, metrics, redis) => {
+  /** `redis`: "store" (sessions in Redis), "revocation" (the cookie store and a shared
+   * revocation list) or nothing (the cookie store alone). */
+  const start = async (name, redis) => {
+    const port = ports[name];
+    const metrics = ports[`m-${name}`];
     const dir = join(run, `storm-${name}`);
     mkdirSync(dir, { recursive: true });
     const conf = join(dir, 'portcullis.toml');
@@ -91,10 +100,11 @@ export async function refreshStorms(ctx) {
       `client_secret = "${idp.clientSecret}"`,
       `redirect_url = "${base(port)}/oauth2/callback"`,
       '[session]',
-      ...(redis ? ['store = "redis"'] : []),
+      ...(redis === 'store' ? ['store = "redis"'] : []),
       `secrets = ["${secret}"]`,
       'secure = false',
-      ...(redis ? ['[session.redis]', `url = "redis://127.0.0.1:${ctx.redisPort}/1"`] : []),
+      ...(redis === 'store' ? ['[session.redis]', `url = "redis://127.0.0.1:${ctx.redisPort}/1"`] : []),
+      ...(redis === 'revocation' ? ['[session.revocation]', `url = "redis://127.0.0.1:${ctx.redisPort}/2"`] : []),
       '[logging]',
       'level = "warn"',
       '',
@@ -108,16 +118,18 @@ export async function refreshStorms(ctx) {
   };
   const results = [];
   try {
-    const procs = [
-      await start('cookie', ports.cookie, ports.mCookie, false),
-      await start('redis-1', ports.r1, ports.m1, true),
-      await start('redis-2', ports.r2, ports.m2, true),
-      await start('redis-3', ports.r3, ports.m3, true),
-    ];
+    await start('cookie');
+    for (const k of ['r1', 'r2', 'r3']) await start(k, 'store');
+    for (const k of ['c1', 'c2', 'c3']) await start(k, 'revocation');
     const setups = [
       { name: 'cookie store, one process', login: ports.cookie, urls: [ports.cookie] },
       { name: 'Redis store, one process', login: ports.r1, urls: [ports.r1] },
       { name: 'Redis store, three replicas (requests spread over them)', login: ports.r1, urls: [ports.r1, ports.r2, ports.r3] },
+      {
+        name: 'cookie store + `[session.revocation]`, three replicas (requests spread over them)',
+        login: ports.c1,
+        urls: [ports.c1, ports.c2, ports.c3],
+      },
     ];
     const browser = await h.launchBrowser();
     ctx.adopt?.();
@@ -167,7 +179,6 @@ export async function refreshStorms(ctx) {
       }
       results.push(r);
     }
-    void procs;
   } finally {
     await idp.close();
   }

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 
 use super::chunks::{self, CookieAttrs, SetCookie};
 use super::seal::{self, SealKeys};
-use super::{Loaded, SessionData, SessionStore, StoreUnavailable};
+use super::{Lease, Loaded, SessionData, SessionStore, StoreUnavailable};
 use crate::clock::UnixTime;
 use crate::config;
 
@@ -256,8 +256,12 @@ impl SessionStore for CookieStore {
         CookieStore::clear(self, &loaded.present)
     }
 
-    /// In this process only, bounded: a replica that has not seen the token accepts it once.
+    /// With `[session.revocation]`, once across every replica; otherwise in this process
+    /// only, bounded (a replica that has not seen the token accepts it once).
     async fn first_use(&self, what: &str, ttl: Duration) -> Result<bool, StoreUnavailable> {
+        if let Some(list) = &self.revocations {
+            return list.first_use(what, ttl).await;
+        }
         use sha2::Digest;
         let key: [u8; 32] = sha2::Sha256::digest(what.as_bytes()).into();
         let now = std::time::Instant::now();
@@ -272,9 +276,53 @@ impl SessionStore for CookieStore {
     }
 
     async fn forget_use(&self, what: &str) {
+        if let Some(list) = &self.revocations {
+            return list.forget_use(what).await;
+        }
         use sha2::Digest;
         let key: [u8; 32] = sha2::Sha256::digest(what.as_bytes()).into();
         self.ended.seen.remove(&key);
+    }
+
+    /// With `[session.revocation]`, one refresh per session across every replica (the
+    /// revocation list's Redis holds the lease); otherwise this process's single flight.
+    async fn lease(&self, loaded: &Loaded) -> Lease {
+        match (&self.revocations, &loaded.session) {
+            (Some(list), Some(old)) => list.lease(old).await,
+            _ => Lease::Unshared,
+        }
+    }
+
+    /// With `[session.revocation]`, the refresh is handed over to the other replicas and to
+    /// requests still carrying the cookie from before; the browser gets it in its cookie.
+    async fn persist(
+        &self,
+        data: &SessionData,
+        loaded: &Loaded,
+        now: UnixTime,
+    ) -> Result<(), StoreUnavailable> {
+        match (&self.revocations, &loaded.session) {
+            (Some(list), Some(old)) => list.hand_off(old, data, now).await,
+            _ => Ok(()),
+        }
+    }
+
+    /// The refresh another replica handed over, when there is one.
+    async fn reload(&self, loaded: &Loaded, now: UnixTime) -> Loaded {
+        let (Some(list), Some(old)) = (&self.revocations, &loaded.session) else {
+            return loaded.clone();
+        };
+        match list.handed_off(old, now).await {
+            Ok(Some(new)) => Loaded {
+                session: Some(new),
+                ..loaded.clone()
+            },
+            Ok(None) => loaded.clone(),
+            Err(e) => Loaded {
+                unavailable: Some(e),
+                ..loaded.clone()
+            },
+        }
     }
 
     /// In this process only: the cookie is the session, so no other replica can be told.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use redis::aio::MultiplexedConnection;
 use redis::cluster_async::ClusterConnection;
 use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
-use redis::{Cmd, FromRedisValue, RedisConnectionInfo, RedisError};
+use redis::{Cmd, ErrorKind, FromRedisValue, RedisConnectionInfo, RedisError, ServerErrorKind};
 
 use crate::config::{redis_url_shown, RedisSettings, RedisTopology};
 
@@ -38,6 +38,22 @@ pub(crate) struct Redis {
 
 /// How long calls fail fast after a failure before one tries to connect again.
 const RETRY_AFTER: Duration = Duration::from_millis(500);
+
+/// Whether `e` is Redis' answer about one command (which says nothing about the connection)
+/// rather than a sign that this connection or server cannot be used (I/O, a failover's
+/// READONLY or MASTERDOWN, a cluster or a server that is loading).
+fn answered(e: &RedisError) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::Server(
+            ServerErrorKind::ResponseError
+                | ServerErrorKind::ExecAbort
+                | ServerErrorKind::NoScript
+                | ServerErrorKind::NoPerm
+                | ServerErrorKind::CrossSlot
+        )
+    )
+}
 
 impl Redis {
     /// Not connected yet: the first call connects.
@@ -77,6 +93,12 @@ impl Redis {
         let result = tokio::time::timeout(self.settings.timeout, self.run_once(cmd)).await;
         let outcome = match result {
             Ok(Ok(v)) => Ok(v),
+            // Redis answered, with an error about this command (a permission, a type): the
+            // connection is fine and Redis is up, so neither is given up.
+            Ok(Err(e)) if answered(&e) => {
+                tracing::warn!(error = %e, "redis refused a command");
+                return Err(Unavailable(e.to_string()));
+            }
             // redis-rs never prints a password in its errors.
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err(format!(

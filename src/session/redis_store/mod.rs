@@ -30,6 +30,16 @@ use crate::clock::UnixTime;
 use crate::config::{self, RedisSettings};
 use std::sync::Arc;
 
+/// What a used token (a logout token's `jti`) is remembered by in Redis: its SHA-256 in hex,
+/// so that Redis holds no token material.
+fn seen_digest(what: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(what.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// The first byte of a stored body: bump it when the layout changes.
 const BODY_VERSION: u8 = 1;
 
@@ -61,12 +71,7 @@ impl RedisStore {
     /// The Redis key marking `what` (a logout token's `jti`) as used: by its SHA-256, so
     /// that Redis holds no token material.
     fn seen_key(&self, what: &str) -> String {
-        use sha2::Digest;
-        let digest: String = sha2::Sha256::digest(what.as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        format!("{}seen:{digest}", self.redis.prefix())
+        format!("{}seen:{}", self.redis.prefix(), seen_digest(what))
     }
 
     /// The Redis key of a session's body.

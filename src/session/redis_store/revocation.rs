@@ -3,15 +3,30 @@
 //! checks a session against them on every request. Entries live as long as a session can
 //! (`session.lifetime`); their keys share one hash tag, so one `MGET` asks all of a session's
 //! in a Cluster too.
+//!
+//! The same Redis lets the replicas share what the cookie alone cannot: one refresh per
+//! session (a lease named after the refresh token about to be spent, as the Redis store's),
+//! its result handed over to the replicas that waited and to requests still carrying the
+//! cookie from before (sealed under a key derived from the refresh token it replaced, kept
+//! [`HANDOFF_TTL`]), and the logout tokens already used.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::conn::Redis;
 use super::macs::Macs;
+use super::ticket::Ticket;
 use crate::clock::UnixTime;
 use crate::config::{RedisSettings, SessionSecret};
-use crate::session::{SessionData, StoreUnavailable};
+use crate::session::{Lease, SessionData, StoreUnavailable};
+
+/// How long a refreshed session stays available to requests carrying the cookie from before
+/// the refresh (the other requests of a burst, a tab that has not seen the new cookie yet).
+pub(crate) const HANDOFF_TTL: Duration = Duration::from_secs(120);
+/// The first byte of a handed-over session.
+const HANDOFF_VERSION: u8 = 1;
+/// The HKDF info of the ticket a handed-over session is sealed under.
+const HANDOFF_PURPOSE: &[u8] = b"portcullis refresh handoff";
 
 /// The revocation list in Redis.
 pub(crate) struct Revocations {
@@ -115,6 +130,113 @@ impl Revocations {
             .run::<()>(&set)
             .await
             .map_err(|e| StoreUnavailable(e.0))
+    }
+
+    /// The ticket a refresh of `old` is handed over under: derived from its refresh token.
+    fn handoff_ticket(old: &SessionData) -> Option<Ticket> {
+        let token = old.refresh_token.as_deref()?;
+        Some(Ticket::derived(token.as_bytes(), HANDOFF_PURPOSE))
+    }
+
+    /// The lease on refreshing `old`, across every replica.
+    pub(crate) async fn lease(&self, old: &SessionData) -> Lease {
+        let Some(ticket) = Self::handoff_ticket(old) else {
+            return Lease::Unshared;
+        };
+        match super::lease::take(&self.redis, self.key(&format!("refresh:{}", ticket.id()))).await {
+            Ok(Some(held)) => Lease::Held(held),
+            Ok(None) => Lease::Busy,
+            Err(e) => Lease::Unavailable(StoreUnavailable(e.0)),
+        }
+    }
+
+    /// Keeps `new`, the refresh of `old`, for the replicas and requests still holding `old`.
+    pub(crate) async fn hand_off(
+        &self,
+        old: &SessionData,
+        new: &SessionData,
+        now: UnixTime,
+    ) -> Result<(), StoreUnavailable> {
+        let Some(ticket) = Self::handoff_ticket(old) else {
+            return Ok(());
+        };
+        let ttl = HANDOFF_TTL
+            .as_secs()
+            .min(new.expires_at.saturating_sub(now.secs()));
+        let body = postcard::to_extend(new, vec![HANDOFF_VERSION])
+            .ok()
+            .and_then(|plain| ticket.seal(&plain));
+        let (Some(body), true) = (body, ttl > 0) else {
+            return Ok(());
+        };
+        let mut set = redis::cmd("SET");
+        set.arg(self.key(&format!("handoff:{}", ticket.id())))
+            .arg(body)
+            .arg("EX")
+            .arg(ttl);
+        self.redis
+            .run::<()>(&set)
+            .await
+            .map_err(|e| StoreUnavailable(e.0))
+    }
+
+    /// The refresh of `old` another replica handed over, if there is one.
+    pub(crate) async fn handed_off(
+        &self,
+        old: &SessionData,
+        now: UnixTime,
+    ) -> Result<Option<SessionData>, StoreUnavailable> {
+        let Some(ticket) = Self::handoff_ticket(old) else {
+            return Ok(None);
+        };
+        let mut get = redis::cmd("GET");
+        get.arg(self.key(&format!("handoff:{}", ticket.id())));
+        let body: Option<Vec<u8>> = self
+            .redis
+            .run(&get)
+            .await
+            .map_err(|e| StoreUnavailable(e.0))?;
+        Ok(body
+            .and_then(|b| ticket.open(&b))
+            .and_then(|plain| match plain.split_first() {
+                Some((&HANDOFF_VERSION, rest)) => postcard::from_bytes::<SessionData>(rest).ok(),
+                _ => None,
+            })
+            .filter(|s| now.secs() < s.expires_at))
+    }
+
+    /// Whether `what` (a logout token's `jti`, by its SHA-256) is seen for the first time
+    /// within `ttl`, on any replica.
+    pub(crate) async fn first_use(
+        &self,
+        what: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreUnavailable> {
+        let mut set = redis::cmd("SET");
+        set.arg(self.seen_key(what))
+            .arg(1)
+            .arg("NX")
+            .arg("EX")
+            .arg(ttl.as_secs().max(1));
+        let first: Option<String> = self
+            .redis
+            .run(&set)
+            .await
+            .map_err(|e| StoreUnavailable(e.0))?;
+        Ok(first.is_some())
+    }
+
+    /// Undoes [`Revocations::first_use`] of `what`.
+    pub(crate) async fn forget_use(&self, what: &str) {
+        let mut del = redis::cmd("DEL");
+        del.arg(self.seen_key(what));
+        if let Err(e) = self.redis.run::<()>(&del).await {
+            tracing::warn!(error = %e, "a used token could not be forgotten; its retry will be refused");
+        }
+    }
+
+    fn seen_key(&self, what: &str) -> String {
+        self.key(&format!("seen:{}", super::seen_digest(what)))
     }
 
     /// Why the list cannot be asked, if it cannot.

@@ -39,6 +39,24 @@ impl Ticket {
         Ticket { id, key }
     }
 
+    /// A ticket derived from `secret` (HKDF-SHA256, `purpose` as its info): whoever holds
+    /// the secret can compute it, nobody else can. A refreshed session handed over to the
+    /// replicas is sealed under the one derived from the refresh token it replaced, so only a
+    /// request carrying that token (the cookie from before) can open it.
+    pub(crate) fn derived(secret: &[u8], purpose: &[u8]) -> Ticket {
+        let mut okm = [0u8; ID_BYTES + KEY_BYTES];
+        // 48 bytes is far below HKDF-SHA256's limit: `expand` cannot fail here.
+        let _ = hkdf::Hkdf::<sha2::Sha256>::new(None, secret).expand(purpose, &mut okm);
+        let (id, key) = okm.split_at(ID_BYTES);
+        let mut ticket = Ticket {
+            id: [0u8; ID_BYTES],
+            key: [0u8; KEY_BYTES],
+        };
+        ticket.id.copy_from_slice(id);
+        ticket.key.copy_from_slice(key);
+        ticket
+    }
+
     /// The session id as Redis keys name it (hex). Not a secret on its own: without the key
     /// the body does not open, and without the deployment's secrets no cookie can name it.
     pub fn id(&self) -> String {

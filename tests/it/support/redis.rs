@@ -112,6 +112,17 @@ impl RedisServer {
         signal("CONT", self.pid());
     }
 
+    /// Runs `redis-cli` against this server with `args`; its output.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli");
+        assert!(out.status.success(), "redis-cli {args:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// Ends the server (its data is gone: no persistence) and starts a new one on the same port.
     pub async fn restart_empty(&mut self) {
         self.kill();
