@@ -421,6 +421,17 @@ mod tests {
     const FIRST: &str = "\"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY\"";
     const SECOND: &str = "\"bmV3LXNlY3JldC1uZXctc2VjcmV0LW5ldy1zZWNyZXQtISE\"";
 
+    /// The `Cookie` header value of a new session `data` in `login`'s store.
+    async fn signed_in(login: &Login, data: &SessionData, now: UnixTime) -> String {
+        let set = login
+            .sessions
+            .create(data, &Loaded::default(), now)
+            .await
+            .unwrap();
+        let cookie = set[0].clone().into_string();
+        cookie.split(';').next().unwrap().to_string()
+    }
+
     /// A rotation of the session secrets builds a new session store; what the old one ended
     /// must stay ended, a used logout token stay used, and refreshes in flight stay shared.
     #[tokio::test]
@@ -445,13 +456,7 @@ mod tests {
             sid: None,
             id: Some("session-1".into()),
         };
-        let set = before
-            .sessions
-            .create(&data, &Loaded::default(), now)
-            .await
-            .unwrap();
-        let cookie = set[0].clone().into_string();
-        let cookie = cookie.split(';').next().unwrap().to_string();
+        let cookie = signed_in(before, &data, now).await;
         before
             .sessions
             .end_sessions(Some("alice-sub"), None, now)
@@ -483,13 +488,7 @@ mod tests {
             sub: Some("bob-sub".into()),
             ..data
         };
-        let set = before
-            .sessions
-            .create(&other, &Loaded::default(), now)
-            .await
-            .unwrap();
-        let cookie = set[0].clone().into_string();
-        let cookie = cookie.split(';').next().unwrap().to_string();
+        let cookie = signed_in(before, &other, now).await;
         let loaded = after.sessions.load(&[cookie.as_bytes()], now).await;
         assert!(loaded.session.is_some());
     }

@@ -351,6 +351,10 @@ async fn a_reload_under_load_changes_secrets_routes_keys_and_upstream_and_fails_
     );
 
     let (sent, failures) = load.finish().await;
+    eprintln!(
+        "{sent} requests under load across the reloads, {} failed",
+        failures.len()
+    );
     assert!(sent >= 100, "only {sent} requests under load");
     assert!(
         failures.is_empty(),

@@ -12,6 +12,7 @@ mod lease;
 mod macs;
 mod revocation;
 mod ticket;
+mod used;
 
 use std::time::Duration;
 
@@ -29,16 +30,6 @@ use super::{Lease, Loaded, SessionData, SessionStore, StoreUnavailable};
 use crate::clock::UnixTime;
 use crate::config::{self, RedisSettings};
 use std::sync::Arc;
-
-/// What a used token (a logout token's `jti`) is remembered by in Redis: its SHA-256 in hex,
-/// so that Redis holds no token material.
-fn seen_digest(what: &str) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(what.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 /// The first byte of a stored body: bump it when the layout changes.
 const BODY_VERSION: u8 = 1;
@@ -66,12 +57,6 @@ impl RedisStore {
             name: cfg.cookie_name.clone(),
             attrs: CookieAttrs::from_config(cfg),
         })
-    }
-
-    /// The Redis key marking `what` (a logout token's `jti`) as used: by its SHA-256, so
-    /// that Redis holds no token material.
-    fn seen_key(&self, what: &str) -> String {
-        format!("{}seen:{}", self.redis.prefix(), seen_digest(what))
     }
 
     /// The Redis key of a session's body.
@@ -349,22 +334,14 @@ impl SessionStore for RedisStore {
     }
 
     async fn first_use(&self, what: &str, ttl: Duration) -> Result<bool, StoreUnavailable> {
-        let mut set = redis::cmd("SET");
-        set.arg(self.seen_key(what))
-            .arg(1)
-            .arg("NX")
-            .arg("EX")
-            .arg(ttl.as_secs().max(1));
-        let first: Option<String> = self.redis.run(&set).await.map_err(unavailable)?;
-        Ok(first.is_some())
+        let key = used::key(self.redis.prefix(), what);
+        used::first_use(&self.redis, key, ttl)
+            .await
+            .map_err(unavailable)
     }
 
     async fn forget_use(&self, what: &str) {
-        let mut del = redis::cmd("DEL");
-        del.arg(self.seen_key(what));
-        if let Err(e) = self.redis.run::<()>(&del).await {
-            tracing::warn!(error = %e, "a used token could not be forgotten; its retry will be refused");
-        }
+        used::forget(&self.redis, used::key(self.redis.prefix(), what)).await;
     }
 
     async fn reload(&self, loaded: &Loaded, now: UnixTime) -> Loaded {

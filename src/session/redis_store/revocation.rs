@@ -205,38 +205,25 @@ impl Revocations {
             .filter(|s| now.secs() < s.expires_at))
     }
 
-    /// Whether `what` (a logout token's `jti`, by its SHA-256) is seen for the first time
-    /// within `ttl`, on any replica.
+    /// Whether `what` (a logout token's `jti`) is seen for the first time within `ttl`, on
+    /// any replica.
     pub(crate) async fn first_use(
         &self,
         what: &str,
         ttl: Duration,
     ) -> Result<bool, StoreUnavailable> {
-        let mut set = redis::cmd("SET");
-        set.arg(self.seen_key(what))
-            .arg(1)
-            .arg("NX")
-            .arg("EX")
-            .arg(ttl.as_secs().max(1));
-        let first: Option<String> = self
-            .redis
-            .run(&set)
+        super::used::first_use(&self.redis, self.used_key(what), ttl)
             .await
-            .map_err(|e| StoreUnavailable(e.0))?;
-        Ok(first.is_some())
+            .map_err(|e| StoreUnavailable(e.0))
     }
 
     /// Undoes [`Revocations::first_use`] of `what`.
     pub(crate) async fn forget_use(&self, what: &str) {
-        let mut del = redis::cmd("DEL");
-        del.arg(self.seen_key(what));
-        if let Err(e) = self.redis.run::<()>(&del).await {
-            tracing::warn!(error = %e, "a used token could not be forgotten; its retry will be refused");
-        }
+        super::used::forget(&self.redis, self.used_key(what)).await;
     }
 
-    fn seen_key(&self, what: &str) -> String {
-        self.key(&format!("seen:{}", super::seen_digest(what)))
+    fn used_key(&self, what: &str) -> String {
+        super::used::key(&self.key(""), what)
     }
 
     /// Why the list cannot be asked, if it cannot.
