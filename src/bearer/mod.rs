@@ -217,6 +217,8 @@ struct Remembered {
 /// tokens verified (by their SHA-256).
 pub struct BearerAuth {
     issuers: Vec<Issuer>,
+    /// Key sets a reload names for the first time (issuer, keys).
+    first_seen: Vec<(String, Arc<RemoteKeys>)>,
     leeway: Duration,
     verified: Cache<[u8; 32], Remembered>,
     clock: SharedClock,
@@ -250,13 +252,21 @@ impl BearerAuth {
                 .iter()
                 .map(|i| Issuer::extra(i, http.clone())),
         );
-        let before = previous.map(BearerAuth::remote_keys).unwrap_or_default();
-        for (_, keys) in issuers.iter().filter_map(Issuer::remote) {
-            for (_, old) in &before {
-                keys.adopt(old);
+        let mut first_seen = Vec::new();
+        if let Some(previous) = previous {
+            let before = previous.remote_keys();
+            for (issuer, keys) in issuers.iter().filter_map(Issuer::remote) {
+                let mut known = false;
+                for (_, old) in &before {
+                    known |= keys.adopt(old);
+                }
+                if !known {
+                    first_seen.push((issuer.to_string(), keys.clone()));
+                }
             }
         }
         Ok(BearerAuth {
+            first_seen,
             issuers,
             leeway: config.bearer.leeway,
             verified: Cache::new(config.bearer.cache_entries.max(1)),
@@ -283,15 +293,14 @@ impl BearerAuth {
             .collect()
     }
 
-    /// Fetches every key set never fetched (new in a reload), so that a configuration whose
-    /// issuer cannot be reached is refused before it serves anyone.
+    /// Fetches the key sets a reload names for the first time, so that a configuration whose
+    /// new issuer cannot be reached is refused before it serves anyone (one the configuration
+    /// before had is not waited for, as [`Providers::load_new`](crate::oidc::providers::Providers::load_new)).
     pub async fn load_new(&self) -> Result<(), String> {
-        for (issuer, keys) in self.issuers.iter().filter_map(Issuer::remote) {
-            if keys.current().is_none() {
-                keys.refresh()
-                    .await
-                    .map_err(|e| format!("keys of {issuer}: {e}"))?;
-            }
+        for (issuer, keys) in &self.first_seen {
+            keys.refresh()
+                .await
+                .map_err(|e| format!("keys of {issuer}: {e}"))?;
         }
         Ok(())
     }

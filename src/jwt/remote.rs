@@ -74,10 +74,11 @@ impl RemoteKeys {
 
     /// Takes over what `previous` (the same issuer's keys under the configuration before a
     /// reload) has fetched, so that a reload neither refetches nor forgets keys. Nothing is
-    /// taken from a set with another source: its keys are not this one's.
-    pub fn adopt(&self, previous: &RemoteKeys) {
+    /// taken from a set with another source: its keys are not this one's. Whether `previous`
+    /// was this set's predecessor (the same source).
+    pub fn adopt(&self, previous: &RemoteKeys) -> bool {
         if self.source != previous.source {
-            return;
+            return false;
         }
         if let (Ok(from), Ok(mut to)) = (previous.uri.read(), self.uri.write()) {
             to.clone_from(&from);
@@ -94,6 +95,7 @@ impl RemoteKeys {
         ) {
             *to = *from;
         }
+        true
     }
 
     /// The keys as last fetched, if ever.

@@ -174,20 +174,21 @@ impl Provider {
     /// Takes over what `previous` (the same issuer under the configuration before a reload)
     /// has loaded: its metadata and keys, so that the new configuration is ready at once.
     /// Fails when the provider's metadata does not offer the client authentication the new
-    /// configuration asks for, as a first load would.
-    pub fn adopt(&self, previous: &Provider) -> Result<(), String> {
+    /// configuration asks for, as a first load would. Whether `previous` was this provider's
+    /// predecessor (the same issuer), loaded or not.
+    pub fn adopt(&self, previous: &Provider) -> Result<bool, String> {
         if previous.settings.oidc.issuer != self.settings.oidc.issuer {
-            return Ok(());
+            return Ok(false);
         }
         let Some(metadata) = previous.metadata() else {
-            return Ok(());
+            return Ok(true);
         };
         metadata.check_client_auth(&self.settings.oidc.client_auth)?;
         self.keys.adopt(&previous.keys);
         if let Ok(mut slot) = self.metadata.write() {
             *slot = Some(metadata);
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Discovery then JWKS. Returns how long the keys may be cached.

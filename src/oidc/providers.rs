@@ -14,6 +14,8 @@ use crate::config::{Headers, Oidc, Session};
 pub struct Providers {
     /// Never empty; the first is the one browsers sign in with.
     all: Vec<Arc<Provider>>,
+    /// Built by a reload for an issuer the configuration before did not have.
+    first_seen: Vec<Arc<Provider>>,
 }
 
 impl Providers {
@@ -25,24 +27,32 @@ impl Providers {
         headers: &Headers,
         previous: Option<&Providers>,
     ) -> anyhow::Result<Providers> {
-        let login = Provider::new(ProviderSettings::new(oidc, session, headers))?;
+        let login = Arc::new(Provider::new(ProviderSettings::new(
+            oidc, session, headers,
+        ))?);
+        let mut known = false;
         for before in previous.iter().flat_map(|p| p.iter()) {
-            login
+            known |= login
                 .adopt(before)
                 .map_err(|reason| anyhow::anyhow!("oidc.client_auth: {reason}"))?;
         }
+        let first_seen = match previous {
+            Some(_) if !known => vec![login.clone()],
+            _ => Vec::new(),
+        };
         Ok(Providers {
-            all: vec![Arc::new(login)],
+            all: vec![login],
+            first_seen,
         })
     }
 
-    /// Loads every provider not loaded yet (new in a reload), so that a configuration whose
-    /// provider cannot be reached is refused before it serves anyone.
+    /// Loads the providers a reload names for the first time, so that a configuration whose
+    /// new provider cannot be reached is refused before it serves anyone. A provider the
+    /// configuration before had is not asked again: if it is down, it was down before, and a
+    /// change elsewhere in the file must not wait for it.
     pub async fn load_new(&self) -> Result<(), FetchError> {
-        for provider in &self.all {
-            if provider.metadata().is_none() {
-                provider.load().await?;
-            }
+        for provider in &self.first_seen {
+            provider.load().await?;
         }
         Ok(())
     }

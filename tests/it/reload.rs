@@ -421,3 +421,50 @@ format = "json"
         "the request in flight finished on the upstream it began with"
     );
 }
+
+/// A reload waits for a provider or key set it names for the first time, never for one the
+/// running configuration already had: an issuer that was down before does not hold up a
+/// change elsewhere in the file.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_issuer_that_was_down_before_does_not_hold_up_a_reload() {
+    let port = free_port();
+    let metrics_port = free_port();
+    let closed = free_port();
+    let up = NamedUpstream::start("upstream-a").await;
+    let render = |routes: &str| {
+        format!(
+            r#"
+[server]
+listen = "127.0.0.1:{port}"
+metrics_listen = "127.0.0.1:{metrics_port}"
+[upstream]
+url = "{}"
+[[bearer.issuers]]
+issuer = "http://127.0.0.1:{closed}"
+audiences = ["api"]
+jwks_url = "http://127.0.0.1:{closed}/keys"
+{routes}
+"#,
+            up.url()
+        )
+    };
+    let proxy = Proxy::start(port, &render("")).await;
+    let reloads = Reloads {
+        url: format!("http://127.0.0.1:{metrics_port}/metrics"),
+    };
+    let open = || async {
+        plain_client()
+            .get(proxy.url("/open/x"))
+            .send()
+            .await
+            .expect("request")
+            .status()
+    };
+    assert_eq!(open().await, StatusCode::UNAUTHORIZED);
+    replace_file(
+        &proxy.config_path,
+        &render("[[routes]]\npath = \"/open/\"\npolicy = \"public\"\n"),
+    );
+    reloads.wait_for(1.0, 0.0).await;
+    assert_eq!(open().await, StatusCode::OK);
+}
