@@ -308,7 +308,7 @@ impl ProxyHttp for Portcullis {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let app = ctx.app.clone();
+        let app = &ctx.app;
         let headers = &app.config.headers;
         // Tokens of a browser session may travel upstream; a bearer caller's own
         // Authorization header is forwarded untouched.

@@ -51,12 +51,28 @@ fn hs_token(secret: &str) -> String {
     .expect("HS256")
 }
 
+/// A resource server on `port` in front of `upstream` (`rest`: its issuers and routes), with
+/// `/metrics` on `metrics_port`.
+fn resource_server(port: u16, metrics_port: u16, upstream: &str, rest: &str) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\n\
+         [upstream]\nurl = \"{upstream}\"\n[logging]\nformat = \"json\"\n{rest}"
+    )
+}
+
 /// The reload counters on `/metrics`.
 struct Reloads {
     url: String,
 }
 
 impl Reloads {
+    /// Those served on `metrics_port`.
+    fn at(metrics_port: u16) -> Reloads {
+        Reloads {
+            url: format!("http://127.0.0.1:{metrics_port}/metrics"),
+        }
+    }
+
     async fn read(&self) -> (f64, f64, f64) {
         let text = plain_client()
             .get(&self.url)
@@ -223,9 +239,7 @@ async fn a_reload_under_load_changes_secrets_routes_keys_and_upstream_and_fails_
     ];
     let proxy = Proxy::spawn(port, &args, files.link.clone()).await;
     proxy.wait_ready().await;
-    let reloads = Reloads {
-        url: format!("http://127.0.0.1:{metrics_port}/metrics"),
-    };
+    let reloads = Reloads::at(metrics_port);
     assert_eq!(reloads.read().await, (0.0, 0.0, 1.0));
 
     let mut browser = Browser::new();
@@ -371,29 +385,18 @@ async fn a_request_in_flight_finishes_on_the_configuration_it_began_on() {
     let a = NamedUpstream::start("upstream-a").await;
     let b = NamedUpstream::start("upstream-b").await;
     let render = |upstream: &str| {
-        format!(
-            r#"
-[server]
-listen = "127.0.0.1:{port}"
-metrics_listen = "127.0.0.1:{metrics_port}"
-[upstream]
-url = "{upstream}"
-[[bearer.issuers]]
-issuer = "{HS_ISSUER}"
-audiences = ["{HS_AUDIENCE}"]
-shared_secret = "{FIRST_HS_SECRET}"
-[[routes]]
-path = "/"
-policy = "public"
-[logging]
-format = "json"
-"#
+        resource_server(
+            port,
+            metrics_port,
+            upstream,
+            &format!(
+                "[[bearer.issuers]]\nissuer = \"{HS_ISSUER}\"\naudiences = [\"{HS_AUDIENCE}\"]\n\
+                 shared_secret = \"{FIRST_HS_SECRET}\"\n[[routes]]\npath = \"/\"\npolicy = \"public\"\n"
+            ),
         )
     };
     let proxy = Proxy::start(port, &render(&a.url())).await;
-    let reloads = Reloads {
-        url: format!("http://127.0.0.1:{metrics_port}/metrics"),
-    };
+    let reloads = Reloads::at(metrics_port);
     let held = tokio::spawn({
         let url = proxy.url("/hold");
         async move {
@@ -432,26 +435,18 @@ async fn an_issuer_that_was_down_before_does_not_hold_up_a_reload() {
     let closed = free_port();
     let up = NamedUpstream::start("upstream-a").await;
     let render = |routes: &str| {
-        format!(
-            r#"
-[server]
-listen = "127.0.0.1:{port}"
-metrics_listen = "127.0.0.1:{metrics_port}"
-[upstream]
-url = "{}"
-[[bearer.issuers]]
-issuer = "http://127.0.0.1:{closed}"
-audiences = ["api"]
-jwks_url = "http://127.0.0.1:{closed}/keys"
-{routes}
-"#,
-            up.url()
+        resource_server(
+            port,
+            metrics_port,
+            &up.url(),
+            &format!(
+                "[[bearer.issuers]]\nissuer = \"http://127.0.0.1:{closed}\"\naudiences = [\"api\"]\n\
+                 jwks_url = \"http://127.0.0.1:{closed}/keys\"\n{routes}"
+            ),
         )
     };
     let proxy = Proxy::start(port, &render("")).await;
-    let reloads = Reloads {
-        url: format!("http://127.0.0.1:{metrics_port}/metrics"),
-    };
+    let reloads = Reloads::at(metrics_port);
     let open = || async {
         plain_client()
             .get(proxy.url("/open/x"))
