@@ -37,6 +37,16 @@ impl Caller {
         }
     }
 
+    /// What the rules see of the caller.
+    pub(crate) fn subject(&self) -> Subject<'_> {
+        let id = self.identity();
+        Subject {
+            email: id.email.as_deref(),
+            groups: &id.groups,
+            scopes: self.scopes(),
+        }
+    }
+
     /// Bearer tokens carry scopes; browser sessions and certificates do not.
     fn scopes(&self) -> Option<&[String]> {
         match self {
@@ -65,11 +75,10 @@ pub enum Verdict {
     /// No credentials, or a session that is gone.
     Unauthenticated,
     InvalidToken(Refusal),
-    /// Authenticated, but the rules say no: `[authorization]`'s (`by_route` false) or the
-    /// route's.
+    /// Authenticated, but the rules say no: whose rules, `by`.
     Forbidden {
         caller: Caller,
-        by_route: bool,
+        by: Rules,
     },
     InsufficientScope(Vec<String>),
     /// The route's client-certificate rules are not met (403).
@@ -91,17 +100,38 @@ impl Verdict {
                 "no bearer token, no usable session and no client certificate".to_string()
             }
             Verdict::InvalidToken(refusal) => refusal.reason.clone(),
-            Verdict::Forbidden { by_route: true, .. } => {
-                "the route's groups or email rules do not admit the caller".to_string()
-            }
-            Verdict::Forbidden {
-                by_route: false, ..
-            } => "[authorization] does not admit the caller".to_string(),
+            Verdict::Forbidden { by, .. } => by.refusal().to_string(),
             Verdict::InsufficientScope(needed) => format!("missing scope(s) {needed:?}"),
             Verdict::CertificateRefused(refusal) => refusal.to_string(),
             Verdict::InvalidProof(e) => format!("DPoP proof: {e}"),
             Verdict::StoreUnavailable(e) => e.to_string(),
         })
+    }
+}
+
+/// Whose rules refused an authenticated caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rules {
+    /// `[authorization]`, which applies to every request.
+    Authorization,
+    /// The route's `groups`, `emails` and `email_domains`.
+    Route,
+    /// A front proxy's own restriction on `/oauth2/auth` (oauth2-proxy's `allowed_groups`,
+    /// `allowed_emails`, `allowed_email_domains` query parameters).
+    FrontProxy,
+}
+
+impl Rules {
+    /// The refusal, for the access log.
+    pub fn refusal(self) -> &'static str {
+        match self {
+            Rules::Authorization => "[authorization] does not admit the caller",
+            Rules::Route => "the route's groups or email rules do not admit the caller",
+            Rules::FrontProxy => {
+                "the front proxy's allowed_groups, allowed_emails or allowed_email_domains do \
+                 not admit the caller"
+            }
+        }
     }
 }
 
@@ -291,24 +321,19 @@ impl App {
             }
         };
 
-        let id = caller.identity();
-        let subject = Subject {
-            email: id.email.as_deref(),
-            groups: &id.groups,
-            scopes: caller.scopes(),
-        };
+        let subject = caller.subject();
         let verdict = match self.config.authorization.evaluate(&subject) {
             Decision::Allow => match requirements.evaluate(&subject) {
                 Decision::Allow => Verdict::Allow(caller),
                 Decision::Deny => Verdict::Forbidden {
                     caller,
-                    by_route: true,
+                    by: Rules::Route,
                 },
                 Decision::InsufficientScope { needed } => Verdict::InsufficientScope(needed),
             },
             Decision::Deny | Decision::InsufficientScope { .. } => Verdict::Forbidden {
                 caller,
-                by_route: false,
+                by: Rules::Authorization,
             },
         };
         Decided {

@@ -14,6 +14,8 @@ pub(crate) const RESERVED_PREFIX: &str = "/oauth2/";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Endpoint {
     Start,
+    /// oauth2-proxy's `/oauth2/sign_in`: a page that moves on to [`Endpoint::Start`].
+    SignIn,
     Callback,
     SignOut,
     UserInfo,
@@ -38,6 +40,7 @@ const FIXED: &[(&str, Endpoint)] = &[
     ("/ping", Endpoint::Ping),
     ("/ready", Endpoint::Ready),
     ("/oauth2/start", Endpoint::Start),
+    ("/oauth2/sign_in", Endpoint::SignIn),
     ("/oauth2/sign_out", Endpoint::SignOut),
     ("/oauth2/userinfo", Endpoint::UserInfo),
     ("/oauth2/auth", Endpoint::Auth),

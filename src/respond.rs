@@ -336,6 +336,26 @@ pub(crate) fn session_store_unavailable(browser: bool) -> Reply {
     reply.header("Retry-After", "5")
 }
 
+/// oauth2-proxy's sign-in page, as a front proxy's `error_page 401 =403 /oauth2/sign_in`
+/// shows it (whatever status the front proxy gives it): it moves on to `start` at once, with
+/// a link for a browser that does not follow a refresh.
+pub(crate) fn sign_in_page(start: &str) -> Reply {
+    let start = escape_html(start);
+    let body = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Sign in</title>\
+         <meta http-equiv=\"refresh\" content=\"0;url={start}\">\
+         <style>body{{font-family:system-ui,sans-serif;max-width:40rem;margin:4rem auto;padding:0 1rem;color:#222}}\
+         h1{{font-size:1.4rem}}</style></head><body><h1>Sign in</h1>\
+         <p><a href=\"{start}\">Sign in to continue</a></p></body></html>"
+    );
+    Reply::new(200, "text/html; charset=utf-8", body)
+        .header(
+            "content-security-policy",
+            "default-src 'none'; style-src 'unsafe-inline'",
+        )
+        .header("cache-control", "no-store")
+}
+
 pub(crate) fn unauthorized_api(description: &str) -> Reply {
     Reply::json(
         401,

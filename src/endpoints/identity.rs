@@ -5,6 +5,7 @@ use http::Method;
 use pingora::http::RequestHeader;
 use serde_json::json;
 
+use super::allowed::Narrowed;
 use super::{Answer, Facts};
 use crate::access::Target;
 use crate::answer::{self, Asker, Then};
@@ -94,7 +95,21 @@ pub(super) async fn forward_auth(app: &App, req: &RequestHeader, facts: &Facts<'
         client_cert: facts.client_cert,
         scheme: facts.scheme,
     };
+    // oauth2-proxy's per-Ingress restrictions, read before anything is decided.
+    let allowed = match super::allowed::Allowed::of_query(req) {
+        Ok(allowed) => allowed,
+        Err(reason) => return refused(reason),
+    };
     let decided = app.decide(req, &target).await;
+    let verdict =
+        match allowed.narrow(decided.verdict) {
+            Narrowed::Verdict(v) => v,
+            Narrowed::PublicRoute => return refused(
+                "allowed_groups, allowed_emails or allowed_email_domains on a public route: no \
+                 one is identified there to check them against"
+                    .to_string(),
+            ),
+        };
     // The access token goes to a forward-auth subrequest only: from a trusted proxy that
     // reports an original request for the application. A page's own `fetch('/oauth2/auth')`
     // that a front proxy passes on reports no original request, or reports itself (nginx's
@@ -112,8 +127,8 @@ pub(super) async fn forward_auth(app: &App, req: &RequestHeader, facts: &Facts<'
     let asker = Asker::FrontProxy {
         pass_access_token: app.config.headers.pass_access_token && subrequest,
     };
-    let challenge = app.dpop_challenge(&decided.verdict);
-    let settled = answer::settle(decided.verdict, &asker, challenge.as_ref());
+    let challenge = app.dpop_challenge(&verdict);
+    let settled = answer::settle(verdict, &asker, challenge.as_ref());
     let reply = match settled.then {
         Then::Answer(reply) => reply,
         // A front proxy is always answered; it forwards the request itself.
@@ -123,6 +138,15 @@ pub(super) async fn forward_auth(app: &App, req: &RequestHeader, facts: &Facts<'
         reply: reply.cookies(decided.set_cookies),
         user: settled.user,
         reason: settled.reason,
+    }
+}
+
+/// A forward-auth refusal (403) that names its reason in the access log.
+fn refused(reason: String) -> Answer {
+    Answer {
+        reply: respond::forbidden(false),
+        user: None,
+        reason: Some(reason),
     }
 }
 

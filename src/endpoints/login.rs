@@ -44,6 +44,18 @@ pub(super) fn start(app: &App, login: &Login, req: &RequestHeader, facts: &Facts
     Reply::redirect(auth.url.as_str()).cookies(cookies)
 }
 
+/// oauth2-proxy's `/oauth2/sign_in`, which its nginx example reaches through `error_page 401`:
+/// a browser gets a page that moves on to `/oauth2/start` with the same return target (a
+/// redirect would not survive `error_page 401 =403`); a program gets the 401 it can act on.
+pub(super) fn sign_in(app: &App, req: &RequestHeader, facts: &Facts<'_>) -> Reply {
+    if !crate::classify::is_browser_navigation(&req.method, &req.headers) {
+        return crate::respond::unauthorized_api("sign in first, or send a bearer token");
+    }
+    let target = return_target(app, req, facts);
+    let rd: String = url::form_urlencoded::byte_serialize(target.as_bytes()).collect();
+    crate::respond::sign_in_page(&format!("/oauth2/start?rd={rd}"))
+}
+
 fn store_unavailable() -> Reply {
     Reply::page(
         503,

@@ -1,6 +1,7 @@
 //! Built-in endpoints: health, login, sign-out and identity. Each handler computes a [`Reply`];
 //! this module only dispatches and sends.
 
+mod allowed;
 mod backchannel;
 mod health;
 mod identity;
@@ -57,6 +58,7 @@ pub(crate) async fn handle(
         (Endpoint::Ping, _) => health::ping().into(),
         (Endpoint::Ready, _) => health::ready(app).into(),
         (Endpoint::Start, Some(login)) => login::start(app, login, req, facts).into(),
+        (Endpoint::SignIn, Some(_)) => login::sign_in(app, req, facts).into(),
         (Endpoint::Callback, Some(login)) => login::callback(app, login, req).await,
         (Endpoint::SignOut, Some(login)) => sign_out::sign_out(app, login, req, facts).await.into(),
         (Endpoint::UserInfo, Some(_)) => identity::userinfo(app, req).await,
@@ -66,6 +68,7 @@ pub(crate) async fn handle(
         // Without browser sign-in (no `[oidc]`) there is no one to sign in or out.
         (
             Endpoint::Start
+            | Endpoint::SignIn
             | Endpoint::Callback
             | Endpoint::SignOut
             | Endpoint::UserInfo
@@ -102,9 +105,11 @@ fn query_param(req: &RequestHeader, name: &str) -> Result<Option<String>, Repeat
     Ok(found)
 }
 
-/// Where to send the browser afterwards: `rd`, or — when there is no `rd` — the original URI a
-/// trusted front proxy reports (nginx `error_page 401 = /oauth2/start` cannot URL-encode
-/// `$request_uri` into `rd` itself). Falls back to `/` when absent, ambiguous or refused.
+/// Where to send the browser afterwards: `rd`; else `X-Auth-Request-Redirect` (oauth2-proxy's
+/// header, which its nginx example sets to `$request_uri`); else the original URI a trusted
+/// front proxy reports (nginx `error_page 401 = /oauth2/start` cannot URL-encode
+/// `$request_uri` into `rd` itself). Whichever it is passes the redirect policy like `rd`.
+/// Falls back to `/` when absent, ambiguous or refused.
 fn return_target(app: &App, req: &RequestHeader, facts: &Facts<'_>) -> String {
     let original = identity::original_uri(req, facts).ok().flatten();
     // nginx's `error_page 401 = /oauth2/start?rd=$request_uri` cannot URL-encode the URI: its
@@ -115,7 +120,11 @@ fn return_target(app: &App, req: &RequestHeader, facts: &Facts<'_>) -> String {
     let candidate = match (&original, query_param(req, "rd")) {
         (Some(full), _) if raw_rd == Some(full.as_str()) => original,
         (_, Ok(Some(rd))) => Some(rd),
-        (_, Ok(None)) => original,
+        (_, Ok(None)) => match auth_request_redirect(req) {
+            Ok(Some(header)) => Some(header),
+            Ok(None) => original,
+            Err(Repeated) => None,
+        },
         (_, Err(Repeated)) => None,
     };
     candidate
@@ -127,6 +136,17 @@ fn return_target(app: &App, req: &RequestHeader, facts: &Facts<'_>) -> String {
                 || app.callback_path() == Some(path))
         })
         .unwrap_or_else(|| "/".to_string())
+}
+
+/// `X-Auth-Request-Redirect`, when sent once (from anyone: like `rd`, it is only a wish that
+/// the redirect policy checks).
+fn auth_request_redirect(req: &RequestHeader) -> Result<Option<String>, Repeated> {
+    let mut values = req.headers.get_all("x-auth-request-redirect").iter();
+    match (values.next(), values.next()) {
+        (None, _) => Ok(None),
+        (Some(v), None) => Ok(v.to_str().ok().map(str::to_string)),
+        (Some(_), Some(_)) => Err(Repeated),
+    }
 }
 
 #[cfg(test)]
@@ -197,5 +217,39 @@ mod tests {
         // Without rd, the trusted original URI is the target.
         let none = start_request("/oauth2/start", &[("x-original-uri", "/deep?a=1&b=2")]);
         assert_eq!(return_target(&app, &none, &trusted), "/deep?a=1&b=2");
+    }
+
+    #[test]
+    fn oauth2_proxys_redirect_header_is_a_wish_like_rd() {
+        let app = App::new(Arc::new(crate::config::for_tests(
+            "\"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY\"",
+        )))
+        .unwrap();
+        let stranger = Facts {
+            trusted_proxy: false,
+            host: None,
+            client_cert: None,
+            scheme: "http",
+        };
+        let wish = |uri: &str, headers: &[(&str, &str)]| {
+            return_target(&app, &start_request(uri, headers), &stranger)
+        };
+        let header = "x-auth-request-redirect";
+        assert_eq!(
+            wish("/oauth2/sign_in", &[(header, "/deep?a=1")]),
+            "/deep?a=1"
+        );
+        // rd comes first; the policy applies to the header as to rd.
+        assert_eq!(wish("/oauth2/sign_in?rd=/r", &[(header, "/deep")]), "/r");
+        assert_eq!(
+            wish("/oauth2/sign_in", &[(header, "https://evil.example/")]),
+            "/"
+        );
+        assert_eq!(wish("/oauth2/sign_in", &[(header, "//evil.example/")]), "/");
+        // Sent twice: which one was meant is unknown.
+        assert_eq!(
+            wish("/oauth2/sign_in", &[(header, "/a"), (header, "/b")]),
+            "/"
+        );
     }
 }

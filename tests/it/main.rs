@@ -15,6 +15,7 @@ mod faults;
 mod grpc;
 mod login;
 mod metrics;
+mod oauth2_proxy;
 mod policy;
 mod redis_sessions;
 mod reload;

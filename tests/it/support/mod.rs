@@ -620,7 +620,7 @@ impl Drop for Nginx {
 }
 
 /// Undoes `respond::escape_html`.
-fn unescape_html(s: &str) -> String {
+pub fn unescape_html(s: &str) -> String {
     s.replace("&quot;", "\"")
         .replace("&#39;", "'")
         .replace("&lt;", "<")
