@@ -17,6 +17,10 @@ pub(crate) enum Asker<'a> {
         return_to: &'a str,
         /// A gRPC call: refusals are gRPC statuses, never a page or a redirect.
         grpc: bool,
+        /// `GET /robots.txt`: a crawler refused here is told to stay away (oauth2-proxy's
+        /// answer), rather than sent to log in; a public or signed-in one reaches the
+        /// application's own.
+        robots_txt: bool,
     },
     /// A front proxy's auth subrequest (nginx `auth_request`, Traefik `forwardAuth`): the
     /// answer is 202 with the identity, 401 or 403; never a redirect, and never a 400 (nginx
@@ -84,6 +88,19 @@ pub(crate) fn settle(verdict: Verdict, asker: &Asker<'_>, dpop: Option<&DpopChal
     let reason = verdict.reason();
     let mut settled = settle_plain(verdict, asker);
     settled.reason = reason;
+    if let (
+        Asker::Client {
+            robots_txt: true, ..
+        },
+        Then::Answer(reply),
+    ) = (asker, &settled.then)
+    {
+        if matches!(reply.status(), 302 | 401 | 403) {
+            settled.outcome = Outcome::Endpoint;
+            settled.then = Then::Answer(respond::robots_txt());
+            return settled;
+        }
+    }
     if let (Asker::Client { grpc: true, .. }, Then::Answer(reply)) = (asker, &mut settled.then) {
         let status = reply.status();
         let message = match status {

@@ -54,6 +54,7 @@ pub async fn explain(config: Config, token: &str, request: &Request<'_>) -> anyh
         browser_navigation: false,
         return_to: request.path,
         grpc: false,
+        robots_txt: false,
     };
     let settled = answer::settle(decided.verdict, &asker, None);
     let (status, allowed) = match &settled.then {

@@ -260,6 +260,8 @@ impl ProxyHttp for Portcullis {
                 && classify::is_browser_navigation(&req.method, &req.headers),
             return_to,
             grpc,
+            robots_txt: req.uri.path() == "/robots.txt"
+                && matches!(req.method, http::Method::GET | http::Method::HEAD),
         };
         let challenge = app.dpop_challenge(&decided.verdict);
         let settled = answer::settle(decided.verdict, &asker, challenge.as_ref());

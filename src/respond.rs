@@ -356,6 +356,12 @@ pub(crate) fn sign_in_page(start: &str) -> Reply {
         .header("cache-control", "no-store")
 }
 
+/// What crawlers are told about a protected application: stay away (oauth2-proxy's
+/// `/robots.txt`).
+pub(crate) fn robots_txt() -> Reply {
+    Reply::text(200, "User-agent: *\nDisallow: /\n")
+}
+
 pub(crate) fn unauthorized_api(description: &str) -> Reply {
     Reply::json(
         401,

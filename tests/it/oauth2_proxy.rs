@@ -189,3 +189,42 @@ async fn oauth2_proxys_nginx_snippet_and_ingress_restrictions_work_unchanged() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 }
+
+/// oauth2-proxy answers `/robots.txt` itself. Here a crawler the routes refuse is told to stay
+/// away instead of being sent to log in; a signed-in user, or anyone on a public route, gets
+/// the application's own file.
+#[tokio::test(flavor = "multi_thread")]
+async fn robots_txt_keeps_crawlers_out_without_hiding_the_applications_own() {
+    let w = World::start(|c| c, "").await;
+    let robots = w.proxy.url("/robots.txt");
+    for accept in [BROWSER_ACCEPT, "*/*"] {
+        let r = plain_client()
+            .get(&robots)
+            .header("accept", accept)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.text().await.unwrap(), "User-agent: *\nDisallow: /\n");
+    }
+    let mut alice = Browser::new();
+    alice.login(&w.proxy, "alice", "/").await;
+    let r = alice.api(&robots).await;
+    assert_eq!(Echoed::from(r).await.all("x-forwarded-user"), ["alice"]);
+
+    let public = World::start(
+        |c| c,
+        "[[routes]]\npath = \"/robots.txt\"\nexact = true\npolicy = \"public\"\n",
+    )
+    .await;
+    let r = plain_client()
+        .get(public.proxy.url("/robots.txt"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(
+        r.text().await.unwrap().contains("\"uri\""),
+        "the echo answered"
+    );
+}
