@@ -58,6 +58,12 @@ enum Command {
         #[command(subcommand)]
         action: SessionsAction,
     },
+    /// Turn another proxy's configuration into a portcullis configuration (on stdout); every
+    /// option that could not be carried over is listed on stderr.
+    Import {
+        #[command(subcommand)]
+        from: ImportFrom,
+    },
     /// Print a fresh random session secret for `session.secrets`.
     Secret,
     /// Start a self-contained demo on loopback: a development identity provider, an echo
@@ -66,6 +72,18 @@ enum Command {
         /// Where the proxy listens.
         #[arg(long, default_value = "127.0.0.1:4180")]
         listen: std::net::SocketAddr,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImportFrom {
+    /// oauth2-proxy: its config file(s) and/or its command-line flags, as you run it
+    /// (`portcullis import oauth2-proxy oauth2-proxy.cfg --upstream=http://127.0.0.1:8080`).
+    #[command(name = "oauth2-proxy")]
+    Oauth2Proxy {
+        /// Config files and `--flags`, in oauth2-proxy's own spelling.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        args: Vec<String>,
     },
 }
 
@@ -123,6 +141,24 @@ pub fn main() -> ExitCode {
         Command::Sessions {
             action: SessionsAction::Revoke { config, sub, sid },
         } => revoke(&config, sub.as_deref(), sid.as_deref()),
+        Command::Import {
+            from: ImportFrom::Oauth2Proxy { args },
+        } => match crate::import::oauth2_proxy(&args) {
+            Ok(imported) => {
+                print!("{}", imported.toml);
+                if !imported.left_out.is_empty() {
+                    eprintln!("not carried over ({}):", imported.left_out.len());
+                    for line in &imported.left_out {
+                        eprintln!("  - {line}");
+                    }
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(1)
+            }
+        },
         Command::Secret => {
             println!("{}", crate::config::generate_secret());
             ExitCode::SUCCESS

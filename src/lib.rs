@@ -53,6 +53,7 @@ pub(crate) mod endpoints;
 pub mod explain;
 pub(crate) mod forward;
 pub(crate) mod host;
+pub mod import;
 pub mod jwt;
 pub mod listener;
 pub(crate) mod logging;

@@ -120,3 +120,45 @@ fn secret_prints_a_usable_session_secret() {
     let again = Command::new(binary()).arg("secret").output().unwrap();
     assert_ne!(s.as_bytes(), &again.stdout[..]);
 }
+
+/// `portcullis import oauth2-proxy` with oauth2-proxy's flags as one would run it: the file it
+/// prints passes `portcullis check`, and what it could not carry over is listed on stderr
+/// (a secret's value never shown).
+#[test]
+fn an_oauth2_proxy_command_line_imports_into_a_file_that_checks() {
+    let out = portcullis(&[
+        "import",
+        "oauth2-proxy",
+        "--provider=oidc",
+        "--oidc-issuer-url=https://idp.example.com/realms/staff",
+        "--client-id=web",
+        "--client-secret=s3cret-value",
+        "--redirect-url=https://app.example.com/oauth2/callback",
+        "--upstream=http://127.0.0.1:8080",
+        "--email-domain=example.com",
+        "--allowed-group=sre",
+        "--skip-auth-route=GET=^/healthz$",
+        "--cookie-secret=b2F1dGgyLXByb3h5LWNvb2tpZS1zZWNyZXQ",
+        "--banner=hello",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let toml = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("banner"), "{stderr}");
+    assert!(stderr.contains("cookie_secret"), "{stderr}");
+    assert!(
+        !stderr.contains("b2F1dGgy"),
+        "a secret's value was shown: {stderr}"
+    );
+    let path = write_config(&toml);
+    let check = portcullis(&["check", "--offline", "--config", path.to_str().unwrap()]);
+    assert!(
+        check.status.success(),
+        "{}\n{toml}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
