@@ -60,11 +60,20 @@ impl Reply {
     /// cookie is `SameSite=Strict`: browsers withhold such a cookie on a redirect chain that
     /// started at the provider's site, but send it when a page of ours navigates.
     pub(crate) fn continue_to(target: &str) -> Reply {
+        Reply::moving_on("Signed in", "Signed in. ", "Continue", target)
+    }
+
+    /// A page that moves the browser on to `target` itself: a refresh, and a link for a
+    /// browser that does not follow one. `target` is escaped here.
+    pub(crate) fn moving_on(title: &str, lead: &str, link: &str, target: &str) -> Reply {
         let t = escape_html(target);
         let body = format!(
             "<!doctype html><html><head><meta charset=\"utf-8\">\
-             <meta http-equiv=\"refresh\" content=\"0;url={t}\"><title>Signed in</title></head>\
-             <body><p>Signed in. <a href=\"{t}\">Continue</a>.</p></body></html>"
+             <meta http-equiv=\"refresh\" content=\"0;url={t}\"><title>{title}</title></head>\
+             <body><p>{lead}<a href=\"{t}\">{link}</a>.</p></body></html>",
+            title = escape_html(title),
+            lead = escape_html(lead),
+            link = escape_html(link),
         );
         Reply::new(200, "text/html; charset=utf-8", body)
             .header("Content-Security-Policy", "default-src 'none'")
@@ -334,26 +343,6 @@ pub(crate) fn session_store_unavailable(browser: bool) -> Reply {
         )
     };
     reply.header("Retry-After", "5")
-}
-
-/// oauth2-proxy's sign-in page, as a front proxy's `error_page 401 =403 /oauth2/sign_in`
-/// shows it (whatever status the front proxy gives it): it moves on to `start` at once, with
-/// a link for a browser that does not follow a refresh.
-pub(crate) fn sign_in_page(start: &str) -> Reply {
-    let start = escape_html(start);
-    let body = format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Sign in</title>\
-         <meta http-equiv=\"refresh\" content=\"0;url={start}\">\
-         <style>body{{font-family:system-ui,sans-serif;max-width:40rem;margin:4rem auto;padding:0 1rem;color:#222}}\
-         h1{{font-size:1.4rem}}</style></head><body><h1>Sign in</h1>\
-         <p><a href=\"{start}\">Sign in to continue</a></p></body></html>"
-    );
-    Reply::new(200, "text/html; charset=utf-8", body)
-        .header(
-            "content-security-policy",
-            "default-src 'none'; style-src 'unsafe-inline'",
-        )
-        .header("cache-control", "no-store")
 }
 
 /// What crawlers are told about a protected application: stay away (oauth2-proxy's

@@ -53,7 +53,14 @@ pub(super) fn sign_in(app: &App, req: &RequestHeader, facts: &Facts<'_>) -> Repl
     }
     let target = return_target(app, req, facts);
     let rd: String = url::form_urlencoded::byte_serialize(target.as_bytes()).collect();
-    crate::respond::sign_in_page(&format!("/oauth2/start?rd={rd}"))
+    // A page rather than a redirect: it survives `error_page 401 =403`.
+    Reply::moving_on(
+        "Sign in",
+        "",
+        "Sign in to continue",
+        &format!("/oauth2/start?rd={rd}"),
+    )
+    .header("Cache-Control", "no-store")
 }
 
 fn store_unavailable() -> Reply {

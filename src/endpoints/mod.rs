@@ -163,24 +163,27 @@ mod tests {
         r
     }
 
-    #[test]
-    fn an_rd_cut_at_its_first_ampersand_is_completed_from_the_trusted_original_uri() {
-        let app = App::new(Arc::new(crate::config::for_tests(
+    fn test_app() -> App {
+        App::new(Arc::new(crate::config::for_tests(
             "\"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY\"",
         )))
-        .unwrap();
-        let trusted = Facts {
-            trusted_proxy: true,
+        .unwrap()
+    }
+
+    fn facts(trusted_proxy: bool) -> Facts<'static> {
+        Facts {
+            trusted_proxy,
             host: None,
             client_cert: None,
             scheme: "http",
-        };
-        let stranger = Facts {
-            trusted_proxy: false,
-            host: None,
-            client_cert: None,
-            scheme: "http",
-        };
+        }
+    }
+
+    #[test]
+    fn an_rd_cut_at_its_first_ampersand_is_completed_from_the_trusted_original_uri() {
+        let app = test_app();
+        let trusted = facts(true);
+        let stranger = facts(false);
         // What nginx sends for `error_page 401 = /oauth2/start?rd=$request_uri`.
         let cut = start_request(
             "/oauth2/start?rd=/r/q3?year=2026&tab=cost",
@@ -221,16 +224,8 @@ mod tests {
 
     #[test]
     fn oauth2_proxys_redirect_header_is_a_wish_like_rd() {
-        let app = App::new(Arc::new(crate::config::for_tests(
-            "\"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY\"",
-        )))
-        .unwrap();
-        let stranger = Facts {
-            trusted_proxy: false,
-            host: None,
-            client_cert: None,
-            scheme: "http",
-        };
+        let app = test_app();
+        let stranger = facts(false);
         let wish = |uri: &str, headers: &[(&str, &str)]| {
             return_target(&app, &start_request(uri, headers), &stranger)
         };
