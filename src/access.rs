@@ -61,6 +61,8 @@ impl Caller {
             email: None,
             groups: Vec::new(),
             preferred_username: None,
+            provider: None,
+            issuer: None,
         }))
     }
 }
@@ -245,25 +247,29 @@ impl App {
             return decided(Verdict::BadRequest(Ambiguity::LowercaseMethod));
         }
         let no_cert_rules = &NO_CERT_RULES;
-        let (access, token_kind, cert_rules, bound_only) = match target.path {
-            Some(raw) => {
-                let path = match policy::normalise(raw) {
-                    Ok(p) => p,
-                    Err(e) => return decided(Verdict::BadRequest(e.into())),
-                };
-                match self.config.routes.lookup(target.method, target.host, &path) {
-                    Ok(Some(route)) => (
-                        route.access(),
-                        route.token_kind(),
-                        route.client_cert(),
-                        route.require_bound_tokens(),
-                    ),
-                    Ok(None) => (&DEFAULT_ACCESS, TokenKind::Any, no_cert_rules, false),
-                    Err(e) => return decided(Verdict::BadRequest(e.into())),
-                }
-            }
+        let mut route = None;
+        if let Some(raw) = target.path {
+            let path = match policy::normalise(raw) {
+                Ok(p) => p,
+                Err(e) => return decided(Verdict::BadRequest(e.into())),
+            };
+            route = match self.config.routes.lookup(target.method, target.host, &path) {
+                Ok(found) => found,
+                Err(e) => return decided(Verdict::BadRequest(e.into())),
+            };
+        }
+        let (access, token_kind, cert_rules, bound_only) = match route {
+            Some(route) => (
+                route.access(),
+                route.token_kind(),
+                route.client_cert(),
+                route.require_bound_tokens(),
+            ),
             None => (&DEFAULT_ACCESS, TokenKind::Any, no_cert_rules, false),
         };
+        // A route that chooses a provider takes its sessions only: another provider's
+        // session is no session here (a browser is sent to sign in with the route's).
+        let route_provider = route.and_then(|r| r.provider());
         let requirements = match access {
             Access::Public => return decided(Verdict::Public),
             Access::Authenticated(r) => r,
@@ -303,7 +309,10 @@ impl App {
             },
             None => {
                 let auth = self.authenticate(req).await;
-                match (auth.session, target.client_cert, auth.unavailable) {
+                let session = auth.session.filter(|s| {
+                    route_provider.is_none_or(|id| self.session_provider(s) == Some(id))
+                });
+                match (session, target.client_cert, auth.unavailable) {
                     (Some(s), _, _) => (Caller::Session(s), auth.set_cookies),
                     // The certificate alone, where the route asks for one (checked above).
                     (None, Some(cert), _) if !cert_rules.is_empty() => {

@@ -25,7 +25,11 @@ pub(crate) enum Asker<'a> {
     /// A front proxy's auth subrequest (nginx `auth_request`, Traefik `forwardAuth`): the
     /// answer is 202 with the identity, 401 or 403; never a redirect, and never a 400 (nginx
     /// takes any other status for an error of its own).
-    FrontProxy { pass_access_token: bool },
+    FrontProxy {
+        pass_access_token: bool,
+        /// The identity headers of the answer (`headers.forward_auth`).
+        names: &'a IdentityNames,
+    },
 }
 
 /// What happens next.
@@ -146,9 +150,10 @@ fn settle_plain(verdict: Verdict, asker: &Asker<'_>) -> Settled {
             let user = caller.identity().user.clone();
             let then = match asker {
                 Asker::Client { .. } => Then::Forward(Some(caller)),
-                Asker::FrontProxy { pass_access_token } => {
-                    Then::Answer(allowed(&caller, *pass_access_token))
-                }
+                Asker::FrontProxy {
+                    pass_access_token,
+                    names,
+                } => Then::Answer(allowed(&caller, *pass_access_token, names)),
             };
             Settled {
                 outcome,
@@ -236,12 +241,11 @@ fn login_redirect(return_to: &str) -> String {
 
 /// 202 for a front proxy, with the identity in oauth2-proxy's `X-Auth-Request-*` headers
 /// (what nginx and Traefik recipes copy onward) and the session's access token when allowed.
-fn allowed(caller: &Caller, pass_access_token: bool) -> Reply {
+fn allowed(caller: &Caller, pass_access_token: bool, names: &IdentityNames) -> Reply {
     let access_token = match caller {
         Caller::Session(s) if pass_access_token => s.access_token.as_deref(),
         _ => None,
     };
-    let names = IdentityNames::forward_auth();
     names
         .values(caller.identity(), access_token)
         .fold(Reply::text(202, ""), |reply, (name, value)| {

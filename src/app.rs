@@ -84,7 +84,7 @@ impl Live {
 /// Everything browser sign-in needs: present exactly when `[oidc]` is configured, so no
 /// other stage can reach a provider, a session store or a login flow that does not exist.
 pub struct Login {
-    /// The identity providers; browsers sign in with [`Providers::login`].
+    /// The identity providers browsers sign in with.
     pub providers: Providers,
     /// Where sessions live between requests.
     pub sessions: Arc<dyn SessionStore>,
@@ -128,9 +128,12 @@ impl Login {
         }))
     }
 
-    /// The `[oidc]` table of the provider browsers sign in with.
-    pub fn oidc(&self) -> &crate::config::Oidc {
-        self.providers.login().oidc()
+    /// Whether `path` is where a provider sends browsers back (several providers may share
+    /// one path: the login flow says whose callback it is).
+    pub fn is_callback(&self, path: &str) -> bool {
+        self.providers
+            .iter()
+            .any(|p| p.oidc().callback_path == path)
     }
 }
 
@@ -191,7 +194,10 @@ impl App {
         let login = Login::new(&config, &kept, previous)?;
         let bearer = BearerAuth::new(
             &config,
-            login.as_ref().map(|l| l.providers.login().clone()),
+            login
+                .as_ref()
+                .map(|l| l.providers.iter().cloned().collect())
+                .unwrap_or_default(),
             clock.clone(),
             previous.map(|p| &p.bearer),
         )?;
@@ -227,9 +233,19 @@ impl App {
             .is_some_and(|l| l.sessions.is_ours(name) || l.flows.is_ours(name))
     }
 
-    /// The path the provider sends browsers back to, when there is browser sign-in.
-    pub fn callback_path(&self) -> Option<&str> {
-        self.login.as_ref().map(|l| l.oidc().callback_path.as_str())
+    /// Whether `path` is where a provider sends browsers back, when there is browser
+    /// sign-in.
+    pub fn is_callback(&self, path: &str) -> bool {
+        self.login.as_ref().is_some_and(|l| l.is_callback(path))
+    }
+
+    /// The id of the provider `session` was signed in with (`None`: none configured now).
+    pub(crate) fn session_provider(&self, session: &SessionData) -> Option<&str> {
+        let login = self.login.as_ref()?;
+        login
+            .providers
+            .of_session(&session.identity)
+            .map(|p| p.id())
     }
 
     /// How ready this portcullis is to serve: its login providers' state, or without browser
@@ -276,6 +292,22 @@ impl Login {
                 ..Authentication::default()
             };
         };
+        // A session of a provider no longer configured (or whose id now names another
+        // issuer) vouches for no one.
+        let Some(provider) = self.providers.of_session(&session.identity).cloned() else {
+            tracing::info!(
+                provider = session
+                    .identity
+                    .provider
+                    .as_deref()
+                    .unwrap_or("(none recorded)"),
+                "session of a provider that is not configured: signed out"
+            );
+            return Authentication {
+                set_cookies: self.sessions.clear(&loaded, now).await,
+                ..Authentication::default()
+            };
+        };
         if !session.needs_refresh(now) {
             return Authentication::of(session);
         }
@@ -284,7 +316,7 @@ impl Login {
             return Authentication::of(session);
         };
         let refresh = Refresh {
-            provider: self.providers.login().clone(),
+            provider,
             sessions: self.sessions.clone(),
             loaded: Loaded {
                 session: Some(session.clone()),
@@ -385,7 +417,7 @@ impl Refresh {
         let metrics = crate::metrics::get();
         match self.provider.refresh_session(old, self.now).await {
             Ok(s) => {
-                metrics.refresh(RefreshResult::Refreshed);
+                metrics.refresh(self.provider.id(), RefreshResult::Refreshed);
                 if let Err(e) = self.sessions.persist(&s, &self.loaded, self.now).await {
                     tracing::warn!(error = %e, "a refreshed session could not be kept");
                 }
@@ -394,10 +426,10 @@ impl Refresh {
             Err(e) => {
                 tracing::info!(user = old.identity.user(), error = %e, "session refresh failed");
                 if e.is_provider_down() {
-                    metrics.refresh(RefreshResult::ProviderDown);
+                    metrics.refresh(self.provider.id(), RefreshResult::ProviderDown);
                     Outcome::ProviderDown
                 } else {
-                    metrics.refresh(RefreshResult::Rejected);
+                    metrics.refresh(self.provider.id(), RefreshResult::Rejected);
                     Outcome::Rejected
                 }
             }
@@ -445,6 +477,8 @@ mod tests {
                 email: None,
                 groups: Vec::new(),
                 preferred_username: None,
+                provider: None,
+                issuer: None,
             },
             created_at: now.secs() - 10,
             expires_at: now.secs() + 3600,
@@ -459,7 +493,14 @@ mod tests {
         let cookie = signed_in(before, &data, now).await;
         before
             .sessions
-            .end_sessions(Some("alice-sub"), None, now)
+            .end_sessions(
+                crate::session::Ending {
+                    provider: "default",
+                    sub: Some("alice-sub"),
+                    sid: None,
+                },
+                now,
+            )
             .await
             .unwrap();
         let ttl = Duration::from_secs(60);

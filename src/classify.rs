@@ -47,10 +47,11 @@ const FIXED: &[(&str, Endpoint)] = &[
     ("/oauth2/backchannel_logout", Endpoint::BackchannelLogout),
 ];
 
-/// Classifies a request by its path (the part before `?`). `callback_path` comes from
-/// `oidc.redirect_url` and may live outside `/oauth2/`; there is none without browser sign-in.
-pub(crate) fn classify(path: &str, callback_path: Option<&str>) -> Route {
-    if callback_path == Some(path) {
+/// Classifies a request by its path (the part before `?`). `is_callback` says whether a path
+/// is a provider's callback (the path of an `oidc.redirect_url`, which may live outside
+/// `/oauth2/`); none is without browser sign-in.
+pub(crate) fn classify(path: &str, is_callback: impl Fn(&str) -> bool) -> Route {
+    if is_callback(path) {
         return Route::Endpoint(Endpoint::Callback);
     }
     if let Some((_, endpoint)) = FIXED.iter().find(|(p, _)| *p == path) {
@@ -267,7 +268,7 @@ mod tests {
 
     #[test]
     fn endpoints_match_exactly() {
-        let cb = Some("/oauth2/callback");
+        let cb = |p: &str| p == "/oauth2/callback";
         assert_eq!(classify("/ping", cb), Route::Endpoint(Endpoint::Ping));
         assert_eq!(classify("/ping/", cb), Route::Protected);
         assert_eq!(classify("/PING", cb), Route::Protected);
@@ -287,7 +288,7 @@ mod tests {
         );
         assert_eq!(classify("/app/oauth2/start", cb), Route::Protected);
         assert_eq!(
-            classify("/sso/cb", Some("/sso/cb")),
+            classify("/sso/cb", |p: &str| p == "/sso/cb"),
             Route::Endpoint(Endpoint::Callback)
         );
         assert!(is_reserved_non_callback("/ping"));

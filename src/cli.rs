@@ -100,6 +100,10 @@ enum SessionsAction {
         /// The provider's session id (`sid`).
         #[arg(long)]
         sid: Option<String>,
+        /// Whose `sub` or `sid` it is (a `[[oidc.providers]]` id): needed when there are
+        /// several, since the same `sub` at two providers is two users.
+        #[arg(long, value_name = "ID")]
+        provider: Option<String>,
     },
 }
 
@@ -139,8 +143,14 @@ pub fn main() -> ExitCode {
             },
         ),
         Command::Sessions {
-            action: SessionsAction::Revoke { config, sub, sid },
-        } => revoke(&config, sub.as_deref(), sid.as_deref()),
+            action:
+                SessionsAction::Revoke {
+                    config,
+                    sub,
+                    sid,
+                    provider,
+                },
+        } => revoke(&config, provider.as_deref(), sub.as_deref(), sid.as_deref()),
         Command::Import {
             from: ImportFrom::Oauth2Proxy { args },
         } => match crate::import::oauth2_proxy(&args) {
@@ -218,7 +228,12 @@ fn explain_token(path: &std::path::Path, request: &crate::explain::Request<'_>) 
     }
 }
 
-fn revoke(path: &std::path::Path, sub: Option<&str>, sid: Option<&str>) -> ExitCode {
+fn revoke(
+    path: &std::path::Path,
+    provider: Option<&str>,
+    sub: Option<&str>,
+    sid: Option<&str>,
+) -> ExitCode {
     let config = match Config::load(path) {
         Ok(c) => c,
         Err(e) => {
@@ -230,7 +245,9 @@ fn revoke(path: &std::path::Path, sub: Option<&str>, sid: Option<&str>) -> ExitC
         Ok(r) => r,
         Err(code) => return code,
     };
-    match runtime.block_on(crate::session::redis_store::revoke(&config, sub, sid)) {
+    match runtime.block_on(crate::session::redis_store::revoke(
+        &config, provider, sub, sid,
+    )) {
         Ok(Some(count)) => {
             println!("ended {count} session(s)");
             ExitCode::SUCCESS
@@ -281,47 +298,58 @@ fn check(path: &std::path::Path, offline: bool) -> ExitCode {
         Ok(r) => r,
         Err(code) => return code,
     };
-    let http = match crate::oidc::discovery::provider_client(oidc) {
-        Ok(h) => h,
-        Err(e) => {
-            eprintln!("error: cannot build the HTTP client: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    let result = runtime.block_on(async {
-        let meta = crate::oidc::discovery::fetch_metadata(&http, &oidc.issuer).await?;
-        meta.check_client_auth(&oidc.client_auth)
-            .map_err(|reason| crate::oidc::discovery::FetchError::Invalid {
-                url: crate::oidc::discovery::discovery_url(&oidc.issuer),
-                reason,
-            })?;
-        let jwks = crate::oidc::discovery::fetch_jwks(&http, &meta.jwks_uri).await?;
-        let (keys, _) = crate::jwt::keys::KeySet::from_jwks(&jwks);
-        Ok::<_, crate::oidc::discovery::FetchError>((meta, keys.len()))
-    });
-    match result {
-        Ok((meta, keys)) if keys > 0 => {
-            println!(
-                "ok: {}; provider: {keys} signing key(s), sign-out at provider: {}",
-                config.summary(),
+    let mut lines = Vec::new();
+    for provider in oidc.iter() {
+        let table = match oidc.len() {
+            1 => "oidc".to_string(),
+            _ => format!("provider {}", provider.id),
+        };
+        match runtime.block_on(probe(provider)) {
+            Ok((meta, keys)) if keys > 0 => lines.push(format!(
+                "{table}: {keys} signing key(s), sign-out at provider: {}",
                 if meta.end_session_endpoint.is_some() {
                     "yes"
                 } else {
                     "no"
                 }
-            );
-            ExitCode::SUCCESS
-        }
-        Ok(_) => {
-            eprintln!(
-                "error: {}: the provider's JWKS has no usable signing key",
-                oidc.issuer
-            );
-            ExitCode::from(1)
-        }
-        Err(e) => {
-            eprintln!("error: {}: oidc.issuer: {e}", config.source);
-            ExitCode::from(1)
+            )),
+            Ok(_) => {
+                eprintln!(
+                    "error: {}: the provider's JWKS has no usable signing key",
+                    provider.issuer
+                );
+                return ExitCode::from(1);
+            }
+            Err(e) => {
+                eprintln!("error: {}: {table}.issuer: {e}", config.source);
+                return ExitCode::from(1);
+            }
         }
     }
+    let providers = match lines.as_slice() {
+        [one] => one.replacen("oidc: ", "provider: ", 1),
+        _ => lines.join("; "),
+    };
+    println!("ok: {}; {providers}", config.summary());
+    ExitCode::SUCCESS
+}
+
+/// Discovery and keys of one provider, as the proxy will load them.
+async fn probe(
+    oidc: &crate::config::Oidc,
+) -> Result<(crate::oidc::discovery::Metadata, usize), crate::oidc::discovery::FetchError> {
+    use crate::oidc::discovery::{self, FetchError};
+    let http = discovery::provider_client(oidc).map_err(|e| FetchError::Invalid {
+        url: discovery::discovery_url(&oidc.issuer),
+        reason: format!("cannot build the HTTP client: {e}"),
+    })?;
+    let meta = discovery::fetch_metadata(&http, &oidc.issuer).await?;
+    meta.check_client_auth(&oidc.client_auth)
+        .map_err(|reason| FetchError::Invalid {
+            url: discovery::discovery_url(&oidc.issuer),
+            reason,
+        })?;
+    let jwks = discovery::fetch_jwks(&http, &meta.jwks_uri).await?;
+    let (keys, _) = crate::jwt::keys::KeySet::from_jwks(&jwks);
+    Ok((meta, keys.len()))
 }

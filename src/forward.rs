@@ -21,6 +21,7 @@ pub(crate) const X_FORWARDED_EMAIL: &str = "x-forwarded-email";
 pub(crate) const X_FORWARDED_GROUPS: &str = "x-forwarded-groups";
 pub(crate) const X_FORWARDED_PREFERRED_USERNAME: &str = "x-forwarded-preferred-username";
 pub(crate) const X_FORWARDED_ACCESS_TOKEN: &str = "x-forwarded-access-token";
+pub(crate) const X_FORWARDED_ISSUER: &str = "x-forwarded-issuer";
 
 /// Names (normalised: lower case, `_` as `-`) that claim an identity, a token, a client
 /// certificate, an original URL, method or host. A client copy is never forwarded, whoever
@@ -32,6 +33,7 @@ const IDENTITY_HEADERS: &[&str] = &[
     X_FORWARDED_GROUPS,
     X_FORWARDED_PREFERRED_USERNAME,
     X_FORWARDED_ACCESS_TOKEN,
+    X_FORWARDED_ISSUER,
     "x-forwarded-id-token",
     "x-forwarded-username",
     "x-forwarded-login",
@@ -88,7 +90,103 @@ pub(crate) fn is_reserved_name(name: &str) -> bool {
     RESERVED.contains(&n.as_str()) || FORWARDING_HEADERS.contains(&n.as_str()) || n.starts_with(':')
 }
 
-/// What the identity headers portcullis sets are called (`headers.names`).
+/// How the user header is written (`headers.user_format`): the user, with the provider's id
+/// or the issuer around it where the upstream must tell apart the same `sub` at two
+/// providers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserFormat(Vec<Piece>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Piece {
+    Text(String),
+    User,
+    /// The provider's id; a token issuer that is no sign-in provider: its `iss`.
+    Provider,
+    Issuer,
+}
+
+impl Default for UserFormat {
+    fn default() -> Self {
+        UserFormat(vec![Piece::User])
+    }
+}
+
+impl UserFormat {
+    /// `{user}` once, `{provider}` and `{issuer}` at most once each, text between them. Any
+    /// other `{` or `}` is refused: a typo must not reach every request's header.
+    pub fn parse(text: &str) -> Result<UserFormat, String> {
+        let mut pieces = Vec::new();
+        let mut rest = text;
+        while !rest.is_empty() {
+            match rest.find(['{', '}']) {
+                Some(0) => {
+                    let end = rest.find('}').ok_or("has a `{` without its `}`")?;
+                    let piece = match &rest[..=end] {
+                        "{user}" => Piece::User,
+                        "{provider}" => Piece::Provider,
+                        "{issuer}" => Piece::Issuer,
+                        other => {
+                            return Err(format!(
+                                "`{other}` is not one of {{user}}, {{provider}}, {{issuer}}"
+                            ))
+                        }
+                    };
+                    if pieces.contains(&piece) {
+                        return Err(format!("names `{}` twice", &rest[..=end]));
+                    }
+                    pieces.push(piece);
+                    rest = &rest[end + 1..];
+                }
+                Some(i) => {
+                    pieces.push(Piece::Text(rest[..i].to_string()));
+                    rest = &rest[i..];
+                }
+                None => {
+                    pieces.push(Piece::Text(rest.to_string()));
+                    rest = "";
+                }
+            }
+        }
+        if !pieces.contains(&Piece::User) {
+            return Err("must contain {user}".into());
+        }
+        let text_ok = |t: &str| HeaderValue::from_str(t).is_ok() && !t.contains(',');
+        if pieces
+            .iter()
+            .any(|p| matches!(p, Piece::Text(t) if !text_ok(t)))
+        {
+            return Err("its text must be visible header characters, without a comma".into());
+        }
+        Ok(UserFormat(pieces))
+    }
+
+    /// The user header's value for `id`. A caller vouched for by no provider or issuer (a
+    /// client certificate alone) is written as its user alone.
+    fn render<'a>(&self, id: &'a Identity) -> Option<Cow<'a, str>> {
+        let user = id.user.as_deref()?;
+        if let [Piece::User] = self.0.as_slice() {
+            return Some(Cow::Borrowed(user));
+        }
+        let issuer = id.issuer.as_deref();
+        let provider = id.provider.as_deref().or(issuer);
+        if issuer.is_none() {
+            return Some(Cow::Borrowed(user));
+        }
+        let mut out = String::new();
+        for piece in &self.0 {
+            out.push_str(match piece {
+                Piece::Text(t) => t,
+                Piece::User => user,
+                Piece::Provider => provider.unwrap_or_default(),
+                Piece::Issuer => issuer.unwrap_or_default(),
+            });
+        }
+        Some(Cow::Owned(out))
+    }
+}
+
+/// What the identity headers portcullis sets are called (`headers.names`), and how the user
+/// is written (`headers.user_format`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdentityNames {
     pub user: HeaderName,
@@ -96,6 +194,10 @@ pub struct IdentityNames {
     pub groups: HeaderName,
     pub preferred_username: HeaderName,
     pub access_token: HeaderName,
+    /// The issuer that vouches for the caller: with several providers (or token issuers),
+    /// the same `sub` from two of them is two users.
+    pub issuer: HeaderName,
+    pub user_format: UserFormat,
 }
 
 impl Default for IdentityNames {
@@ -106,20 +208,25 @@ impl Default for IdentityNames {
             groups: HeaderName::from_static(X_FORWARDED_GROUPS),
             preferred_username: HeaderName::from_static(X_FORWARDED_PREFERRED_USERNAME),
             access_token: HeaderName::from_static(X_FORWARDED_ACCESS_TOKEN),
+            issuer: HeaderName::from_static(X_FORWARDED_ISSUER),
+            user_format: UserFormat::default(),
         }
     }
 }
 
 impl IdentityNames {
     /// The names `/oauth2/auth` answers with: oauth2-proxy's, which nginx and Traefik recipes
-    /// copy onward (fixed, whatever `headers.names` says about the upstream's).
-    pub fn forward_auth() -> IdentityNames {
+    /// copy onward (fixed, whatever `headers.names` says about the upstream's), with the
+    /// user written as `user_format` says.
+    pub fn forward_auth(user_format: UserFormat) -> IdentityNames {
         IdentityNames {
             user: HeaderName::from_static("x-auth-request-user"),
             email: HeaderName::from_static("x-auth-request-email"),
             groups: HeaderName::from_static("x-auth-request-groups"),
             preferred_username: HeaderName::from_static("x-auth-request-preferred-username"),
             access_token: HeaderName::from_static("x-auth-request-access-token"),
+            issuer: HeaderName::from_static("x-auth-request-issuer"),
+            user_format,
         }
     }
 
@@ -132,7 +239,7 @@ impl IdentityNames {
     ) -> impl Iterator<Item = (&'a HeaderName, Cow<'a, str>)> + 'a {
         let groups = (!id.groups.is_empty()).then(|| Cow::Owned(id.groups.join(",")));
         [
-            (&self.user, id.user.as_deref().map(Cow::Borrowed)),
+            (&self.user, self.user_format.render(id)),
             (&self.email, id.email.as_deref().map(Cow::Borrowed)),
             (&self.groups, groups),
             (
@@ -140,18 +247,20 @@ impl IdentityNames {
                 id.preferred_username.as_deref().map(Cow::Borrowed),
             ),
             (&self.access_token, access_token.map(Cow::Borrowed)),
+            (&self.issuer, id.issuer.as_deref().map(Cow::Borrowed)),
         ]
         .into_iter()
         .filter_map(|(name, value)| Some((name, value?)))
     }
 
-    pub fn all(&self) -> [&HeaderName; 5] {
+    pub fn all(&self) -> [&HeaderName; 6] {
         [
             &self.user,
             &self.email,
             &self.groups,
             &self.preferred_username,
             &self.access_token,
+            &self.issuer,
         ]
     }
 
@@ -382,6 +491,8 @@ mod tests {
             email: Some("alice@example.com".into()),
             groups: vec!["sre".into(), "dev".into()],
             preferred_username: Some("alice".into()),
+            provider: None,
+            issuer: None,
         }
     }
 
@@ -560,6 +671,8 @@ mod renamed {
             email: None,
             groups: vec!["dev".into()],
             preferred_username: None,
+            provider: None,
+            issuer: None,
         };
         let vouch = Vouch {
             identity: Some(&id),
@@ -592,5 +705,61 @@ mod renamed {
         );
         assert!(is_reserved_name("Cookie") && is_reserved_name("x_forwarded_for"));
         assert!(!is_reserved_name("x-webauth-user"));
+    }
+}
+
+#[cfg(test)]
+mod user_format {
+    use super::*;
+
+    fn from(provider: Option<&str>, issuer: Option<&str>) -> Identity {
+        Identity {
+            user: Some("alice".into()),
+            email: None,
+            groups: Vec::new(),
+            preferred_username: None,
+            provider: provider.map(str::to_string),
+            issuer: issuer.map(str::to_string),
+        }
+    }
+
+    fn user(format: &str, id: &Identity) -> String {
+        let names = IdentityNames {
+            user_format: UserFormat::parse(format).unwrap(),
+            ..IdentityNames::default()
+        };
+        let values: Vec<_> = names.values(id, None).collect();
+        let user = values.iter().find(|(n, _)| **n == names.user).unwrap();
+        user.1.to_string()
+    }
+
+    #[test]
+    fn the_same_sub_at_two_providers_is_two_users() {
+        let okta = from(Some("okta"), Some("https://okta.example.com"));
+        let ghe = from(Some("ghe"), Some("https://ghe.example.com"));
+        assert_eq!(user("{provider}:{user}", &okta), "okta:alice");
+        assert_eq!(user("{provider}:{user}", &ghe), "ghe:alice");
+        assert_eq!(user("{user}", &okta), "alice");
+        assert_eq!(
+            user("{user}|{issuer}", &ghe),
+            "alice|https://ghe.example.com"
+        );
+        // A token issuer that is no sign-in provider is named by its issuer.
+        let dealer = from(None, Some("https://dealer.example.com"));
+        assert_eq!(
+            user("{provider}/{user}", &dealer),
+            "https://dealer.example.com/alice"
+        );
+        // A certificate alone is vouched for by no issuer: its user as it is.
+        assert_eq!(user("{provider}:{user}", &from(None, None)), "alice");
+        // The issuer travels in a header of its own, stripped from clients like the others.
+        let names = IdentityNames::default();
+        let issuer: Vec<_> = names
+            .values(&okta, None)
+            .filter(|(n, _)| n.as_str() == X_FORWARDED_ISSUER)
+            .map(|(_, v)| v.into_owned())
+            .collect();
+        assert_eq!(issuer, ["https://okta.example.com"]);
+        assert!(names.claims("x_forwarded_issuer".replace('_', "-").as_str()));
     }
 }

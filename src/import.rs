@@ -525,7 +525,7 @@ custom_sign_in_logo = "/logo.png"
             "--extra-jwt-issuers=https://ci.example.com=ci-api",
         ]);
         let config = parses(&imported);
-        let oidc = config.oidc.as_ref().unwrap();
+        let oidc = config.oidc.as_ref().unwrap().first();
         assert_eq!(oidc.issuer, "https://login.example.com/realms/staff");
         assert_eq!(config.upstream.url.as_str(), "http://127.0.0.1:8080/");
         assert_eq!(

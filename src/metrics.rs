@@ -26,6 +26,8 @@ pub(crate) struct Metrics {
     idp_seconds: HistogramVec,
     jwks_refetches: IntCounter,
     refreshes: IntCounterVec,
+    logins: IntCounterVec,
+    provider_ready: prometheus::IntGaugeVec,
     cookie_bytes: Histogram,
     reloads: [IntCounter; 2],
     last_reload_ok: IntGauge,
@@ -161,9 +163,25 @@ impl Metrics {
         let _ = registry.register(Box::new(jwks_refetches.clone()));
         let refreshes = counter_vec(
             "session_refreshes_total",
-            "Session refreshes at the provider by result (refreshed, rejected, provider_down).",
-            &["result"],
+            "Session refreshes at the provider by provider and result (refreshed, rejected, \
+             provider_down).",
+            &["provider", "result"],
         );
+        let logins = counter_vec(
+            "logins_total",
+            "Browser sign-ins finished at the callback, by provider and result (ok, refused: \
+             the provider's answer did not verify or said no, provider_down, store_down).",
+            &["provider", "result"],
+        );
+        let provider_ready = prometheus::IntGaugeVec::new(
+            Opts::new(
+                "identity_provider_ready",
+                "1 while the sign-in provider is loaded and answering, 0 while it is not.",
+            ),
+            &["provider"],
+        )
+        .unwrap_or_else(|e| unreachable_metric("identity_provider_ready", e));
+        let _ = registry.register(Box::new(provider_ready.clone()));
         let cookie_bytes = histogram(
             "session_cookie_bytes",
             "Size of each session cookie written (all chunks together).",
@@ -205,6 +223,8 @@ impl Metrics {
             idp_seconds,
             jwks_refetches,
             refreshes,
+            logins,
+            provider_ready,
             cookie_bytes,
         }
     }
@@ -255,13 +275,25 @@ impl Metrics {
         self.jwks_refetches.inc();
     }
 
-    pub(crate) fn refresh(&self, result: RefreshResult) {
+    pub(crate) fn refresh(&self, provider: &str, result: RefreshResult) {
         let label = match result {
             RefreshResult::Refreshed => "refreshed",
             RefreshResult::Rejected => "rejected",
             RefreshResult::ProviderDown => "provider_down",
         };
-        self.refreshes.with_label_values(&[label]).inc();
+        self.refreshes.with_label_values(&[provider, label]).inc();
+    }
+
+    /// A sign-in finished at the callback; `result` is one of a fixed few words.
+    pub(crate) fn login(&self, provider: &str, result: &'static str) {
+        self.logins.with_label_values(&[provider, result]).inc();
+    }
+
+    /// Whether the sign-in provider `provider` is ready now.
+    pub(crate) fn provider_ready(&self, provider: &str, ready: bool) {
+        self.provider_ready
+            .with_label_values(&[provider])
+            .set(i64::from(ready));
     }
 
     pub(crate) fn reload(&self, result: ReloadResult) {
@@ -347,7 +379,9 @@ mod tests {
         m.decision(Duration::from_micros(80));
         m.idp_call("jwks", CallResult::Ok, Duration::from_millis(3));
         m.jwks_refetch();
-        m.refresh(RefreshResult::Refreshed);
+        m.refresh("default", RefreshResult::Refreshed);
+        m.login("default", "ok");
+        m.provider_ready("default", true);
         m.session_cookie(1100);
         m.reload(ReloadResult::Refused);
         let text = String::from_utf8(m.render()).unwrap();
@@ -361,7 +395,9 @@ mod tests {
             "portcullis_idp_requests_total{endpoint=\"jwks\",result=\"ok\"}",
             "portcullis_idp_request_seconds_count{endpoint=\"jwks\"}",
             "portcullis_jwks_refetches_total",
-            "portcullis_session_refreshes_total{result=\"refreshed\"}",
+            "portcullis_session_refreshes_total{provider=\"default\",result=\"refreshed\"}",
+            "portcullis_logins_total{provider=\"default\",result=\"ok\"}",
+            "portcullis_identity_provider_ready{provider=\"default\"} 1",
             "portcullis_session_cookie_bytes_count",
             "portcullis_config_reloads_total{result=\"refused\"} 1",
             "portcullis_config_last_reload_successful 0",

@@ -202,7 +202,7 @@ impl ProxyHttp for Portcullis {
         if let Some(reason) = framing {
             return refuse(session, ctx, reason).await;
         }
-        let route = classify::classify(session.req_header().uri.path(), app.callback_path());
+        let route = classify::classify(session.req_header().uri.path(), |p| app.is_callback(p));
         // Only back-channel logout reads a body (the provider's form), bounded.
         let body = if route == Route::Endpoint(classify::Endpoint::BackchannelLogout) {
             match read_body(session, endpoints::MAX_BODY_BYTES).await? {

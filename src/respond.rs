@@ -56,6 +56,35 @@ impl Reply {
         )
     }
 
+    /// A page of links for a person to pick one of (the sign-in provider chooser). Every
+    /// label and target is escaped here.
+    pub(crate) fn choices(title: &str, lead: &str, links: &[(&str, String)]) -> Reply {
+        let items: String = links
+            .iter()
+            .map(|(label, href)| {
+                format!(
+                    "<li><a href=\"{}\">{}</a></li>",
+                    escape_html(href),
+                    escape_html(label)
+                )
+            })
+            .collect();
+        let body = format!(
+            "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title>\
+             <style>body{{font-family:system-ui,sans-serif;max-width:40rem;margin:4rem auto;padding:0 1rem;color:#222}}\
+             h1{{font-size:1.4rem}}li{{margin:.6rem 0;font-size:1.1rem}}</style></head>\
+             <body><h1>{t}</h1><p>{l}</p><ul>{items}</ul></body></html>",
+            t = escape_html(title),
+            l = escape_html(lead),
+        );
+        Reply::new(200, "text/html; charset=utf-8", body)
+            .header(
+                "content-security-policy",
+                "default-src 'none'; style-src 'unsafe-inline'",
+            )
+            .header("Cache-Control", "no-store")
+    }
+
     /// A page that moves the browser on to `target` itself. Used after login when the session
     /// cookie is `SameSite=Strict`: browsers withhold such a cookie on a redirect chain that
     /// started at the provider's site, but send it when a page of ours navigates.

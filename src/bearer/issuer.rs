@@ -69,6 +69,14 @@ impl Issuer {
         }
     }
 
+    /// The id of the sign-in provider that issues these tokens, when one does.
+    pub(super) fn provider_id(&self) -> Option<&str> {
+        match &self.keys {
+            IssuerKeys::Login(p) => Some(p.id()),
+            IssuerKeys::Remote(_) | IssuerKeys::Static(_) => None,
+        }
+    }
+
     pub(super) fn current_keys(&self) -> Option<Arc<KeySet>> {
         match &self.keys {
             IssuerKeys::Login(p) => p.keys().current(),

@@ -225,25 +225,25 @@ pub struct BearerAuth {
 }
 
 impl BearerAuth {
-    /// The login issuer (through its `provider`'s keys), when there is browser sign-in, and
-    /// each `[[bearer.issuers]]`.
+    /// The sign-in providers' issuers (through each provider's keys), and each
+    /// `[[bearer.issuers]]`.
     /// With `previous` (the verifier before a reload), key sets fetched from the same place
     /// are taken over rather than fetched again; verified tokens are not, since the new
     /// configuration may judge them otherwise.
     pub fn new(
         config: &Config,
-        login: Option<Arc<Provider>>,
+        login: Vec<Arc<Provider>>,
         clock: SharedClock,
         previous: Option<&BearerAuth>,
     ) -> reqwest::Result<BearerAuth> {
         let timeout = config
             .oidc
             .as_ref()
-            .map_or(DEFAULT_HTTP_TIMEOUT, |o| o.http_timeout);
+            .map_or(DEFAULT_HTTP_TIMEOUT, |o| o.first().http_timeout);
         let http = crate::oidc::discovery::http_client(timeout)?;
         let mut issuers: Vec<Issuer> = login
-            .map(|provider| Issuer::login(&config.bearer, provider))
             .into_iter()
+            .map(|provider| Issuer::login(&config.bearer, provider))
             .collect();
         issuers.extend(
             config
@@ -425,8 +425,12 @@ impl BearerAuth {
             refusal
         })?;
         let token_type = token_type(&verified.header, &verified.claims, issuer, now)?;
-        let identity = crate::oidc::identity::from_claims(&verified.claims, &issuer.claims)
-            .map_err(|reason| Refusal::new(BearerError::Invalid, reason))?;
+        let identity = crate::session::Identity {
+            provider: issuer.provider_id().map(str::to_string),
+            issuer: Some(issuer.issuer.clone()),
+            ..crate::oidc::identity::from_claims(&verified.claims, &issuer.claims)
+                .map_err(|reason| Refusal::new(BearerError::Invalid, reason))?
+        };
         let expires_at = verified
             .claims
             .get("exp")

@@ -8,7 +8,7 @@ use url::Url;
 
 use super::check::{Check, Source};
 use super::file::{BearerFile, DpopFile, IssuerFile};
-use super::{ClaimNames, ConfigError, Oidc, Session};
+use super::{ClaimNames, ConfigError, OidcProviders, Session};
 use crate::jwt::keys::KeySet;
 
 /// The validated `[bearer]`.
@@ -155,16 +155,20 @@ const MAX_CACHE_ENTRIES: usize = 10_000_000;
 pub(super) fn validate(
     check: &Check,
     b: BearerFile,
-    oidc: Option<&Oidc>,
+    oidc: Option<&OidcProviders>,
     session: Option<&Session>,
 ) -> Result<Bearer, ConfigError> {
     check.audiences("bearer.audiences", &b.audiences, false)?;
     match oidc {
         Some(oidc) => {
-            if let Some(i) = b.audiences.iter().position(|a| *a == oidc.client_id) {
+            if let Some(i) = b
+                .audiences
+                .iter()
+                .position(|a| oidc.iter().any(|o| *a == o.client_id))
+            {
                 return Err(check.err(
                     format!("bearer.audiences[{i}]"),
-                    "is the client id: ID tokens are governed by bearer.accept_id_tokens",
+                    "is a client id: ID tokens are governed by bearer.accept_id_tokens",
                 ));
             }
         }
@@ -197,7 +201,7 @@ pub(super) fn validate(
     let mut issuers: Vec<BearerIssuer> = Vec::new();
     for (i, f) in b.issuers.into_iter().enumerate() {
         let table = format!("bearer.issuers[{i}]");
-        if oidc.is_some_and(|o| o.issuer == f.issuer)
+        if oidc.is_some_and(|o| o.iter().any(|o| o.issuer == f.issuer))
             || issuers.iter().any(|other| other.issuer == f.issuer)
         {
             return Err(check.err(

@@ -13,8 +13,9 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::check::{Check, Source};
 use super::file::{ClientAuthFile, OidcFile};
+use super::oidc::Table;
 use super::oidc::{ClientAuthMethod, Secret};
-use super::{ConfigError, ENV_CLIENT_SECRET};
+use super::ConfigError;
 
 /// How portcullis authenticates at the token endpoint.
 #[derive(Debug, Clone)]
@@ -107,12 +108,15 @@ enum SecretSource {
 
 /// `oidc.client_auth` with the files and secret it needs, and nothing it does not: a secret
 /// beside a key (or a key beside a secret) is refused rather than silently ignored.
-pub(super) fn validate(check: &Check, o: &OidcFile) -> Result<ClientAuth, ConfigError> {
+pub(super) fn validate(check: &Check, t: &Table, o: &OidcFile) -> Result<ClientAuth, ConfigError> {
     let chosen = match (o.client_auth, o.token_endpoint_auth_method) {
         (Some(_), Some(_)) => {
             return Err(check.err(
-                "oidc.token_endpoint_auth_method",
-                "is the older name of oidc.client_auth; set only client_auth",
+                t.key("token_endpoint_auth_method"),
+                format!(
+                    "is the older name of {}; set only client_auth",
+                    t.key("client_auth")
+                ),
             ))
         }
         (Some(c), None) => Some(c),
@@ -120,11 +124,16 @@ pub(super) fn validate(check: &Check, o: &OidcFile) -> Result<ClientAuth, Config
         (None, Some(ClientAuthMethod::Post)) => Some(ClientAuthFile::ClientSecretPost),
         (None, None) => None,
     };
-    let secret = client_secret(check, o.client_secret.clone(), o.client_secret_file.clone())?;
+    let secret = client_secret(
+        check,
+        t,
+        o.client_secret.clone(),
+        o.client_secret_file.clone(),
+    )?;
     let unused = |key: &str, set: bool, method: &str| {
         if set {
             Err(check.err(
-                format!("oidc.{key}"),
+                t.key(key),
                 format!("is not used with client_auth = \"{method}\""),
             ))
         } else {
@@ -148,10 +157,11 @@ pub(super) fn validate(check: &Check, o: &OidcFile) -> Result<ClientAuth, Config
             }
             let secret = secret.ok_or_else(|| {
                 check.err(
-                    "oidc.client_secret",
+                    t.key("client_secret"),
                     format!(
-                        "missing: set client_secret, client_secret_file or {ENV_CLIENT_SECRET} \
-                         (or client_auth = \"private_key_jwt\" or \"tls_client_auth\")"
+                        "missing: set client_secret, client_secret_file or {} \
+                         (or client_auth = \"private_key_jwt\" or \"tls_client_auth\")",
+                        t.env
                     ),
                 )
             })?;
@@ -163,13 +173,13 @@ pub(super) fn validate(check: &Check, o: &OidcFile) -> Result<ClientAuth, Config
             unused("client_cert", o.client_cert.is_some(), method)?;
             let path = o.client_key.as_deref().ok_or_else(|| {
                 check.err(
-                    "oidc.client_key",
+                    t.key("client_key"),
                     "missing: the key assertions are signed with",
                 )
             })?;
-            let (alg, key) = signing_key(check, path)?;
+            let (alg, key) = signing_key(check, t, path)?;
             if o.client_key_id.as_deref().is_some_and(str::is_empty) {
-                return Err(check.err("oidc.client_key_id", "must not be empty"));
+                return Err(check.err(t.key("client_key_id"), "must not be empty"));
             }
             Ok(ClientAuth::PrivateKeyJwt(ClientKey {
                 alg,
@@ -183,14 +193,17 @@ pub(super) fn validate(check: &Check, o: &OidcFile) -> Result<ClientAuth, Config
             unused("client_key_id", o.client_key_id.is_some(), method)?;
             let cert = o.client_cert.as_deref().ok_or_else(|| {
                 check.err(
-                    "oidc.client_cert",
+                    t.key("client_cert"),
                     "missing: the certificate presented to the provider",
                 )
             })?;
             let key = o.client_key.as_deref().ok_or_else(|| {
-                check.err("oidc.client_key", "missing: the key of oidc.client_cert")
+                check.err(
+                    t.key("client_key"),
+                    format!("missing: the key of {}", t.key("client_cert")),
+                )
             })?;
-            Ok(ClientAuth::TlsClientAuth(identity(check, cert, key)?))
+            Ok(ClientAuth::TlsClientAuth(identity(check, t, cert, key)?))
         }
     }
 }
@@ -198,40 +211,42 @@ pub(super) fn validate(check: &Check, o: &OidcFile) -> Result<ClientAuth, Config
 /// The client secret from exactly one of the file, a secret file or the environment.
 fn client_secret(
     check: &Check,
+    t: &Table,
     inline: Option<String>,
     file: Option<String>,
 ) -> Result<Option<Secret>, ConfigError> {
     let sources = vec![
         Source::new("client_secret", inline.map(SecretSource::Inline)),
         Source::new("client_secret_file", file.map(SecretSource::File)),
-        Source::new(
-            ENV_CLIENT_SECRET,
-            (check.env)(ENV_CLIENT_SECRET).map(SecretSource::Environment),
-        ),
+        Source::new(&t.env, (check.env)(&t.env).map(SecretSource::Environment)),
     ];
-    let secret = match check.exactly_one("oidc.client_secret", sources)? {
+    let secret = match check.exactly_one(&t.key("client_secret"), sources)? {
         Some(SecretSource::Inline(s) | SecretSource::Environment(s)) => s,
         Some(SecretSource::File(path)) => {
-            let bytes = check.secret_file("oidc.client_secret_file", &path)?;
-            String::from_utf8(bytes)
-                .map_err(|_| check.err("oidc.client_secret_file", "is not UTF-8 text"))?
+            let key = t.key("client_secret_file");
+            let bytes = check.secret_file(&key, &path)?;
+            String::from_utf8(bytes).map_err(|_| check.err(key, "is not UTF-8 text"))?
         }
         None => return Ok(None),
     };
     if secret.is_empty() {
-        return Err(check.err("oidc.client_secret", "must not be empty"));
+        return Err(check.err(t.key("client_secret"), "must not be empty"));
     }
     Ok(Some(Secret::new(secret)))
 }
 
 /// A P-256 key (ES256) or an RSA key of at least 2048 bits (RS256), PKCS#8 or PKCS#1 PEM.
-fn signing_key(check: &Check, path: &str) -> Result<(Algorithm, EncodingKey), ConfigError> {
-    let key = "oidc.client_key";
-    let pem = check.read(key, path)?;
+fn signing_key(
+    check: &Check,
+    t: &Table,
+    path: &str,
+) -> Result<(Algorithm, EncodingKey), ConfigError> {
+    let key = t.key("client_key");
+    let pem = check.read(&key, path)?;
     let der = PrivateKeyDer::from_pem_slice(&pem)
-        .map_err(|e| check.err(key, format!("`{path}` holds no PEM private key ({e})")))?;
+        .map_err(|e| check.err(&key, format!("`{path}` holds no PEM private key ({e})")))?;
     let rng = ring::rand::SystemRandom::new();
-    let bad = |what: &str| check.err(key, format!("`{path}`: {what}"));
+    let bad = |what: &str| check.err(&key, format!("`{path}`: {what}"));
     match &der {
         PrivateKeyDer::Pkcs8(p8) => {
             let der = p8.secret_pkcs8_der();
@@ -276,30 +291,32 @@ fn rsa(
 }
 
 /// The client certificate chain and its key, checked to parse and to belong together.
-fn identity(check: &Check, cert: &str, key: &str) -> Result<ClientIdentity, ConfigError> {
-    let cert_pem = check.read("oidc.client_cert", cert)?;
+fn identity(
+    check: &Check,
+    t: &Table,
+    cert: &str,
+    key: &str,
+) -> Result<ClientIdentity, ConfigError> {
+    let (cert_key, key_key) = (t.key("client_cert"), t.key("client_key"));
+    let cert_pem = check.read(&cert_key, cert)?;
     let chain: Vec<CertificateDer<'_>> = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<_, _>>()
-        .map_err(|e| check.err("oidc.client_cert", format!("`{cert}`: {e}")))?;
+        .map_err(|e| check.err(&cert_key, format!("`{cert}`: {e}")))?;
     if chain.is_empty() {
-        return Err(check.err("oidc.client_cert", format!("`{cert}` holds no certificate")));
+        return Err(check.err(&cert_key, format!("`{cert}` holds no certificate")));
     }
-    let key_pem = check.read("oidc.client_key", key)?;
-    let private = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
-        check.err(
-            "oidc.client_key",
-            format!("`{key}` holds no PEM private key ({e})"),
-        )
-    })?;
+    let key_pem = check.read(&key_key, key)?;
+    let private = PrivateKeyDer::from_pem_slice(&key_pem)
+        .map_err(|e| check.err(&key_key, format!("`{key}` holds no PEM private key ({e})")))?;
     let provider = rustls::crypto::ring::default_provider();
     let signing = provider
         .key_provider
         .load_private_key(private)
-        .map_err(|e| check.err("oidc.client_key", format!("`{key}`: {e}")))?;
+        .map_err(|e| check.err(&key_key, format!("`{key}`: {e}")))?;
     let certified = rustls::sign::CertifiedKey::new(chain, signing);
     certified.keys_match().map_err(|e| {
         check.err(
-            "oidc.client_key",
+            &key_key,
             format!("`{key}` is not the key of `{cert}` ({e})"),
         )
     })?;
@@ -307,21 +324,25 @@ fn identity(check: &Check, cert: &str, key: &str) -> Result<ClientIdentity, Conf
     both.push(b'\n');
     both.extend_from_slice(&key_pem);
     let identity = reqwest::Identity::from_pem(&both)
-        .map_err(|e| check.err("oidc.client_cert", format!("`{cert}`: {e}")))?;
+        .map_err(|e| check.err(&cert_key, format!("`{cert}`: {e}")))?;
     Ok(ClientIdentity(identity))
 }
 
 /// `oidc.provider_ca`: one or more PEM certificates.
-pub(super) fn provider_ca(check: &Check, path: Option<&str>) -> Result<ProviderCa, ConfigError> {
+pub(super) fn provider_ca(
+    check: &Check,
+    t: &Table,
+    path: Option<&str>,
+) -> Result<ProviderCa, ConfigError> {
     let Some(path) = path else {
         return Ok(ProviderCa::default());
     };
-    let key = "oidc.provider_ca";
-    let pem = check.read(key, path)?;
+    let key = t.key("provider_ca");
+    let pem = check.read(&key, path)?;
     let certs = reqwest::Certificate::from_pem_bundle(&pem)
-        .map_err(|e| check.err(key, format!("`{path}`: {e}")))?;
+        .map_err(|e| check.err(&key, format!("`{path}`: {e}")))?;
     if certs.is_empty() {
-        return Err(check.err(key, format!("`{path}` holds no certificate")));
+        return Err(check.err(&key, format!("`{path}` holds no certificate")));
     }
     Ok(ProviderCa(certs))
 }

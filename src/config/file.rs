@@ -120,11 +120,20 @@ pub(super) struct UpstreamFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct OidcFile {
-    pub issuer: String,
-    pub client_id: String,
+    /// `[[oidc.providers]]`: several providers, each a table of the keys below. Beside it,
+    /// `[oidc]` holds nothing else (a provider's settings are its own, never inherited).
+    #[serde(default)]
+    pub providers: Vec<OidcFile>,
+    /// How routes, `/oauth2/start?provider=` and sessions name the provider; `default` for
+    /// a lone `[oidc]`.
+    pub id: Option<String>,
+    /// What the sign-in chooser page shows (the `id` when not given).
+    pub name: Option<String>,
+    pub issuer: Option<String>,
+    pub client_id: Option<String>,
     pub client_secret: Option<String>,
     pub client_secret_file: Option<String>,
-    pub redirect_url: String,
+    pub redirect_url: Option<String>,
     pub scopes: Option<Vec<String>>,
     pub user_claim: Option<OneOrMany>,
     pub email_claim: Option<String>,
@@ -155,6 +164,43 @@ pub(super) struct OidcFile {
     pub health_check_interval: Option<String>,
     /// How the browser is sent to the provider's `end_session_endpoint`.
     pub end_session_method: Option<super::EndSessionMethod>,
+}
+
+impl OidcFile {
+    /// The first provider setting given, beside `providers` (where none may be).
+    pub(super) fn first_key_set(&self) -> Option<&'static str> {
+        let set = [
+            ("id", self.id.is_some()),
+            ("name", self.name.is_some()),
+            ("issuer", self.issuer.is_some()),
+            ("client_id", self.client_id.is_some()),
+            ("client_secret", self.client_secret.is_some()),
+            ("client_secret_file", self.client_secret_file.is_some()),
+            ("redirect_url", self.redirect_url.is_some()),
+            ("scopes", self.scopes.is_some()),
+            ("user_claim", self.user_claim.is_some()),
+            ("email_claim", self.email_claim.is_some()),
+            ("groups_claim", self.groups_claim.is_some()),
+            ("client_auth", self.client_auth.is_some()),
+            (
+                "token_endpoint_auth_method",
+                self.token_endpoint_auth_method.is_some(),
+            ),
+            ("client_key", self.client_key.is_some()),
+            ("client_key_id", self.client_key_id.is_some()),
+            ("client_cert", self.client_cert.is_some()),
+            ("provider_ca", self.provider_ca.is_some()),
+            ("http_timeout", self.http_timeout.is_some()),
+            ("insecure_allow_http", self.insecure_allow_http),
+            ("leeway", self.leeway.is_some()),
+            (
+                "health_check_interval",
+                self.health_check_interval.is_some(),
+            ),
+            ("end_session_method", self.end_session_method.is_some()),
+        ];
+        set.into_iter().find(|(_, on)| *on).map(|(key, _)| key)
+    }
 }
 
 /// `oidc.client_auth`.
@@ -246,6 +292,9 @@ pub(super) struct HeadersFile {
     pub strip: Vec<String>,
     #[serde(default)]
     pub names: HeaderNamesFile,
+    /// How the user header is written: `{user}` (the default), or with `{provider}` and
+    /// `{issuer}` around it, e.g. `{provider}:{user}`.
+    pub user_format: Option<String>,
 }
 
 /// The names of the identity headers portcullis sets.
@@ -253,6 +302,7 @@ pub(super) struct HeadersFile {
 #[serde(deny_unknown_fields)]
 pub(super) struct HeaderNamesFile {
     pub user: Option<String>,
+    pub issuer: Option<String>,
     pub email: Option<String>,
     pub groups: Option<String>,
     pub preferred_username: Option<String>,
@@ -330,6 +380,8 @@ pub(super) struct RouteFile {
     #[serde(default)]
     pub methods: Vec<String>,
     pub host: Option<String>,
+    /// The `[[oidc.providers]]` id browsers sign in with here; its sessions only.
+    pub provider: Option<String>,
     /// `public` or `authenticated` (the default).
     pub policy: Option<RoutePolicyFile>,
     #[serde(default)]

@@ -3,7 +3,7 @@
 use super::check::Check;
 use super::file::HeadersFile;
 use super::ConfigError;
-use crate::forward::IdentityNames;
+use crate::forward::{IdentityNames, UserFormat};
 
 /// The validated `[headers]`.
 #[derive(Debug, Clone)]
@@ -12,8 +12,11 @@ pub struct Headers {
     pub pass_access_token: bool,
     /// A session's ID token goes upstream as `Authorization: Bearer`.
     pub pass_id_token_as_bearer: bool,
-    /// What the identity headers portcullis sets are called.
+    /// What the identity headers portcullis sets for the upstream are called, and how the
+    /// user is written.
     pub names: IdentityNames,
+    /// The same for `/oauth2/auth` answers: oauth2-proxy's names, the same user format.
+    pub forward_auth: IdentityNames,
     /// More names removed from every client request, normalised (lower case, `-` for `_`).
     pub strip: Vec<String>,
 }
@@ -25,8 +28,14 @@ pub(super) fn validate(check: &Check, h: HeadersFile) -> Result<Headers, ConfigE
         Some(value) => check.header_name(&format!("headers.names.{key}"), &value),
         None => Ok(default.clone()),
     };
+    let user_format = match h.user_format {
+        Some(text) => UserFormat::parse(&text).map_err(|e| check.err("headers.user_format", e))?,
+        None => UserFormat::default(),
+    };
     let names = IdentityNames {
+        user_format: user_format.clone(),
         user: name("user", n.user, &defaults.user)?,
+        issuer: name("issuer", n.issuer, &defaults.issuer)?,
         email: name("email", n.email, &defaults.email)?,
         groups: name("groups", n.groups, &defaults.groups)?,
         preferred_username: name(
@@ -52,6 +61,7 @@ pub(super) fn validate(check: &Check, h: HeadersFile) -> Result<Headers, ConfigE
         })
         .collect::<Result<_, ConfigError>>()?;
     Ok(Headers {
+        forward_auth: IdentityNames::forward_auth(user_format),
         pass_access_token: h.pass_access_token,
         pass_id_token_as_bearer: h.pass_id_token_as_bearer,
         names,

@@ -33,7 +33,9 @@ pub use bearer::{Bearer, BearerIssuer, Dpop, IssuerKeys};
 pub use client_auth::{ClientAuth, ClientIdentity, ClientKey, ProviderCa};
 pub use headers::Headers;
 pub use logging::{LogFormat, Logging};
-pub use oidc::{ClaimNames, ClientAuthMethod, EndSessionMethod, Oidc, Secret};
+pub use oidc::{
+    ClaimNames, ClientAuthMethod, EndSessionMethod, Oidc, OidcProviders, Secret, DEFAULT_PROVIDER,
+};
 pub use redis::{
     shown as redis_url_shown, RedisSettings, RedisTopology, SessionStorage, ENV_REDIS_PASSWORD,
 };
@@ -84,9 +86,9 @@ pub struct Config {
     pub server: Server,
     /// `[upstream]`
     pub upstream: Upstream,
-    /// `[oidc]`: browsers sign in. `None`: a resource server, whose callers all bring a
-    /// bearer token or a client certificate.
-    pub oidc: Option<Oidc>,
+    /// `[oidc]` or `[[oidc.providers]]`: browsers sign in. `None`: a resource server, whose
+    /// callers all bring a bearer token or a client certificate.
+    pub oidc: Option<OidcProviders>,
     /// `[session]`: always there with `[oidc]`; without it, only when its secrets key DPoP
     /// nonces.
     pub session: Option<Session>,
@@ -141,9 +143,17 @@ impl Config {
             .collect();
         let login = match (&self.oidc, &self.session) {
             (Some(oidc), Some(session)) => format!(
-                "issuer {}; client {}; {} session secret(s); cookie {}",
-                oidc.issuer,
-                oidc.client_id,
+                "{}; {} session secret(s); cookie {}",
+                oidc.iter()
+                    .map(|o| match oidc.len() {
+                        1 => format!("issuer {}; client {}", o.issuer, o.client_id),
+                        _ => format!(
+                            "provider {}: issuer {}, client {}",
+                            o.id, o.issuer, o.client_id
+                        ),
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; "),
                 session.secrets.len(),
                 session.cookie_name,
             ),
@@ -284,7 +294,7 @@ fn validate(check: &Check, f: FileConfig) -> Result<Config, ConfigError> {
         headers: headers::validate(check, f.headers)?,
         logging: logging::validate(check, f.logging)?,
         bearer,
-        routes: routes::routes(check, f.routes)?,
+        routes: routes::routes(check, f.routes, oidc.as_ref())?,
         authorization: routes::authorization(check, f.authorization)?,
         oidc,
         files: check.files(),

@@ -1,4 +1,5 @@
-//! `[oidc]`: the identity provider browsers sign in with, and how portcullis is its client.
+//! `[oidc]` or `[[oidc.providers]]`: the identity providers browsers sign in with, and how
+//! portcullis is the client of each.
 
 use std::fmt;
 use std::time::Duration;
@@ -54,9 +55,18 @@ pub enum ClientAuthMethod {
     Post,
 }
 
-/// The validated `[oidc]`.
+/// The id of a lone `[oidc]` provider. Its sessions' `sub` and `sid` are filed as they were
+/// before there could be several providers, so a `[[oidc.providers]]` entry given this id
+/// keeps the sessions and logouts of the `[oidc]` it replaces.
+pub const DEFAULT_PROVIDER: &str = "default";
+
+/// The validated `[oidc]`, or one `[[oidc.providers]]` entry.
 #[derive(Debug, Clone)]
 pub struct Oidc {
+    /// How routes, `/oauth2/start?provider=`, sessions and metrics name it.
+    pub id: String,
+    /// What the sign-in chooser page shows.
+    pub name: String,
     /// Exactly as configured; compared to `iss` byte for byte.
     pub issuer: String,
     /// Our client id at the provider.
@@ -102,24 +112,161 @@ pub enum EndSessionMethod {
     Post,
 }
 
-pub(super) fn validate(check: &Check, o: OidcFile) -> Result<Oidc, ConfigError> {
+/// The identity providers browsers sign in with: never empty, ids and issuers unique.
+#[derive(Debug, Clone)]
+pub struct OidcProviders {
+    all: Vec<Oidc>,
+}
+
+impl OidcProviders {
+    /// The first provider: the only one of a lone `[oidc]`.
+    pub fn first(&self) -> &Oidc {
+        // Never empty: validation refuses an empty list.
+        &self.all[0]
+    }
+
+    /// Every provider, in the order of the file.
+    pub fn iter(&self) -> std::slice::Iter<'_, Oidc> {
+        self.all.iter()
+    }
+
+    /// The provider of this id.
+    pub fn get(&self, id: &str) -> Option<&Oidc> {
+        self.all.iter().find(|o| o.id == id)
+    }
+
+    /// How many there are.
+    pub fn len(&self) -> usize {
+        self.all.len()
+    }
+
+    /// Never true; for clippy's sake beside [`OidcProviders::len`].
+    pub fn is_empty(&self) -> bool {
+        self.all.is_empty()
+    }
+}
+
+/// Where a provider's keys live in the file, and the environment variable its client secret
+/// may come from: `oidc` and `PORTCULLIS_OIDC_CLIENT_SECRET` for a lone `[oidc]`,
+/// `oidc.providers[i]` and `PORTCULLIS_OIDC_CLIENT_SECRET_<ID>` for each of several.
+pub(super) struct Table {
+    path: String,
+    pub(super) env: String,
+}
+
+impl Table {
+    /// The full name of `key` in this table, for an error.
+    pub(super) fn key(&self, key: &str) -> String {
+        format!("{}.{key}", self.path)
+    }
+}
+
+/// `[oidc]` alone, or `[[oidc.providers]]` with nothing else beside it.
+pub(super) fn validate(check: &Check, o: OidcFile) -> Result<OidcProviders, ConfigError> {
+    if o.providers.is_empty() {
+        let table = Table {
+            path: "oidc".into(),
+            env: super::ENV_CLIENT_SECRET.into(),
+        };
+        let id = o.id.clone().unwrap_or_else(|| DEFAULT_PROVIDER.into());
+        check_id(check, "oidc.id", &id)?;
+        return Ok(OidcProviders {
+            all: vec![provider(check, &table, id, o)?],
+        });
+    }
+    if let Some(key) = o.first_key_set() {
+        return Err(check.err(
+            format!("oidc.{key}"),
+            "is set beside [[oidc.providers]]: each provider's settings go in its own table",
+        ));
+    }
+    let mut all: Vec<Oidc> = Vec::new();
+    for (i, p) in o.providers.into_iter().enumerate() {
+        let path = format!("oidc.providers[{i}]");
+        if !p.providers.is_empty() {
+            return Err(check.err(format!("{path}.providers"), "providers do not nest"));
+        }
+        let id = p
+            .id
+            .clone()
+            .ok_or_else(|| check.err(format!("{path}.id"), "missing: each provider needs one"))?;
+        check_id(check, &format!("{path}.id"), &id)?;
+        let env = format!(
+            "{}_{}",
+            super::ENV_CLIENT_SECRET,
+            id.to_ascii_uppercase().replace('-', "_")
+        );
+        let one = provider(check, &Table { path, env }, id, p)?;
+        if let Some(before) = all.iter().find(|b| b.id == one.id) {
+            return Err(check.err(
+                format!("oidc.providers[{i}].id"),
+                format!("`{}` names two providers", before.id),
+            ));
+        }
+        if let Some(before) = all.iter().find(|b| b.issuer == one.issuer) {
+            return Err(check.err(
+                format!("oidc.providers[{i}].issuer"),
+                format!(
+                    "is also provider `{}`'s: one issuer is one provider (a logout token \
+                     or a callback could not tell them apart)",
+                    before.id
+                ),
+            ));
+        }
+        all.push(one);
+    }
+    Ok(OidcProviders { all })
+}
+
+/// A provider id travels in URLs, metrics labels and session records: a short word.
+fn check_id(check: &Check, key: &str, id: &str) -> Result<(), ConfigError> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(check.err(
+            key,
+            "must be 1 to 64 of a-z, 0-9, `-` and `_` (it appears in URLs and metrics)",
+        ))
+    }
+}
+
+fn provider(check: &Check, t: &Table, id: String, o: OidcFile) -> Result<Oidc, ConfigError> {
+    let required =
+        |key: &str, value: Option<String>| value.ok_or_else(|| check.err(t.key(key), "missing"));
+    let issuer = required("issuer", o.issuer.clone())?;
+    let client_id = required("client_id", o.client_id.clone())?;
+    let redirect = required("redirect_url", o.redirect_url.clone())?;
     let issuer_url =
-        Url::parse(&o.issuer).map_err(|e| check.err("oidc.issuer", format!("not a URL ({e})")))?;
-    check.scheme("oidc.issuer", &issuer_url, o.insecure_allow_http)?;
+        Url::parse(&issuer).map_err(|e| check.err(t.key("issuer"), format!("not a URL ({e})")))?;
+    check.scheme(&t.key("issuer"), &issuer_url, o.insecure_allow_http)?;
     if issuer_url.query().is_some() || issuer_url.fragment().is_some() {
-        return Err(check.err("oidc.issuer", "must not have a query or fragment"));
+        return Err(check.err(t.key("issuer"), "must not have a query or fragment"));
     }
-    if o.client_id.trim().is_empty() {
-        return Err(check.err("oidc.client_id", "must not be empty"));
+    if client_id.trim().is_empty() {
+        return Err(check.err(t.key("client_id"), "must not be empty"));
     }
-    let client_auth = super::client_auth::validate(check, &o)?;
-    let provider_ca = super::client_auth::provider_ca(check, o.provider_ca.as_deref())?;
-    let (redirect_url, callback_path) = redirect_url(check, &o.redirect_url)?;
-    let scopes = scopes(check, o.scopes)?;
-    let claims = check.claim_names("oidc", o.user_claim, o.email_claim, o.groups_claim)?;
+    let name = match o.name.clone() {
+        Some(n) if n.trim().is_empty() || n.chars().any(char::is_control) => {
+            return Err(check.err(t.key("name"), "must be a visible name"))
+        }
+        Some(n) => n,
+        None => id.clone(),
+    };
+    let client_auth = super::client_auth::validate(check, t, &o)?;
+    let provider_ca = super::client_auth::provider_ca(check, t, o.provider_ca.as_deref())?;
+    let (redirect_url, callback_path) = redirect_url(check, t, &redirect)?;
+    let scopes = scopes(check, t, o.scopes)?;
+    let claims = check.claim_names(&t.path, o.user_claim, o.email_claim, o.groups_claim)?;
     Ok(Oidc {
-        issuer: o.issuer,
-        client_id: o.client_id,
+        id,
+        name,
+        issuer,
+        client_id,
         client_auth,
         provider_ca,
         redirect_url,
@@ -127,14 +274,14 @@ pub(super) fn validate(check: &Check, o: OidcFile) -> Result<Oidc, ConfigError> 
         scopes,
         claims,
         http_timeout: check.duration(
-            "oidc.http_timeout",
+            &t.key("http_timeout"),
             o.http_timeout.as_deref(),
             Duration::from_secs(10),
             Duration::from_secs(60),
         )?,
-        leeway: check.leeway("oidc.leeway", o.leeway.as_deref())?,
+        leeway: check.leeway(&t.key("leeway"), o.leeway.as_deref())?,
         health_check_interval: check.duration(
-            "oidc.health_check_interval",
+            &t.key("health_check_interval"),
             o.health_check_interval.as_deref(),
             Duration::from_secs(15),
             Duration::from_secs(3600),
@@ -144,8 +291,8 @@ pub(super) fn validate(check: &Check, o: OidcFile) -> Result<Oidc, ConfigError> 
 }
 
 /// The callback URL and its path, which must not be one of the built-in endpoints.
-fn redirect_url(check: &Check, text: &str) -> Result<(Url, String), ConfigError> {
-    let key = "oidc.redirect_url";
+fn redirect_url(check: &Check, t: &Table, text: &str) -> Result<(Url, String), ConfigError> {
+    let key = &t.key("redirect_url");
     let url = Url::parse(text).map_err(|e| check.err(key, format!("not an absolute URL ({e})")))?;
     if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
         return Err(check.err(key, "must be an absolute http(s) URL"));
@@ -163,17 +310,24 @@ fn redirect_url(check: &Check, text: &str) -> Result<(Url, String), ConfigError>
     Ok((url, path))
 }
 
-fn scopes(check: &Check, scopes: Option<Vec<String>>) -> Result<Vec<String>, ConfigError> {
+fn scopes(
+    check: &Check,
+    t: &Table,
+    scopes: Option<Vec<String>>,
+) -> Result<Vec<String>, ConfigError> {
     let scopes = scopes.unwrap_or_else(|| vec!["openid".into(), "email".into(), "profile".into()]);
     if !scopes.iter().any(|s| s == "openid") {
-        return Err(check.err("oidc.scopes", "must include \"openid\""));
+        return Err(check.err(t.key("scopes"), "must include \"openid\""));
     }
     for (i, s) in scopes.iter().enumerate() {
         if s.is_empty()
             || s.chars()
                 .any(|c| c.is_whitespace() || c.is_control() || c == '"')
         {
-            return Err(check.err(format!("oidc.scopes[{i}]"), "is not a valid scope token"));
+            return Err(check.err(
+                format!("{}[{i}]", t.key("scopes")),
+                "is not a valid scope token",
+            ));
         }
     }
     Ok(scopes)

@@ -2,15 +2,19 @@
 
 use super::check::Check;
 use super::file::{AuthorizationFile, RouteFile, RoutePolicyFile, TokenTypeFile};
-use super::ConfigError;
+use super::{ConfigError, OidcProviders};
 use crate::client_cert::{CertRequirements, SanPattern, SubjectPattern};
 use crate::policy::{Access, DomainRule, Requirements, RouteSpec, RouteTable, TokenKind};
 
-pub(super) fn routes(check: &Check, routes: Vec<RouteFile>) -> Result<RouteTable, ConfigError> {
+pub(super) fn routes(
+    check: &Check,
+    routes: Vec<RouteFile>,
+    oidc: Option<&OidcProviders>,
+) -> Result<RouteTable, ConfigError> {
     let specs = routes
         .into_iter()
         .enumerate()
-        .map(|(i, r)| route(check, &format!("routes[{i}]"), r))
+        .map(|(i, r)| route(check, &format!("routes[{i}]"), r, oidc))
         .collect::<Result<Vec<_>, _>>()?;
     RouteTable::new(specs).map_err(|(i, reason)| check.err(format!("routes[{i}]"), reason))
 }
@@ -38,8 +42,32 @@ pub(super) fn authorization(
     )
 }
 
-fn route(check: &Check, table: &str, r: RouteFile) -> Result<RouteSpec, ConfigError> {
+fn route(
+    check: &Check,
+    table: &str,
+    r: RouteFile,
+    oidc: Option<&OidcProviders>,
+) -> Result<RouteSpec, ConfigError> {
     let at = |k: &str| format!("{table}.{k}");
+    if let Some(id) = &r.provider {
+        match oidc {
+            None => return Err(check.err(at("provider"), "there is no [oidc] to sign in with")),
+            Some(o) if o.get(id).is_none() => {
+                let known: Vec<&str> = o.iter().map(|p| p.id.as_str()).collect();
+                return Err(check.err(
+                    at("provider"),
+                    format!("`{id}` is not a provider (they are {known:?})"),
+                ));
+            }
+            Some(_) => {}
+        }
+        if matches!(r.policy, Some(RoutePolicyFile::Public)) {
+            return Err(check.err(
+                at("provider"),
+                "a public route signs no one in: it cannot choose a provider",
+            ));
+        }
+    }
     let methods = r
         .methods
         .iter()
@@ -101,6 +129,7 @@ fn route(check: &Check, table: &str, r: RouteFile) -> Result<RouteSpec, ConfigEr
         token_kind,
         client_cert,
         require_bound_tokens: r.require_bound_tokens,
+        provider: r.provider,
     })
 }
 

@@ -24,7 +24,7 @@ secrets = ["{SECRET}"]
 
 /// The client secret of a config that authenticates with one.
 fn secret_of(c: &Config) -> String {
-    match &c.oidc.as_ref().unwrap().client_auth {
+    match &c.oidc.as_ref().unwrap().first().client_auth {
         ClientAuth::Secret { secret, .. } => secret.expose().to_string(),
         other => panic!("not a secret: {other:?}"),
     }
@@ -118,9 +118,12 @@ fn minimal_config_is_valid_with_defaults() {
         Duration::from_secs(43200)
     );
     assert!(c.session.as_ref().unwrap().secure);
-    assert_eq!(c.oidc.as_ref().unwrap().callback_path, "/oauth2/callback");
     assert_eq!(
-        c.oidc.as_ref().unwrap().scopes,
+        c.oidc.as_ref().unwrap().first().callback_path,
+        "/oauth2/callback"
+    );
+    assert_eq!(
+        c.oidc.as_ref().unwrap().first().scopes,
         ["openid", "email", "profile"]
     );
     assert_eq!(c.upstream.address, "127.0.0.1:8080");
@@ -717,7 +720,7 @@ fn client_auth_private_key_jwt_reads_its_key_and_wants_no_secret() {
         key.display()
     ))
     .unwrap();
-    match &c.oidc.as_ref().unwrap().client_auth {
+    match &c.oidc.as_ref().unwrap().first().client_auth {
         ClientAuth::PrivateKeyJwt(k) => {
             assert_eq!(k.alg, jsonwebtoken::Algorithm::ES256);
             assert_eq!(k.kid.as_deref(), Some("k1"));
@@ -729,7 +732,7 @@ fn client_auth_private_key_jwt_reads_its_key_and_wants_no_secret() {
     ))
     .unwrap();
     assert!(matches!(
-        &c.oidc.as_ref().unwrap().client_auth,
+        &c.oidc.as_ref().unwrap().first().client_auth,
         ClientAuth::PrivateKeyJwt(k) if k.alg == jsonwebtoken::Algorithm::RS256
     ));
     let cases = [
@@ -779,7 +782,7 @@ fn client_auth_tls_needs_a_certificate_and_its_own_key() {
         key.display()
     ))
     .unwrap();
-    let oidc = ok.oidc.as_ref().unwrap();
+    let oidc = ok.oidc.as_ref().unwrap().first();
     assert!(oidc.client_auth.identity().is_some());
     assert_eq!(oidc.client_auth.method_name(), Some("tls_client_auth"));
     let e = with_client_auth(&format!(
@@ -802,7 +805,7 @@ fn client_auth_tls_needs_a_certificate_and_its_own_key() {
         &format!("provider_ca = \"{}\"\n[session]", cert.display()),
     ))
     .unwrap();
-    assert_eq!(c.oidc.unwrap().provider_ca.0.len(), 1);
+    assert_eq!(c.oidc.unwrap().first().provider_ca.0.len(), 1);
     let e = parse(&base().replace(
         "[session]",
         &format!("provider_ca = \"{}\"\n[session]", key.display()),
@@ -885,4 +888,135 @@ fn a_reload_keeps_what_only_a_restart_changes_and_names_it() {
         next.server.connection_limits,
         running.server.connection_limits
     );
+}
+
+/// Two providers in `[[oidc.providers]]`, with `extra` added to the second's table.
+fn two_providers(extra: &str) -> String {
+    format!(
+        r#"
+[upstream]
+url = "http://127.0.0.1:8080"
+[[oidc.providers]]
+id = "okta"
+name = "Staff (Okta)"
+issuer = "https://okta.example.com"
+client_id = "portcullis"
+client_secret = "s3cr3t-value"
+redirect_url = "https://app.example.com/oauth2/callback"
+[[oidc.providers]]
+id = "github-enterprise"
+issuer = "https://ghe.example.com"
+client_id = "portcullis-ghe"
+redirect_url = "https://app.example.com/oauth2/callback/ghe"
+{extra}
+[session]
+secrets = ["{SECRET}"]
+"#
+    )
+}
+
+#[test]
+fn several_providers_each_with_their_own_table() {
+    let env = |k: &str| {
+        (k == "PORTCULLIS_OIDC_CLIENT_SECRET_GITHUB_ENTERPRISE").then(|| "from-env".to_string())
+    };
+    let c = Config::parse(&two_providers(""), "config.toml", &env).unwrap();
+    let oidc = c.oidc.as_ref().unwrap();
+    assert_eq!(oidc.len(), 2);
+    let okta = oidc.get("okta").unwrap();
+    assert_eq!(okta.name, "Staff (Okta)");
+    let ghe = oidc.get("github-enterprise").unwrap();
+    assert_eq!(
+        (ghe.name.as_str(), ghe.callback_path.as_str()),
+        ("github-enterprise", "/oauth2/callback/ghe")
+    );
+    match &ghe.client_auth {
+        ClientAuth::Secret { secret, .. } => assert_eq!(secret.expose(), "from-env"),
+        other => panic!("{other:?}"),
+    }
+    // The second provider's secret is its own: without it, its key is named.
+    let e = parse(&two_providers("")).unwrap_err();
+    assert_eq!(e.key, "oidc.providers[1].client_secret");
+    assert!(
+        e.message
+            .contains("PORTCULLIS_OIDC_CLIENT_SECRET_GITHUB_ENTERPRISE"),
+        "{e}"
+    );
+    // A lone [oidc] is the provider `default`.
+    assert_eq!(parse(&base()).unwrap().oidc.unwrap().first().id, "default");
+}
+
+#[test]
+fn several_providers_refuse_what_could_be_read_two_ways() {
+    let with_secret = |extra: &str| two_providers(&format!("client_secret = \"x\"\n{extra}"));
+    for (text, key) in [
+        (
+            with_secret("").replace(
+                "[[oidc.providers]]\nid = \"okta\"",
+                "[oidc]\nclient_id = \"stray\"\n[[oidc.providers]]\nid = \"okta\"",
+            ),
+            "oidc.client_id",
+        ),
+        (
+            with_secret("").replace("id = \"github-enterprise\"", "id = \"okta\""),
+            "oidc.providers[1].id",
+        ),
+        (
+            with_secret("").replace("id = \"github-enterprise\"\n", ""),
+            "oidc.providers[1].id",
+        ),
+        (
+            with_secret("").replace("id = \"github-enterprise\"", "id = \"Git Hub\""),
+            "oidc.providers[1].id",
+        ),
+        (
+            with_secret("").replace("https://ghe.example.com", "https://okta.example.com"),
+            "oidc.providers[1].issuer",
+        ),
+        (
+            with_secret("").replace(
+                "id = \"okta\"\nname = \"Staff (Okta)\"",
+                "id = \"okta\"\nname = \"\"",
+            ),
+            "oidc.providers[0].name",
+        ),
+        (
+            with_secret("scopes = [\"email\"]"),
+            "oidc.providers[1].scopes",
+        ),
+    ] {
+        let e = parse(&text).unwrap_err();
+        assert_eq!(e.key, key, "{text}\n{e}");
+    }
+}
+
+#[test]
+fn a_route_chooses_a_provider_that_exists() {
+    let text = |route: &str| {
+        two_providers("client_secret = \"x\"")
+            + &format!("[[routes]]\npath = \"/admin\"\n{route}\n")
+    };
+    let c = parse(&text("provider = \"github-enterprise\"")).unwrap();
+    let route = c
+        .routes
+        .lookup(None, None, &crate::policy::normalise(b"/admin/x").unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(route.provider(), Some("github-enterprise"));
+    let e = parse(&text("provider = \"gitlab\"")).unwrap_err();
+    assert_eq!(e.key, "routes[0].provider");
+    assert!(e.message.contains("okta"), "{e}");
+    let e = parse(&text("provider = \"okta\"\npolicy = \"public\"")).unwrap_err();
+    assert_eq!(e.key, "routes[0].provider");
+}
+
+#[test]
+fn the_user_format_names_only_what_there_is() {
+    let with = |f: &str| parse(&format!("{}[headers]\nuser_format = \"{f}\"\n", base()));
+    assert!(with("{provider}:{user}").is_ok());
+    assert!(with("{user}@{issuer}").is_ok());
+    for bad in ["{provider}", "{user}{user}", "{usr}", "{user", "a,{user}"] {
+        let e = with(bad).unwrap_err();
+        assert_eq!(e.key, "headers.user_format", "{bad}: {e}");
+    }
 }

@@ -131,6 +131,8 @@ mod tests {
                 email: Some(email.into()),
                 groups: groups.iter().map(|g| g.to_string()).collect(),
                 preferred_username: None,
+                provider: None,
+                issuer: None,
             },
             created_at: 0,
             expires_at: u64::MAX,

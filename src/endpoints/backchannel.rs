@@ -54,12 +54,15 @@ pub(super) async fn logout(app: &App, login: &Login, req: &RequestHeader, body: 
         return bad_request("not exactly one logout_token");
     };
     let now = app.clock.now();
-    let ended = match login
-        .providers
-        .login()
-        .verify_logout_token(&token, now)
-        .await
-    {
+    // The token's `iss` only picks whose keys verify it; `iss` is then checked like every
+    // other claim, so a token cannot name one provider and be signed by another.
+    let issuer = crate::jwt::verify::unverified_claims(&token)
+        .ok()
+        .and_then(|c| c.get("iss")?.as_str().map(str::to_string));
+    let Some(provider) = issuer.and_then(|iss| login.providers.by_issuer(&iss)) else {
+        return bad_request("the logout token's iss is none of the providers");
+    };
+    let ended = match provider.verify_logout_token(&token, now).await {
         Ok(t) => t,
         Err(reason) => return bad_request(&reason),
     };
@@ -68,13 +71,15 @@ pub(super) async fn logout(app: &App, login: &Login, req: &RequestHeader, body: 
         Ok(false) => return bad_request("a logout token used before (jti)"),
         Err(e) => return unavailable(&e.to_string()),
     }
-    match login
-        .sessions
-        .end_sessions(ended.sub.as_deref(), ended.sid.as_deref(), now)
-        .await
-    {
+    let ending = crate::session::Ending {
+        provider: provider.id(),
+        sub: ended.sub.as_deref(),
+        sid: ended.sid.as_deref(),
+    };
+    match login.sessions.end_sessions(ending, now).await {
         Ok(count) => {
             tracing::info!(
+                provider = provider.id(),
                 sub = ended.sub.as_deref(),
                 sid = ended.sid.as_deref(),
                 sessions = count,

@@ -24,6 +24,8 @@ pub(super) async fn userinfo(app: &App, req: &RequestHeader) -> Answer {
                 "email": id.email,
                 "groups": id.groups,
                 "preferred_username": id.preferred_username,
+                "provider": id.provider,
+                "issuer": id.issuer,
                 "expires_at": session.expires_at,
             }),
         )
@@ -121,10 +123,11 @@ pub(super) async fn forward_auth(app: &App, req: &RequestHeader, facts: &Facts<'
             .path
             .and_then(|p| crate::policy::normalise(p).ok())
             .is_some_and(|p| {
-                crate::classify::classify(p.as_str(), app.callback_path())
+                crate::classify::classify(p.as_str(), |p| app.is_callback(p))
                     == crate::classify::Route::Protected
             });
     let asker = Asker::FrontProxy {
+        names: &app.config.headers.forward_auth,
         pass_access_token: app.config.headers.pass_access_token && subrequest,
     };
     let challenge = app.dpop_challenge(&verdict);

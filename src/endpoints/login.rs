@@ -4,7 +4,9 @@ use pingora::http::RequestHeader;
 
 use super::{query_param, return_target, Answer, Facts};
 use crate::app::{cookie_headers, App, Login};
-use crate::oidc::{client, flow};
+use std::sync::Arc;
+
+use crate::oidc::{client, flow, Provider};
 use crate::respond::Reply;
 
 fn provider_unavailable() -> Reply {
@@ -16,9 +18,90 @@ fn provider_unavailable() -> Reply {
     .header("Retry-After", "5")
 }
 
+/// Which provider a login uses: the one `?provider=` names; else the one the route of the
+/// return target names (a route, or a host's route, chooses its provider); else the only
+/// one. With several and nothing to choose by, the person picks.
+enum Choice<'a> {
+    Provider(&'a Arc<Provider>),
+    Ask,
+    Unknown,
+}
+
+fn choose<'a>(
+    app: &App,
+    login: &'a Login,
+    req: &RequestHeader,
+    return_to: &str,
+    facts: &Facts<'_>,
+) -> Choice<'a> {
+    match query_param(req, "provider") {
+        Ok(Some(id)) => {
+            return login
+                .providers
+                .get(&id)
+                .map_or(Choice::Unknown, Choice::Provider)
+        }
+        Ok(None) => {}
+        Err(_) => return Choice::Unknown,
+    }
+    if let Some(p) = login.providers.only() {
+        return Choice::Provider(p);
+    }
+    match route_provider(app, return_to, facts).and_then(|id| login.providers.get(id)) {
+        Some(p) => Choice::Provider(p),
+        None => Choice::Ask,
+    }
+}
+
+/// The provider the route of `return_to` names, as a browser will request it (a GET).
+fn route_provider<'a>(app: &'a App, return_to: &str, facts: &Facts<'_>) -> Option<&'a str> {
+    let (host, path) = match return_to.strip_prefix('/') {
+        Some(_) => (facts.host.map(str::to_string), return_to.to_string()),
+        None => {
+            let url = url::Url::parse(return_to).ok()?;
+            let host = match url.port() {
+                Some(port) => format!("{}:{port}", url.host_str()?),
+                None => url.host_str()?.to_string(),
+            };
+            (Some(host), url.path().to_string())
+        }
+    };
+    let path = path.split(['?', '#']).next().unwrap_or("/");
+    let normal = crate::policy::normalise(path.as_bytes()).ok()?;
+    let route = app
+        .config
+        .routes
+        .lookup(Some(&http::Method::GET), host.as_deref(), &normal)
+        .ok()??;
+    route.provider()
+}
+
+/// The chooser: one link per provider, each carrying the return target on.
+fn chooser(login: &Login, return_to: &str) -> Reply {
+    let rd: String = url::form_urlencoded::byte_serialize(return_to.as_bytes()).collect();
+    let links: Vec<(&str, String)> = login
+        .providers
+        .iter()
+        .map(|p| {
+            let href = format!("/oauth2/start?provider={}&rd={rd}", p.id());
+            (p.oidc().name.as_str(), href)
+        })
+        .collect();
+    Reply::choices("Sign in", "Choose how to sign in:", &links)
+}
+
 pub(super) fn start(app: &App, login: &Login, req: &RequestHeader, facts: &Facts<'_>) -> Reply {
     let return_to = return_target(app, req, facts);
-    let provider = login.providers.login();
+    let provider =
+        match choose(app, login, req, &return_to, facts) {
+            Choice::Provider(p) => p,
+            Choice::Ask => return chooser(login, &return_to),
+            Choice::Unknown => return Reply::page(
+                400,
+                "Sign-in failed",
+                "There is no such identity provider. Go back to the application to sign in again.",
+            ),
+        };
     // A provider known to be down would leave the browser on a connection error page.
     if !provider.health().is_up() {
         return provider_unavailable();
@@ -34,6 +117,7 @@ pub(super) fn start(app: &App, login: &Login, req: &RequestHeader, facts: &Facts
         }
     };
     let state = flow::FlowState {
+        provider: provider.id().to_string(),
         state: auth.state,
         nonce: auth.nonce,
         pkce_verifier: auth.pkce_verifier,
@@ -121,9 +205,30 @@ pub(super) async fn callback(app: &App, login: &Login, req: &RequestHeader) -> A
             .cookies(set_cookies)
             .into();
     }
+    // The flow says which provider the browser was sent to; only that provider's answer, at
+    // that provider's callback address, finishes it (no mix-up between providers).
+    let Some(provider) = flow_provider(login, &flow.provider) else {
+        return login_failed(
+            400,
+            "The sign-in began with a provider that is no longer configured.",
+        )
+        .cookies(set_cookies)
+        .into();
+    };
+    if req.uri.path() != provider.oidc().callback_path {
+        tracing::info!(
+            provider = provider.id(),
+            "callback at another provider's address: refused"
+        );
+        return login_failed(
+            400,
+            "The sign-in response came back to another provider's address.",
+        )
+        .cookies(set_cookies)
+        .into();
+    }
     // RFC 9207: when the provider names itself, it must be the one we sent the browser to; a
     // provider that promises to always name itself must have done so.
-    let provider = login.providers.login();
     let iss_promised = provider
         .metadata()
         .is_some_and(|m| m.authorization_response_iss_parameter_supported);
@@ -131,7 +236,9 @@ pub(super) async fn callback(app: &App, login: &Login, req: &RequestHeader) -> A
         Some(iss) => *iss == provider.oidc().issuer,
         None => !iss_promised,
     };
+    let metrics = crate::metrics::get();
     if !iss_ok {
+        metrics.login(provider.id(), "refused");
         return login_failed(400, "The sign-in response came from another issuer.")
             .cookies(set_cookies)
             .into();
@@ -152,11 +259,17 @@ pub(super) async fn callback(app: &App, login: &Login, req: &RequestHeader) -> A
             match login.sessions.create(&session, &replacing, now).await {
                 Ok(cookies) => set_cookies.extend(cookies),
                 Err(e) => {
+                    metrics.login(provider.id(), "store_down");
                     tracing::warn!(error = %e, "login failed: the session cannot be kept");
                     return store_unavailable().cookies(set_cookies).into();
                 }
             }
-            tracing::info!(user = session.identity.user(), "login");
+            metrics.login(provider.id(), "ok");
+            tracing::info!(
+                user = session.identity.user(),
+                provider = provider.id(),
+                "login"
+            );
             let reply = if login.same_site == cookie::SameSite::Strict {
                 Reply::continue_to(&flow.return_to)
             } else {
@@ -169,15 +282,26 @@ pub(super) async fn callback(app: &App, login: &Login, req: &RequestHeader) -> A
             }
         }
         Err(e) if e.is_provider_down() => {
-            tracing::warn!(error = %e, "login failed: provider unavailable");
+            metrics.login(provider.id(), "provider_down");
+            tracing::warn!(error = %e, provider = provider.id(), "login failed: provider unavailable");
             provider_unavailable().cookies(set_cookies).into()
         }
         Err(e) => {
-            tracing::warn!(error = %e, "login failed");
+            metrics.login(provider.id(), "refused");
+            tracing::warn!(error = %e, provider = provider.id(), "login failed");
             login_failed(400, "The identity provider's answer could not be verified.")
                 .cookies(set_cookies)
                 .into()
         }
+    }
+}
+
+/// The provider a login flow began with. A flow from before several providers names none
+/// and belongs to the only one.
+fn flow_provider<'a>(login: &'a Login, id: &str) -> Option<&'a Arc<Provider>> {
+    match id {
+        "" => login.providers.only(),
+        id => login.providers.get(id),
     }
 }
 

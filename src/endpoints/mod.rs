@@ -132,8 +132,7 @@ fn return_target(app: &App, req: &RequestHeader, facts: &Facts<'_>) -> String {
         // Returning to one of our own endpoints (say `/oauth2/start`) would loop.
         .filter(|target| {
             let path = target.split(['?', '#']).next().unwrap_or("");
-            !(path.starts_with(crate::classify::RESERVED_PREFIX)
-                || app.callback_path() == Some(path))
+            !(path.starts_with(crate::classify::RESERVED_PREFIX) || app.is_callback(path))
         })
         .unwrap_or_else(|| "/".to_string())
 }

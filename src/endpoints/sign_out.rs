@@ -27,8 +27,17 @@ pub(super) async fn sign_out(
     req: &RequestHeader,
     facts: &Facts<'_>,
 ) -> Reply {
-    let oidc = login.oidc();
-    let from_our_pages = same_origin(req, facts.host, &oidc.redirect_url);
+    // Any provider's redirect_url names the application's public origin.
+    let from_our_pages = login
+        .providers
+        .iter()
+        .map(|p| same_origin(req, facts.host, &p.oidc().redirect_url))
+        .reduce(|a, b| match (a, b) {
+            (Some(true), _) | (_, Some(true)) => Some(true),
+            (None, None) => None,
+            _ => Some(false),
+        })
+        .flatten();
     match (&req.method, from_our_pages) {
         (&Method::GET, Some(true)) | (&Method::POST, Some(true) | None) => {}
         (&Method::GET, _) => return confirmation(req),
@@ -51,9 +60,18 @@ pub(super) async fn sign_out(
         tracing::info!(user = session.identity.user(), "sign-out");
         login.refresher.forget(session);
     }
-    let end_session = login
-        .providers
-        .login()
+    // Signing out at the provider is the session's provider's business (the only one's,
+    // when the session is already gone here).
+    let Some(provider) = loaded
+        .session
+        .as_ref()
+        .and_then(|s| login.providers.of_session(&s.identity))
+        .or_else(|| login.providers.only())
+    else {
+        return Reply::redirect(&target).cookies(set_cookies);
+    };
+    let oidc = provider.oidc();
+    let end_session = provider
         .metadata()
         .and_then(|m| m.end_session_endpoint.clone())
         .and_then(|e| url::Url::parse(&e).ok());

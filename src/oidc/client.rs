@@ -283,7 +283,7 @@ secrets = ["MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY"]
             "client_auth = \"private_key_jwt\"\nclient_key = \"{}\"",
             path.display()
         ));
-        let oidc = config.oidc.as_ref().unwrap();
+        let oidc = config.oidc.as_ref().unwrap().first();
         let meta = metadata(&["private_key_jwt"]);
         let now = UnixTime::from_secs(1_700_000_000);
         let params = authentication(oidc, &meta, now).unwrap();
@@ -313,11 +313,11 @@ secrets = ["MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY"]
     #[test]
     fn the_method_is_checked_against_what_the_provider_offers() {
         let secret = config("client_secret = \"s\"");
-        let oidc = secret.oidc.as_ref().unwrap();
+        let oidc = secret.oidc.as_ref().unwrap().first();
         // A secret without a method follows discovery.
         assert!(metadata(&[]).check_client_auth(&oidc.client_auth).is_ok());
         let post = config("client_secret = \"s\"\nclient_auth = \"client_secret_post\"");
-        let post = &post.oidc.as_ref().unwrap().client_auth;
+        let post = &post.oidc.as_ref().unwrap().first().client_auth;
         assert!(metadata(&["client_secret_post"])
             .check_client_auth(post)
             .is_ok());

@@ -29,6 +29,10 @@ const MAX_FLOWS_READ: usize = 2 * MAX_FLOWS;
 #[derive(Serialize, Deserialize)]
 /// One login in progress, sealed into its cookie.
 pub struct FlowState {
+    /// The id of the provider the browser was sent to: only its answer finishes the flow.
+    /// Empty in a flow from before several providers.
+    #[serde(default)]
+    pub provider: String,
     /// The `state` sent to the provider, compared in full on the way back.
     pub state: String,
     /// The `nonce` the ID token must carry.

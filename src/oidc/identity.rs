@@ -62,6 +62,8 @@ pub(crate) fn from_claims(
         email,
         groups,
         preferred_username,
+        provider: None,
+        issuer: None,
     })
 }
 
@@ -102,7 +104,9 @@ mod tests {
         crate::config::for_tests("\"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY\"")
             .oidc
             .unwrap()
+            .first()
             .claims
+            .clone()
     }
 
     fn claims(v: Value) -> Map<String, Value> {

@@ -63,8 +63,10 @@ impl Provider {
         )?;
         let id_token = tokens.id_token.clone().ok_or(LoginError::NoIdToken)?;
         let claims = self.verify_id_token(&id_token, Some(nonce), now).await?;
-        let identity = identity::of_person(&claims, &self.settings.oidc.claims)
-            .map_err(LoginError::Identity)?;
+        let identity = self.vouched(
+            identity::of_person(&claims, &self.settings.oidc.claims)
+                .map_err(LoginError::Identity)?,
+        );
         let ids = LoginIds::of(&claims);
         let created = now.secs();
         let expires_at = created + self.settings.session_lifetime.as_secs();
@@ -91,16 +93,28 @@ impl Provider {
         let (identity, ids) = match &tokens.id_token {
             Some(t) => {
                 let claims = self.verify_id_token(t, None, now).await?;
-                let fresh = identity::of_person(&claims, &self.settings.oidc.claims)
-                    .map_err(LoginError::Identity)?;
+                let fresh = self.vouched(
+                    identity::of_person(&claims, &self.settings.oidc.claims)
+                        .map_err(LoginError::Identity)?,
+                );
                 if fresh.user != old.identity.user {
                     return Err(LoginError::UserChanged);
                 }
                 (fresh, LoginIds::of(&claims))
             }
-            None => (old.identity.clone(), LoginIds::default()),
+            None => (self.vouched(old.identity.clone()), LoginIds::default()),
         };
         Ok(self.session_from(identity, tokens, Some(old), ids, now, old.expires_at))
+    }
+
+    /// `identity`, as this provider vouches for it: its id and issuer recorded, so that the
+    /// same `sub` at another provider is another user.
+    fn vouched(&self, identity: crate::session::Identity) -> crate::session::Identity {
+        crate::session::Identity {
+            provider: Some(self.id().to_string()),
+            issuer: Some(self.settings.oidc.issuer.clone()),
+            ..identity
+        }
     }
 
     /// A session from the provider's tokens; `previous` is the session a refresh renews.

@@ -55,19 +55,8 @@ impl std::fmt::Display for Readiness {
     }
 }
 
-impl Readiness {
-    /// Ready < degraded < not ready: the set of providers is as ready as its worst.
-    fn severity(&self) -> u8 {
-        match self {
-            Readiness::Ready => 0,
-            Readiness::Degraded(_) => 1,
-            Readiness::NotReady(_) => 2,
-        }
-    }
-}
-
-/// What a provider needs from the configuration: its own `[oidc]` table, and what the rest of
-/// the file says a session made from its tokens keeps.
+/// What a provider needs from the configuration: its own `[oidc]` (or `[[oidc.providers]]`)
+/// table, and what the rest of the file says a session made from its tokens keeps.
 #[derive(Debug, Clone)]
 pub struct ProviderSettings {
     /// The provider's `[oidc]` table.
@@ -82,7 +71,7 @@ pub struct ProviderSettings {
 }
 
 impl ProviderSettings {
-    /// The settings of the `[oidc]` provider.
+    /// The settings of the provider `oidc`.
     pub fn new(oidc: &Oidc, session: &Session, headers: &Headers) -> ProviderSettings {
         ProviderSettings {
             oidc: oidc.clone(),
@@ -131,6 +120,11 @@ impl Provider {
     /// This provider's `[oidc]` table.
     pub fn oidc(&self) -> &Oidc {
         &self.settings.oidc
+    }
+
+    /// Its id: what sessions, routes and `/oauth2/start?provider=` name it by.
+    pub fn id(&self) -> &str {
+        &self.settings.oidc.id
     }
 
     /// The client every call to this provider goes through.
@@ -248,11 +242,16 @@ impl Provider {
             };
             match &result {
                 Ok(_) if !loaded => {
-                    tracing::info!(issuer = %self.settings.oidc.issuer, "identity provider loaded")
+                    crate::metrics::get().provider_ready(self.id(), true);
+                    tracing::info!(
+                        provider = self.id(),
+                        issuer = %self.settings.oidc.issuer,
+                        "identity provider loaded"
+                    )
                 }
                 Ok(_) => self.health.up(),
                 Err(e) => {
-                    tracing::warn!(error = %e, "identity provider not reachable");
+                    tracing::warn!(provider = self.id(), error = %e, "identity provider not reachable");
                     self.set_error(e);
                     if loaded {
                         self.health.down(e);
@@ -284,6 +283,8 @@ impl Provider {
                         }
                     }
                 };
+                crate::metrics::get()
+                    .provider_ready(self.id(), self.readiness() == Readiness::Ready);
                 // At most one probe per PROBE_MIN_GAP, however often a request suspects.
                 let earliest = tokio::time::Instant::now() + PROBE_MIN_GAP;
                 tokio::select! {

@@ -1,49 +1,52 @@
-//! The identity providers portcullis knows, as one set.
+//! The identity providers browsers sign in with, as one set: one for a lone `[oidc]`, one
+//! per `[[oidc.providers]]` entry.
 //!
-//! Today the set holds one provider, the one browsers sign in with (`[oidc]`). Everything
-//! that needs "the provider" asks the set, so a second one is a new entry here (and its
-//! configuration), not a change to every caller.
+//! Everything that needs "the provider" asks the set which one: a login by its id (from
+//! `/oauth2/start?provider=`, the route, or the only one), a session by the provider it
+//! records, a logout token by its issuer. Each provider is loaded, probed and reported on
+//! its own, so an outage of one leaves the others serving.
 
 use std::sync::Arc;
 
 use super::discovery::FetchError;
 use super::{Provider, ProviderSettings, Readiness};
-use crate::config::{Headers, Oidc, Session};
+use crate::config::{Headers, OidcProviders, Session};
+use crate::session::Identity;
 
-/// The identity providers, one today.
+/// The identity providers, never none.
 pub struct Providers {
-    /// Never empty; the first is the one browsers sign in with.
+    /// In the order of the configuration; ids and issuers unique.
     all: Vec<Arc<Provider>>,
     /// Built by a reload for an issuer the configuration before did not have.
     first_seen: Vec<Arc<Provider>>,
 }
 
 impl Providers {
-    /// One provider for `[oidc]`; with `previous` (the set before a reload), a provider of
-    /// the same issuer hands over its metadata and keys (see [`Provider::adopt`]).
+    /// One provider per configured one; with `previous` (the set before a reload), a
+    /// provider of the same issuer hands over its metadata and keys (see
+    /// [`Provider::adopt`]).
     pub fn new(
-        oidc: &Oidc,
+        oidc: &OidcProviders,
         session: &Session,
         headers: &Headers,
         previous: Option<&Providers>,
     ) -> anyhow::Result<Providers> {
-        let login = Arc::new(Provider::new(ProviderSettings::new(
-            oidc, session, headers,
-        ))?);
-        let mut known = false;
-        for before in previous.iter().flat_map(|p| p.iter()) {
-            known |= login
-                .adopt(before)
-                .map_err(|reason| anyhow::anyhow!("oidc.client_auth: {reason}"))?;
+        let mut all = Vec::with_capacity(oidc.len());
+        let mut first_seen = Vec::new();
+        for o in oidc.iter() {
+            let provider = Arc::new(Provider::new(ProviderSettings::new(o, session, headers))?);
+            let mut known = false;
+            for before in previous.iter().flat_map(|p| p.iter()) {
+                known |= provider.adopt(before).map_err(|reason| {
+                    anyhow::anyhow!("provider {}: client_auth: {reason}", o.id)
+                })?;
+            }
+            if previous.is_some() && !known {
+                first_seen.push(provider.clone());
+            }
+            all.push(provider);
         }
-        let first_seen = match previous {
-            Some(_) if !known => vec![login.clone()],
-            _ => Vec::new(),
-        };
-        Ok(Providers {
-            all: vec![login],
-            first_seen,
-        })
+        Ok(Providers { all, first_seen })
     }
 
     /// Loads the providers a reload names for the first time, so that a configuration whose
@@ -57,22 +60,79 @@ impl Providers {
         Ok(())
     }
 
-    /// The provider browsers sign in with.
-    pub fn login(&self) -> &Arc<Provider> {
-        &self.all[0]
+    /// The provider of this id.
+    pub fn get(&self, id: &str) -> Option<&Arc<Provider>> {
+        self.all.iter().find(|p| p.id() == id)
     }
 
-    /// Every provider, for their upkeep in the background.
+    /// The provider that issues as `issuer` (the `iss` of its tokens).
+    pub fn by_issuer(&self, issuer: &str) -> Option<&Arc<Provider>> {
+        self.all.iter().find(|p| p.oidc().issuer == issuer)
+    }
+
+    /// The provider, when there is only one: what a login that names none uses.
+    pub fn only(&self) -> Option<&Arc<Provider>> {
+        match self.all.as_slice() {
+            [one] => Some(one),
+            _ => None,
+        }
+    }
+
+    /// The first provider: the only one of a lone `[oidc]`.
+    pub fn first(&self) -> Option<&Arc<Provider>> {
+        self.all.first()
+    }
+
+    /// The provider a session was signed in with. A session records its provider's id and
+    /// issuer; one from before several providers records neither and belongs to the only
+    /// provider there is. `None`: the provider is gone from the configuration, or its id now
+    /// names another issuer: the session is not usable.
+    pub fn of_session(&self, identity: &Identity) -> Option<&Arc<Provider>> {
+        let provider = match &identity.provider {
+            Some(id) => self.get(id)?,
+            None => self.only()?,
+        };
+        match &identity.issuer {
+            Some(iss) if *iss != provider.oidc().issuer => None,
+            _ => Some(provider),
+        }
+    }
+
+    /// Every provider, in the order of the configuration.
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Provider>> {
         self.all.iter()
     }
 
-    /// How ready the set is: as ready as its least ready provider.
+    /// How many there are.
+    pub fn len(&self) -> usize {
+        self.all.len()
+    }
+
+    /// Never true; beside [`Providers::len`] for clippy's sake.
+    pub fn is_empty(&self) -> bool {
+        self.all.is_empty()
+    }
+
+    /// How ready sign-in is as a whole: not ready only when no provider is loaded, ready
+    /// when every one is; otherwise degraded with the first unready provider's reason. An
+    /// outage of one provider must not take a replica out of service for the others'
+    /// users.
     pub fn readiness(&self) -> Readiness {
-        self.all
+        let states: Vec<Readiness> = self.all.iter().map(|p| p.readiness()).collect();
+        if let Some(all_down) = states
             .iter()
-            .map(|p| p.readiness())
-            .max_by_key(Readiness::severity)
-            .unwrap_or(Readiness::Ready)
+            .all(|r| matches!(r, Readiness::NotReady(_)))
+            .then(|| states.first().cloned())
+            .flatten()
+        {
+            return all_down;
+        }
+        states
+            .into_iter()
+            .find(|r| *r != Readiness::Ready)
+            .map_or(Readiness::Ready, |r| match r {
+                Readiness::NotReady(e) => Readiness::Degraded(e),
+                other => other,
+            })
     }
 }

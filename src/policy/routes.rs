@@ -55,6 +55,9 @@ pub struct RouteSpec {
     pub client_cert: CertRequirements,
     /// Only sender-constrained bearer tokens (`cnf`) are accepted.
     pub require_bound_tokens: bool,
+    /// The provider browsers sign in with here (a `[[oidc.providers]]` id): its sessions
+    /// only; `None` for any provider's.
+    pub provider: Option<String>,
 }
 
 /// A validated route.
@@ -70,6 +73,7 @@ pub struct Route {
     token_kind: TokenKind,
     client_cert: CertRequirements,
     require_bound_tokens: bool,
+    provider: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,6 +101,11 @@ impl Route {
     /// Whether only sender-constrained bearer tokens are accepted.
     pub fn require_bound_tokens(&self) -> bool {
         self.require_bound_tokens
+    }
+
+    /// The provider whose sessions this route takes, when it names one.
+    pub fn provider(&self) -> Option<&str> {
+        self.provider.as_deref()
     }
 
     /// The route's path, decoded; a subtree's without the trailing `/` (the root stays `/`).
@@ -154,6 +163,7 @@ impl Route {
             token_kind: spec.token_kind,
             client_cert: spec.client_cert,
             require_bound_tokens: spec.require_bound_tokens,
+            provider: spec.provider,
         })
     }
 
@@ -338,6 +348,7 @@ mod tests {
             token_kind: TokenKind::Any,
             client_cert: CertRequirements::default(),
             require_bound_tokens: false,
+            provider: None,
         }
     }
 

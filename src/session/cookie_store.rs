@@ -8,14 +8,15 @@ use async_trait::async_trait;
 
 use super::chunks::{self, CookieAttrs, SetCookie};
 use super::seal::{self, SealKeys};
-use super::{Lease, Loaded, SessionData, SessionStore, StoreUnavailable};
+use super::{Ending, Lease, Loaded, SessionData, SessionStore, StoreUnavailable};
 use crate::clock::UnixTime;
 use crate::config;
 
-/// The first byte of every sealed session payload: bump it when the layout changes, so old
-/// cookies are refused cleanly instead of being misread. Version 1 (before `sub` and `sid`)
-/// is still read, so an upgrade signs nobody out.
-const PAYLOAD_VERSION: u8 = 2;
+/// The first byte of every sealed session payload: bump it when the layout changes (see
+/// [`super::layout`]), so old cookies are read as what they are. Version 1 (before `sub`
+/// and `sid`) and 2 (before an identity's provider and issuer) are still read, so an
+/// upgrade signs nobody out.
+const PAYLOAD_VERSION: u8 = 3;
 
 /// Sessions sealed into the session cookie (`session.cookie_name` and its chunks).
 pub struct CookieStore {
@@ -63,7 +64,8 @@ impl Default for EndedHere {
 /// match has expired anyway.
 #[derive(Default)]
 struct Revoked {
-    /// `sid:<sid>` or `sub:<sub>` → when it was ended (Unix seconds).
+    /// `sid:<sid>` or `sub:<sub>` (`sub@<provider>:<sub>` for a provider other than the
+    /// default) → when it was ended (Unix seconds).
     entries: std::sync::Mutex<std::collections::HashMap<String, u64>>,
     /// Whether there is any entry: the common case costs no lock.
     any: std::sync::atomic::AtomicBool,
@@ -102,16 +104,14 @@ impl Revoked {
         let Ok(entries) = self.entries.lock() else {
             return true;
         };
-        let login = s
-            .sid
-            .as_ref()
-            .is_some_and(|sid| entries.contains_key(&format!("sid:{sid}")));
-        let user = s.sub.as_ref().is_some_and(|sub| {
-            entries
-                .get(&format!("sub:{sub}"))
-                .is_some_and(|at| *at >= s.created_at)
-        });
-        login || user
+        s.login_keys().any(|(kind, value)| {
+            let at = entries.get(&format!("{kind}:{value}"));
+            match kind.starts_with("sub") {
+                // A user's sessions end if they began before it was ended.
+                true => at.is_some_and(|at| *at >= s.created_at),
+                false => at.is_some(),
+            }
+        })
     }
 }
 
@@ -328,20 +328,17 @@ impl SessionStore for CookieStore {
     /// In this process only: the cookie is the session, so no other replica can be told.
     async fn end_sessions(
         &self,
-        sub: Option<&str>,
-        sid: Option<&str>,
+        ending: Ending<'_>,
         now: UnixTime,
     ) -> Result<usize, StoreUnavailable> {
         if let Some(list) = &self.revocations {
-            list.end(sub, sid, now).await?;
+            list.end(ending, now).await?;
             return Ok(0);
         }
-        for (kind, value) in [("sub", sub), ("sid", sid)] {
-            if let Some(value) = value {
-                self.ended
-                    .revoked
-                    .add(format!("{kind}:{value}"), now, self.lifetime);
-            }
+        for (kind, value) in ending.keys() {
+            self.ended
+                .revoked
+                .add(format!("{kind}:{value}"), now, self.lifetime);
         }
         Ok(0)
     }
@@ -363,41 +360,10 @@ impl SessionStore for CookieStore {
 
 fn decode_payload(plain: &[u8]) -> Option<SessionData> {
     match plain.split_first()? {
-        (&PAYLOAD_VERSION, rest) => postcard::from_bytes(rest).ok(),
-        (1, rest) => postcard::from_bytes::<SessionDataV1>(rest)
-            .ok()
-            .map(SessionData::from),
+        (&PAYLOAD_VERSION, rest) => super::layout::current(rest),
+        (2, rest) => super::layout::with_login_ids(rest),
+        (1, rest) => super::layout::first(rest),
         _ => None,
-    }
-}
-
-/// A session as version 1 of the payload laid it out.
-#[derive(serde::Deserialize)]
-#[cfg_attr(test, derive(serde::Serialize))]
-struct SessionDataV1 {
-    identity: super::Identity,
-    created_at: u64,
-    expires_at: u64,
-    tokens_expire_at: Option<u64>,
-    refresh_token: Option<String>,
-    id_token: Option<String>,
-    access_token: Option<String>,
-}
-
-impl From<SessionDataV1> for SessionData {
-    fn from(v1: SessionDataV1) -> SessionData {
-        SessionData {
-            identity: v1.identity,
-            created_at: v1.created_at,
-            expires_at: v1.expires_at,
-            tokens_expire_at: v1.tokens_expire_at,
-            refresh_token: v1.refresh_token,
-            id_token: v1.id_token,
-            access_token: v1.access_token,
-            sub: None,
-            sid: None,
-            id: None,
-        }
     }
 }
 
@@ -426,6 +392,8 @@ mod tests {
                 email: Some("alice@example.com".into()),
                 groups: vec!["sre".into()],
                 preferred_username: None,
+                provider: None,
+                issuer: None,
             },
             created_at: now,
             expires_at: now + 3600,
@@ -454,16 +422,8 @@ mod tests {
         let s = store(A);
         let now = now();
         let d = data(now, 10);
-        let v1 = SessionDataV1 {
-            identity: d.identity.clone(),
-            created_at: d.created_at,
-            expires_at: d.expires_at,
-            tokens_expire_at: d.tokens_expire_at,
-            refresh_token: d.refresh_token.clone(),
-            id_token: None,
-            access_token: None,
-        };
-        let payload = postcard::to_extend(&v1, vec![1]).unwrap();
+        let mut payload = vec![1];
+        payload.extend(crate::session::layout::in_first_layout(&d));
         let sealed = s.keys.seal(&s.name, &payload).unwrap();
         let header = format!("{}={sealed}", s.name).into_bytes();
         let got = s

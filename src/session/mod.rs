@@ -9,10 +9,12 @@
 
 pub mod chunks;
 mod cookie_store;
+mod layout;
 pub mod redis_store;
 pub(crate) mod refresh;
 pub mod seal;
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -37,6 +39,13 @@ pub struct Identity {
     pub groups: Vec<String>,
     /// The `preferred_username` claim.
     pub preferred_username: Option<String>,
+    /// Which provider vouches for it (a `[[oidc.providers]]` id): a session's, or a bearer
+    /// token's when a sign-in provider issued it. The same `sub` at two providers is two
+    /// users; this (or [`Identity::issuer`]) tells them apart. Absent from sessions signed in
+    /// before there could be several providers.
+    pub provider: Option<String>,
+    /// The issuer (`iss`) that vouches for it, for sessions and bearer tokens.
+    pub issuer: Option<String>,
 }
 
 impl Identity {
@@ -48,7 +57,7 @@ impl Identity {
 
 /// A session's user as the cookie format has always carried it: a plain string. No user is
 /// the empty string, which is never a user (an empty user claim is refused).
-mod user_field {
+pub(crate) mod user_field {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub(super) fn serialize<S: Serializer>(user: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
@@ -99,7 +108,49 @@ impl std::fmt::Debug for SessionData {
     }
 }
 
+/// Under which name a provider's `sub` or `sid` is filed, for ending sessions by them: the
+/// plain `sub`/`sid` for the default provider (as before there could be several, so its
+/// sessions and logouts keep matching), `sub@<id>`/`sid@<id>` for any other. The same `sub`
+/// at two providers is two users, and a logout from one never ends the other's sessions.
+fn login_kind(kind: &'static str, provider: Option<&str>) -> Cow<'static, str> {
+    match provider {
+        None | Some(crate::config::DEFAULT_PROVIDER) => Cow::Borrowed(kind),
+        Some(id) => Cow::Owned(format!("{kind}@{id}")),
+    }
+}
+
+/// What back-channel logout and `portcullis sessions revoke` end: one login of a provider
+/// (`sid`), every session of one of its users (`sub`), or both.
+#[derive(Debug, Clone, Copy)]
+pub struct Ending<'a> {
+    /// The provider's id.
+    pub provider: &'a str,
+    /// Every session of this user so far.
+    pub sub: Option<&'a str>,
+    /// The sessions of this login.
+    pub sid: Option<&'a str>,
+}
+
+impl Ending<'_> {
+    /// `(kind, value)` for each of `sub` and `sid` given, in the names sessions are filed
+    /// under (see [`SessionData::login_keys`]).
+    pub(crate) fn keys(&self) -> impl Iterator<Item = (Cow<'static, str>, &str)> {
+        [("sub", self.sub), ("sid", self.sid)]
+            .into_iter()
+            .filter_map(|(kind, value)| Some((login_kind(kind, Some(self.provider)), value?)))
+    }
+}
+
 impl SessionData {
+    /// `(kind, value)` for the session's `sub` and `sid` (those it has), under the names an
+    /// [`Ending`] of its provider looks for.
+    pub(crate) fn login_keys(&self) -> impl Iterator<Item = (Cow<'static, str>, &str)> {
+        let provider = self.identity.provider.as_deref();
+        [("sub", &self.sub), ("sid", &self.sid)]
+            .into_iter()
+            .filter_map(move |(kind, value)| Some((login_kind(kind, provider), value.as_deref()?)))
+    }
+
     /// Whether the provider's tokens have run out at `now`.
     pub fn needs_refresh(&self, now: UnixTime) -> bool {
         self.tokens_expire_at.is_some_and(|t| now.secs() >= t)
@@ -188,12 +239,11 @@ pub trait SessionStore: Send + Sync {
         Lease::Unshared
     }
 
-    /// Ends every session of the provider's login `sid`, or of its user `sub` (back-channel
+    /// Ends every session of a provider's login `sid`, or of its user `sub` (back-channel
     /// logout, `portcullis sessions revoke`); how many it ended, when it can tell.
     async fn end_sessions(
         &self,
-        sub: Option<&str>,
-        sid: Option<&str>,
+        ending: Ending<'_>,
         now: UnixTime,
     ) -> Result<usize, StoreUnavailable>;
 

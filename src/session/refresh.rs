@@ -167,6 +167,8 @@ mod tests {
                 email: None,
                 groups: vec![],
                 preferred_username: None,
+                provider: None,
+                issuer: None,
             },
             created_at: 0,
             expires_at: u64::MAX,

@@ -17,6 +17,7 @@ mod login;
 mod metrics;
 mod oauth2_proxy;
 mod policy;
+mod providers;
 mod redis_sessions;
 mod reload;
 mod resource_server;

@@ -99,7 +99,7 @@ async fn metrics_count_outcomes_provider_calls_refreshes_and_cookie_sizes() {
             2.0,
         ),
         (
-            "portcullis_session_refreshes_total{result=\"refreshed\"}",
+            "portcullis_session_refreshes_total{provider=\"default\",result=\"refreshed\"}",
             1.0,
         ),
         ("portcullis_session_cookie_bytes_count", 2.0),

@@ -26,13 +26,13 @@ pub use ticket::Ticket;
 
 use super::chunks::{self, CookieAttrs, SetCookie};
 use super::seal::{self, SealKeys};
-use super::{Lease, Loaded, SessionData, SessionStore, StoreUnavailable};
+use super::{Ending, Lease, Loaded, SessionData, SessionStore, StoreUnavailable};
 use crate::clock::UnixTime;
 use crate::config::{self, RedisSettings};
 use std::sync::Arc;
 
 /// The first byte of a stored body: bump it when the layout changes.
-const BODY_VERSION: u8 = 1;
+const BODY_VERSION: u8 = 2;
 
 /// Sessions in Redis, behind a ticket cookie named `session.cookie_name`.
 pub struct RedisStore {
@@ -136,9 +136,8 @@ impl RedisStore {
         now: UnixTime,
     ) -> Result<(), StoreUnavailable> {
         let ttl = data.expires_at.saturating_sub(now.secs()).max(1);
-        for (kind, value) in [("sub", &data.sub), ("sid", &data.sid)] {
-            let Some(value) = value else { continue };
-            let Some(key) = self.index_keys(kind, value).into_iter().next() else {
+        for (kind, value) in data.login_keys() {
+            let Some(key) = self.index_keys(&kind, value).into_iter().next() else {
                 continue;
             };
             self.redis
@@ -175,7 +174,8 @@ impl RedisStore {
         let session = body
             .and_then(|b| ticket.open(&b))
             .and_then(|plain| match plain.split_first() {
-                Some((&BODY_VERSION, rest)) => postcard::from_bytes::<SessionData>(rest).ok(),
+                Some((&BODY_VERSION, rest)) => crate::session::layout::current(rest),
+                Some((1, rest)) => crate::session::layout::with_login_ids(rest),
                 _ => None,
             })
             .filter(|s| now.secs() < s.expires_at);
@@ -189,24 +189,34 @@ impl RedisStore {
     }
 }
 
-/// `portcullis sessions revoke`: ends the sessions of `sub` or `sid` in the Redis `config`
-/// names, for every replica at once: how many, when the store can count them.
+/// `portcullis sessions revoke`: ends the sessions of `sub` or `sid` of the provider
+/// `provider` (needed when there are several) in the Redis `config` names, for every
+/// replica at once: how many, when the store can count them.
 pub async fn revoke(
     config: &config::Config,
+    provider: Option<&str>,
     sub: Option<&str>,
     sid: Option<&str>,
 ) -> Result<Option<usize>, String> {
-    let session = config
-        .session
-        .as_ref()
-        .filter(|_| config.oidc.is_some())
-        .ok_or("there are no browser sessions without [oidc]")?;
+    let (Some(oidc), Some(session)) = (&config.oidc, &config.session) else {
+        return Err("there are no browser sessions without [oidc]".into());
+    };
+    let provider = match provider {
+        Some(id) if oidc.get(id).is_some() => id,
+        Some(id) => {
+            let known: Vec<&str> = oidc.iter().map(|o| o.id.as_str()).collect();
+            return Err(format!("`{id}` is not a provider (they are {known:?})"));
+        }
+        None if oidc.len() == 1 => oidc.first().id.as_str(),
+        None => return Err("there are several providers: name one with --provider".into()),
+    };
+    let ending = Ending { provider, sub, sid };
     let now = crate::clock::Clock::now(&crate::clock::SystemClock);
     match (&session.storage, &session.revocation) {
         (config::SessionStorage::Redis(settings), _) => {
             let store = RedisStore::new(session, settings).map_err(|e| e.to_string())?;
             store
-                .end_sessions(sub, sid, now)
+                .end_sessions(ending, now)
                 .await
                 .map(Some)
                 .map_err(|e| e.to_string())
@@ -215,7 +225,7 @@ pub async fn revoke(
         // cookies that ends cannot be known.
         (config::SessionStorage::Cookie, Some(settings)) => {
             Revocations::new(settings, &session.secrets, session.lifetime)
-                .end(sub, sid, now)
+                .end(ending, now)
                 .await
                 .map(|()| None)
                 .map_err(|e| e.to_string())
@@ -302,14 +312,12 @@ impl SessionStore for RedisStore {
     /// Deletes every session the `sid` or `sub` index names, on every replica at once.
     async fn end_sessions(
         &self,
-        sub: Option<&str>,
-        sid: Option<&str>,
+        ending: Ending<'_>,
         _now: UnixTime,
     ) -> Result<usize, StoreUnavailable> {
         let mut ended = 0;
-        for (kind, value) in [("sub", sub), ("sid", sid)] {
-            let Some(value) = value else { continue };
-            for key in self.index_keys(kind, value) {
+        for (kind, value) in ending.keys() {
+            for key in self.index_keys(&kind, value) {
                 let ids: Vec<String> = self
                     .redis
                     .run(redis::cmd("SMEMBERS").arg(&key))

@@ -18,13 +18,13 @@ use super::macs::Macs;
 use super::ticket::Ticket;
 use crate::clock::UnixTime;
 use crate::config::{RedisSettings, SessionSecret};
-use crate::session::{Lease, SessionData, StoreUnavailable};
+use crate::session::{Ending, Lease, SessionData, StoreUnavailable};
 
 /// How long a refreshed session stays available to requests carrying the cookie from before
 /// the refresh (the other requests of a burst, a tab that has not seen the new cookie yet).
 pub(crate) const HANDOFF_TTL: Duration = Duration::from_secs(120);
 /// The first byte of a handed-over session.
-const HANDOFF_VERSION: u8 = 1;
+const HANDOFF_VERSION: u8 = 2;
 /// The HKDF info of the ticket a handed-over session is sealed under.
 const HANDOFF_PURPOSE: &[u8] = b"portcullis refresh handoff";
 
@@ -59,11 +59,11 @@ impl Revocations {
         if let Some(id) = &s.id {
             keys.push((self.key(&format!("session:{id}")), false));
         }
-        for (kind, value, after_start) in [("sid", &s.sid, false), ("sub", &s.sub, true)] {
-            if let Some(v) = value {
-                for tag in self.macs.tags(kind, v) {
-                    keys.push((self.key(&format!("{kind}:{tag}")), after_start));
-                }
+        for (kind, value) in s.login_keys() {
+            // A user's revocation ends the sessions that began before it.
+            let after_start = kind.starts_with("sub");
+            for tag in self.macs.tags(&kind, value) {
+                keys.push((self.key(&format!("{kind}:{tag}")), after_start));
             }
         }
         keys
@@ -106,14 +106,12 @@ impl Revocations {
     /// Records that the login `sid` and/or every session of `sub` so far ended.
     pub(crate) async fn end(
         &self,
-        sub: Option<&str>,
-        sid: Option<&str>,
+        ending: Ending<'_>,
         now: UnixTime,
     ) -> Result<(), StoreUnavailable> {
-        for (kind, value) in [("sub", sub), ("sid", sid)] {
-            let Some(v) = value else { continue };
+        for (kind, v) in ending.keys() {
             // Under the first secret's MAC: the one every current session is checked with.
-            if let Some(tag) = self.macs.tags(kind, v).into_iter().next() {
+            if let Some(tag) = self.macs.tags(&kind, v).into_iter().next() {
                 self.record(self.key(&format!("{kind}:{tag}")), now).await?;
             }
         }
@@ -199,7 +197,8 @@ impl Revocations {
         Ok(body
             .and_then(|b| ticket.open(&b))
             .and_then(|plain| match plain.split_first() {
-                Some((&HANDOFF_VERSION, rest)) => postcard::from_bytes::<SessionData>(rest).ok(),
+                Some((&HANDOFF_VERSION, rest)) => crate::session::layout::current(rest),
+                Some((1, rest)) => crate::session::layout::with_login_ids(rest),
                 _ => None,
             })
             .filter(|s| now.secs() < s.expires_at))
