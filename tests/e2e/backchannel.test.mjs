@@ -4,8 +4,6 @@
 // the provider sent, replayed, and a forged one are refused with 400.
 
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
-import { createServer } from 'node:http';
 import { after, before, describe, it } from 'node:test';
 
 import {
@@ -15,6 +13,7 @@ import {
   requireTools,
   scratchDir,
   signInAtIdp,
+  startRecorder,
   startRedis,
   startReplicas,
   stepper,
@@ -23,34 +22,6 @@ import {
 } from './harness.mjs';
 import { CLIENT_ID, startIdp } from './idp.mjs';
 import { startUpstream } from './upstream.mjs';
-
-/**
- * Records what the provider posts to the back-channel logout URI and passes it on to
- * portcullis: the test can then replay exactly that request.
- */
-async function startRecorder(target) {
-  const bodies = [];
-  const server = createServer(async (req, res) => {
-    const chunks = [];
-    for await (const c of req) chunks.push(c);
-    const body = Buffer.concat(chunks).toString();
-    bodies.push(body);
-    const r = await fetch(target, {
-      method: 'POST',
-      headers: { 'content-type': req.headers['content-type'] ?? '' },
-      body,
-    });
-    res.writeHead(r.status);
-    res.end(await r.text());
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  return {
-    url: `http://127.0.0.1:${server.address().port}/backchannel`,
-    bodies,
-    close: () => new Promise((resolve) => server.close(resolve)),
-  };
-}
 
 describe('back-channel logout from oidc-provider', { timeout: 90_000 }, () => {
   let scratch;

@@ -5,6 +5,7 @@ import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer as createHttpServer } from 'node:http';
 import { createConnection, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -403,4 +404,32 @@ export async function startReplicas({ dir, ports, idp, upstream, redis }) {
   );
   await Promise.all(replicas.map((p) => p.waitReady()));
   return replicas;
+}
+
+/**
+ * Records what the provider posts to the back-channel logout URI and passes it on to
+ * portcullis: the test can then replay exactly that request.
+ */
+export async function startRecorder(target) {
+  const bodies = [];
+  const server = createHttpServer(async (req, res) => {
+    const chunks = [];
+    for await (const c of req) chunks.push(c);
+    const body = Buffer.concat(chunks).toString();
+    bodies.push(body);
+    const r = await fetch(target, {
+      method: 'POST',
+      headers: { 'content-type': req.headers['content-type'] ?? '' },
+      body,
+    });
+    res.writeHead(r.status);
+    res.end(await r.text());
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return {
+    url: `http://127.0.0.1:${server.address().port}/backchannel`,
+    bodies,
+    close: () => new Promise((resolve) => server.close(resolve)),
+  };
 }
