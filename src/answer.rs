@@ -32,6 +32,26 @@ pub(crate) enum Asker<'a> {
     },
 }
 
+impl<'a> Asker<'a> {
+    /// The client of `req`, asking through the inline proxy or through a front proxy that
+    /// passes the whole request on and our answer back (Envoy's ext_authz).
+    pub(crate) fn client(
+        app: &crate::app::App,
+        req: &'a pingora::http::RequestHeader,
+    ) -> Asker<'a> {
+        Asker::Client {
+            // Without browser sign-in there is no login to send a browser to: a 401 as for
+            // any program.
+            browser_navigation: app.login.is_some()
+                && crate::classify::is_browser_navigation(&req.method, &req.headers),
+            return_to: req.uri.path_and_query().map_or("/", |pq| pq.as_str()),
+            grpc: respond::is_grpc(req),
+            robots_txt: req.uri.path() == "/robots.txt"
+                && matches!(req.method, http::Method::GET | http::Method::HEAD),
+        }
+    }
+}
+
 /// What happens next.
 pub(crate) enum Then {
     /// On to the upstream, as this caller (none on a public route).

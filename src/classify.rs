@@ -10,6 +10,8 @@ use http::Method;
 
 /// Everything below this prefix belongs to portcullis.
 pub(crate) const RESERVED_PREFIX: &str = "/oauth2/";
+/// What Envoy's HTTP ext_authz puts before the original target (`path_prefix: /oauth2/auth`).
+pub(crate) const ENVOY_AUTH_PREFIX: &str = "/oauth2/auth/";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Endpoint {
@@ -20,6 +22,9 @@ pub(crate) enum Endpoint {
     SignOut,
     UserInfo,
     Auth,
+    /// Envoy's HTTP ext_authz (`path_prefix: /oauth2/auth`): `/oauth2/auth` followed by the
+    /// original request's target.
+    EnvoyAuth,
     /// OpenID Connect Back-Channel Logout: the provider ends logins.
     BackchannelLogout,
     Ping,
@@ -56,6 +61,9 @@ pub(crate) fn classify(path: &str, is_callback: impl Fn(&str) -> bool) -> Route 
     }
     if let Some((_, endpoint)) = FIXED.iter().find(|(p, _)| *p == path) {
         return Route::Endpoint(*endpoint);
+    }
+    if path.starts_with(ENVOY_AUTH_PREFIX) {
+        return Route::Endpoint(Endpoint::EnvoyAuth);
     }
     if path.starts_with(RESERVED_PREFIX) {
         return Route::Endpoint(Endpoint::UnknownReserved);
@@ -287,6 +295,10 @@ mod tests {
             Route::Endpoint(Endpoint::UnknownReserved)
         );
         assert_eq!(classify("/app/oauth2/start", cb), Route::Protected);
+        assert_eq!(
+            classify("/oauth2/auth/app/x", cb),
+            Route::Endpoint(Endpoint::EnvoyAuth)
+        );
         assert_eq!(
             classify("/sso/cb", |p: &str| p == "/sso/cb"),
             Route::Endpoint(Endpoint::Callback)

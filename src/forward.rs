@@ -68,6 +68,12 @@ const IDENTITY_HEADERS: &[&str] = &[
 /// `Remote-User`, `Remote-Groups`, `Remote-Email`, `Remote-Name` family.
 const IDENTITY_PREFIXES: &[&str] = &["x-auth-request-", "x-amzn-oidc-", "x-webauth-", "remote-"];
 
+/// Whether `name` (lower case) is a forwarding header (`X-Forwarded-For`, `-Proto`, …): the
+/// business of whichever proxy forwards the request.
+pub(crate) fn is_forwarding_header(name: &str) -> bool {
+    FORWARDING_HEADERS.contains(&name)
+}
+
 /// Headers that HTTP itself, or portcullis' own decisions, depend on: they can be neither an
 /// identity header's name nor stripped by configuration.
 pub(crate) fn is_reserved_name(name: &str) -> bool {
@@ -336,6 +342,50 @@ pub(crate) struct Peer {
     pub trusted: bool,
     /// `http` or `https`: how the client reached us.
     pub scheme: &'static str,
+}
+
+/// Rewrites `req` for the upstream as `app`'s configuration says, for `caller` (none on a
+/// public route) with the verified `client_cert`, reached from `peer`: what the inline proxy
+/// sends, and what Envoy's ext_authz is told to change.
+pub(crate) fn for_upstream(
+    req: &mut RequestHeader,
+    app: &crate::app::App,
+    caller: Option<&crate::access::Caller>,
+    client_cert: Option<&ClientCert>,
+    peer: &Peer,
+) {
+    use crate::access::Caller;
+    let headers = &app.config.headers;
+    // Tokens of a browser session may travel upstream; a bearer caller's own Authorization
+    // header is forwarded untouched.
+    let session = match caller {
+        Some(Caller::Session(s)) => Some(s.as_ref()),
+        _ => None,
+    };
+    let vouch = Vouch {
+        identity: caller.map(Caller::identity),
+        access_token: session
+            .and_then(|s| s.access_token.as_deref())
+            .filter(|_| headers.pass_access_token),
+        id_token_as_bearer: session
+            .and_then(|s| s.id_token.as_deref())
+            .filter(|_| headers.pass_id_token_as_bearer),
+        client_cert,
+    };
+    let hygiene = Hygiene {
+        names: &headers.names,
+        strip: &headers.strip,
+    };
+    prepare(
+        req,
+        &vouch,
+        peer,
+        &hygiene,
+        // With pass_id_token_as_bearer the upstream trusts Authorization as identity: only a
+        // verified bearer caller's own token, or ours, ever reaches it.
+        headers.pass_id_token_as_bearer && !matches!(caller, Some(Caller::Bearer(_))),
+        |name| app.owns_cookie(name),
+    );
 }
 
 /// Rewrites `req` for the upstream. `is_ours` names portcullis' own cookies.

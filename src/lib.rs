@@ -51,6 +51,7 @@ pub mod demo;
 pub mod dpop;
 pub(crate) mod endpoints;
 pub mod explain;
+pub(crate) mod ext_authz;
 pub(crate) mod forward;
 pub(crate) mod host;
 pub mod import;

@@ -18,7 +18,7 @@ use crate::outcome::Outcome;
 pub(crate) struct Metrics {
     registry: Registry,
     requests: Vec<IntCounter>,
-    forward_auth: [IntCounter; 4],
+    forward_auth: [IntCounter; 5],
     upstream_responses: [IntCounter; 6],
     upstream_seconds: Histogram,
     decision_seconds: Histogram,
@@ -121,7 +121,7 @@ impl Metrics {
             &["status"],
         );
         let forward_auth =
-            ["202", "401", "403", "other"].map(|s| forward_auth_vec.with_label_values(&[s]));
+            ["200", "202", "401", "403", "other"].map(|s| forward_auth_vec.with_label_values(&[s]));
         let upstream_vec = counter_vec(
             "upstream_responses_total",
             "Responses of the upstream by status class; \"error\" when none arrived.",
@@ -237,10 +237,11 @@ impl Metrics {
 
     pub(crate) fn forward_auth(&self, status: u16) {
         let i = match status {
-            202 => 0,
-            401 => 1,
-            403 => 2,
-            _ => 3,
+            200 => 0,
+            202 => 1,
+            401 => 2,
+            403 => 3,
+            _ => 4,
         };
         self.forward_auth[i].inc();
     }

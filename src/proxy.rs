@@ -17,7 +17,7 @@ use crate::classify::{self, Route};
 use crate::client_cert::{ClientCert, UnreadableCertHeader};
 use crate::config::UpstreamProtocol;
 use crate::endpoints::{self, Facts};
-use crate::forward::{self, Peer, Vouch};
+use crate::forward::{self, Peer};
 use crate::metrics;
 use crate::outcome::Outcome;
 use crate::respond;
@@ -251,18 +251,7 @@ impl ProxyHttp for Portcullis {
         let req = session.req_header();
         let target = Target::of(req, host, ctx.client_cert.as_deref(), ctx.scheme);
         let decided = app.decide(req, &target).await;
-        let return_to = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        let grpc = respond::is_grpc(req);
-        let asker = Asker::Client {
-            // Without browser sign-in there is no login to send a browser to: a 401 as for
-            // any program.
-            browser_navigation: app.login.is_some()
-                && classify::is_browser_navigation(&req.method, &req.headers),
-            return_to,
-            grpc,
-            robots_txt: req.uri.path() == "/robots.txt"
-                && matches!(req.method, http::Method::GET | http::Method::HEAD),
-        };
+        let asker = Asker::client(app, req);
         let challenge = app.dpop_challenge(&decided.verdict);
         let settled = answer::settle(decided.verdict, &asker, challenge.as_ref());
         ctx.outcome = settled.outcome;
@@ -310,24 +299,6 @@ impl ProxyHttp for Portcullis {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let app = &ctx.app;
-        let headers = &app.config.headers;
-        // Tokens of a browser session may travel upstream; a bearer caller's own
-        // Authorization header is forwarded untouched.
-        let s = match &ctx.caller {
-            Some(Caller::Session(s)) => Some(s.as_ref()),
-            _ => None,
-        };
-        let vouch = Vouch {
-            identity: ctx.caller.as_ref().map(Caller::identity),
-            access_token: s
-                .and_then(|s| s.access_token.as_deref())
-                .filter(|_| headers.pass_access_token),
-            id_token_as_bearer: s
-                .and_then(|s| s.id_token.as_deref())
-                .filter(|_| headers.pass_id_token_as_bearer),
-            client_cert: ctx.client_cert.as_deref(),
-        };
         let peer = Peer {
             ip: peer_ip(session),
             trusted: ctx.trusted(session),
@@ -335,19 +306,12 @@ impl ProxyHttp for Portcullis {
             // replaced by how the client reached us.
             scheme: ctx.scheme,
         };
-        let hygiene = forward::Hygiene {
-            names: &headers.names,
-            strip: &headers.strip,
-        };
-        forward::prepare(
+        forward::for_upstream(
             upstream_request,
-            &vouch,
+            &ctx.app,
+            ctx.caller.as_ref(),
+            ctx.client_cert.as_deref(),
             &peer,
-            &hygiene,
-            // With pass_id_token_as_bearer the upstream trusts Authorization as identity: only
-            // a verified bearer caller's own token, or ours, ever reaches it.
-            headers.pass_id_token_as_bearer && !matches!(ctx.caller, Some(Caller::Bearer(_))),
-            |name| app.owns_cookie(name),
         );
         ctx.upstream_sent = Some(Instant::now());
         Ok(())

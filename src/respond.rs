@@ -9,6 +9,12 @@ use pingora::proxy::Session;
 
 use crate::session::chunks::SetCookie;
 
+/// Headers every reply carries: none may be cached by a shared cache or sniffed as another type.
+const ALWAYS: [(&str, &str); 2] = [
+    ("Cache-Control", "no-store"),
+    ("X-Content-Type-Options", "nosniff"),
+];
+
 pub(crate) struct Reply {
     status: u16,
     headers: Vec<(Name, String)>,
@@ -152,10 +158,29 @@ impl Reply {
         self.status
     }
 
+    /// The status, every header (those every reply carries first) and the body: for a front
+    /// proxy that answers the client for us (Envoy's ext_authz). Only a gRPC refusal's
+    /// "trailers-only" form is lost, which such a proxy writes itself.
+    pub(crate) fn into_parts(self) -> (u16, Vec<(String, String)>, Bytes) {
+        let headers = ALWAYS
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .chain(self.headers.into_iter().map(|(name, value)| {
+                let name = match name {
+                    Name::Static(n) => n.to_string(),
+                    Name::Header(n) => n.as_str().to_string(),
+                };
+                (name, value)
+            }))
+            .collect();
+        (self.status, headers, self.body)
+    }
+
     pub(crate) async fn send(self, session: &mut Session) -> pingora::Result<()> {
         let mut resp = ResponseHeader::build(self.status, Some(self.headers.len() + 4))?;
-        resp.insert_header("Cache-Control", "no-store")?;
-        resp.insert_header("X-Content-Type-Options", "nosniff")?;
+        for (name, value) in ALWAYS {
+            resp.insert_header(name, value)?;
+        }
         for (name, value) in self.headers {
             match name {
                 Name::Static(name) => resp.append_header(name, value)?,

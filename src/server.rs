@@ -94,6 +94,10 @@ pub(crate) fn build(config: Config, config_path: Option<PathBuf>) -> anyhow::Res
     server.add_service(proxy);
     // Built now, so that a metric definition could only ever fail at start, not on a request.
     let _ = crate::metrics::get();
+    if let Some(addr) = config.server.ext_authz_listen {
+        let ext_authz = crate::ext_authz::ExtAuthz::new(addr, live.clone());
+        server.add_service(background_service("ext_authz", ext_authz));
+    }
     if let Some(addr) = config.server.metrics_listen {
         let mut metrics = Service::new(
             "metrics".to_string(),

@@ -70,6 +70,8 @@ pub(super) struct ServerFile {
     pub shutdown_grace: Option<String>,
     /// Where Prometheus metrics are served (`/metrics`); off when absent.
     pub metrics_listen: Option<String>,
+    /// Envoy's external authorization (gRPC `envoy.service.auth.v3.Authorization/Check`).
+    pub ext_authz_listen: Option<String>,
     /// How long a whole request head may take to arrive.
     pub header_timeout: Option<String>,
     /// The longest request head accepted, in bytes.

@@ -181,6 +181,7 @@ impl Config {
         next.threads = run.threads;
         next.shutdown_grace = run.shutdown_grace;
         next.metrics_listen = run.metrics_listen;
+        next.ext_authz_listen = run.ext_authz_listen;
         next.head_limits = run.head_limits;
         next.connection_limits = run.connection_limits;
         next.tls_handshake_timeout = run.tls_handshake_timeout;
@@ -209,6 +210,10 @@ impl Config {
             (
                 "server.metrics_listen",
                 a.metrics_listen != b.metrics_listen,
+            ),
+            (
+                "server.ext_authz_listen",
+                a.ext_authz_listen != b.ext_authz_listen,
             ),
             (
                 "server.header_timeout / server.max_header_bytes",

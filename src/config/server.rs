@@ -51,6 +51,8 @@ pub struct Server {
     /// Where `/metrics` is served: its own address, so that the users the proxy protects
     /// cannot read it through the proxy's port.
     pub metrics_listen: Option<SocketAddr>,
+    /// Where Envoy's external authorization (gRPC) is served, if anywhere.
+    pub ext_authz_listen: Option<SocketAddr>,
     /// Bounds on each request head, enforced before pingora parses it.
     pub head_limits: Limits,
     /// Bounds on open connections, enforced at accept.
@@ -175,7 +177,23 @@ pub(super) fn validate(check: &Check, s: ServerFile) -> Result<Server, ConfigErr
     }
     let metrics_listen = match s.metrics_listen.as_deref() {
         None => None,
-        Some(a) => Some(metrics_listen(check, a, &listeners)?),
+        Some(a) => Some(own_port(
+            check,
+            "server.metrics_listen",
+            a,
+            &listeners,
+            &[],
+        )?),
+    };
+    let ext_authz_listen = match s.ext_authz_listen.as_deref() {
+        None => None,
+        Some(a) => Some(own_port(
+            check,
+            "server.ext_authz_listen",
+            a,
+            &listeners,
+            &metrics_listen.into_iter().collect::<Vec<_>>(),
+        )?),
     };
     Ok(Server {
         listeners,
@@ -183,6 +201,7 @@ pub(super) fn validate(check: &Check, s: ServerFile) -> Result<Server, ConfigErr
         threads,
         shutdown_grace,
         metrics_listen,
+        ext_authz_listen,
         head_limits: head_limits(check, &s)?,
         connection_limits: connection_limits(check, &s)?,
         tls_handshake_timeout: check.duration(
@@ -333,14 +352,18 @@ fn trusted_proxies(check: &Check, list: &[String]) -> Result<Vec<IpNet>, ConfigE
         .collect()
 }
 
-fn metrics_listen(
+/// An address for a service of its own (`key`): it may share no port with the proxy's
+/// listeners or the `others` already given.
+fn own_port(
     check: &Check,
+    key: &str,
     a: &str,
     listeners: &[Listener],
+    others: &[SocketAddr],
 ) -> Result<SocketAddr, ConfigError> {
     let addr: SocketAddr = a.parse().map_err(|_| {
         check.err(
-            "server.metrics_listen",
+            key,
             format!("`{a}` is not an address like 127.0.0.1:9180 or [::1]:9180"),
         )
     })?;
@@ -348,10 +371,10 @@ fn metrics_listen(
         l.port() == addr.port()
             && (l.ip() == addr.ip() || l.ip().is_unspecified() || addr.ip().is_unspecified())
     };
-    if listeners.iter().any(|l| overlaps(&l.address)) {
+    if listeners.iter().any(|l| overlaps(&l.address)) || others.iter().any(overlaps) {
         return Err(check.err(
-            "server.metrics_listen",
-            format!("`{a}` overlaps server.listen: metrics need their own port"),
+            key,
+            format!("`{a}` overlaps another listener: it needs a port of its own"),
         ));
     }
     Ok(addr)

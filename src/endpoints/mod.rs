@@ -3,6 +3,7 @@
 
 mod allowed;
 mod backchannel;
+mod envoy;
 mod health;
 mod identity;
 mod login;
@@ -77,6 +78,11 @@ pub(crate) async fn handle(
         ) => not_found(),
         (Endpoint::Auth, _) => {
             let answer = identity::forward_auth(app, req, facts).await;
+            crate::metrics::get().forward_auth(answer.reply.status());
+            answer
+        }
+        (Endpoint::EnvoyAuth, _) => {
+            let answer = envoy::http_ext_authz(app, req, facts).await;
             crate::metrics::get().forward_auth(answer.reply.status());
             answer
         }

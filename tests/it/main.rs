@@ -11,6 +11,7 @@ mod cookie_abuse;
 mod corpus;
 mod demo;
 mod dpop;
+mod ext_authz;
 mod faults;
 mod grpc;
 mod login;
