@@ -22,6 +22,7 @@ use crate::support::*;
 
 struct Envoy {
     world: World,
+    grpc_port: u16,
     grpc: AuthorizationClient<Channel>,
     alice: Browser,
 }
@@ -54,6 +55,7 @@ async fn envoy(extra_routes: &str) -> Envoy {
     alice.login(&world.proxy, "alice", "/").await;
     Envoy {
         world,
+        grpc_port,
         grpc: grpc.expect("connected"),
         alice,
     }
@@ -439,4 +441,47 @@ async fn envoys_http_ext_authz_gets_200_with_the_headers_to_set_and_to_remove() 
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
+}
+
+/// A client nobody here wrote: Envoy's protos from PyPI (envoy-data-plane) over grpcio.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_envoy_data_plane_client_over_grpcio_gets_the_same_answers() {
+    let e = envoy("").await;
+    let port = e.grpc_port;
+    let script = format!(
+        "{}/tests/scripts/ext_authz_check.py",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let pythonpath = format!("{}/target/python", env!("CARGO_MANIFEST_DIR"));
+    let out = tokio::process::Command::new("python3")
+        .arg(&script)
+        .arg(format!("127.0.0.1:{port}"))
+        .arg(e.alice.jar.header())
+        .env("PYTHONPATH", &pythonpath)
+        .output()
+        .await
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "ext_authz_check.py failed (is envoy-data-plane in target/python? `bash .ci/test` installs it): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answers: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(answers.len(), 3, "{answers:?}");
+    let session = &answers[0];
+    assert_eq!(session["code"], 0, "{session}");
+    assert_eq!(session["set"]["x-forwarded-user"], "alice");
+    // Its only cookie was portcullis' own: Cookie goes altogether.
+    assert_eq!(session["remove"], serde_json::json!(["cookie"]));
+    let browser = &answers[1];
+    assert_eq!(
+        (browser["code"].as_i64(), browser["http_status"].as_i64()),
+        (Some(16), Some(302))
+    );
+    assert_eq!(browser["location"], "/oauth2/start?rd=%2Fapp%2Fx%3Fy%3D1");
+    let program = &answers[2];
+    assert_eq!(program["http_status"], 401);
 }
