@@ -26,6 +26,7 @@ import {
   rmSync,
   writeFileSync,
 } from 'node:fs';
+import { connect as http2Connect } from 'node:http2';
 import { createServer as createHttpsServer, request as httpsRequest } from 'node:https';
 import { availableParallelism, release } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -277,6 +278,40 @@ function getTls(url, headers) {
 }
 
 /**
+ * One gRPC call over h2c: POSTs the framed message in `bodyFile` to `url`; the HTTP status,
+ * the grpc-status trailer and the response message's bytes (the ext_authz row's check).
+ */
+function grpcCall(url, bodyFile) {
+  return new Promise((resolve, reject) => {
+    const u = new URL(url);
+    const session = http2Connect(u.origin);
+    session.on('error', reject);
+    const req = session.request({
+      ':method': 'POST',
+      ':path': u.pathname,
+      'content-type': 'application/grpc',
+      te: 'trailers',
+    });
+    const chunks = [];
+    let status;
+    let grpcStatus;
+    req.on('response', (h) => {
+      status = h[':status'];
+      grpcStatus = h['grpc-status'];
+    });
+    req.on('trailers', (t) => (grpcStatus = t['grpc-status']));
+    req.on('data', (d) => chunks.push(d));
+    req.on('end', () => {
+      session.close();
+      resolve({ status, grpcStatus, body: Buffer.concat(chunks) });
+    });
+    req.on('error', reject);
+    req.setTimeout(5000, () => req.close());
+    req.end(readFileSync(bodyFile));
+  });
+}
+
+/**
  * The benchmark's certificate for 127.0.0.1 (self-signed, EC P-256): the TLS rows' (nginx and
  * portcullis serve it) and the JWKS mirror's.
  */
@@ -355,11 +390,11 @@ async function portcullisMetrics(port) {
 const RSS_CHECKPOINTS = [100_000, 1_000_000];
 
 /**
- * Runs h2load (HTTP/2 over TLS) once, with the same connections as wrk and
- * H2_STREAMS streams on each; the same counts as runWrk, latency percentiles from its
+ * Runs h2load (HTTP/2 over TLS, or h2c for an http:// URL) once, with the same connections
+ * as wrk and H2_STREAMS streams on each (POSTing `body`, a file, when given); the same counts as runWrk, latency percentiles from its
  * per-request log.
  */
-async function runH2load({ url, headers = [], seconds }) {
+async function runH2load({ url, headers = [], body, seconds }) {
   const logFile = join(RUN, 'h2load.requests');
   rmSync(logFile, { force: true });
   const args = [
@@ -368,6 +403,7 @@ async function runH2load({ url, headers = [], seconds }) {
     '-m', String(H2_STREAMS),
     '-D', String(seconds),
     '--log-file', logFile,
+    ...(body ? ['-d', body] : []),
     ...headers.flatMap((h) => ['-H', h]),
     url,
   ];
@@ -544,6 +580,7 @@ async function main() {
   for (const k of [
     'upstream', 'nginx', 'nginxTls', 'apache', 'portcullis', 'portcullisTls', 'metrics', 'front',
     'redis', 'portcullisRedis', 'portcullisRedisTls', 'metricsRedis',
+    'checks', 'checksTls', 'checksExtAuthz', 'metricsChecks',
   ]) {
     ports[k] = await h.freePort();
   }
@@ -653,6 +690,33 @@ async function main() {
   });
 
 
+  // Rows 16 and 17: a third portcullis with the same configuration (and session secret: the
+  // main login's cookie opens here too) that trusts 127.0.0.1, where wrk and h2load ask from,
+  // and serves Envoy's ext_authz. It answers checks only; nothing is forwarded.
+  const checks = await attempt('portcullis for checks', async () => {
+    const dir = join(RUN, 'portcullis-checks');
+    mkdirSync(dir, { recursive: true });
+    const conf = join(dir, 'portcullis.toml');
+    let text = readFileSync(pconf, 'utf8')
+      .replaceAll(`127.0.0.1:${ports.portcullis}`, `127.0.0.1:${ports.checks}`)
+      .replace(`127.0.0.1:${ports.portcullisTls}`, `127.0.0.1:${ports.checksTls}`)
+      .replace(`127.0.0.1:${ports.metrics}`, `127.0.0.1:${ports.metricsChecks}`);
+    text = replaceOnce(text, 'trusted_proxies = ["127.0.0.2"]', 'trusted_proxies = ["127.0.0.1"]', 'portcullis.toml');
+    text = replaceOnce(
+      text, '[server]\n', `[server]\next_authz_listen = "127.0.0.1:${ports.checksExtAuthz}"\n`, 'portcullis.toml',
+    );
+    writeFileSync(conf, text);
+    const p = startProcess('portcullis-checks', BIN, ['run', '--config', conf], {
+      logFile: join(dir, 'portcullis.log'),
+      env: portcullisEnv,
+    });
+    await waitFor('portcullis (checks) /ready', 20_000, async () => {
+      const r = await get(`${base(ports.checks)}/ready`);
+      return r.status === 200 && r.body === 'OK';
+    }, p);
+    return p;
+  });
+
   // nginx auth_request in front of portcullis: the recipe from deploy/nginx (HEAD's copy).
   const front = await attempt('front', async () => {
     const recipe = join(SRC, 'deploy/nginx/auth-request.conf');
@@ -735,6 +799,18 @@ async function main() {
     }
   } finally {
     await browser.close();
+  }
+
+  // Row 17's request: one CheckRequest with the session cookie, built with Envoy's protos
+  // (tests/scripts/ext_authz_check.py, PyPI envoy-data-plane in .work/python).
+  const checkBody = join(RUN, 'check-request.grpc');
+  if (checks && portcullisCookie) {
+    await attempt('ext_authz request', async () => {
+      const made = spawnSync('python3', [
+        join(SRC, 'tests/scripts/ext_authz_check.py'), 'payload', checkBody, portcullisCookie, appPath,
+      ], { env: { ...process.env, PYTHONPATH: join(WORK, 'python') }, encoding: 'utf8' });
+      if (made.status !== 0) throw new Error(`ext_authz_check.py payload: ${made.stderr.slice(-400)}`);
+    });
   }
 
   // The rows.
@@ -837,6 +913,28 @@ async function main() {
       url: `${base(ports.portcullis)}/api/bench.txt`, cpu: () => [portcullis.pid], metrics: true,
       dpop: true, deny: [401],
     },
+    {
+      id: '16', name: 'portcullis /oauth2/auth check alone, session cookie (a trusted front proxy asks)',
+      url: `${base(ports.checks)}/oauth2/auth`, cpu: () => [checks.pid],
+      metrics: true, metricsPort: ports.metricsChecks, checkOnly: 202,
+      headers: () => [
+        `Cookie: ${portcullisCookie}`, `X-Original-URI: ${appPath}`, 'X-Original-Method: GET',
+        'X-Forwarded-Host: app.example.com',
+      ],
+      // Without the original request reported: refused (nginx takes 401 and 403 alike).
+      deny: [401, 403],
+      broken: () => setupErrors['portcullis for checks'] ?? cookieRows(portcullisCookie, setupErrors['portcullis login']),
+    },
+    {
+      id: '17', name: `portcullis ext_authz gRPC Check, session cookie (h2c, ${H2_STREAMS} streams per connection)`,
+      baseline: '16', h2: true, grpc: true, checkOnly: 200,
+      url: `${base(ports.checksExtAuthz)}/envoy.service.auth.v3.Authorization/Check`, cpu: () => [checks.pid],
+      metrics: true, metricsPort: ports.metricsChecks, body: checkBody,
+      headers: () => ['content-type: application/grpc', 'te: trailers'],
+      broken: () =>
+        setupErrors['portcullis for checks'] ?? setupErrors['ext_authz request'] ??
+        cookieRows(portcullisCookie, setupErrors['portcullis login']),
+    },
   ];
   // `--rows storm` (alone or with others) runs the refresh storm; without --rows it always runs.
   const wantStorm = !opts.rows || opts.rows.includes('storm');
@@ -874,8 +972,17 @@ async function main() {
         headers.Authorization = `DPoP ${proofs.token}`;
         headers.DPoP = readFileSync(proofs.file, 'utf8').split('\n')[0];
       }
+      if (row.grpc) {
+        // Allowed: gRPC OK, and the identity headers to set are in the answer.
+        const r = await grpcCall(row.url, row.body);
+        if (r.status !== 200 || String(r.grpcStatus) !== '0' || !r.body.includes('x-forwarded-user')) {
+          throw new Error(`Check answers ${r.status}, grpc-status ${r.grpcStatus}, without an allowed identity`);
+        }
+        continue;
+      }
       const ok = await get(row.url, headers);
-      if (ok.status !== 200 || ok.body !== payload) {
+      const expected = row.checkOnly ?? 200;
+      if (ok.status !== expected || (!row.checkOnly && ok.body !== payload)) {
         throw new Error(`answers ${ok.status} with its credentials: ${ok.body.slice(0, 120)}`);
       }
       if (row.deny) {
@@ -920,7 +1027,7 @@ async function main() {
     const mBefore = row.metrics ? await portcullisMetrics(row.metricsPort ?? ports.metrics) : null;
     const cpuBefore = cpuSeconds(roots);
     const w = row.h2
-      ? await runH2load({ url: row.url, headers: row.headers?.() ?? [], seconds })
+      ? await runH2load({ url: row.url, headers: row.headers?.() ?? [], body: row.body, seconds })
       : await runWrk({ url: row.url, headers: row.headers?.() ?? [], env, seconds });
     checkInterrupted();
     const cpu = cpuSeconds(roots) - cpuBefore;
@@ -937,7 +1044,8 @@ async function main() {
     const errors = w.connect + w.read + w.write + w.timeout;
     // Responses that did not come from the upstream were answered by the proxy itself
     // (a 302 or 401 wrk does not count as an error); wrk counts >= 400 itself.
-    const non2xx = Math.max(w.status, w.requests - served);
+    // A check-only row's answers never come from the upstream.
+    const non2xx = row.checkOnly ? w.status : Math.max(w.status, w.requests - served);
     const m = {
       rps: w.requests / (w.duration_us / 1e6),
       p50: w.p50_us,
@@ -1272,6 +1380,19 @@ function buildReport({ rows, storms, rssAtStart, rssIdle, rssAfter, rssAt, rssOt
       '(signature, htm, htu, iat, ath, jkt) and a replay-cache insert. Its "× baseline" is against ' +
       'row 6, the same token path without a proof, and the difference of their auth µs is the ' +
       'cost of a proof.',
+  );
+  lines.push(
+    '- Rows 16 and 17 measure authorization checks alone, with nothing forwarded: a third ' +
+      'portcullis with the same configuration and session secret (the same cookie) that trusts ' +
+      '127.0.0.1 and serves Envoy\'s ext_authz. Row 16 asks `/oauth2/auth` as nginx ' +
+      '`auth_request` does (wrk, HTTP/1.1 keep-alive, the original request in `X-Original-URI`; ' +
+      'answer 202). Row 17 asks the gRPC `envoy.service.auth.v3.Authorization/Check` as Envoy ' +
+      'does (h2load over h2c, ' + H2_STREAMS + ' streams per connection) with one CheckRequest ' +
+      'built by tests/scripts/ext_authz_check.py from Envoy\'s protos (PyPI envoy-data-plane); ' +
+      'each answer carries the identity headers to set and the cookie to strip. Its "× ' +
+      'baseline" is against row 16: checks per second of the two protocols in the same rounds. ' +
+      'h2load counts HTTP statuses only, and a gRPC denial is HTTP 200 too: the row\'s check ' +
+      'before the rounds confirms the request is allowed.',
   );
   lines.push(
     `- Refresh storm: its own oidc-provider (access tokens of ${STORM.ttl} s, \`rotateRefreshToken\`) ` +

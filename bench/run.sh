@@ -5,7 +5,7 @@
 #
 # (--rows: only these rows, e.g. while working on one path; the default is all of them.)
 #
-# 1. installs what is missing (Debian: wrk, nghttp2-client (h2load), redis-server, nginx, apache2, libapache2-mod-auth-openidc,
+# 1. installs what is missing (PyPI: envoy-data-plane, into bench/.work/python; Debian: wrk, nghttp2-client (h2load), redis-server, nginx, apache2, libapache2-mod-auth-openidc,
 #    chromium, cmake),
 # 2. builds portcullis in release mode from a git worktree of HEAD in bench/.work/src (so
 #    uncommitted edits in the main work tree never affect the numbers), with its own target
@@ -90,6 +90,14 @@ if [ ! -d "$SRC/tests/e2e/node_modules" ] ||
     ! cmp -s "$SRC/tests/e2e/package-lock.json" "$WORK/npm-lock.installed"; then
   (cd "$SRC/tests/e2e" && npm ci --no-audit --no-fund --loglevel=error)
   cp "$SRC/tests/e2e/package-lock.json" "$WORK/npm-lock.installed"
+else
+  echo "up to date"
+fi
+
+# The ext_authz row's check request is built with Envoy's protos (PyPI envoy-data-plane).
+step "python envoy-data-plane (the ext_authz row's request)"
+if ! PYTHONPATH="$WORK/python" python3 -c "import envoy_data_plane" >/dev/null 2>&1; then
+  python3 -m pip install --quiet --disable-pip-version-check --target "$WORK/python" envoy-data-plane==2.2.0
 else
   echo "up to date"
 fi
