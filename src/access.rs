@@ -9,7 +9,7 @@ use std::sync::Arc;
 use http::Method;
 use pingora::http::RequestHeader;
 
-use crate::answer::DpopChallenge;
+use crate::answer::{Challenges, DpopChallenge};
 use crate::app::App;
 use crate::bearer::{BearerError, Binding, Principal, Refusal, TokenType};
 use crate::client_cert::{CertRefusal, CertRequirements, ClientCert};
@@ -351,17 +351,28 @@ impl App {
         }
     }
 
-    /// The DPoP challenge a refusal carries where DPoP is accepted (nothing for a request
-    /// that goes through: no nonce is computed for it).
-    pub(crate) fn dpop_challenge(&self, verdict: &Verdict) -> Option<DpopChallenge> {
+    /// What a refusal's challenges say for a request to `host` over `scheme`: DPoP's where
+    /// DPoP is accepted, and where the resource's metadata is (RFC 9728). Nothing for a
+    /// request that goes through: no nonce is computed for it.
+    pub(crate) fn challenges(
+        &self,
+        verdict: &Verdict,
+        scheme: &str,
+        host: Option<&str>,
+    ) -> Challenges {
         if matches!(verdict, Verdict::Allow(_) | Verdict::Public) {
-            return None;
+            return Challenges::default();
         }
-        let dpop = self.dpop.as_ref()?;
-        Some(DpopChallenge {
-            algs: dpop.algs().to_string(),
-            nonce: dpop.nonce(self.clock.now()),
-        })
+        Challenges {
+            dpop: self.dpop.as_ref().map(|dpop| DpopChallenge {
+                algs: dpop.algs().to_string(),
+                nonce: dpop.nonce(self.clock.now()),
+            }),
+            resource_metadata: self
+                .resource_metadata
+                .as_ref()
+                .and_then(|m| m.url(scheme, host)),
+        }
     }
 
     /// Whether a token sent with `Authorization: DPoP` is DPoP-bound and comes with a proof

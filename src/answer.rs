@@ -70,6 +70,16 @@ pub(crate) struct Settled {
     pub then: Then,
 }
 
+/// What a refusal's `WWW-Authenticate` challenges say besides the refusal itself.
+#[derive(Default)]
+pub(crate) struct Challenges {
+    /// DPoP's, where `[bearer.dpop]` accepts proofs.
+    pub dpop: Option<DpopChallenge>,
+    /// Where the protected resource's metadata is (RFC 9728 `resource_metadata`), so that a
+    /// program can find where to get a token from the refusal alone.
+    pub resource_metadata: Option<String>,
+}
+
 /// What a 401 says about DPoP where `[bearer.dpop]` accepts it: the algorithms, and the
 /// nonce of the moment when proofs must carry one.
 pub(crate) struct DpopChallenge {
@@ -104,7 +114,7 @@ fn proof_error_code(e: &ProofError) -> &'static str {
     }
 }
 
-pub(crate) fn settle(verdict: Verdict, asker: &Asker<'_>, dpop: Option<&DpopChallenge>) -> Settled {
+pub(crate) fn settle(verdict: Verdict, asker: &Asker<'_>, challenges: &Challenges) -> Settled {
     let failed_proof = match &verdict {
         Verdict::InvalidProof(e) => Some(*e),
         _ => None,
@@ -135,9 +145,12 @@ pub(crate) fn settle(verdict: Verdict, asker: &Asker<'_>, dpop: Option<&DpopChal
         *reply = Reply::grpc(GrpcStatus::for_http(status), message);
         return settled;
     }
-    if let (Some(dpop), Then::Answer(reply)) = (dpop, &mut settled.then) {
-        if reply.status() == 401 {
+    if let Then::Answer(reply) = &mut settled.then {
+        if let (Some(dpop), 401) = (&challenges.dpop, reply.status()) {
             dpop.add_to(reply, failed_proof.as_ref());
+        }
+        if let Some(url) = &challenges.resource_metadata {
+            reply.add_challenge_param(&format!("resource_metadata=\"{url}\""));
         }
     }
     settled

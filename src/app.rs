@@ -33,6 +33,8 @@ pub struct App {
     pub clock: SharedClock,
     /// DPoP proofs, when `[bearer.dpop]` accepts them.
     pub(crate) dpop: Option<crate::dpop::Dpop>,
+    /// RFC 9728 metadata, when any bearer token could be accepted.
+    pub(crate) resource_metadata: Option<crate::resource_metadata::ResourceMetadata>,
     /// What a reload hands to the next `App`.
     kept: Kept,
 }
@@ -216,6 +218,7 @@ impl App {
             )
         });
         Ok(App {
+            resource_metadata: crate::resource_metadata::ResourceMetadata::of(&config),
             dpop,
             kept,
             login,

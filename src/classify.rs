@@ -25,6 +25,9 @@ pub(crate) enum Endpoint {
     /// Envoy's HTTP ext_authz (`path_prefix: /oauth2/auth`): `/oauth2/auth` followed by the
     /// original request's target.
     EnvoyAuth,
+    /// RFC 9728's protected resource metadata (`/.well-known/oauth-protected-resource`, and
+    /// it followed by a resource's path).
+    ResourceMetadata,
     /// OpenID Connect Back-Channel Logout: the provider ends logins.
     BackchannelLogout,
     Ping,
@@ -61,6 +64,12 @@ pub(crate) fn classify(path: &str, is_callback: impl Fn(&str) -> bool) -> Route 
     }
     if let Some((_, endpoint)) = FIXED.iter().find(|(p, _)| *p == path) {
         return Route::Endpoint(*endpoint);
+    }
+    if path
+        .strip_prefix(crate::resource_metadata::WELL_KNOWN)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    {
+        return Route::Endpoint(Endpoint::ResourceMetadata);
     }
     if path.starts_with(ENVOY_AUTH_PREFIX) {
         return Route::Endpoint(Endpoint::EnvoyAuth);

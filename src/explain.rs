@@ -56,7 +56,7 @@ pub async fn explain(config: Config, token: &str, request: &Request<'_>) -> anyh
         grpc: false,
         robots_txt: false,
     };
-    let settled = answer::settle(decided.verdict, &asker, None);
+    let settled = answer::settle(decided.verdict, &asker, &answer::Challenges::default());
     let (status, allowed) = match &settled.then {
         Then::Forward(_) => ("forwarded to the upstream".to_string(), true),
         Then::Answer(reply) => (format!("answered {}", reply.status()), false),

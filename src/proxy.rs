@@ -252,8 +252,8 @@ impl ProxyHttp for Portcullis {
         let target = Target::of(req, host, ctx.client_cert.as_deref(), ctx.scheme);
         let decided = app.decide(req, &target).await;
         let asker = Asker::client(app, req);
-        let challenge = app.dpop_challenge(&decided.verdict);
-        let settled = answer::settle(decided.verdict, &asker, challenge.as_ref());
+        let challenges = app.challenges(&decided.verdict, ctx.scheme, host);
+        let settled = answer::settle(decided.verdict, &asker, &challenges);
         ctx.outcome = settled.outcome;
         ctx.user = settled.user;
         ctx.reason = settled.reason;

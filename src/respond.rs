@@ -136,6 +136,23 @@ impl Reply {
     }
 
     /// [`Reply::header`] on a reply held by reference.
+    /// Adds `param` to every `Bearer` and `DPoP` challenge of the reply's `WWW-Authenticate`.
+    pub(crate) fn add_challenge_param(&mut self, param: &str) {
+        for (name, value) in &mut self.headers {
+            let is_challenge = match name {
+                Name::Static(n) => n.eq_ignore_ascii_case("www-authenticate"),
+                Name::Header(n) => *n == http::header::WWW_AUTHENTICATE,
+            };
+            if !is_challenge {
+                continue;
+            }
+            if value.starts_with("Bearer ") || value.starts_with("DPoP ") {
+                value.push_str(", ");
+                value.push_str(param);
+            }
+        }
+    }
+
     pub(crate) fn add_header(&mut self, name: &'static str, value: impl Into<String>) {
         self.headers.push((Name::Static(name), value.into()));
     }

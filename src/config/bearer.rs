@@ -28,6 +28,11 @@ pub struct Bearer {
     pub issuers: Vec<BearerIssuer>,
     /// DPoP (RFC 9449), when accepted.
     pub dpop: Option<Dpop>,
+    /// The protected resource's identifier (RFC 9728), when not each request's origin.
+    pub resource: Option<Url>,
+    /// The authorization servers the resource metadata names, when not the issuers whose
+    /// tokens are accepted.
+    pub authorization_servers: Option<Vec<String>>,
 }
 
 /// The validated `[bearer.dpop]`.
@@ -222,7 +227,39 @@ pub(super) fn validate(
             Some(d) => dpop(check, d, session.is_some())?,
             None => None,
         },
+        resource: b
+            .resource
+            .map(|r| resource_url(check, "bearer.resource", &r))
+            .transpose()?,
+        authorization_servers: match b.authorization_servers {
+            Some(list) if list.is_empty() => {
+                return Err(check.err(
+                    "bearer.authorization_servers",
+                    "lists none: leave it out to name the issuers accepted here",
+                ))
+            }
+            Some(list) => {
+                for (i, s) in list.iter().enumerate() {
+                    resource_url(check, &format!("bearer.authorization_servers[{i}]"), s)?;
+                }
+                Some(list)
+            }
+            None => None,
+        },
     })
+}
+
+/// An absolute http(s) URL without query or fragment (RFC 9728 §1.2, RFC 8414 §2).
+fn resource_url(check: &Check, key: &str, text: &str) -> Result<Url, ConfigError> {
+    let url = Url::parse(text).map_err(|e| check.err(key, format!("not an absolute URL ({e})")))?;
+    check.scheme(key, &url, false)?;
+    if url.query().is_some() || url.fragment().is_some() || url.host().is_none() {
+        return Err(check.err(
+            key,
+            "must be an http(s) URL with a host and no query or fragment",
+        ));
+    }
+    Ok(url)
 }
 
 /// Where `[[bearer.issuers]]` says its keys are.

@@ -335,6 +335,10 @@ pub(super) struct BearerFile {
     pub require_bound_tokens: bool,
     /// `[bearer.dpop]`: DPoP-bound tokens and their proofs.
     pub dpop: Option<DpopFile>,
+    /// RFC 9728: the protected resource's identifier, when not the origin of each request.
+    pub resource: Option<String>,
+    /// RFC 9728: where clients get tokens, when not the issuers accepted here.
+    pub authorization_servers: Option<Vec<String>>,
     #[serde(default)]
     pub issuers: Vec<IssuerFile>,
 }

@@ -1020,3 +1020,30 @@ fn the_user_format_names_only_what_there_is() {
         assert_eq!(e.key, "headers.user_format", "{bad}: {e}");
     }
 }
+
+#[test]
+fn the_resource_and_its_authorization_servers_are_urls() {
+    let with = |lines: &str| {
+        parse(&format!(
+            "{}[bearer]\naudiences = [\"api\"]\n{lines}\n",
+            base()
+        ))
+    };
+    let c = with("resource = \"https://api.example.com/mcp\"").unwrap();
+    assert_eq!(c.bearer.resource.unwrap().path(), "/mcp");
+    for (lines, key) in [
+        ("resource = \"api.example.com\"", "bearer.resource"),
+        (
+            "resource = \"https://api.example.com/?x=1\"",
+            "bearer.resource",
+        ),
+        ("resource = \"http://api.example.com\"", "bearer.resource"),
+        ("authorization_servers = []", "bearer.authorization_servers"),
+        (
+            "authorization_servers = [\"https://a\", \"ftp://b\"]",
+            "bearer.authorization_servers[1]",
+        ),
+    ] {
+        assert_eq!(with(lines).unwrap_err().key, key, "{lines}");
+    }
+}

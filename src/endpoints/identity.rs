@@ -130,8 +130,8 @@ pub(super) async fn forward_auth(app: &App, req: &RequestHeader, facts: &Facts<'
         names: &app.config.headers.forward_auth,
         pass_access_token: app.config.headers.pass_access_token && subrequest,
     };
-    let challenge = app.dpop_challenge(&verdict);
-    let settled = answer::settle(verdict, &asker, challenge.as_ref());
+    let challenges = app.challenges(&verdict, facts.scheme, target.host.or(facts.host));
+    let settled = answer::settle(verdict, &asker, &challenges);
     let reply = match settled.then {
         Then::Answer(reply) => reply,
         // A front proxy is always answered; it forwards the request itself.

@@ -86,6 +86,19 @@ pub(crate) async fn handle(
             crate::metrics::get().forward_auth(answer.reply.status());
             answer
         }
+        (Endpoint::ResourceMetadata, _) => {
+            let doc = app
+                .resource_metadata
+                .as_ref()
+                .and_then(|m| m.document(req.uri.path(), facts.scheme, facts.host));
+            match doc {
+                // Public, and fetched by browser-based clients from other origins.
+                Some(doc) => Reply::json(200, &doc)
+                    .header("Access-Control-Allow-Origin", "*")
+                    .into(),
+                None => not_found(),
+            }
+        }
         (Endpoint::UnknownReserved, _) => not_found(),
     }
 }

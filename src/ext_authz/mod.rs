@@ -143,8 +143,8 @@ pub(crate) async fn decide(app: &App, original: &Original) -> Decision {
     if let Asker::Client { grpc, .. } = &mut asker {
         *grpc = false;
     }
-    let challenge = app.dpop_challenge(&decided.verdict);
-    let settled = answer::settle(decided.verdict, &asker, challenge.as_ref());
+    let challenges = app.challenges(&decided.verdict, original.scheme, host);
+    let settled = answer::settle(decided.verdict, &asker, &challenges);
     let (status, checked) = match settled.then {
         Then::Forward(caller) => (
             200,

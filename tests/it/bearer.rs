@@ -107,9 +107,13 @@ async fn without_a_token_an_api_call_gets_401_and_a_bad_token_is_never_redirecte
         .await
         .expect("request");
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    // RFC 9728: the challenge names where the resource's metadata is.
     assert_eq!(
         header_str(&resp, WWW_AUTHENTICATE),
-        r#"Bearer realm="portcullis""#
+        format!(
+            r#"Bearer realm="portcullis", resource_metadata="{}""#,
+            t.w.proxy.url("/.well-known/oauth-protected-resource")
+        )
     );
     let body: Value = resp.json().await.expect("JSON");
     assert_eq!(body["error"], "unauthorized");

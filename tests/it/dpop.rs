@@ -121,7 +121,9 @@ async fn a_dpop_bound_token_needs_a_fresh_proof_for_this_request() {
     let all = challenges(&anonymous);
     assert!(all.iter().any(|c| c.starts_with("Bearer")), "{all:?}");
     assert!(
-        all.contains(&"DPoP algs=\"ES256 ES384 RS256 PS256 EdDSA\"".to_string()),
+        all.iter()
+            .any(|c| c
+                .starts_with("DPoP algs=\"ES256 ES384 RS256 PS256 EdDSA\", resource_metadata=")),
         "{all:?}"
     );
 }

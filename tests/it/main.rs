@@ -21,6 +21,7 @@ mod policy;
 mod providers;
 mod redis_sessions;
 mod reload;
+mod resource_metadata;
 mod resource_server;
 mod session;
 mod tls;
