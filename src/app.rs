@@ -33,6 +33,8 @@ pub struct App {
     pub clock: SharedClock,
     /// DPoP proofs, when `[bearer.dpop]` accepts them.
     pub(crate) dpop: Option<crate::dpop::Dpop>,
+    /// ALB's signed headers and the identity assertion, when asked for.
+    pub(crate) signed_identity: Option<crate::signed_identity::SignedIdentity>,
     /// RFC 9728 metadata, when any bearer token could be accepted.
     pub(crate) resource_metadata: Option<crate::resource_metadata::ResourceMetadata>,
     /// What a reload hands to the next `App`.
@@ -218,6 +220,7 @@ impl App {
             )
         });
         Ok(App {
+            signed_identity: crate::signed_identity::SignedIdentity::of(&config),
             resource_metadata: crate::resource_metadata::ResourceMetadata::of(&config),
             dpop,
             kept,

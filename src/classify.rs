@@ -10,6 +10,8 @@ use http::Method;
 
 /// Everything below this prefix belongs to portcullis.
 pub(crate) const RESERVED_PREFIX: &str = "/oauth2/";
+/// Where ALB's form of the signing keys is published: this, then the key id.
+pub(crate) const ALB_KEYS_PREFIX: &str = "/oauth2/alb-keys/";
 /// What Envoy's HTTP ext_authz puts before the original target (`path_prefix: /oauth2/auth`).
 pub(crate) const ENVOY_AUTH_PREFIX: &str = "/oauth2/auth/";
 
@@ -25,6 +27,10 @@ pub(crate) enum Endpoint {
     /// Envoy's HTTP ext_authz (`path_prefix: /oauth2/auth`): `/oauth2/auth` followed by the
     /// original request's target.
     EnvoyAuth,
+    /// The public keys of the signed identity headers: ALB's key endpoint form
+    /// (`/oauth2/alb-keys/<kid>`, a PEM) and a JWKS (`/.well-known/portcullis/jwks.json`).
+    AlbKey,
+    Jwks,
     /// RFC 9728's protected resource metadata (`/.well-known/oauth-protected-resource`, and
     /// it followed by a resource's path).
     ResourceMetadata,
@@ -53,6 +59,7 @@ const FIXED: &[(&str, Endpoint)] = &[
     ("/oauth2/userinfo", Endpoint::UserInfo),
     ("/oauth2/auth", Endpoint::Auth),
     ("/oauth2/backchannel_logout", Endpoint::BackchannelLogout),
+    ("/.well-known/portcullis/jwks.json", Endpoint::Jwks),
 ];
 
 /// Classifies a request by its path (the part before `?`). `is_callback` says whether a path
@@ -70,6 +77,9 @@ pub(crate) fn classify(path: &str, is_callback: impl Fn(&str) -> bool) -> Route 
         .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
     {
         return Route::Endpoint(Endpoint::ResourceMetadata);
+    }
+    if path.starts_with(ALB_KEYS_PREFIX) {
+        return Route::Endpoint(Endpoint::AlbKey);
     }
     if path.starts_with(ENVOY_AUTH_PREFIX) {
         return Route::Endpoint(Endpoint::EnvoyAuth);

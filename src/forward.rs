@@ -34,6 +34,7 @@ const IDENTITY_HEADERS: &[&str] = &[
     X_FORWARDED_PREFERRED_USERNAME,
     X_FORWARDED_ACCESS_TOKEN,
     X_FORWARDED_ISSUER,
+    crate::signed_identity::ASSERTION,
     "x-forwarded-id-token",
     "x-forwarded-username",
     "x-forwarded-login",
@@ -362,11 +363,13 @@ pub(crate) fn for_upstream(
         Some(Caller::Session(s)) => Some(s.as_ref()),
         _ => None,
     };
+    // With `headers.style = "alb"`, ALB's headers stand in for oauth2-proxy's.
+    let oauth2_proxy = headers.style.oauth2_proxy();
     let vouch = Vouch {
-        identity: caller.map(Caller::identity),
+        identity: caller.map(Caller::identity).filter(|_| oauth2_proxy),
         access_token: session
             .and_then(|s| s.access_token.as_deref())
-            .filter(|_| headers.pass_access_token),
+            .filter(|_| headers.pass_access_token && oauth2_proxy),
         id_token_as_bearer: session
             .and_then(|s| s.id_token.as_deref())
             .filter(|_| headers.pass_id_token_as_bearer),
@@ -386,6 +389,44 @@ pub(crate) fn for_upstream(
         headers.pass_id_token_as_bearer && !matches!(caller, Some(Caller::Bearer(_))),
         |name| app.owns_cookie(name),
     );
+    if let (Some(signed), Some(caller)) = (&app.signed_identity, caller) {
+        set_signed_identity(req, app, signed, caller, peer);
+    }
+}
+
+/// ALB's headers and the identity assertion, signed for `caller`.
+fn set_signed_identity(
+    req: &mut RequestHeader,
+    app: &crate::app::App,
+    signed: &crate::signed_identity::SignedIdentity,
+    caller: &crate::access::Caller,
+    peer: &Peer,
+) {
+    let identity = caller.identity();
+    let client_id = identity.provider.as_deref().and_then(|id| {
+        let login = app.login.as_ref()?;
+        Some(login.providers.get(id)?.oidc().client_id.as_str())
+    });
+    let host = req
+        .headers
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string);
+    let origin = crate::signed_identity::Origin {
+        client_id,
+        request_origin: host.map(|h| format!("{}://{h}", peer.scheme)),
+    };
+    match signed.headers(caller, &origin, app.clock.now()) {
+        Ok(headers) => {
+            for (name, value) in headers {
+                if let Ok(v) = HeaderValue::from_str(&value) {
+                    let _ = req.insert_header(name, v);
+                }
+            }
+        }
+        // The headers portcullis vouches for are still set; only the proof is missing.
+        Err(e) => tracing::error!(error = %e, "the signed identity headers could not be made"),
+    }
 }
 
 /// Rewrites `req` for the upstream. `is_ours` names portcullis' own cookies.

@@ -69,3 +69,4 @@ pub(crate) mod resource_metadata;
 pub(crate) mod respond;
 pub(crate) mod server;
 pub mod session;
+pub(crate) mod signed_identity;

@@ -297,6 +297,36 @@ pub(super) struct HeadersFile {
     /// How the user header is written: `{user}` (the default), or with `{provider}` and
     /// `{issuer}` around it, e.g. `{provider}:{user}`.
     pub user_format: Option<String>,
+    /// Which identity headers: `oauth2-proxy` (default), `alb`, `both`.
+    pub style: Option<HeaderStyleFile>,
+    /// `[headers.alb]`: what ALB's signed header says of its signer.
+    pub alb: Option<AlbFile>,
+    /// Send `X-Portcullis-Assertion`, a signed JWT of the identity.
+    #[serde(default)]
+    pub assertion: bool,
+    /// The assertion's `iss` (default: the origin of each request).
+    pub assertion_issuer: Option<String>,
+    /// The assertion's `aud` (default: the upstream URL).
+    pub assertion_audience: Option<String>,
+}
+
+/// `headers.style`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub(super) enum HeaderStyleFile {
+    #[serde(rename = "oauth2-proxy")]
+    OAuth2Proxy,
+    #[serde(rename = "alb")]
+    Alb,
+    #[serde(rename = "both")]
+    Both,
+}
+
+/// `[headers.alb]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AlbFile {
+    /// The `signer` of `x-amzn-oidc-data`: what ALB sets to its ARN, and applications check.
+    pub signer: String,
 }
 
 /// The names of the identity headers portcullis sets.

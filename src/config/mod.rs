@@ -31,7 +31,7 @@ use file::FileConfig;
 
 pub use bearer::{Bearer, BearerIssuer, Dpop, IssuerKeys};
 pub use client_auth::{ClientAuth, ClientIdentity, ClientKey, ProviderCa};
-pub use headers::Headers;
+pub use headers::{Assertion, HeaderStyle, Headers};
 pub use logging::{LogFormat, Logging};
 pub use oidc::{
     ClaimNames, ClientAuthMethod, EndSessionMethod, Oidc, OidcProviders, Secret, DEFAULT_PROVIDER,
@@ -281,6 +281,7 @@ fn validate(check: &Check, f: FileConfig) -> Result<Config, ConfigError> {
     let oidc = f.oidc.map(|o| oidc::validate(check, o)).transpose()?;
     let session = session::validate(check, f.session, oidc.is_some())?;
     let bearer = bearer::validate(check, f.bearer, oidc.as_ref(), session.as_ref())?;
+    let headers = headers::validate(check, f.headers, &upstream)?;
     if oidc.is_none() && bearer.issuers.is_empty() && !server.takes_client_certs() {
         return Err(check.err(
             "",
@@ -296,7 +297,7 @@ fn validate(check: &Check, f: FileConfig) -> Result<Config, ConfigError> {
         session,
         redirects: RedirectPolicy::new(&f.redirects.allowed_domains)
             .map_err(|reason| check.err("redirects.allowed_domains", reason))?,
-        headers: headers::validate(check, f.headers)?,
+        headers,
         logging: logging::validate(check, f.logging)?,
         bearer,
         routes: routes::routes(check, f.routes, oidc.as_ref())?,

@@ -1047,3 +1047,26 @@ fn the_resource_and_its_authorization_servers_are_urls() {
         assert_eq!(with(lines).unwrap_err().key, key, "{lines}");
     }
 }
+
+#[test]
+fn alb_headers_need_their_signer_and_the_assertion_its_switch() {
+    let with = |lines: &str| parse(&format!("{}[headers]\n{lines}\n", base()));
+    let c = with("style = \"both\"\nassertion = true\n[headers.alb]\nsigner = \"arn:x\"").unwrap();
+    assert_eq!(c.headers.alb_signer.as_deref(), Some("arn:x"));
+    assert_eq!(
+        c.headers.assertion.unwrap().audience,
+        "http://127.0.0.1:8080"
+    );
+    for (lines, key) in [
+        ("style = \"alb\"", "headers.alb.signer"),
+        ("[headers.alb]\nsigner = \"arn:x\"", "headers.alb"),
+        (
+            "style = \"alb\"\n[headers.alb]\nsigner = \" \"",
+            "headers.alb.signer",
+        ),
+        ("assertion_audience = \"https://app\"", "headers.assertion"),
+    ] {
+        assert_eq!(with(lines).unwrap_err().key, key, "{lines}");
+    }
+    assert!(with("style = \"aws\"").is_err());
+}

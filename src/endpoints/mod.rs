@@ -99,7 +99,37 @@ pub(crate) async fn handle(
                 None => not_found(),
             }
         }
+        (Endpoint::AlbKey, _) => {
+            let kid = req
+                .uri
+                .path()
+                .strip_prefix(crate::classify::ALB_KEYS_PREFIX)
+                .unwrap_or("");
+            match signing_keys(app).and_then(|ring| Some(ring.get(kid)?.pem.clone())) {
+                // As ALB's key endpoint answers: the public key, PEM.
+                Some(pem) => Reply::new(200, "application/x-pem-file", pem).into(),
+                None => not_found(),
+            }
+        }
+        (Endpoint::Jwks, _) => match signing_keys(app) {
+            Some(ring) => Reply::json(200, &ring.jwks())
+                .header("Access-Control-Allow-Origin", "*")
+                .into(),
+            None => not_found(),
+        },
         (Endpoint::UnknownReserved, _) => not_found(),
+    }
+}
+
+/// The signed identity's keys of the moment, when it is configured.
+fn signing_keys(app: &App) -> Option<std::sync::Arc<crate::signed_identity::keys::KeyRing>> {
+    let signed = app.signed_identity.as_ref()?;
+    match signed.keys().ring(app.clock.now()) {
+        Ok(ring) => Some(ring),
+        Err(e) => {
+            tracing::error!(error = %e, "the signing keys cannot be published");
+            None
+        }
     }
 }
 

@@ -76,7 +76,8 @@ impl ProviderSettings {
         ProviderSettings {
             oidc: oidc.clone(),
             session_lifetime: session.lifetime,
-            keep_access_token: headers.pass_access_token,
+            // ALB's headers carry the access token, as ALB sends it.
+            keep_access_token: headers.pass_access_token || headers.style.alb(),
             keep_id_token: headers.pass_id_token_as_bearer,
         }
     }

@@ -24,4 +24,5 @@ mod reload;
 mod resource_metadata;
 mod resource_server;
 mod session;
+mod signed_identity;
 mod tls;
