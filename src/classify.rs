@@ -34,6 +34,9 @@ pub(crate) enum Endpoint {
     /// RFC 9728's protected resource metadata (`/.well-known/oauth-protected-resource`, and
     /// it followed by a resource's path).
     ResourceMetadata,
+    /// RFC 8628 for `portcullis login`: start a device sign-in, then poll it.
+    DeviceAuthorize,
+    DeviceToken,
     /// OpenID Connect Back-Channel Logout: the provider ends logins.
     BackchannelLogout,
     Ping,
@@ -59,6 +62,8 @@ const FIXED: &[(&str, Endpoint)] = &[
     ("/oauth2/userinfo", Endpoint::UserInfo),
     ("/oauth2/auth", Endpoint::Auth),
     ("/oauth2/backchannel_logout", Endpoint::BackchannelLogout),
+    ("/oauth2/device/authorize", Endpoint::DeviceAuthorize),
+    ("/oauth2/device/token", Endpoint::DeviceToken),
     ("/.well-known/portcullis/jwks.json", Endpoint::Jwks),
 ];
 

@@ -1,4 +1,4 @@
-//! The command line: argument parsing and the six commands. Everything else lives in the
+//! The command line: argument parsing and the commands. Everything else lives in the
 //! library; this file only decides what to run.
 
 use std::path::PathBuf;
@@ -64,6 +64,36 @@ enum Command {
         #[command(subcommand)]
         from: ImportFrom,
     },
+    /// Sign in to an application portcullis protects, for scripts: shows a code to approve at
+    /// the identity provider in any browser (device sign-in, RFC 8628), then keeps the session
+    /// under ~/.config/portcullis (mode 0600) for `portcullis curl` and `portcullis token`.
+    Login {
+        /// The application's URL (its origin is what the session is for).
+        url: String,
+        /// Which identity provider, when portcullis has several (an `[[oidc.providers]]` id).
+        #[arg(long)]
+        provider: Option<String>,
+    },
+    /// Send a request with the session `portcullis login` kept (refreshed on the way when due);
+    /// prints the response body. Exits 2 when a new login is needed.
+    Curl {
+        url: String,
+        /// The method.
+        #[arg(short = 'X', long = "request", default_value = "GET")]
+        method: String,
+        /// The request body (`@FILE` reads a file, `@-` standard input).
+        #[arg(short = 'd', long = "data")]
+        data: Option<String>,
+        /// A request header, `Name: value` (repeatable).
+        #[arg(short = 'H', long = "header")]
+        headers: Vec<String>,
+        /// Print the status line and response headers first.
+        #[arg(short = 'i', long = "include")]
+        include: bool,
+    },
+    /// Print the `Cookie:` header of the session `portcullis login` kept, refreshed if due, for
+    /// other tools (`curl -H "$(portcullis token URL)" URL`). Exits 2 when a new login is needed.
+    Token { url: String },
     /// Print a fresh random session secret for `session.secrets`.
     Secret,
     /// Start a self-contained demo on loopback: a development identity provider, an echo
@@ -129,6 +159,62 @@ pub fn main() -> ExitCode {
             }
         },
         Command::Check { config, offline } => check(&config, offline),
+        Command::Login { url, provider } => remote(|| async move {
+            let url = parse_url(&url)?;
+            let saved =
+                crate::remote::login(&url, provider.as_deref(), |text| eprintln!("{text}")).await?;
+            let until = saved.expires_at;
+            eprintln!(
+                "signed in; the session for {} lasts until {} (Unix time)",
+                crate::remote::origin(&url)?,
+                until
+            );
+            Ok(())
+        }),
+        Command::Curl {
+            url,
+            method,
+            data,
+            headers,
+            include,
+        } => remote(|| async move {
+            let request = crate::remote::Request {
+                method: http::Method::from_bytes(method.to_ascii_uppercase().as_bytes()).map_err(
+                    |_| crate::remote::Failure::Other(format!("{method}: not a method")),
+                )?,
+                url: parse_url(&url)?,
+                headers: headers
+                    .iter()
+                    .map(|h| match h.split_once(':') {
+                        Some((n, v)) => Ok((n.trim().to_string(), v.trim().to_string())),
+                        None => Err(crate::remote::Failure::Other(format!(
+                            "{h}: not `Name: value`"
+                        ))),
+                    })
+                    .collect::<Result<_, _>>()?,
+                body: data.map(|d| read_data(&d)).transpose()?,
+            };
+            let response = crate::remote::send(request).await?;
+            if include {
+                println!("{:?} {}", response.version(), response.status());
+                for (name, value) in response.headers() {
+                    println!("{name}: {}", value.to_str().unwrap_or("(not text)"));
+                }
+                println!();
+            }
+            let body = response
+                .bytes()
+                .await
+                .map_err(|e| crate::remote::Failure::Other(e.to_string()))?;
+            use std::io::Write;
+            let _ = std::io::stdout().write_all(&body);
+            Ok(())
+        }),
+        Command::Token { url } => remote(|| async move {
+            let cookie = crate::remote::token(&parse_url(&url)?).await?;
+            println!("Cookie: {cookie}");
+            Ok(())
+        }),
         Command::ExplainToken {
             config,
             path,
@@ -272,6 +358,49 @@ fn runtime(failure: u8) -> Result<tokio::runtime::Runtime, ExitCode> {
             eprintln!("error: cannot start a runtime: {e}");
             ExitCode::from(failure)
         })
+}
+
+/// Runs a `portcullis login`/`curl`/`token` command: exit 2 (with how to sign in again) when
+/// a new login is needed, 1 on any other failure.
+fn remote<F, Fut>(command: F) -> ExitCode
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<(), crate::remote::Failure>>,
+{
+    let runtime = match runtime(1) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    match runtime.block_on(command()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e @ crate::remote::Failure::LoginNeeded(_)) => {
+            eprintln!("portcullis: {e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("portcullis: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn parse_url(text: &str) -> Result<url::Url, crate::remote::Failure> {
+    url::Url::parse(text).map_err(|e| crate::remote::Failure::Other(format!("{text}: {e}")))
+}
+
+/// curl's `-d`: the text itself, `@FILE`, or `@-` for standard input.
+fn read_data(d: &str) -> Result<Vec<u8>, crate::remote::Failure> {
+    let fail = |e: std::io::Error| crate::remote::Failure::Other(format!("{d}: {e}"));
+    match d.strip_prefix('@') {
+        Some("-") => {
+            use std::io::Read;
+            let mut buf = Vec::new();
+            std::io::stdin().read_to_end(&mut buf).map_err(fail)?;
+            Ok(buf)
+        }
+        Some(path) => std::fs::read(path).map_err(fail),
+        None => Ok(d.as_bytes().to_vec()),
+    }
 }
 
 fn check(path: &std::path::Path, offline: bool) -> ExitCode {

@@ -65,6 +65,7 @@ pub mod policy;
 pub(crate) mod proxy;
 pub mod redirect;
 pub(crate) mod reload;
+pub mod remote;
 pub(crate) mod resource_metadata;
 pub(crate) mod respond;
 pub(crate) mod server;

@@ -203,8 +203,15 @@ impl ProxyHttp for Portcullis {
             return refuse(session, ctx, reason).await;
         }
         let route = classify::classify(session.req_header().uri.path(), |p| app.is_callback(p));
-        // Only back-channel logout reads a body (the provider's form), bounded.
-        let body = if route == Route::Endpoint(classify::Endpoint::BackchannelLogout) {
+        // Only back-channel logout and the device sign-in read a body (a form), bounded.
+        let body = if matches!(
+            route,
+            Route::Endpoint(
+                classify::Endpoint::BackchannelLogout
+                    | classify::Endpoint::DeviceAuthorize
+                    | classify::Endpoint::DeviceToken
+            )
+        ) {
             match read_body(session, endpoints::MAX_BODY_BYTES).await? {
                 Some(body) => body,
                 None => {

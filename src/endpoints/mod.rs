@@ -3,6 +3,7 @@
 
 mod allowed;
 mod backchannel;
+mod device;
 mod envoy;
 mod health;
 mod identity;
@@ -63,6 +64,10 @@ pub(crate) async fn handle(
         (Endpoint::Callback, Some(login)) => login::callback(app, login, req).await,
         (Endpoint::SignOut, Some(login)) => sign_out::sign_out(app, login, req, facts).await.into(),
         (Endpoint::UserInfo, Some(_)) => identity::userinfo(app, req).await,
+        (Endpoint::DeviceAuthorize, Some(login)) => {
+            device::authorize(app, login, req, body).await.into()
+        }
+        (Endpoint::DeviceToken, Some(login)) => device::token(app, login, req, body).await,
         (Endpoint::BackchannelLogout, Some(login)) => {
             backchannel::logout(app, login, req, body).await.into()
         }
@@ -73,6 +78,8 @@ pub(crate) async fn handle(
             | Endpoint::Callback
             | Endpoint::SignOut
             | Endpoint::UserInfo
+            | Endpoint::DeviceAuthorize
+            | Endpoint::DeviceToken
             | Endpoint::BackchannelLogout,
             None,
         ) => not_found(),

@@ -27,7 +27,7 @@ impl ExtraTokenFields for IdTokenField {}
 
 pub(crate) type OidcTokenResponse = StandardTokenResponse<IdTokenField, BasicTokenType>;
 
-type OidcClient = Client<
+pub(crate) type OidcClient = Client<
     BasicErrorResponse,
     OidcTokenResponse,
     BasicTokenIntrospectionResponse,
@@ -61,7 +61,7 @@ pub enum TokenError {
     Config(String),
 }
 
-fn client(oidc: &Oidc, meta: &Metadata) -> Result<OidcClient, TokenError> {
+pub(crate) fn client(oidc: &Oidc, meta: &Metadata) -> Result<OidcClient, TokenError> {
     let auth = AuthUrl::new(meta.authorization_endpoint.clone())
         .map_err(|e| TokenError::Config(e.to_string()))?;
     let token = TokenUrl::new(meta.token_endpoint_for(&oidc.client_auth).to_string())
@@ -91,7 +91,7 @@ fn client(oidc: &Oidc, meta: &Metadata) -> Result<OidcClient, TokenError> {
 /// The body parameters that authenticate a token request beside what `client` sends: the
 /// RFC 7523 assertion for `private_key_jwt` (fresh for every request: its own `jti`, a
 /// minute to live, addressed to the token endpoint), nothing otherwise.
-fn authentication(
+pub(crate) fn authentication(
     oidc: &Oidc,
     meta: &Metadata,
     now: UnixTime,
@@ -201,7 +201,7 @@ fn record<T>(started: Instant, result: &Result<T, TokenError>) {
     crate::metrics::get().idp_call("token", outcome, started.elapsed());
 }
 
-fn tokens(resp: OidcTokenResponse) -> Tokens {
+pub(crate) fn tokens(resp: OidcTokenResponse) -> Tokens {
     Tokens {
         access_token: resp.access_token().secret().clone(),
         refresh_token: resp.refresh_token().map(|t| t.secret().clone()),
@@ -211,7 +211,7 @@ fn tokens(resp: OidcTokenResponse) -> Tokens {
 }
 
 /// Maps oauth2's error without its raw body (which could hold tokens) into words safe to log.
-fn token_error<RE: std::error::Error + 'static>(
+pub(crate) fn token_error<RE: std::error::Error + 'static>(
     e: RequestTokenError<RE, BasicErrorResponse>,
 ) -> TokenError {
     match e {

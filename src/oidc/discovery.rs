@@ -29,6 +29,9 @@ pub struct Metadata {
     /// RFC 9207: the provider always names itself (`iss`) in authorization responses.
     #[serde(default)]
     pub authorization_response_iss_parameter_supported: bool,
+    /// RFC 8628: where a device (`portcullis login`) starts a sign-in.
+    #[serde(default)]
+    pub device_authorization_endpoint: Option<String>,
     /// RFC 8705 §5: endpoints to use with mutual TLS, when they differ.
     #[serde(default)]
     pub mtls_endpoint_aliases: Option<MtlsAliases>,

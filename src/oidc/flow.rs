@@ -18,6 +18,8 @@ use crate::session::seal::{SealKeyError, SealKeys};
 
 /// How long a login may take between leaving for the provider and coming back.
 pub const FLOW_TTL: Duration = Duration::from_secs(600);
+/// What a sealed device code is sealed under, apart from every cookie.
+const DEVICE_AAD: &str = "portcullis device sign-in";
 /// Logins in flight per browser.
 pub const MAX_FLOWS: usize = 4;
 /// Characters of `state` carried in the cookie name.
@@ -80,6 +82,17 @@ impl LoginFlows {
             prefix: format!("{}_flow_", cfg.cookie_name),
             attrs,
         })
+    }
+
+    /// Seals a device sign-in (its provider and the provider's answer) into the code the
+    /// program polls with: only this portcullis (and its replicas) can open it.
+    pub(crate) fn seal_device(&self, plaintext: &[u8]) -> Option<String> {
+        self.keys.seal(DEVICE_AAD, plaintext).ok()
+    }
+
+    /// Opens a code [`LoginFlows::seal_device`] made.
+    pub(crate) fn open_device(&self, sealed: &str) -> Option<Vec<u8>> {
+        self.keys.open(DEVICE_AAD, sealed)
     }
 
     /// What every flow cookie's name starts with.

@@ -61,8 +61,19 @@ impl Provider {
             )
             .await,
         )?;
+        self.session_of(tokens, Some(nonce), now).await
+    }
+
+    /// A brand-new session from the tokens of a finished sign-in: the ID token verified (with
+    /// the login's `nonce`; a device sign-in has none).
+    pub(crate) async fn session_of(
+        &self,
+        tokens: Tokens,
+        nonce: Option<&str>,
+        now: UnixTime,
+    ) -> Result<SessionData, LoginError> {
         let id_token = tokens.id_token.clone().ok_or(LoginError::NoIdToken)?;
-        let claims = self.verify_id_token(&id_token, Some(nonce), now).await?;
+        let claims = self.verify_id_token(&id_token, nonce, now).await?;
         let identity = self.vouched(
             identity::of_person(&claims, &self.settings.oidc.claims)
                 .map_err(LoginError::Identity)?,
@@ -174,7 +185,10 @@ impl Provider {
     /// What a token request made for one browser says about the provider: nothing that
     /// another user's sign-in depends on (see [`super::health`]). One that could not reach it
     /// has the probe look at once.
-    fn observed<T>(&self, result: Result<T, client::TokenError>) -> Result<T, client::TokenError> {
+    pub(crate) fn observed<T>(
+        &self,
+        result: Result<T, client::TokenError>,
+    ) -> Result<T, client::TokenError> {
         if let Err(client::TokenError::Unreachable(_)) = &result {
             self.health.suspect();
         }

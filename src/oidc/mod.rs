@@ -9,6 +9,7 @@
 //! keep working.
 
 pub(crate) mod client;
+pub(crate) mod device;
 pub(crate) mod discovery;
 pub mod flow;
 pub(crate) mod health;
