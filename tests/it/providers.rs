@@ -4,6 +4,7 @@
 //! `alice` whose `sub` is `alice`: the same `sub` at two providers.
 
 use crate::support::metric_value as value;
+use crate::support::tokens::logout_token;
 use crate::support::*;
 use portcullis::demo::{DevIdp, DevIdpConfig, EchoServer};
 use reqwest::StatusCode;
@@ -176,14 +177,7 @@ async fn the_same_sub_at_two_providers_is_two_users_and_a_route_chooses_its_prov
     assert_eq!(seen.all("x-forwarded-user"), ["b:alice"]);
     assert_eq!(seen.all("x-forwarded-issuer"), [t.b.issuer()]);
 
-    let metrics = plain_client()
-        .get(&t.metrics)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = scrape(&t.metrics).await;
     for series in [
         "portcullis_logins_total{provider=\"a\",result=\"ok\"}",
         "portcullis_logins_total{provider=\"b\",result=\"ok\"}",
@@ -240,6 +234,17 @@ async fn a_callback_finishes_only_the_login_of_the_provider_it_began_with() {
     assert_eq!(t.b.stats().authorization_code_grants, 0);
 }
 
+async fn scrape(url: &str) -> String {
+    plain_client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 fn urlencoding(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
@@ -251,22 +256,7 @@ async fn a_logout_at_one_provider_ends_only_its_own_users_sessions() {
     sign_in(&mut at_a, &t.proxy, "a", "alice").await;
     let mut at_b = Browser::new();
     sign_in(&mut at_b, &t.proxy, "b", "alice").await;
-    let logout = |idp: &DevIdp| {
-        let now = crate::support::tokens::now();
-        let claims = serde_json::json!({
-            "iss": idp.issuer(),
-            "aud": DevIdpConfig::default().client_id,
-            "iat": now,
-            "exp": now + 120,
-            "jti": crate::support::tokens::random_id(),
-            "sub": "alice",
-            "events": {"http://schemas.openid.net/event/backchannel-logout": {}},
-        });
-        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
-        header.typ = Some("logout+jwt".into());
-        header.kid = Some(idp.current_kid());
-        idp.sign_with_header(&header, &claims).unwrap()
-    };
+    let logout = |idp: &DevIdp| logout_token(idp, serde_json::json!({}));
     let post = |token: String| {
         let url = t.proxy.url("/oauth2/backchannel_logout");
         async move {
@@ -290,22 +280,7 @@ async fn a_logout_at_one_provider_ends_only_its_own_users_sessions() {
         StatusCode::OK
     );
     // A token signed by b that names a as its issuer verifies with a's keys: refused.
-    let now = crate::support::tokens::now();
-    let forged =
-        t.b.sign_with_header(
-            &{
-                let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
-                h.typ = Some("logout+jwt".into());
-                h.kid = Some(t.b.current_kid());
-                h
-            },
-            &serde_json::json!({
-                "iss": t.a.issuer(), "aud": DevIdpConfig::default().client_id, "iat": now,
-                "exp": now + 120, "jti": crate::support::tokens::random_id(), "sub": "alice",
-                "events": {"http://schemas.openid.net/event/backchannel-logout": {}},
-            }),
-        )
-        .unwrap();
+    let forged = logout_token(&t.b, serde_json::json!({ "iss": t.a.issuer() }));
     assert_eq!(post(forged).await, StatusCode::BAD_REQUEST);
     assert_eq!(
         at_a.api(&t.proxy.url("/app")).await.status(),
@@ -345,14 +320,7 @@ async fn one_provider_down_leaves_the_others_serving() {
         .get(&t.proxy.url("/oauth2/start?provider=b"), BROWSER)
         .await;
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let metrics = plain_client()
-        .get(&t.metrics)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = scrape(&t.metrics).await;
     assert_eq!(
         value(
             &metrics,

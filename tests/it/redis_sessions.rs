@@ -291,29 +291,9 @@ fn revoke_sub(config: &std::path::Path, sub: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// A logout token for `claims` (merged over a valid one for alice), signed by the provider.
+/// A logout token of the world's provider (see [`crate::support::tokens::logout_token`]).
 fn logout_token(w: &World, extra: serde_json::Value) -> String {
-    let now = crate::support::tokens::now();
-    let mut claims = serde_json::json!({
-        "iss": w.idp.issuer(),
-        "aud": DevIdpConfig::default().client_id,
-        "iat": now,
-        "exp": now + 120,
-        "jti": crate::support::tokens::random_id(),
-        "sub": "alice",
-        "events": {"http://schemas.openid.net/event/backchannel-logout": {}},
-    });
-    for (k, v) in extra.as_object().unwrap() {
-        if v.is_null() {
-            claims.as_object_mut().unwrap().remove(k);
-        } else {
-            claims[k] = v.clone();
-        }
-    }
-    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
-    header.typ = Some("logout+jwt".into());
-    header.kid = Some(w.idp.current_kid());
-    w.idp.sign_with_header(&header, &claims).unwrap()
+    crate::support::tokens::logout_token(&w.idp, extra)
 }
 
 async fn post_logout(w: &World, token: &str) -> u16 {

@@ -114,3 +114,30 @@ pub fn current_jwk(idp: &DevIdp) -> Value {
 pub fn id_token_claims(idp: &DevIdp) -> Value {
     idp.id_token_claims_for("alice", None).expect("alice")
 }
+
+/// A back-channel logout token of `idp` for alice (`sub`), with `extra` merged over its
+/// claims (a `null` removes one), signed with the provider's real current key.
+pub fn logout_token(idp: &DevIdp, extra: Value) -> String {
+    let now = now();
+    let mut claims = json!({
+        "iss": idp.issuer(),
+        "aud": portcullis::demo::DevIdpConfig::default().client_id,
+        "iat": now,
+        "exp": now + 120,
+        "jti": random_id(),
+        "sub": "alice",
+        "events": {"http://schemas.openid.net/event/backchannel-logout": {}},
+    });
+    for (k, v) in extra.as_object().expect("an object of claims") {
+        match v {
+            Value::Null => {
+                claims.as_object_mut().map(|c| c.remove(k));
+            }
+            v => claims[k] = v.clone(),
+        }
+    }
+    let mut header = Header::new(Algorithm::ES256);
+    header.typ = Some("logout+jwt".into());
+    header.kid = Some(idp.current_kid());
+    idp.sign_with_header(&header, &claims).expect("signed")
+}
