@@ -16,7 +16,7 @@ import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import Provider from 'oidc-provider';
 
-import { Proxy, freePort, requireTools, scratchDir, teardown } from './harness.mjs';
+import { Proxy, freePort, proxyConfig, requireTools, scratchDir, teardown } from './harness.mjs';
 import { startIdp } from './idp.mjs';
 
 /** An MCP server (stateless Streamable HTTP) whose one tool says who portcullis vouched for. */
@@ -83,25 +83,7 @@ describe('an MCP client finds the authorization server from the 401', { timeout:
     proxy = Proxy.start(
       scratch.dir,
       port,
-      `
-[server]
-listen = "127.0.0.1:${port}"
-shutdown_grace = "1s"
-[upstream]
-url = "${mcp.url}"
-[oidc]
-issuer = "${idp.issuer}"
-client_id = "${idp.clientId}"
-client_secret = "${idp.clientSecret}"
-redirect_url = "${resource}/oauth2/callback"
-[session]
-secrets = ["${Buffer.alloc(32, 7).toString('base64')}"]
-secure = false
-[bearer]
-audiences = ["${resource}"]
-[logging]
-format = "json"
-`,
+      proxyConfig({ port, idp, upstream: mcp.url, extra: `[bearer]\naudiences = ["${resource}"]\n` }),
     );
     await proxy.waitReady();
   });
