@@ -164,11 +164,12 @@ pub(super) async fn token(app: &App, login: &Login, req: &RequestHeader, body: &
             .into();
         }
     };
-    // The cookie header a program sends from now on: each cookie's name=value.
+    // The cookie header a program sends from now on: each cookie's name=value (a cookie
+    // cleared on the way, of an earlier session, has an empty value and is left out).
     let header: Vec<&str> = cookies
         .iter()
         .filter_map(|c| c.as_str().split(';').next())
-        .filter(|pair| !pair.ends_with('=') && !pair.contains("=;"))
+        .filter(|pair| !pair.ends_with('='))
         .collect();
     tracing::info!(
         user = session.identity.user(),

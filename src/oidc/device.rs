@@ -4,8 +4,7 @@
 //! the program whether the person has approved, and on approval makes a session like any
 //! sign-in's.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use oauth2::basic::BasicTokenType;
@@ -79,32 +78,28 @@ impl Provider {
         }
         // oauth2 polls in a loop, sleeping between tries: here the first sleep ends the
         // look (the program polls), and the interval it asks for says which answer it was.
-        let asked_to_wait: Arc<std::sync::Mutex<Option<Duration>>> = Arc::default();
+        let asked_to_wait: Arc<Mutex<Option<Duration>>> = Arc::default();
         let slept = asked_to_wait.clone();
-        let first_answer = Arc::new(AtomicBool::new(false));
-        let seen = first_answer.clone();
         let sleep = move |interval: Duration| {
             if let Ok(mut slot) = slept.lock() {
                 *slot = Some(interval);
             }
-            seen.store(true, Ordering::Release);
             std::future::pending::<()>()
         };
         let bound = oidc.http_timeout + Duration::from_secs(1);
         let attempt = request.request_async(self.http(), sleep, None);
         let result = match tokio::time::timeout(bound, attempt).await {
             Ok(done) => done,
-            Err(_) if first_answer.load(Ordering::Acquire) => {
-                let interval = asked_to_wait.lock().ok().and_then(|i| *i);
-                return Ok(match interval {
-                    Some(i) if i > started.interval() => Poll::SlowDown,
-                    _ => Poll::Pending,
-                });
-            }
             Err(_) => {
-                return Err(LoginError::Token(TokenError::Unreachable(
-                    "the token endpoint did not answer in time".into(),
-                )))
+                let waited = asked_to_wait.lock().ok().and_then(|i| *i);
+                return match waited {
+                    Some(i) if i > started.interval() => Ok(Poll::SlowDown),
+                    Some(_) => Ok(Poll::Pending),
+                    // No answer to sleep on: the provider never answered.
+                    None => Err(LoginError::Token(TokenError::Unreachable(
+                        "the token endpoint did not answer in time".into(),
+                    ))),
+                };
             }
         };
         let response: oauth2::StandardTokenResponse<client::IdTokenField, BasicTokenType> =

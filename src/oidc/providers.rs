@@ -78,11 +78,6 @@ impl Providers {
         }
     }
 
-    /// The first provider: the only one of a lone `[oidc]`.
-    pub fn first(&self) -> Option<&Arc<Provider>> {
-        self.all.first()
-    }
-
     /// The provider a session was signed in with. A session records its provider's id and
     /// issuer; one from before several providers records neither and belongs to the only
     /// provider there is. `None`: the provider is gone from the configuration, or its id now

@@ -102,8 +102,9 @@ pub(crate) struct First {
 
 impl From<First> for SessionData {
     fn from(old: First) -> SessionData {
-        SessionData {
-            identity: old.identity.into(),
+        // The first layout is the second without the login ids.
+        SessionData::from(WithLoginIds {
+            identity: old.identity,
             created_at: old.created_at,
             expires_at: old.expires_at,
             tokens_expire_at: old.tokens_expire_at,
@@ -113,7 +114,7 @@ impl From<First> for SessionData {
             sub: None,
             sid: None,
             id: None,
-        }
+        })
     }
 }
 

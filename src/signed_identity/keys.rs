@@ -10,7 +10,9 @@
 //! the session secrets rotates these keys the same way (the first secret signs, all are
 //! published). Without session secrets the keys come from a random secret of this process.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
 use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -64,7 +66,8 @@ impl KeyRing {
 /// The signing keys, derived from secrets.
 pub(crate) struct SigningKeys {
     secrets: Vec<Vec<u8>>,
-    current: Mutex<Option<Arc<KeyRing>>>,
+    /// The ring of the current period: read on every signed request, without a lock.
+    current: ArcSwapOption<KeyRing>,
 }
 
 /// A key could not be made (a derivation that never gave a valid scalar; not met in practice).
@@ -86,17 +89,15 @@ impl SigningKeys {
         };
         SigningKeys {
             secrets,
-            current: Mutex::new(None),
+            current: ArcSwapOption::empty(),
         }
     }
 
     /// The keys of the period `now` is in (derived once per period).
     pub(crate) fn ring(&self, now: UnixTime) -> Result<Arc<KeyRing>, KeyError> {
         let period = now.secs() / ROTATION.as_secs();
-        if let Ok(slot) = self.current.lock() {
-            if let Some(ring) = slot.as_ref().filter(|r| r.period == period) {
-                return Ok(ring.clone());
-            }
+        if let Some(ring) = self.current.load_full().filter(|r| r.period == period) {
+            return Ok(ring);
         }
         let mut published = Vec::new();
         let mut signing = None;
@@ -114,9 +115,8 @@ impl SigningKeys {
             signing: signing.ok_or(KeyError)?,
             published,
         });
-        if let Ok(mut slot) = self.current.lock() {
-            *slot = Some(ring.clone());
-        }
+        // Two requests at a period's start may both derive it: the same keys either way.
+        self.current.store(Some(ring.clone()));
         Ok(ring)
     }
 
