@@ -4,8 +4,9 @@
 //
 //   node bench/orchestrate.mjs [--rounds N] [--duration S] [--connections C]
 //
-// Environment (set by run.sh): PORTCULLIS_BIN (release binary), BENCH_SRC (the worktree of
-// HEAD whose tests/e2e provides the identity provider and the browser helpers),
+// Environment (set by run.sh): PORTCULLIS_BIN (release binary), MINIMAL_BIN (the minimal
+// pingora proxy of the same build), OHA (the latency rows' load generator), BENCH_SRC (the
+// worktree of HEAD whose tests/e2e provides the identity provider and the browser helpers),
 // BENCH_COMMIT, BENCH_COMMAND.
 //
 // Every process started here is recorded with its PID (and start time) in .work/run/pids,
@@ -44,6 +45,8 @@ const TOKENS = join(WORK, 'tokens');
 const PIDFILE = join(RUN, 'pids');
 const SRC = process.env.BENCH_SRC ?? join(WORK, 'src');
 const BIN = process.env.PORTCULLIS_BIN ?? join(WORK, 'target/release/portcullis');
+const MINIMAL_BIN = process.env.MINIMAL_BIN ?? join(WORK, 'target/release/examples/minimal_proxy');
+const OHA = process.env.OHA ?? join(WORK, 'tools/bin/oha');
 const WRK_LUA = join(HERE, 'wrk.lua');
 const RESULTS = join(HERE, 'results.md');
 const NGINX = '/usr/sbin/nginx';
@@ -53,6 +56,12 @@ const PAYLOAD_BYTES = 200;
 const WRK_THREADS = 2;
 // HTTP/2 rows: streams in flight on each of the connections.
 const H2_STREAMS = 8;
+// The latency rows: requests per second that oha sends whatever the answers' pace (open loop),
+// about a third of what the slowest of those rows serves flat out here.
+const LATENCY_RATE = 5_000;
+// The rows measured at that rate too, and the one whose latency the others' is added to.
+const LATENCY_ROWS = ['1', '2', '2m', '4', '5', '6'];
+const LATENCY_BASE = '1';
 // The DPoP row: proofs for its 1 s warm-up.
 const WARMUP_PROOFS = 30_000;
 const WARMUP_SECONDS = 1;
@@ -467,6 +476,52 @@ async function runWrk({ url, headers = [], env = {}, seconds }) {
   return JSON.parse(line.slice('BENCH_JSON '.length));
 }
 
+/**
+ * Runs oha once at a fixed rate (open loop: requests leave on schedule whatever the answers'
+ * pace, and each latency counts from when its request was due, so a stall is not hidden by the
+ * requests it held back). Latencies in µs.
+ */
+async function runOha({ url, headers = [], seconds, rate }) {
+  const args = [
+    '-c', String(opts.connections),
+    '-q', String(rate),
+    '-z', `${seconds}s`,
+    '--latency-correction',
+    '--no-tui',
+    '--output-format', 'json',
+    ...headers.flatMap((h) => ['-H', h]),
+    url,
+  ];
+  const outFile = join(RUN, 'oha.json');
+  rmSync(outFile, { force: true });
+  const p = startProcess('oha', OHA, args, { logFile: outFile });
+  await p.exited;
+  procs.splice(procs.indexOf(p), 1);
+  const out = readFileSync(outFile, 'utf8');
+  let r;
+  try {
+    r = JSON.parse(out);
+  } catch {
+    throw new Error(`oha failed (exit ${p.child.exitCode ?? p.child.signalCode}): ${out.trim().slice(-400)}`);
+  }
+  const statuses = r.statusCodeDistribution ?? {};
+  const answered = Object.values(statuses).reduce((a, b) => a + b, 0);
+  // oha counts the requests still in flight at the deadline as errors: not a failure.
+  const errors = Object.entries(r.errorDistribution ?? {})
+    .filter(([what]) => !what.includes('deadline'))
+    .reduce((a, [, n]) => a + n, 0);
+  const us = (k) => (r.latencyPercentiles?.[k] ?? NaN) * 1e6;
+  return {
+    requests: answered,
+    rps: answered / r.summary.total,
+    non2xx: answered - Object.entries(statuses).filter(([c]) => c.startsWith('2')).reduce((a, [, n]) => a + n, 0),
+    errors,
+    p50: us('p50'),
+    p99: us('p99'),
+    p999: us('p99.9'),
+  };
+}
+
 async function ensureTokens(alg, count) {
   const p = startProcess(`mint-${alg}`, process.execPath, [
     join(HERE, 'mint.mjs'), '--dir', TOKENS, '--alg', alg, '--count', String(count),
@@ -578,7 +633,7 @@ async function main() {
   writeFileSync(join(www, 'payload.txt'), payload);
   const ports = {};
   for (const k of [
-    'upstream', 'nginx', 'nginxTls', 'apache', 'portcullis', 'portcullisTls', 'metrics', 'front',
+    'upstream', 'nginx', 'nginxTls', 'minimal', 'apache', 'portcullis', 'portcullisTls', 'metrics', 'front',
     'redis', 'portcullisRedis', 'portcullisRedisTls', 'metricsRedis',
     'checks', 'checksTls', 'checksExtAuthz', 'metricsChecks',
   ]) {
@@ -717,6 +772,16 @@ async function main() {
     return p;
   });
 
+  // Row 2m: a minimal pingora proxy (bench/minimal_proxy.rs, built with portcullis), with
+  // portcullis' runtime settings: what pingora itself costs.
+  const minimal = await attempt('minimal pingora proxy', async () => {
+    const p = startProcess('minimal-proxy', MINIMAL_BIN, [
+      `127.0.0.1:${ports.minimal}`, `127.0.0.1:${ports.upstream}`, String(availableParallelism()), 'steal',
+    ]);
+    await waitFor('minimal pingora proxy', 10_000, async () => (await get(`${base(ports.minimal)}/`)).status === 200, p);
+    return p;
+  });
+
   // nginx auth_request in front of portcullis: the recipe from deploy/nginx (HEAD's copy).
   const front = await attempt('front', async () => {
     const recipe = join(SRC, 'deploy/nginx/auth-request.conf');
@@ -827,6 +892,11 @@ async function main() {
       url: `${base(ports.nginx)}${appPath}`, cpu: () => [nginx.pid],
     },
     {
+      id: '2m', name: 'minimal pingora proxy (a few lines of ProxyHttp), no authentication',
+      url: `${base(ports.minimal)}${appPath}`, cpu: () => [minimal.pid],
+      broken: () => setupErrors['minimal pingora proxy'],
+    },
+    {
       id: '3', name: 'Apache + mod_auth_openidc, session cookie',
       url: `${base(ports.apache)}${appPath}`, cpu: () => [apache.pid],
       headers: () => [`Cookie: ${apacheCookie}`], deny: [302, 401],
@@ -839,7 +909,7 @@ async function main() {
       broken: () => setupErrors.apache,
     },
     {
-      id: '4', name: 'portcullis, public route',
+      id: '4', name: 'portcullis, public route', baseline: '2m',
       url: `${base(ports.portcullis)}/public/bench.txt`, cpu: () => [portcullis.pid], metrics: true,
     },
     {
@@ -1154,6 +1224,37 @@ async function main() {
   }
   const rssAfter = rssMiB([portcullis.pid]);
 
+  // The latency rows: some of the rows above again, at a fixed rate (oha), interleaved.
+  const latency = LATENCY_ROWS.map((id) => rows.find((r) => r.id === id)).filter((r) => r && !r.failure)
+    .map((row) => ({ row, rounds: [] }));
+  for (let r = 1; r <= opts.rounds && latency.length && !stopping; r++) {
+    log(`latency round ${r}/${opts.rounds} (${fmtInt(LATENCY_RATE)} requests/s)`);
+    for (const l of latency) {
+      if (stopping) break;
+      let m;
+      try {
+        m = await runOha({
+          url: l.row.url, headers: l.row.headers?.() ?? [], seconds: opts.duration, rate: LATENCY_RATE,
+        });
+        const problems = [];
+        if (m.requests === 0) problems.push('no request completed');
+        if (m.non2xx > m.requests * MAX_NON_2XX) problems.push(`${m.non2xx} non-2xx of ${m.requests}`);
+        if (m.errors > m.requests * MAX_NON_2XX) problems.push(`${m.errors} errors`);
+        if (m.rps < LATENCY_RATE * 0.95) problems.push(`served ${fmtInt(m.rps)}/s of ${fmtInt(LATENCY_RATE)}/s`);
+        m.failure = problems.length ? problems.join('; ') : null;
+      } catch (e) {
+        checkInterrupted();
+        m = { failure: e.message.split('\n')[0] };
+      }
+      l.rounds.push(m);
+      log(
+        `  ${l.row.id.padEnd(3)} p50 ${fmtMs(m.p50)}  p99 ${fmtMs(m.p99)}  p99.9 ${fmtMs(m.p999)}` +
+          (m.failure ? `  FAILED: ${m.failure}` : ''),
+      );
+      await sleep(300);
+    }
+  }
+
   // The refresh storm, after the throughput rows (its processes start only now).
   let storms = [];
   if (wantStorm && !stopping) {
@@ -1206,7 +1307,7 @@ async function main() {
 
   checkInterrupted();
   const report = buildReport({
-    rows, storms, rssAtStart, rssIdle, rssAfter, rssAt, rssOthers, complaints, elapsed: Date.now() - t0,
+    rows, latency, storms, rssAtStart, rssIdle, rssAfter, rssAt, rssOthers, complaints, elapsed: Date.now() - t0,
   });
   // A run of some rows only does not replace the full table.
   const resultsFile = opts.rows ? join(WORK, 'results.md') : RESULTS;
@@ -1230,12 +1331,76 @@ const fmtMs = (us) => (Number.isFinite(us) ? `${(us / 1000).toFixed(2)} ms` : '�
 const fmtUs = (x) => (Number.isFinite(x) ? (x >= 100 ? x.toFixed(0) : x.toFixed(1)) : '—');
 const fmtRatio = (x) => (Number.isFinite(x) ? `${x.toFixed(2)}` : '—');
 
+/** The latency rows' table: each row's percentiles and what they add to the upstream's own. */
+function latencyReport(latency) {
+  for (const l of latency) {
+    const good = l.rounds.filter((m) => !m.failure);
+    const bad = l.rounds.filter((m) => m.failure);
+    for (const k of ['p50', 'p99', 'p999', 'rps']) l[k] = median(good.map((m) => m[k]));
+    l.failure = bad.length
+      ? `${bad.length} of ${l.rounds.length} rounds failed: ${[...new Set(bad.map((m) => m.failure))].join('; ')}`
+      : null;
+  }
+  const base = latency.find((l) => l.row.id === LATENCY_BASE && !l.failure);
+  const added = (l, k) => (base && l !== base ? fmtMs(l[k] - base[k]) : '—');
+  const lines = [
+    `Latency at a fixed rate: ${fmtInt(LATENCY_RATE)} requests/s for ${opts.duration} s per round ` +
+      `(oha, open loop, ${opts.connections} connections, \`--latency-correction\`), ${opts.rounds} rounds ` +
+      `interleaved, medians. "Added" subtracts row ${LATENCY_BASE}'s percentile, the upstream answering directly.`,
+    '',
+    '| # | Row | p50 | p99 | p99.9 | added p50 | added p99 | added p99.9 | served req/s | status |',
+    '|---|---|---:|---:|---:|---:|---:|---:|---:|---|',
+  ];
+  for (const l of latency) {
+    const status = l.failure ? `**FAILED**: ${l.failure.replaceAll('|', '\\|')}` : 'ok';
+    lines.push(
+      `| ${l.row.id} | ${l.row.name} | ${fmtMs(l.p50)} | ${fmtMs(l.p99)} | ${fmtMs(l.p999)} | ` +
+        `${added(l, 'p50')} | ${added(l, 'p99')} | ${added(l, 'p999')} | ${fmtInt(l.rps)} | ${status} |`,
+    );
+  }
+  return lines;
+}
+
+/** The performance targets (issue 17), each a ratio of two rows of this run. */
+function targetsReport(byId, ok, ratio) {
+  const cpu = (a, b) => (ok(byId[a]) && ok(byId[b]) ? byId[a].cpuUs / byId[b].cpuUs : NaN);
+  const targets = [
+    ['public route ÷ nginx proxy_pass, req/s', '4 ÷ 2', ratio(byId['4'], '2'), '≥', 0.8],
+    ['public route ÷ nginx proxy_pass, CPU µs per request', '4 ÷ 2', cpu('4', '2'), '≤', 1.25],
+    ['session cookie ÷ public route', '5 ÷ 4', ratio(byId['5'], '4'), '≥', 0.95],
+    ['warm bearer ÷ public route', '6 ÷ 4', ratio(byId['6'], '4'), '≥', 0.95],
+    ['cold RS256 bearer ÷ public route', '7 ÷ 4', ratio(byId['7'], '4'), '≥', 0.6],
+    ['session cookie ÷ Apache + mod_auth_openidc', '5 ÷ 3', ratio(byId['5'], '3'), '≥', 4],
+    ['session in Redis ÷ Apache + mod_auth_openidc', '5b ÷ 3', ratio(byId['5b'], '3'), '≥', 4],
+    ['warm bearer ÷ Apache + mod_auth_openidc bearer', '6 ÷ 3b', ratio(byId['6'], '3b'), '≥', 4],
+    ['cold RS256 bearer ÷ Apache + mod_auth_openidc bearer', '7 ÷ 3b', ratio(byId['7'], '3b'), '≥', 4],
+    ['cold ES256 bearer ÷ Apache + mod_auth_openidc bearer', '7b ÷ 3b', ratio(byId['7b'], '3b'), '≥', 4],
+    ['TLS keep-alive ÷ nginx TLS proxy_pass', '10 ÷ 9', ratio(byId['10'], '9'), '≥', 0.8],
+    ['new TLS connections per second ÷ nginx\'s', '12 ÷ 11', ratio(byId['12'], '11'), '≥', 0.8],
+    ['HTTP/2 ÷ nginx HTTP/2 (the TLS rows\' bar)', '14 ÷ 13', ratio(byId['14'], '13'), '≥', 0.8],
+    ['session in Redis ÷ session cookie', '5b ÷ 5', ratio(byId['5b'], '5'), '≥', 0.9],
+    ['minimal pingora proxy ÷ nginx proxy_pass (pingora\'s own cost; no target)', '2m ÷ 2', ratio(byId['2m'], '2'), '', NaN],
+    ['public route ÷ minimal pingora proxy (what portcullis adds; no target)', '4 ÷ 2m', ratio(byId['4'], '2m'), '', NaN],
+  ];
+  const lines = [
+    'Targets: each a ratio of two rows above, measured in the same rounds.',
+    '',
+    '| Target | rows | measured | goal | met |',
+    '|---|---|---:|---:|---|',
+  ];
+  for (const [what, rows, x, cmp, goal] of targets) {
+    const met = !Number.isFinite(x) || !cmp ? '—' : (cmp === '≥' ? x >= goal : x <= goal) ? 'yes' : '**no**';
+    lines.push(`| ${what} | ${rows} | ${fmtRatio(x)} | ${cmp ? `${cmp} ${goal}` : '—'} | ${met} |`);
+  }
+  return lines;
+}
+
 function versionOf(cmd, args, pattern) {
   const r = spawnSync(cmd, args, { encoding: 'utf8' });
   return `${r.stdout ?? ''}${r.stderr ?? ''}`.match(pattern)?.[1] ?? '?';
 }
 
-function buildReport({ rows, storms, rssAtStart, rssIdle, rssAfter, rssAt, rssOthers, complaints, elapsed }) {
+function buildReport({ rows, latency, storms, rssAtStart, rssIdle, rssAfter, rssAt, rssOthers, complaints, elapsed }) {
   for (const row of rows) {
     const good = row.rounds.filter((m) => !m.failure);
     const bad = row.rounds.filter((m) => m.failure);
@@ -1315,6 +1480,12 @@ function buildReport({ rows, storms, rssAtStart, rssIdle, rssAfter, rssAt, rssOt
       Object.entries(rssOthers).map(([k, mib]) => `${k} ${mib.toFixed(1)} MiB`).join(', ') +
       ' (all processes of each).',
   );
+  if (latency.length) {
+    lines.push('');
+    lines.push(...latencyReport(latency));
+  }
+  lines.push('');
+  lines.push(...targetsReport(byId, ok, ratio));
   const [small, large] = RSS_CHECKPOINTS.map((at) => rssAt.get(at));
   lines.push('');
   lines.push(
@@ -1355,6 +1526,20 @@ function buildReport({ rows, storms, rssAtStart, rssIdle, rssAfter, rssAt, rssOt
       'requests; mod_auth_openidc with its default server-side sessions (shared memory) for the ' +
       'cookie row and OAuth 2.0 resource-server mode (`AuthType oauth20`, JWKS, `Require claim aud:`) ' +
       'for the Bearer row. No proxy logs requests.',
+  );
+  lines.push(
+    '- Row 2m is bench/minimal_proxy.rs, built by run.sh with portcullis: a `ProxyHttp` whose only ' +
+      'method names the upstream, run with portcullis\' allocator (mimalloc) and runtime settings ' +
+      '(threads = number of CPUs, work stealing). It is what pingora itself costs; row 4\'s ' +
+      '"× baseline" is portcullis\' public route against it, so what portcullis adds is told apart ' +
+      'from what pingora costs.',
+  );
+  lines.push(
+    `- Latency rows: oha ${'1.12.0'} sends ${fmtInt(LATENCY_RATE)} requests/s on a schedule (open loop), ` +
+      'unlike wrk, which sends the next request only when the last answer came (closed loop, so a ' +
+      'slow answer also slows the load and hides itself). With `--latency-correction` each ' +
+      'latency counts from when its request was due. A round fails when fewer than 95 % of the ' +
+      'scheduled requests were answered.',
   );
   lines.push(
     '- TLS rows (9-14): nginx and portcullis serve the same self-signed P-256 certificate, ' +

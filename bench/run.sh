@@ -5,11 +5,13 @@
 #
 # (--rows: only these rows, e.g. while working on one path; the default is all of them.)
 #
-# 1. installs what is missing (PyPI: envoy-data-plane, into bench/.work/python; Debian: wrk, nghttp2-client (h2load), redis-server, nginx, apache2, libapache2-mod-auth-openidc,
+# 1. installs what is missing (PyPI: envoy-data-plane, into bench/.work/python; crates.io: oha,
+#    the open-loop load generator of the latency rows, into bench/.work/tools; Debian: wrk,
+#    nghttp2-client (h2load), redis-server, nginx, apache2, libapache2-mod-auth-openidc,
 #    chromium, cmake),
-# 2. builds portcullis in release mode from a git worktree of HEAD in bench/.work/src (so
-#    uncommitted edits in the main work tree never affect the numbers), with its own target
-#    directory bench/.work/target,
+# 2. builds portcullis and the minimal pingora proxy (bench/minimal_proxy.rs) in release mode
+#    from a git worktree of HEAD in bench/.work/src (so uncommitted edits in the main work tree
+#    never affect the numbers), with its own target directory bench/.work/target,
 # 3. runs `npm ci` in that worktree's tests/e2e (oidc-provider, playwright-core),
 # 4. runs bench/orchestrate.mjs, which starts everything on loopback, measures, prints the
 #    table and writes bench/results.md.
@@ -69,15 +71,17 @@ if [ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no)" ]; then
   echo "note: the work tree has uncommitted changes; the benchmark measures HEAD ($COMMIT) without them"
 fi
 BIN="$WORK/target/release/portcullis"
+MINIMAL_BIN="$WORK/target/release/examples/minimal_proxy"
 if [ -n "${BENCH_BIN:-}" ]; then
   # A development shortcut: measure a binary built elsewhere (e.g. target/release/portcullis
   # with uncommitted edits). The results say so instead of naming a commit.
   BIN="$(realpath "$BENCH_BIN")"
   COMMIT="$COMMIT + uncommitted ($BENCH_BIN)"
   echo "measuring $BIN (BENCH_BIN), not a build of HEAD"
+  MINIMAL_BIN="$(dirname "$BIN")/examples/minimal_proxy"
 else
   echo "building $COMMIT"
-  if ! (cd "$SRC" && CARGO_TARGET_DIR="$WORK/target" cargo build --release --bin portcullis) \
+  if ! (cd "$SRC" && CARGO_TARGET_DIR="$WORK/target" cargo build --release --bin portcullis --example minimal_proxy) \
       >"$WORK/build.log" 2>&1; then
     tail -30 "$WORK/build.log"
     exit 1
@@ -98,6 +102,18 @@ fi
 step "python envoy-data-plane (the ext_authz row's request)"
 if ! PYTHONPATH="$WORK/python" python3 -c "import envoy_data_plane" >/dev/null 2>&1; then
   python3 -m pip install --quiet --disable-pip-version-check --target "$WORK/python" envoy-data-plane==2.2.0
+else
+  echo "up to date"
+fi
+
+# The latency rows' open-loop load generator (a fixed request rate, corrected for coordinated
+# omission), built from crates.io once.
+OHA_VERSION=1.12.0
+step "oha $OHA_VERSION (the latency rows' load generator)"
+if [ "$("$WORK/tools/bin/oha" --version 2>/dev/null)" != "oha $OHA_VERSION" ]; then
+  echo "installing (a few minutes, once)"
+  cargo install --quiet --locked --root "$WORK/tools" oha --version "$OHA_VERSION" >"$WORK/oha-install.log" 2>&1 ||
+    { tail -20 "$WORK/oha-install.log"; exit 1; }
 else
   echo "up to date"
 fi
@@ -130,7 +146,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
 
 step "benchmark"
-BENCH_SRC="$SRC" PORTCULLIS_BIN="$BIN" \
+BENCH_SRC="$SRC" PORTCULLIS_BIN="$BIN" MINIMAL_BIN="$MINIMAL_BIN" OHA="$WORK/tools/bin/oha" \
   BENCH_COMMIT="$COMMIT" BENCH_COMMAND="$COMMAND" BENCH_STARTED="$STARTED_MS" \
   node "$HERE/orchestrate.mjs" "$@" &
 ORCH_PID=$!
