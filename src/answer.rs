@@ -34,15 +34,20 @@ pub(crate) enum Asker<'a> {
 
 impl<'a> Asker<'a> {
     /// The client of `req`, asking through the inline proxy or through a front proxy that
-    /// passes the whole request on and our answer back (Envoy's ext_authz).
+    /// passes the whole request on and our answer back (Envoy's ext_authz), for `verdict`.
     pub(crate) fn client(
         app: &crate::app::App,
         req: &'a pingora::http::RequestHeader,
+        verdict: &Verdict,
     ) -> Asker<'a> {
+        // Only a refusal depends on whether a person's browser asks; an allowed request's
+        // headers are not searched for it (the most common case, on every request).
+        let refused = !matches!(verdict, Verdict::Public | Verdict::Allow(_));
         Asker::Client {
             // Without browser sign-in there is no login to send a browser to: a 401 as for
             // any program.
-            browser_navigation: app.login.is_some()
+            browser_navigation: refused
+                && app.login.is_some()
                 && crate::classify::is_browser_navigation(&req.method, &req.headers),
             return_to: req.uri.path_and_query().map_or("/", |pq| pq.as_str()),
             grpc: respond::is_grpc(req),

@@ -330,7 +330,13 @@ impl Login {
             },
             now,
         };
-        match self.refresher.refresh(&refresh_token, refresh.run()).await {
+        // Boxed: the provider call's state is large, and inline it would be part of every
+        // request's future, allocated and copied on every request (see `proxy.rs`).
+        match self
+            .refresher
+            .refresh(&refresh_token, Box::pin(refresh.run()))
+            .await
+        {
             Outcome::Refreshed(new) => Authentication {
                 set_cookies: self.sessions.refreshed_cookies(&new, &loaded, now),
                 session: Some(new),

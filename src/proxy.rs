@@ -246,8 +246,16 @@ impl ProxyHttp for Portcullis {
                 client_cert: ctx.client_cert.as_deref(),
                 scheme: ctx.scheme,
             };
-            let answer =
-                endpoints::handle(app, endpoint, session.req_header(), &body, &facts).await;
+            // Boxed: the endpoints' state (provider calls, forms) is large, and kept inline it
+            // would make every request's filter future as large, allocated and copied each time.
+            let answer = Box::pin(endpoints::handle(
+                app,
+                endpoint,
+                session.req_header(),
+                &body,
+                &facts,
+            ))
+            .await;
             ctx.outcome = Outcome::Endpoint;
             ctx.user = answer.user;
             ctx.reason = answer.reason;
@@ -258,7 +266,7 @@ impl ProxyHttp for Portcullis {
         let req = session.req_header();
         let target = Target::of(req, host, ctx.client_cert.as_deref(), ctx.scheme);
         let decided = app.decide(req, &target).await;
-        let asker = Asker::client(app, req);
+        let asker = Asker::client(app, req, &decided.verdict);
         let challenges = app.challenges(&decided.verdict, ctx.scheme, host);
         let settled = answer::settle(decided.verdict, &asker, &challenges);
         ctx.outcome = settled.outcome;

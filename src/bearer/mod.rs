@@ -314,7 +314,9 @@ impl BearerAuth {
         if let Some(hit) = self.remembered(token) {
             return Ok(hit);
         }
-        let principal = self.verify_uncached(token).await?;
+        // Boxed: a key set fetch's state is large, and inline it would be part of every
+        // request's future, allocated and copied on every request, cache hits included.
+        let principal = Box::pin(self.verify_uncached(token)).await?;
         Ok(principal)
     }
 

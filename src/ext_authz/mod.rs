@@ -138,7 +138,7 @@ pub(crate) async fn decide(app: &App, original: &Original) -> Decision {
         scheme: original.scheme,
     };
     let decided = app.decide(req, &target).await;
-    let mut asker = Asker::client(app, req);
+    let mut asker = Asker::client(app, req, &decided.verdict);
     // Envoy writes a refused gRPC call's status itself, from the HTTP status it is given.
     if let Asker::Client { grpc, .. } = &mut asker {
         *grpc = false;

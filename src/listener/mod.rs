@@ -345,9 +345,6 @@ async fn read_head(
             _ => return Head::Closed,
         }
     };
-    if buf.capacity() - buf.len() < FIRST_READ / 4 {
-        buf.reserve(FIRST_READ);
-    }
     let mut scan = HeadScan::default();
     let mut request_line_checked = false;
     loop {
@@ -458,7 +455,11 @@ async fn first_bytes(stream: &mut Stream) -> std::io::Result<BytesMut> {
     if n == 0 {
         return Ok(BytesMut::new());
     }
-    let mut buf = BytesMut::with_capacity(FIRST_READ.max(n));
+    // A read that did not fill the wait's buffer usually holds the whole head: it gets an
+    // allocation of its size, a small one from the allocator's fast path, since pingora reads
+    // whatever follows into buffers of its own. A full one has more behind it: room for it.
+    let capacity = if n == FIRST_WAIT { FIRST_READ } else { n };
+    let mut buf = BytesMut::with_capacity(capacity);
     buf.extend_from_slice(&first[..n]);
     Ok(buf)
 }
