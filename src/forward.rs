@@ -315,7 +315,7 @@ const FORWARDING_HEADERS: &[&str] = &[
 /// names with `_` (rare) cost an allocation: this runs for every header of every request.
 fn normalise(name: &HeaderName) -> Cow<'_, str> {
     let name = name.as_str();
-    if name.contains('_') {
+    if memchr::memchr(b'_', name.as_bytes()).is_some() {
         Cow::Owned(name.replace('_', "-"))
     } else {
         Cow::Borrowed(name)
@@ -461,7 +461,8 @@ fn strip_client_headers(
             is_identity_header(n)
                 || hygiene.names.claims(n)
                 || hygiene.strip.iter().any(|s| s == n)
-                || (forwarding && (!trusted || name.as_str().contains('_')))
+                || (forwarding
+                    && (!trusted || memchr::memchr(b'_', name.as_str().as_bytes()).is_some()))
                 || (strip_authorization && n == "authorization")
         })
         .cloned()
@@ -492,9 +493,29 @@ fn strip_our_cookies(req: &mut RequestHeader, is_ours: impl Fn(&str) -> bool) {
     }
 }
 
+/// The client's address as `X-Forwarded-For` writes it, as `Display` does. An IPv4 address is
+/// written with `itoa`: `Display`'s formatting machinery cost as much as the rest of this
+/// stage together (callgrind, on every forwarded request).
+fn client_address(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let mut text = String::with_capacity(15);
+            let mut digits = itoa::Buffer::new();
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    text.push('.');
+                }
+                text.push_str(digits.format(octet));
+            }
+            text
+        }
+        std::net::IpAddr::V6(_) => ip.to_string(),
+    }
+}
+
 fn set_forwarding(req: &mut RequestHeader, peer: &Peer) {
     if let Some(ip) = peer.ip {
-        let client = ip.to_string();
+        let client = client_address(ip);
         // Only a trusted proxy's chain is kept (and only then looked up).
         let prior = peer
             .trusted
@@ -574,6 +595,23 @@ mod tests {
             .iter()
             .map(|v| v.to_str().unwrap().to_string())
             .collect()
+    }
+
+    #[test]
+    fn client_addresses_are_written_as_display_writes_them() {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.30.40",
+            "255.255.255.255",
+            "192.0.2.9",
+            "::1",
+            "::ffff:192.0.2.9",
+            "2001:db8::8a2e:370:7334",
+        ] {
+            let ip: std::net::IpAddr = ip.parse().unwrap();
+            assert_eq!(client_address(ip), ip.to_string());
+        }
     }
 
     fn alice() -> Identity {
