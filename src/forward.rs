@@ -544,26 +544,16 @@ fn set_forwarding(req: &mut RequestHeader, peer: &Peer) {
     }
 }
 
-/// The default identity header names, as the static strings pingora stores without a copy.
-const STATIC_NAMES: [&str; 7] = [
-    X_FORWARDED_USER,
-    X_FORWARDED_EMAIL,
-    X_FORWARDED_GROUPS,
-    X_FORWARDED_PREFERRED_USERNAME,
-    X_FORWARDED_ACCESS_TOKEN,
-    X_FORWARDED_ISSUER,
-    "x-forwarded-client-cert",
-];
-
 fn set_identity(req: &mut RequestHeader, vouch: &Vouch<'_>, names: &IdentityNames) {
     let mut set = |name: &HeaderName, value: &str| {
         // Values were checked for control characters when the session was made; a value that
         // still cannot be a header is dropped rather than forwarded mangled.
         if let Ok(v) = HeaderValue::from_str(value) {
             // pingora copies a `HeaderName` it is given into a buffer of its own (one
-            // allocation per header, on every request); a default name is given as the static
-            // string it is, which it keeps as it is. The header on the wire is the same.
-            let _ = match STATIC_NAMES.iter().find(|s| **s == name.as_str()) {
+            // allocation per header, on every request); a well-known name (the defaults among
+            // them) is given as the static string it is, which it keeps as it is. The header
+            // on the wire is the same.
+            let _ = match IDENTITY_HEADERS.iter().find(|s| **s == name.as_str()) {
                 Some(static_name) => req.insert_header(*static_name, v),
                 None => req.insert_header(name.clone(), v),
             };
