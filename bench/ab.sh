@@ -29,34 +29,10 @@ for tool in wrk nginx curl openssl node; do
   }
 done
 
-run=$(mktemp -d /tmp/portcullis-ab.XXXXXX)
-chmod 755 "$run" # nginx workers (not root) read the payload from here
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$run"
-}
-trap cleanup EXIT INT TERM
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_for() { # url
-  for _ in $(seq 1 200); do
-    [ "$(curl -s -o /dev/null -w '%{http_code}' "$1")" = 200 ] && return 0
-    sleep 0.05
-  done
-  echo "ab: $1 never answered 200" >&2
-  exit 1
-}
-
-up_port=$(free_port)
-mkdir -p "$run/upstream" "$run/www"
-head -c 512 /dev/zero | tr '\0' 'x' >"$run/www/payload.txt"
-sed -e "s#{{DIR}}#$run/upstream#g" -e "s#{{PORT}}#$up_port#g" -e "s#{{WWW}}#$run/www#g" \
-  bench/templates/upstream.nginx.conf >"$run/upstream/nginx.conf"
-/usr/sbin/nginx -c "$run/upstream/nginx.conf" -e "$run/upstream/error.log" &
-pids+=($!)
-wait_for "http://127.0.0.1:$up_port/x"
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+bench_setup ab
+start_upstream 512
 
 secret=$(head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
 # A token issuer of our own, and one of its tokens that expired an hour ago.

@@ -29,36 +29,11 @@ for tool in valgrind callgrind_control callgrind_annotate ab nginx curl openssl 
 done
 minimal="$(dirname "$a_bin")/examples/minimal_proxy"
 
-run=$(mktemp -d /tmp/portcullis-instructions.XXXXXX)
-chmod 755 "$run" # nginx workers (not root) read the payload from here
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$run"
-}
-trap cleanup EXIT INT TERM
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_for() { # url [header]: 200 within 60 s (valgrind starts slowly)
-  local args=()
-  [ -n "${2:-}" ] && args=(-H "$2")
-  for _ in $(seq 1 600); do
-    [ "$(curl -s -o /dev/null -w '%{http_code}' "${args[@]}" "$1")" = 200 ] && return 0
-    sleep 0.1
-  done
-  echo "instructions: $1 never answered 200" >&2
-  exit 1
-}
-
-up_port=$(free_port)
-mkdir -p "$run/upstream" "$run/www"
-head -c 200 /dev/zero | tr '\0' 'x' >"$run/www/payload.txt"
-sed -e "s#{{DIR}}#$run/upstream#g" -e "s#{{PORT}}#$up_port#g" -e "s#{{WWW}}#$run/www#g" \
-  bench/templates/upstream.nginx.conf >"$run/upstream/nginx.conf"
-/usr/sbin/nginx -c "$run/upstream/nginx.conf" -e "$run/upstream/error.log" &
-pids+=($!)
-wait_for "http://127.0.0.1:$up_port/x"
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+bench_setup instructions
+WAIT_SECONDS=60 # valgrind starts slowly
+start_upstream 200
 
 # A token issuer of our own and one of its tokens, good for an hour.
 openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$run/issuer.key" 2>/dev/null
