@@ -34,7 +34,6 @@ done
 bench_setup ab
 start_upstream 512
 
-secret=$(head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
 # A token issuer of our own, and one of its tokens that expired an hour ago.
 openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$run/issuer.key" 2>/dev/null
 openssl pkey -in "$run/issuer.key" -pubout -out "$run/issuer.pub"
@@ -44,37 +43,13 @@ expired=$(node -e '
   const part = (v) => Buffer.from(JSON.stringify(v)).toString("base64url");
   const now = Math.floor(Date.now() / 1000);
   const signed = part({ alg: "RS256", typ: "JWT" }) + "." +
-    part({ iss: "https://ab.local", aud: "https://ab.api", sub: "ab", iat: now - 7200, exp: now - 3600 });
+    part({ iss: process.argv[2], aud: process.argv[3], sub: "ab", iat: now - 7200, exp: now - 3600 });
   console.log(signed + "." + crypto.sign("sha256", Buffer.from(signed), key).toString("base64url"));
-' "$run/issuer.key")
+' "$run/issuer.key" "$token_issuer" "$token_audience")
 declare -A port
 for side in a b; do
   port[$side]=$(free_port)
-  cat >"$run/$side.toml" <<TOML
-[server]
-listen = "127.0.0.1:${port[$side]}"
-shutdown_grace = "1s"
-[upstream]
-url = "http://127.0.0.1:$up_port"
-[oidc]
-# Nobody listens there: the public route needs no provider.
-issuer = "http://127.0.0.1:9/"
-client_id = "ab"
-client_secret = "ab"
-redirect_url = "http://127.0.0.1:${port[$side]}/oauth2/callback"
-[session]
-secrets = ["$secret"]
-secure = false
-[logging]
-level = "error"
-[[bearer.issuers]]
-issuer = "https://ab.local"
-audiences = ["https://ab.api"]
-public_keys = ["$run/issuer.pub"]
-[[routes]]
-path = "/public"
-policy = "public"
-TOML
+  portcullis_config "${port[$side]}" "$run/$side.toml"
 done
 declare -A pid
 "$a_bin" run --config "$run/a.toml" >"$run/a.log" 2>&1 &

@@ -44,12 +44,11 @@ token=$(node -e '
   const part = (v) => Buffer.from(JSON.stringify(v)).toString("base64url");
   const now = Math.floor(Date.now() / 1000);
   const signed = part({ alg: "ES256", typ: "JWT" }) + "." + part({
-    iss: "https://instructions.local", aud: "https://instructions.api", sub: "svc-bench",
+    iss: process.argv[2], aud: process.argv[3], sub: "svc-bench",
     email: "svc@example.com", iat: now, exp: now + 3600 });
   const sig = crypto.sign("sha256", Buffer.from(signed), { key, dsaEncoding: "ieee-p1363" });
   console.log(signed + "." + sig.toString("base64url"));
-' "$run/issuer.key")
-secret=$(head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
+' "$run/issuer.key" "$token_issuer" "$token_audience")
 
 # One measurement: NAME, URL, optional header, then the command that serves URL.
 measure() {
@@ -91,33 +90,6 @@ measure() {
     'BEGIN {printf "%-22s %9.0f instructions/request %7.1f allocations/request\n", name, t / n, a / n}'
 }
 
-config() { # port file
-  cat >"$2" <<TOML
-[server]
-listen = "127.0.0.1:$1"
-shutdown_grace = "1s"
-[upstream]
-url = "http://127.0.0.1:$up_port"
-[oidc]
-# Nobody listens there: the rows need no provider.
-issuer = "http://127.0.0.1:9/"
-client_id = "bench"
-client_secret = "bench"
-redirect_url = "http://127.0.0.1:$1/oauth2/callback"
-[session]
-secrets = ["$secret"]
-secure = false
-[logging]
-level = "error"
-[[bearer.issuers]]
-issuer = "https://instructions.local"
-audiences = ["https://instructions.api"]
-public_keys = ["$run/issuer.pub"]
-[[routes]]
-path = "/public"
-policy = "public"
-TOML
-}
 
 echo "callgrind, $requests keep-alive requests on 4 connections (ab), after 500 of warm-up"
 if [ -x "$minimal" ]; then
@@ -130,7 +102,7 @@ for side in a b; do
   [ "$side" = b ] && bin=$b_bin
   [ -n "$bin" ] || continue
   port=$(free_port)
-  config "$port" "$run/$side.toml"
+  portcullis_config "$port" "$run/$side.toml"
   measure "public $side" "http://127.0.0.1:$port/public" "" "$bin" run --config "$run/$side.toml"
   measure "bearer $side" "http://127.0.0.1:$port/api" "Authorization: Bearer $token" \
     "$bin" run --config "$run/$side.toml"

@@ -6,6 +6,10 @@
 #   free_port                 prints a free loopback port
 #   wait_for URL [HEADER]     waits up to WAIT_SECONDS (default 10) for a 200
 #   start_upstream BYTES      nginx serving a BYTES-byte file for any path on $up_port
+#   portcullis_config PORT FILE
+#                             a portcullis listening on PORT in front of that upstream, with a
+#                             public route /public and the token issuer $token_issuer
+#                             ($token_audience; its key in $run/issuer.pub), into FILE
 
 bench_setup() {
   bench_name=$1
@@ -43,4 +47,38 @@ start_upstream() {
   /usr/sbin/nginx -c "$run/upstream/nginx.conf" -e "$run/upstream/error.log" &
   pids+=($!)
   wait_for "http://127.0.0.1:$up_port/x"
+}
+
+# The token issuer of the scripts' own tokens.
+token_issuer="https://bench.local"
+token_audience="https://bench.api"
+
+portcullis_config() {
+  local secret
+  secret=$(head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
+  cat >"$2" <<TOML
+[server]
+listen = "127.0.0.1:$1"
+shutdown_grace = "1s"
+[upstream]
+url = "http://127.0.0.1:$up_port"
+[oidc]
+# Nobody listens there: the rows need no provider.
+issuer = "http://127.0.0.1:9/"
+client_id = "bench"
+client_secret = "bench"
+redirect_url = "http://127.0.0.1:$1/oauth2/callback"
+[session]
+secrets = ["$secret"]
+secure = false
+[logging]
+level = "error"
+[[bearer.issuers]]
+issuer = "$token_issuer"
+audiences = ["$token_audience"]
+public_keys = ["$run/issuer.pub"]
+[[routes]]
+path = "/public"
+policy = "public"
+TOML
 }
