@@ -6,8 +6,11 @@
 #   bash bench/instructions.sh A_BIN [B_BIN] [REQUESTS]
 #
 # Rows: `public` (a public route, forwarded) for the minimal pingora proxy of the same build
-# (examples/minimal_proxy beside A_BIN, when it is there) and each binary; `bearer` (a
-# remembered ES256 token, its identity forwarded) for each binary. Each binary runs under
+# (examples/minimal_proxy beside A_BIN, when it is there) and each binary; `cookie` (a session
+# cookie, its identity forwarded; the session is sealed by examples/mint_session beside A_BIN,
+# when it is there) and `bearer` (a remembered ES256 token, its identity forwarded) for each
+# binary. Build all three with
+#   cargo build --release --bin portcullis --example minimal_proxy --example mint_session Each binary runs under
 # callgrind with one tiny nginx upstream; after a warm-up, the counters are zeroed, ApacheBench
 # sends REQUESTS keep-alive requests on 4 connections, and the counters are dumped. Counts
 # are user space only (the kernel's share is not seen), and callgrind runs on a CPU model
@@ -28,6 +31,7 @@ for tool in valgrind callgrind_control callgrind_annotate ab nginx curl openssl 
   }
 done
 minimal="$(dirname "$a_bin")/examples/minimal_proxy"
+mint="$(dirname "$a_bin")/examples/mint_session"
 
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
@@ -104,6 +108,11 @@ for side in a b; do
   port=$(free_port)
   portcullis_config "$port" "$run/$side.toml"
   measure "public $side" "http://127.0.0.1:$port/public" "" "$bin" run --config "$run/$side.toml"
+  if [ -x "$mint" ]; then
+    cookie=$("$mint" "$run/$side.toml")
+    measure "cookie $side" "http://127.0.0.1:$port/api" "Cookie: $cookie" \
+      "$bin" run --config "$run/$side.toml"
+  fi
   measure "bearer $side" "http://127.0.0.1:$port/api" "Authorization: Bearer $token" \
     "$bin" run --config "$run/$side.toml"
 done

@@ -155,9 +155,9 @@ pub struct Authentication {
 }
 
 impl Authentication {
-    fn of(session: SessionData) -> Authentication {
+    fn of(session: Arc<SessionData>) -> Authentication {
         Authentication {
-            session: Some(Arc::new(session)),
+            session: Some(session),
             ..Authentication::default()
         }
     }
@@ -415,7 +415,7 @@ impl Refresh {
         }
         match again.session {
             None => Some(Outcome::Rejected),
-            Some(s) if !s.needs_refresh(now) => Some(Outcome::Refreshed(Arc::new(s))),
+            Some(s) if !s.needs_refresh(now) => Some(Outcome::Refreshed(s)),
             Some(_) => None,
         }
     }

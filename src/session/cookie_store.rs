@@ -7,6 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::chunks::{self, CookieAttrs, SetCookie};
+use super::opened::Opened;
 use super::seal::{self, SealKeys};
 use super::{Ending, Lease, Loaded, SessionData, SessionStore, StoreUnavailable};
 use crate::clock::UnixTime;
@@ -28,6 +29,8 @@ pub struct CookieStore {
     ended: Arc<EndedHere>,
     /// `[session.revocation]`: ended sessions recorded in Redis for every replica.
     revocations: Option<super::redis_store::Revocations>,
+    /// Values these keys opened recently (never another store's: see [`super::opened`]).
+    opened: Opened,
 }
 
 /// What the cookie store remembers in this process: the sessions ended here, and the logout
@@ -136,6 +139,7 @@ impl CookieStore {
                 .revocation
                 .as_ref()
                 .map(|r| super::redis_store::Revocations::new(r, &cfg.secrets, cfg.lifetime)),
+            opened: Opened::new(),
         })
     }
 
@@ -160,9 +164,11 @@ impl CookieStore {
             };
         };
         let session = self
-            .keys
-            .open(&self.name, &value)
-            .and_then(|plain| decode_payload(&plain))
+            .opened
+            .get_or_open(&value, |sealed| {
+                let plain = self.keys.open(&self.name, sealed)?;
+                decode_payload(&plain)
+            })
             .filter(|s| now.secs() < s.expires_at && !self.ended.revoked.ended(s));
         Loaded {
             unusable: session.is_none(),
@@ -314,7 +320,7 @@ impl SessionStore for CookieStore {
         };
         match list.handed_off(old, now).await {
             Ok(Some(new)) => Loaded {
-                session: Some(new),
+                session: Some(Arc::new(new)),
                 ..loaded.clone()
             },
             Ok(None) => loaded.clone(),
@@ -431,7 +437,7 @@ mod tests {
             .session
             .expect("a version 1 cookie opens");
         assert_eq!(got.identity.user.as_deref(), Some("alice"));
-        assert_eq!((got.sub, got.sid), (None, None));
+        assert_eq!((&got.sub, &got.sid), (&None, &None));
         let round = s.load(&[&cookie_header(&s.save(&d, &[], now))], now);
         assert_eq!(round.session.unwrap().sid.as_deref(), Some("sid-1"));
     }
@@ -449,7 +455,7 @@ mod tests {
             let loaded = s.load(&[&header], now);
             let got = loaded.session.expect("session");
             assert_eq!(got.identity.user.as_deref(), Some("alice"));
-            assert_eq!(got.refresh_token.unwrap().len(), big);
+            assert_eq!(got.refresh_token.as_deref().map(str::len), Some(big));
             assert!(!loaded.unusable);
         }
     }
@@ -475,5 +481,39 @@ mod tests {
         assert!(!s.load(&[b"other=1"], now).unusable);
         assert!(s.load(&[b"_portcullis="], now).unusable);
         assert!(s.load(&[b"_portcullis=\"quoted\""], now).unusable);
+    }
+
+    /// A session opened once is remembered (see `opened.rs`), but the checks that depend on
+    /// the time and on what ended since are made on every request.
+    #[tokio::test]
+    async fn a_remembered_session_still_expires_and_ends() {
+        let s = store(A);
+        let now = now();
+        let header = cookie_header(&s.save(&data(now, 10), &[], now));
+        let first = CookieStore::load(&s, &[&header], now)
+            .session
+            .expect("opens");
+        let again = CookieStore::load(&s, &[&header], now)
+            .session
+            .expect("remembered");
+        assert!(
+            Arc::ptr_eq(&first, &again),
+            "the second load is served from memory"
+        );
+        assert!(CookieStore::load(&s, &[&header], now.plus(Duration::from_secs(7200))).unusable);
+        let mut tampered = header.clone();
+        tampered[header.len() / 2] ^= 0x01;
+        assert!(CookieStore::load(&s, &[&tampered], now).unusable);
+        let ending = Ending {
+            provider: "default",
+            sub: None,
+            sid: Some("sid-1"),
+        };
+        SessionStore::end_sessions(&s, ending, now).await.unwrap();
+        let ended = CookieStore::load(&s, &[&header], now);
+        assert!(
+            ended.session.is_none() && ended.unusable,
+            "an ended session stays ended"
+        );
     }
 }

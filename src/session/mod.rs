@@ -10,11 +10,13 @@
 pub mod chunks;
 mod cookie_store;
 mod layout;
+mod opened;
 pub mod redis_store;
 pub(crate) mod refresh;
 pub mod seal;
 
 use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -160,8 +162,9 @@ impl SessionData {
 /// Outcome of reading the session cookie.
 #[derive(Debug, Default, Clone)]
 pub struct Loaded {
-    /// The session, when the cookies held a usable one.
-    pub session: Option<SessionData>,
+    /// The session, when the cookies held a usable one. Shared: a store may hand the same
+    /// opened session to every request that carries its cookie.
+    pub session: Option<Arc<SessionData>>,
     /// Names of our session cookies (plain or chunks) the request carried.
     pub present: Vec<String>,
     /// The request carried something that is not a usable session (tampered, truncated,

@@ -178,7 +178,8 @@ impl RedisStore {
                 Some((1, rest)) => crate::session::layout::with_login_ids(rest),
                 _ => None,
             })
-            .filter(|s| now.secs() < s.expires_at);
+            .filter(|s| now.secs() < s.expires_at)
+            .map(Arc::new);
         Loaded {
             unusable: session.is_none(),
             session,
