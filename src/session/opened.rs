@@ -16,9 +16,9 @@
 //!   value of their own without the key. A hit counts only when the whole value is equal,
 //!   compared in constant time: how long a lookup takes says nothing about a remembered value.
 //!
-//! Memory is bounded by weight: the sealed characters remembered, doubled for the session they
-//! open to. The bound is small on purpose. Only the sessions browsers are sending right now
-//! pay off, and a session that is not remembered is simply opened again.
+//! Memory is bounded by weight, about the bytes an entry holds (2 MiB in all). The bound is
+//! small on purpose: only the sessions browsers are sending right now pay off, and a session
+//! that is not remembered is simply opened again.
 
 use std::sync::Arc;
 
@@ -30,11 +30,12 @@ use super::SessionData;
 /// The lookup key: the last characters of the sealed value (the GCM tag, base64url).
 const KEY_CHARS: usize = 22;
 
-/// Room for the values remembered, in weight (about bytes; see [`ByLength`]).
+/// Room for the values remembered, in weight (about bytes; see [`ByLength`]): about two
+/// thousand sessions of the usual size.
 const CAPACITY: u64 = 2 * 1024 * 1024;
 
-/// How many sessions the capacity holds, for the cache's sizing (about 2 KiB each).
-const EXPECTED_SESSIONS: usize = 1024;
+/// How many sessions the capacity holds, for the cache's sizing (about 1 KiB each).
+const EXPECTED_SESSIONS: usize = 2048;
 
 /// Longer values are opened every time: memory stays bounded by entries of a sane size, and a
 /// session that large (long tokens kept in it) is rare.
@@ -48,14 +49,20 @@ struct Entry {
     session: Arc<SessionData>,
 }
 
-/// Each entry weighs its sealed characters twice: once for the value kept, once for the
-/// decoded session, whose strings are about as long.
+/// What an entry holds besides its strings: the session's own fields, the two `Arc`s and the
+/// cache's slot (under 512 bytes: a test holds it to that).
+const ENTRY_OVERHEAD: u64 = 512;
+
+/// Each entry weighs about the bytes it holds: its sealed characters twice (once for the value
+/// kept, once for the decoded session, whose strings are about as long) and the overhead.
 #[derive(Clone)]
 struct ByLength;
 
 impl Weighter<Key, Arc<Entry>> for ByLength {
     fn weight(&self, _key: &Key, entry: &Arc<Entry>) -> u64 {
-        (entry.sealed.len() as u64).saturating_mul(2)
+        (entry.sealed.len() as u64)
+            .saturating_mul(2)
+            .saturating_add(ENTRY_OVERHEAD)
     }
 }
 
@@ -217,6 +224,22 @@ mod tests {
         }
         assert_eq!(calls.get(), 4);
         assert_eq!(opened.len(), 0);
+    }
+
+    #[test]
+    fn the_overhead_covers_what_an_entry_holds_besides_its_strings() {
+        use std::mem::size_of;
+        // Each `Arc` allocation carries two counters; the cache's slot holds the key, the
+        // value and about four words of its own.
+        let counters = 2 * size_of::<usize>();
+        let held = size_of::<SessionData>()
+            + counters
+            + size_of::<Entry>()
+            + counters
+            + size_of::<Key>()
+            + size_of::<Arc<Entry>>()
+            + 4 * size_of::<usize>();
+        assert!(held as u64 <= ENTRY_OVERHEAD, "{held} bytes");
     }
 
     #[test]
