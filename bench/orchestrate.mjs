@@ -635,9 +635,10 @@ async function main() {
   for (const k of [
     'upstream', 'nginx', 'nginxTls', 'minimal', 'apache', 'portcullis', 'portcullisTls', 'metrics', 'front',
     'redis', 'portcullisRedis', 'portcullisRedisTls', 'metricsRedis',
-    'checks', 'checksTls', 'checksExtAuthz', 'metricsChecks',
+    'checks', 'checksTls', 'checksExtAuthz', 'metricsChecks', 'idp',
   ]) {
-    ports[k] = await h.freePort();
+    // Distinct: a port is free again the moment freePort lets it go.
+    do ports[k] = await h.freePort(); while (Object.entries(ports).some(([o, p]) => o !== k && p === ports[k]));
   }
   const upstream = await startNginx(
     'upstream',
@@ -663,6 +664,9 @@ async function main() {
       `${base(ports.apache)}/app/redirect_uri`,
     ],
     postLogoutRedirectUris: [`${base(ports.portcullis)}/`],
+    // Reserved with the others: on a port of its own choosing it could take one of theirs
+    // before its owner starts (it once took the ext_authz listener's, and row 17 failed).
+    port: ports.idp,
   });
   log(`identity provider at ${idp.issuer}`);
 

@@ -74,11 +74,12 @@ const MTLS_HOOKS = {
 };
 
 /**
- * Starts the provider on 127.0.0.1 on an ephemeral port.
+ * Starts the provider on 127.0.0.1 on an ephemeral port (or on `port`, one the caller reserved
+ * among others, so that the kernel cannot hand the provider one of those).
  *
  * @param {{ redirectUris: string[], postLogoutRedirectUris: string[],
  *   accessTokenTtl?: number, webClient?: object, clients?: object[], features?: object,
- *   tls?: { key: string, cert: string, ca: string } }} opts
+ *   tls?: { key: string, cert: string, ca: string }, port?: number }} opts
  *   accessTokenTtl: seconds a login's access token lives (a short one makes portcullis
  *   refresh the session); webClient: metadata merged into portcullis' client (another
  *   token_endpoint_auth_method); clients: more clients; features: merged into the features;
@@ -95,6 +96,7 @@ export async function startIdp({
   features = {},
   tls,
   options = {},
+  port: listenPort = 0,
 }) {
   const clientSecret = randomBytes(24).toString('base64url');
   const machineSecret = randomBytes(24).toString('base64url');
@@ -244,7 +246,7 @@ export async function startIdp({
     sockets.add(s);
     s.once('close', () => sockets.delete(s));
   });
-  await listen(server, 0);
+  await listen(server, listenPort);
   const port = server.address().port;
   const issuer = `http://127.0.0.1:${port}`;
   let callback = build(issuer).callback();
