@@ -116,7 +116,7 @@ mod tests {
 
     use super::*;
     use crate::access::Caller;
-    use crate::session::{Identity, SessionData};
+    use crate::session::SessionData;
 
     fn auth(query: &str) -> Result<Allowed, String> {
         let req =
@@ -125,25 +125,11 @@ mod tests {
     }
 
     fn caller(email: &str, groups: &[&str]) -> Caller {
-        Caller::Session(Arc::new(SessionData {
-            identity: Identity {
-                user: Some("u".into()),
-                email: Some(email.into()),
-                groups: groups.iter().map(|g| g.to_string()).collect(),
-                preferred_username: None,
-                provider: None,
-                issuer: None,
-            },
-            created_at: 0,
-            expires_at: u64::MAX,
-            tokens_expire_at: None,
-            refresh_token: None,
-            id_token: None,
-            access_token: None,
-            sub: None,
-            sid: None,
-            id: None,
-        }))
+        let mut session = SessionData::of_user("u");
+        session.identity.email = Some(email.into());
+        session.identity.groups = groups.iter().map(|g| g.to_string()).collect();
+        session.expires_at = u64::MAX;
+        Caller::Session(Arc::new(session))
     }
 
     fn admits(query: &str, email: &str, groups: &[&str]) -> bool {

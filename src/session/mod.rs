@@ -159,6 +159,33 @@ impl SessionData {
     }
 }
 
+#[cfg(test)]
+impl SessionData {
+    /// A session of `user` with nothing else in it (created at 1, ending at 2), for tests to
+    /// fill in what they need.
+    pub(crate) fn of_user(user: &str) -> SessionData {
+        SessionData {
+            identity: Identity {
+                user: Some(user.into()),
+                email: None,
+                groups: Vec::new(),
+                preferred_username: None,
+                provider: None,
+                issuer: None,
+            },
+            created_at: 1,
+            expires_at: 2,
+            tokens_expire_at: None,
+            refresh_token: None,
+            id_token: None,
+            access_token: None,
+            sub: None,
+            sid: None,
+            id: None,
+        }
+    }
+}
+
 /// Outcome of reading the session cookie.
 #[derive(Debug, Default, Clone)]
 pub struct Loaded {

@@ -124,28 +124,10 @@ mod tests {
     use std::cell::Cell;
 
     use super::*;
-    use crate::session::Identity;
 
-    fn session(user: &str) -> SessionData {
-        SessionData {
-            identity: Identity {
-                user: Some(user.into()),
-                email: None,
-                groups: Vec::new(),
-                preferred_username: None,
-                provider: None,
-                issuer: None,
-            },
-            created_at: 1,
-            expires_at: 2,
-            tokens_expire_at: None,
-            refresh_token: None,
-            id_token: None,
-            access_token: None,
-            sub: None,
-            sid: None,
-            id: None,
-        }
+    /// The user of what `get_or_open` answered.
+    fn user(got: Option<Arc<SessionData>>) -> Option<String> {
+        got.and_then(|s| s.identity.user.clone())
     }
 
     /// Counts the calls to `open`, which opens anything to a session of `user`.
@@ -155,7 +137,7 @@ mod tests {
     ) -> impl FnOnce(&str) -> Option<SessionData> + 'a {
         move |_| {
             calls.set(calls.get() + 1);
-            Some(session(user))
+            Some(SessionData::of_user(user))
         }
     }
 
@@ -167,10 +149,7 @@ mod tests {
         let calls = Cell::new(0);
         for _ in 0..3 {
             let got = opened.get_or_open(VALUE, opener(&calls, "alice"));
-            assert_eq!(
-                got.and_then(|s| s.identity.user.clone()).as_deref(),
-                Some("alice")
-            );
+            assert_eq!(user(got).as_deref(), Some("alice"));
         }
         assert_eq!(calls.get(), 1);
     }
@@ -183,18 +162,12 @@ mod tests {
         // The same last characters (the key) in front of other bytes: must not be alice.
         let forged = format!("X{}", &VALUE[1..]);
         let got = opened.get_or_open(&forged, opener(&calls, "mallory"));
-        assert_eq!(
-            got.and_then(|s| s.identity.user.clone()).as_deref(),
-            Some("mallory")
-        );
+        assert_eq!(user(got).as_deref(), Some("mallory"));
         assert_eq!(calls.get(), 2);
         // Nor is a value that ends the same but is longer or shorter.
         for other in [format!("Y{VALUE}"), VALUE[1..].to_string()] {
             let got = opened.get_or_open(&other, opener(&calls, "mallory"));
-            assert_eq!(
-                got.and_then(|s| s.identity.user.clone()).as_deref(),
-                Some("mallory")
-            );
+            assert_eq!(user(got).as_deref(), Some("mallory"));
         }
         assert_eq!(calls.get(), 4);
     }
