@@ -34,18 +34,8 @@ done
 bench_setup ab
 start_upstream 512
 
-# A token issuer of our own, and one of its tokens that expired an hour ago.
-openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$run/issuer.key" 2>/dev/null
-openssl pkey -in "$run/issuer.key" -pubout -out "$run/issuer.pub"
-expired=$(node -e '
-  const crypto = require("crypto");
-  const key = crypto.createPrivateKey(require("fs").readFileSync(process.argv[1]));
-  const part = (v) => Buffer.from(JSON.stringify(v)).toString("base64url");
-  const now = Math.floor(Date.now() / 1000);
-  const signed = part({ alg: "RS256", typ: "JWT" }) + "." +
-    part({ iss: process.argv[2], aud: process.argv[3], sub: "ab", iat: now - 7200, exp: now - 3600 });
-  console.log(signed + "." + crypto.sign("sha256", Buffer.from(signed), key).toString("base64url"));
-' "$run/issuer.key" "$token_issuer" "$token_audience")
+# A token issuer of our own (RSA), and one of its tokens that expired an hour ago.
+expired=$(issuer_token RS256 -3600)
 declare -A port
 for side in a b; do
   port[$side]=$(free_port)

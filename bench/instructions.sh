@@ -10,8 +10,8 @@
 # cookie, its identity forwarded; the session is sealed by examples/mint_session beside A_BIN,
 # when it is there) and `bearer` (a remembered ES256 token, its identity forwarded) for each
 # binary. Build all three with
-#   cargo build --release --bin portcullis --example minimal_proxy --example mint_session Each binary runs under
-# callgrind with one tiny nginx upstream; after a warm-up, the counters are zeroed, ApacheBench
+#   cargo build --release --bin portcullis --example minimal_proxy --example mint_session
+# Each binary runs under callgrind with one tiny nginx upstream; after a warm-up, the counters are zeroed, ApacheBench
 # sends REQUESTS keep-alive requests on 4 connections, and the counters are dumped. Counts
 # are user space only (the kernel's share is not seen), and callgrind runs on a CPU model
 # without SHA-NI, so a SHA-256 costs more here than on the machine.
@@ -39,20 +39,8 @@ bench_setup instructions
 WAIT_SECONDS=60 # valgrind starts slowly
 start_upstream 200
 
-# A token issuer of our own and one of its tokens, good for an hour.
-openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$run/issuer.key" 2>/dev/null
-openssl pkey -in "$run/issuer.key" -pubout -out "$run/issuer.pub"
-token=$(node -e '
-  const crypto = require("crypto");
-  const key = crypto.createPrivateKey(require("fs").readFileSync(process.argv[1]));
-  const part = (v) => Buffer.from(JSON.stringify(v)).toString("base64url");
-  const now = Math.floor(Date.now() / 1000);
-  const signed = part({ alg: "ES256", typ: "JWT" }) + "." + part({
-    iss: process.argv[2], aud: process.argv[3], sub: "svc-bench",
-    email: "svc@example.com", iat: now, exp: now + 3600 });
-  const sig = crypto.sign("sha256", Buffer.from(signed), { key, dsaEncoding: "ieee-p1363" });
-  console.log(signed + "." + sig.toString("base64url"));
-' "$run/issuer.key" "$token_issuer" "$token_audience")
+# A token issuer of our own (EC P-256) and one of its tokens, good for an hour.
+token=$(issuer_token ES256 3600)
 
 # One measurement: NAME, URL, optional header, then the command that serves URL.
 measure() {

@@ -6,6 +6,9 @@
 #   free_port                 prints a free loopback port
 #   wait_for URL [HEADER]     waits up to WAIT_SECONDS (default 10) for a 200
 #   start_upstream BYTES      nginx serving a BYTES-byte file for any path on $up_port
+#   issuer_token ALG SECONDS  makes the token issuer's key ($run/issuer.key and .pub; RS256:
+#                             RSA 2048, ES256: EC P-256) and prints one of its tokens, for
+#                             svc-bench, that expires SECONDS from now (negative: expired)
 #   portcullis_config PORT FILE
 #                             a portcullis listening on PORT in front of that upstream, with a
 #                             public route /public and the token issuer $token_issuer
@@ -52,6 +55,27 @@ start_upstream() {
 # The token issuer of the scripts' own tokens.
 token_issuer="https://bench.local"
 token_audience="https://bench.api"
+
+issuer_token() {
+  case $1 in
+    RS256) openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$run/issuer.key" 2>/dev/null ;;
+    ES256) openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$run/issuer.key" 2>/dev/null ;;
+    *) echo "$bench_name: issuer_token: RS256 or ES256, not $1" >&2; exit 2 ;;
+  esac
+  openssl pkey -in "$run/issuer.key" -pubout -out "$run/issuer.pub"
+  node -e '
+    const crypto = require("crypto");
+    const [file, alg, seconds, iss, aud] = process.argv.slice(1);
+    const key = crypto.createPrivateKey(require("fs").readFileSync(file));
+    const part = (v) => Buffer.from(JSON.stringify(v)).toString("base64url");
+    const exp = Math.floor(Date.now() / 1000) + Number(seconds);
+    const signed = part({ alg, typ: "JWT" }) + "." + part({
+      iss, aud, sub: "svc-bench", email: "svc@example.com", iat: exp - 3600, exp });
+    // ES256 signatures are r || s (IEEE P1363), as JWS wants; RSA ones are what they are.
+    const sig = crypto.sign("sha256", Buffer.from(signed), { key, dsaEncoding: "ieee-p1363" });
+    console.log(signed + "." + sig.toString("base64url"));
+  ' "$run/issuer.key" "$1" "$2" "$token_issuer" "$token_audience"
+}
 
 portcullis_config() {
   local secret
